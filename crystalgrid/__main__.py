@@ -1,0 +1,5 @@
+"""``python -m crystalgrid`` runs the CLI."""
+
+from crystalgrid.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The ``crystalgrid`` command: a click group whose verbs are thin wrappers over the library.
+
+Each verb lives in a module of this package and registers itself on :data:`main`. A verb
+turns :class:`crystalgrid.errors.CrystalgridError` into one line on stderr and exit status 2
+(see :func:`user_errors`); heavy imports (torch, mp-api) happen inside the verbs.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from crystalgrid import __version__
+from crystalgrid.errors import CrystalgridError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["main", "user_errors"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crystalgrid")
+def main() -> None:
+    """Crystal structures to voxel-grid datasets, and the reference models that use them."""
+
+
+def user_errors(func: F) -> F:
+    """Report a :class:`CrystalgridError` as ``crystalgrid: error: ...`` and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CrystalgridError as exc:
+            click.echo(f"crystalgrid: error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _register() -> None:
+    # Imported for their side effect of adding verbs to ``main``; each module is optional
+    # only in the sense that it may not exist yet in a partial checkout.
+    from crystalgrid.cli import dataset_verbs  # noqa: F401
+    from crystalgrid.cli import fetch_verbs  # noqa: F401
+    from crystalgrid.cli import model_verbs  # noqa: F401
+
+
+_register()

@@ -1,0 +1,27 @@
+"""Exceptions that carry a one-line, user-facing message.
+
+The CLI turns :class:`CrystalgridError` into that line on stderr and exit status 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CrystalgridError", "RejectedStructure"]
+
+
+class CrystalgridError(Exception):
+    """A problem with the user's input or environment, stated in one line."""
+
+
+class RejectedStructure(ValueError):  # noqa: N818 - it names what happened to the structure
+    """A structure that cannot be gridded; ``reason`` is short and stable (counted by reason).
+
+    Attributes:
+        reason: a short machine-friendly category, e.g. ``"disordered"``, ``"max_side"``.
+        detail: a human-readable sentence with the specifics.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -1,0 +1,80 @@
+"""Sources of crystal structures, and :func:`open_source` to pick one from a location.
+
+- :class:`DemoSource`: the demo collection shipped inside pymatgen (no location needed).
+- :class:`CifDirectorySource`: a directory of ``*.cif`` (CGCNN folders included).
+- :class:`CifFileSource`: a single ``.cif`` file.
+- :class:`CsvSource`: a CSV with ``material_id`` and ``cif`` columns (CDVAE / MP-20).
+- :class:`JsonSource`: a ``.json`` / ``.json.gz`` list or dict of structure records.
+- a crystalgrid collection (a directory with ``collection.json``), opened through
+  ``crystalgrid.collection.open_collection``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.sources.base import RawRecord, Rejected, Source, parse_record
+from crystalgrid.sources.demo import DemoSource
+from crystalgrid.sources.files import CifDirectorySource, CifFileSource, CsvSource, JsonSource
+
+if TYPE_CHECKING:
+    import os
+
+__all__ = [
+    "CifDirectorySource",
+    "CifFileSource",
+    "CsvSource",
+    "DemoSource",
+    "JsonSource",
+    "RawRecord",
+    "Rejected",
+    "Source",
+    "open_source",
+    "parse_record",
+]
+
+#: What :func:`open_source` accepts, for messages.
+ACCEPTED = (
+    "a directory of .cif files, a crystalgrid collection (directory with collection.json), "
+    "a .cif, .csv, .json or .json.gz file, or nothing for the demo collection"
+)
+
+
+def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
+    """The source for a location, chosen by what it is.
+
+    Args:
+        location: ``None`` for :class:`DemoSource`; a directory holding ``collection.json``
+            (a crystalgrid collection); another directory (:class:`CifDirectorySource`); a
+            ``.cif`` (:class:`CifFileSource`), ``.csv`` (:class:`CsvSource`), ``.json`` or
+            ``.json.gz`` file (:class:`JsonSource`). Extensions are matched case-insensitively.
+        **kw: passed to the source's constructor (e.g. ``licence=``, ``citation=``).
+
+    Returns:
+        A :class:`Source`.
+
+    Raises:
+        CrystalgridError: ``"source not found: ..."`` when the path does not exist, or a
+            message naming the accepted kinds for an unknown file type.
+    """
+    if location is None:
+        return DemoSource(**kw)
+    path = Path(location).expanduser()
+    if not path.exists():
+        raise CrystalgridError(f"source not found: {location}")
+    if path.is_dir():
+        if (path / "collection.json").is_file():
+            from crystalgrid.collection import open_collection
+
+            return open_collection(path, **kw)
+        return CifDirectorySource(path, **kw)
+    name = path.name.lower()
+    if name.endswith(".cif"):
+        return CifFileSource(path, **kw)
+    if name.endswith(".csv"):
+        return CsvSource(path, **kw)
+    if name.endswith((".json", ".json.gz")):
+        return JsonSource(path, **kw)
+    raise CrystalgridError(f"unknown source type: {location} (accepted: {ACCEPTED})")

@@ -1,0 +1,541 @@
+"""Sources that read structures from local files: CIF folders, CDVAE-style CSVs, JSON lists.
+
+Each class implements the :class:`~crystalgrid.sources.base.Source` protocol. Listing a
+source is cheap: payloads (CIF text or ``Structure.as_dict()`` dicts) are yielded undecoded
+and parsed later by :func:`~crystalgrid.sources.base.parse_record`. Records come in a fixed
+order (file names sorted, or the order of rows / list items in the file), and problems that
+concern one record (an unreadable file, an empty ``cif`` cell, a repeated id) are yielded as
+:class:`~crystalgrid.sources.base.Rejected` with a short reason:
+
+- ``"unreadable"``: a CIF file that cannot be read as UTF-8 text.
+- ``"no_structure"``: a record that holds no structure (an empty file or cell, no
+  ``structure`` key).
+- ``"no_id"``: a CSV row or JSON record without a ``material_id``.
+- ``"duplicate_id"``: a ``material_id`` seen earlier in the same source.
+
+Problems with the whole input (a missing file, a CSV without the required columns, a file
+that is not JSON) raise :class:`~crystalgrid.errors.CrystalgridError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import math
+import sys
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.sources.base import RawRecord, Rejected
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterable, Iterator
+
+__all__ = ["CifDirectorySource", "CifFileSource", "CsvSource", "JsonSource"]
+
+#: Columns a CSV source must have (the CDVAE / MP-20 layout).
+CSV_REQUIRED = ("material_id", "cif")
+#: Name of the CGCNN targets file inside a CIF directory.
+ID_PROP = "id_prop.csv"
+
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+_CHUNK = 1 << 20
+
+
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    """An absolute path that exists, or ``CrystalgridError("source not found: ...")``."""
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise CrystalgridError(f"source not found: {path}")
+    return resolved
+
+
+def _hash_files(paths: Iterable[Path], *, names: bool) -> str:
+    """SHA-256 over the files' bytes (and their names when ``names``), in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if names:
+            digest.update(path.name.encode("utf-8", "surrogateescape") + b"\0")
+        digest.update(str(path.stat().st_size).encode() + b"\0")
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _number(text: str | None) -> int | float | None:
+    """The finite number written in ``text`` (int if integral), else ``None``."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text or "_" in text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _is_scalar(value: Any) -> bool:
+    """True for str, bool, int and finite float values (what properties may hold)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | bool | int)
+
+
+class _FileSource:
+    """What the file sources share: a path, a name, a licence and a citation."""
+
+    kind = ""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str | None,
+        licence: str | None,
+        citation: str | None,
+    ) -> None:
+        self.path = path
+        self.name = name if name is not None else _stem(path)
+        self.licence = licence
+        self.citation = citation
+
+    def _files(self) -> list[Path]:
+        return [self.path]
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the records come from: kind, absolute location, file count, licence, citation."""
+        return {
+            "kind": self.kind,
+            "location": str(self.path),
+            "files": len(self._files()),
+            "licence": self.licence,
+            "citation": self.citation,
+        }
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest of the source file's bytes."""
+        return _hash_files(self._files(), names=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+def _stem(path: Path) -> str:
+    """A file's name without ``.json.gz`` / ``.csv`` / ... (a directory's name as is)."""
+    if path.is_dir():
+        return path.name
+    name = path.name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
+    return Path(name).stem
+
+
+class CifDirectorySource(_FileSource):
+    """Every ``*.cif`` file of a directory, sorted by file name; the id is the file's stem.
+
+    A CGCNN-style directory works as is: if it holds ``id_prop.csv`` (rows ``id,target``,
+    no header), the second column becomes the property ``{"target": float}`` of the CIF
+    with that id; CIFs without a row get no property, rows without a CIF are ignored.
+    """
+
+    kind = "cif_directory"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        licence: str | None = None,
+        citation: str | None = None,
+    ) -> None:
+        """Open a directory of CIFs.
+
+        Args:
+            path: the directory.
+            name: the source's name (default: the directory's name).
+            licence: the data's licence, stored in :meth:`provenance`.
+            citation: what to cite for the data, stored in :meth:`provenance`.
+
+        Raises:
+            CrystalgridError: the path does not exist, is not a directory, or holds no
+                ``*.cif`` file.
+        """
+        resolved = _resolve(path)
+        if not resolved.is_dir():
+            raise CrystalgridError(f"not a directory: {path}")
+        super().__init__(resolved, name=name, licence=licence, citation=citation)
+        if not self._cif_files():
+            raise CrystalgridError(f"no .cif files in {resolved}")
+
+    def _cif_files(self) -> list[Path]:
+        files = (p for p in self.path.iterdir() if p.suffix.lower() == ".cif" and p.is_file())
+        return sorted(files, key=lambda p: p.name)
+
+    def _id_prop(self) -> Path | None:
+        candidate = self.path / ID_PROP
+        return candidate if candidate.is_file() else None
+
+    def _files(self) -> list[Path]:
+        extra = self._id_prop()
+        return self._cif_files() + ([extra] if extra is not None else [])
+
+    def _targets(self) -> dict[str, float]:
+        """``{id: target}`` from ``id_prop.csv``; rows whose target is not a number are skipped."""
+        id_prop = self._id_prop()
+        if id_prop is None:
+            return {}
+        try:
+            with id_prop.open(newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.reader(fh))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise CrystalgridError(f"{id_prop}: not a readable CSV ({exc})") from None
+        targets: dict[str, float] = {}
+        for row in rows:
+            if len(row) < 2:
+                continue
+            value = _number(row[1])
+            if value is not None:
+                targets[row[0].strip()] = float(value)
+        return targets
+
+    def records(self) -> Iterator[RawRecord | Rejected]:
+        """One ``"cif"`` record per file, in file-name order (see the class docstring)."""
+        targets = self._targets()
+        for path in self._cif_files():
+            yield _read_cif(path, targets)
+
+    def provenance(self) -> dict[str, Any]:
+        """Kind, absolute location, number of CIFs, licence, citation, and ``id_prop``.
+
+        ``id_prop`` tells whether ``id_prop.csv`` was found (the CIF source of one file has it
+        ``False``).
+        """
+        return {
+            **super().provenance(),
+            "files": len(self._cif_files()),
+            "id_prop": self._id_prop() is not None,
+        }
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the sorted file names and bytes of the CIFs (and ``id_prop.csv``)."""
+        return _hash_files(self._files(), names=True)
+
+
+class CifFileSource(CifDirectorySource):
+    """One CIF file as a source of one record (id: the file's stem)."""
+
+    kind = "cif_file"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        licence: str | None = None,
+        citation: str | None = None,
+    ) -> None:
+        """Open one CIF file.
+
+        Raises:
+            CrystalgridError: the path does not exist or is not a file.
+        """
+        resolved = _resolve(path)
+        if not resolved.is_file():
+            raise CrystalgridError(f"not a file: {path}")
+        _FileSource.__init__(self, resolved, name=name, licence=licence, citation=citation)
+
+    def _cif_files(self) -> list[Path]:
+        return [self.path]
+
+    def _id_prop(self) -> Path | None:
+        return None
+
+
+def _read_cif(path: Path, targets: dict[str, float]) -> RawRecord | Rejected:
+    material_id = path.stem
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return Rejected(
+            material_id,
+            "unreadable",
+            f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+        )
+    except OSError as exc:
+        return Rejected(material_id, "unreadable", f"{path.name}: {exc.strerror or exc}")
+    if not text.strip():
+        return Rejected(material_id, "no_structure", f"{path.name} is empty")
+    properties = {"target": targets[material_id]} if material_id in targets else {}
+    return RawRecord(material_id, "cif", text, origin=str(path), properties=properties)
+
+
+class CsvSource(_FileSource):
+    """A CSV with ``material_id`` and ``cif`` columns (the CDVAE / MP-20 layout).
+
+    Rows are yielded in file order. Every other column whose value in a row is a finite
+    number goes into that record's properties (ints stay ints); text, empty cells, NaN and
+    unnamed columns (a pandas index) are left out.
+    """
+
+    kind = "csv"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        licence: str | None = None,
+        citation: str | None = None,
+    ) -> None:
+        """Open a CSV and check its header.
+
+        Args:
+            path: the ``.csv`` file.
+            name: the source's name (default: the file's stem).
+            licence: the data's licence, stored in :meth:`provenance`.
+            citation: what to cite for the data, stored in :meth:`provenance`.
+
+        Raises:
+            CrystalgridError: the file does not exist, is not readable CSV text, or lacks
+                the ``material_id`` or ``cif`` column.
+        """
+        resolved = _resolve(path)
+        if not resolved.is_file():
+            raise CrystalgridError(f"not a file: {path}")
+        super().__init__(resolved, name=name, licence=licence, citation=citation)
+        header = self._header()
+        missing = [column for column in CSV_REQUIRED if column not in header]
+        if missing:
+            raise CrystalgridError(
+                f"{resolved}: CSV lacks the column(s) {', '.join(missing)} "
+                f"(needs {', '.join(CSV_REQUIRED)})"
+            )
+
+    def _header(self) -> list[str]:
+        rows = self._rows()
+        try:
+            return next(rows, [])
+        finally:
+            rows.close()
+
+    def _rows(self) -> Iterator[list[str]]:
+        """Rows as lists of strings, header first; bad text becomes ``CrystalgridError``."""
+        if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+            csv.field_size_limit(_CSV_FIELD_LIMIT)  # CIFs in one cell exceed the 128 kB default
+        try:
+            with self.path.open(newline="", encoding="utf-8-sig") as fh:
+                for row in csv.reader(fh):
+                    yield [cell.strip() for cell in row]
+        except UnicodeDecodeError as exc:
+            raise CrystalgridError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
+        except csv.Error as exc:
+            raise CrystalgridError(f"{self.path}: not a readable CSV ({exc})") from None
+
+    def records(self) -> Iterator[RawRecord | Rejected]:
+        """One ``"cif"`` record per row, in file order (see the class docstring)."""
+        rows = self._rows()
+        header = next(rows, [])
+        id_col, cif_col = header.index("material_id"), header.index("cif")
+        numeric = [
+            (i, column)
+            for i, column in enumerate(header)
+            if column and i not in (id_col, cif_col) and not column.startswith("Unnamed:")
+        ]
+        seen: dict[str, int] = {}
+        for number, row in enumerate(rows, start=1):
+            if not any(row):
+                continue  # a blank line
+            origin = f"{self.path.name}:row {number}"
+            material_id = row[id_col] if id_col < len(row) else ""
+            cif = row[cif_col] if cif_col < len(row) else ""
+            if not material_id:
+                yield Rejected(origin, "no_id", f"{origin} has no material_id")
+                continue
+            if material_id in seen:
+                yield Rejected(
+                    material_id,
+                    "duplicate_id",
+                    f"{origin} repeats the id of row {seen[material_id]}",
+                )
+                continue
+            seen[material_id] = number
+            if not cif:
+                yield Rejected(material_id, "no_structure", f"{origin} has an empty cif cell")
+                continue
+            properties: dict[str, Any] = {}
+            for i, column in numeric:
+                value = _number(row[i]) if i < len(row) else None
+                if value is not None:
+                    properties[column] = value
+            yield RawRecord(material_id, "cif", cif, origin=origin, properties=properties)
+
+
+class JsonSource(_FileSource):
+    """Structures in a ``.json`` or ``.json.gz`` file.
+
+    Accepted shapes (``structure`` is a pymatgen ``Structure.as_dict()``, or CIF text):
+
+    - a list of records ``{"material_id": ..., "structure": {...}, ...}`` (mp_binaries);
+    - a dict ``{id: record}``; the key is the id (a ``material_id`` inside is ignored);
+    - a record whose ``structure`` is a list of structures (mp_elements: an element's
+      polymorphs) gives one record per structure, with id ``"<id>:<index>"`` (0-based, in
+      list order); every other list of the same length (``energy_per_atom``) is taken as
+      per-structure values and its item becomes a property of that structure;
+    - a single ``Structure`` dict (keys ``lattice`` and ``sites``) as the whole file, or as
+      a record of a dict: one record, id the file's stem or the key.
+
+    Other scalar keys of a record (str, bool, int, finite float: formula, energies ...) go
+    into its properties. Records are yielded in file order. The file is read when
+    :meth:`records` is called (not at construction), so a broken file is reported then.
+    """
+
+    kind = "json"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        licence: str | None = None,
+        citation: str | None = None,
+    ) -> None:
+        """Open a JSON file (read lazily).
+
+        Args:
+            path: the ``.json`` or ``.json.gz`` file.
+            name: the source's name (default: the file name without ``.json[.gz]``).
+            licence: the data's licence, stored in :meth:`provenance`.
+            citation: what to cite for the data, stored in :meth:`provenance`.
+
+        Raises:
+            CrystalgridError: the file does not exist or is not a file.
+        """
+        resolved = _resolve(path)
+        if not resolved.is_file():
+            raise CrystalgridError(f"not a file: {path}")
+        super().__init__(resolved, name=name, licence=licence, citation=citation)
+
+    def _load(self) -> Any:
+        compressed = self.path.name.lower().endswith(".gz")
+        try:
+            if compressed:
+                with gzip.open(self.path, "rt", encoding="utf-8") as fh:
+                    return json.load(fh)
+            with self.path.open(encoding="utf-8") as fh:
+                return json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise CrystalgridError(
+                f"{self.path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise CrystalgridError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            what = "gzip file" if compressed else "file"
+            raise CrystalgridError(f"{self.path}: not a readable {what} ({exc})") from None
+
+    def records(self) -> Iterator[RawRecord | Rejected]:
+        """The file's records in file order (see the class docstring).
+
+        Raises:
+            CrystalgridError: the file is not valid JSON, or holds neither a list nor a dict.
+        """
+        data = self._load()
+        if isinstance(data, dict) and _is_structure_dict(data):
+            entries: Iterable[tuple[str, str, Any]] = [(self.name, self.path.name, data)]
+        elif isinstance(data, dict):
+            entries = ((str(key), f"{self.path.name}:{key}", value) for key, value in data.items())
+        elif isinstance(data, list):
+            entries = (
+                (_list_id(item), f"{self.path.name}[{index}]", item)
+                for index, item in enumerate(data)
+            )
+        else:
+            raise CrystalgridError(
+                f"{self.path}: expected a JSON list or object of records, got {type(data).__name__}"
+            )
+        seen: dict[str, str] = {}
+        for material_id, origin, item in entries:
+            if not material_id:
+                yield Rejected(origin, "no_id", f"{origin} has no material_id")
+                continue
+            for record in _expand(material_id, origin, item):
+                if record.material_id in seen:
+                    yield Rejected(
+                        record.material_id,
+                        "duplicate_id",
+                        f"{origin} repeats the id of {seen[record.material_id]}",
+                    )
+                    continue
+                seen[record.material_id] = origin
+                yield record
+
+
+def _is_structure_dict(value: Any) -> bool:
+    return isinstance(value, dict) and "lattice" in value and "sites" in value
+
+
+def _list_id(item: Any) -> str:
+    """The ``material_id`` of a list item, as a string (``""`` when there is none)."""
+    if not isinstance(item, dict):
+        return ""
+    value = item.get("material_id")
+    return "" if value is None else str(value).strip()
+
+
+def _expand(material_id: str, origin: str, item: Any) -> Iterator[RawRecord | Rejected]:
+    """The record(s) one JSON entry holds (see :class:`JsonSource`)."""
+    if _is_structure_dict(item) and "structure" not in item:
+        yield RawRecord(material_id, "dict", item, origin=origin)
+        return
+    if not isinstance(item, dict):
+        yield Rejected(material_id, "no_structure", f"{origin} is a {type(item).__name__}")
+        return
+    structure = item.get("structure")
+    properties = {
+        key: value
+        for key, value in item.items()
+        if key not in ("material_id", "structure") and _is_scalar(value)
+    }
+    if isinstance(structure, list):
+        if not structure:
+            yield Rejected(material_id, "no_structure", f"{origin} has an empty structure list")
+            return
+        parallel = {
+            key: value
+            for key, value in item.items()
+            if key != "structure" and isinstance(value, list) and len(value) == len(structure)
+        }
+        for index, each in enumerate(structure):
+            extra = {
+                key: value[index] for key, value in parallel.items() if _is_scalar(value[index])
+            }
+            yield _one(f"{material_id}:{index}", f"{origin}[{index}]", each, properties | extra)
+        return
+    yield _one(material_id, origin, structure, properties)
+
+
+def _one(
+    material_id: str, origin: str, structure: Any, properties: dict[str, Any]
+) -> RawRecord | Rejected:
+    if isinstance(structure, dict) and structure:
+        return RawRecord(material_id, "dict", structure, origin=origin, properties=properties)
+    if isinstance(structure, str) and structure.strip():
+        return RawRecord(material_id, "cif", structure, origin=origin, properties=properties)
+    what = (
+        "no structure"
+        if structure is None
+        else f"an empty or unusable structure ({type(structure).__name__})"
+    )
+    return Rejected(material_id, "no_structure", f"{origin} has {what}")

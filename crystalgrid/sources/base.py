@@ -8,6 +8,7 @@ with no CIF) is yielded as a :class:`Rejected` so that it is recorded with its r
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -97,6 +98,32 @@ def parse_record(record: RawRecord) -> Structure:
             raise
         except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as exc:
             notes = "; ".join(sorted({str(w.message).splitlines()[0] for w in caught}))
-            detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise RejectedStructure("unparsable", f"{detail}{' (' + notes + ')' if notes else ''}")
+            detail = _describe(exc)
+            # pymatgen's CIF parser refuses a cell of (near) zero volume with "thickness=[...]
+            # Å below threshold": the filters' reason for such a cell, not a parse failure.
+            flat = any("thickness" in m and "below threshold" in m for m in _messages(exc))
+            reason = "zero_volume" if flat else "unparsable"
+            raise RejectedStructure(
+                reason, f"{detail}{' (' + notes + ')' if notes else ''}"
+            ) from exc
     return structure
+
+
+def _messages(exc: BaseException) -> list[str]:
+    """The first line of ``exc``'s message and of each exception it was raised from."""
+    messages: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).splitlines()[0] if str(current) else ""
+        messages.append(re.sub(r"np\.float64\(([^()]*)\)", r"\1", text))
+        current = current.__cause__ or current.__context__
+    return messages
+
+
+def _describe(exc: BaseException) -> str:
+    """``"ValueError: message (cause: message of the exception it came from)"``, one line."""
+    first, *causes = _messages(exc)
+    causes = [c for c in causes if c and c != first]
+    return f"{type(exc).__name__}: {first}" + (f" (cause: {'; '.join(causes)})" if causes else "")

@@ -1,0 +1,108 @@
+"""Tests for crystalgrid.sources.open_source: which source a location gets."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from pymatgen.io.cif import CifWriter
+
+import crystalgrid.sources as sources
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.sources import (
+    CifDirectorySource,
+    CifFileSource,
+    CsvSource,
+    DemoSource,
+    JsonSource,
+    open_source,
+)
+
+
+@pytest.fixture
+def files(tmp_path, nacl):
+    cif = str(CifWriter(nacl))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "NaCl.cif").write_text(cif)
+    (tmp_path / "one.cif").write_text(cif)
+    (tmp_path / "table.csv").write_text("material_id,cif\nmp-1,x\n")
+    records = json.dumps([{"material_id": "mp-1", "structure": nacl.as_dict()}])
+    (tmp_path / "list.json").write_text(records)
+    (tmp_path / "list.json.gz").write_bytes(gzip.compress(records.encode()))
+    (tmp_path / "UPPER.JSON").write_text(records)
+    (tmp_path / "notes.txt").write_text("hello")
+    return tmp_path
+
+
+def test_none_is_the_demo():
+    assert isinstance(open_source(None), DemoSource)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("folder", CifDirectorySource),
+        ("one.cif", CifFileSource),
+        ("table.csv", CsvSource),
+        ("list.json", JsonSource),
+        ("list.json.gz", JsonSource),
+        ("UPPER.JSON", JsonSource),
+    ],
+)
+def test_dispatch_by_kind(files, name, kind):
+    source = open_source(files / name)
+    assert type(source) is kind
+    assert open_source(str(files / name)).fingerprint() == source.fingerprint()
+    assert len(list(source.records())) == 1
+
+
+def test_keywords_reach_the_source(files):
+    source = open_source(files / "list.json.gz", licence="CC-BY 4.0", citation="Jain 2013")
+    assert source.provenance()["licence"] == "CC-BY 4.0"
+    assert source.provenance()["citation"] == "Jain 2013"
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(CrystalgridError, match=r"^source not found: .*absent\.csv$"):
+        open_source(tmp_path / "absent.csv")
+
+
+def test_unknown_extension_names_accepted_kinds(files):
+    with pytest.raises(CrystalgridError) as info:
+        open_source(files / "notes.txt")
+    message = str(info.value)
+    assert "notes.txt" in message
+    for kind in (".cif", ".csv", ".json", ".json.gz", "collection.json"):
+        assert kind in message
+    assert "\n" not in message
+
+
+def test_directory_without_cifs(tmp_path):
+    with pytest.raises(CrystalgridError, match=r"no \.cif files"):
+        open_source(tmp_path)
+
+
+def test_collection_directory_goes_to_open_collection(tmp_path, monkeypatch):
+    collection = pytest.importorskip("crystalgrid.collection")
+    (tmp_path / "collection.json").write_text("{}")
+    (tmp_path / "stray.cif").write_text("data_x\n")  # must not make it a CIF directory
+    calls = []
+    sentinel = object()
+
+    def fake_open_collection(path, **kw):
+        calls.append((path, kw))
+        return sentinel
+
+    monkeypatch.setattr(collection, "open_collection", fake_open_collection)
+    assert open_source(tmp_path) is sentinel
+    assert calls == [(tmp_path, {})]
+
+
+def test_public_names():
+    for name in sources.__all__:
+        assert hasattr(sources, name)
+    assert {"RawRecord", "Rejected", "Source", "parse_record", "open_source"} <= set(
+        sources.__all__
+    )

@@ -347,6 +347,8 @@ class CsvSource(_FileSource):
         """One ``"cif"`` record per row, in file order (see the class docstring)."""
         rows = self._rows()
         header = next(rows, [])
+        if not all(column in header for column in CSV_REQUIRED):
+            raise CrystalgridError(f"{self.path}: CSV lacks {', '.join(CSV_REQUIRED)} (changed?)")
         id_col, cif_col = header.index("material_id"), header.index("cif")
         numeric = [
             (i, column)

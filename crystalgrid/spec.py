@@ -29,8 +29,9 @@ class GridSpec:
         species_radius: a voxel takes the atomic number of the nearest atom within this
             distance of its centre, Å.
         tolerance: largest error allowed in the density, as a fraction of the grid's
-            maximum. Atoms whose Gaussian is below ``tolerance / 10`` of its peak everywhere
-            in the box are not evaluated (see :attr:`cutoff`).
+            maximum. Each atom's Gaussian is dropped where it is below ``tolerance / 10`` of
+            its own peak (see :attr:`cutoff`), which keeps the error of real samples (atoms
+            inside the box) well under ``tolerance`` of the maximum.
     """
 
     side: float = 10.0
@@ -70,9 +71,9 @@ class GridSpec:
     def cutoff(self) -> float:
         """Distance (Å) beyond which an atom's Gaussian is dropped.
 
-        At this distance the Gaussian is ``tolerance / 10`` of its peak, so the atoms dropped
-        change no voxel by more than a small fraction of the allowed error, even when a few
-        dozen of them sit just beyond it (5.4 sigma by default).
+        At this distance the Gaussian is ``tolerance / 10`` of its peak (4.8 sigma by
+        default), so the tails dropped from the dozens of atoms around a voxel add up to a
+        small fraction of the allowed error.
         """
         return self.sigma * math.sqrt(2.0 * math.log(10.0 / self.tolerance))
 

@@ -22,7 +22,9 @@ def nacl():
     """Rock-salt NaCl, conventional cell (8 atoms, a = 5.64 Å)."""
     from pymatgen.core import Lattice, Structure
 
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
 
 
 @pytest.fixture
@@ -31,5 +33,11 @@ def triclinic():
     from pymatgen.core import Lattice, Structure
 
     lattice = Lattice.from_parameters(4.1, 5.3, 6.2, 78.0, 95.0, 107.0)
-    coords = [[0.1, 0.2, 0.3], [0.6, 0.1, 0.8], [0.35, 0.7, 0.15], [0.8, 0.55, 0.5], [0.0, 0.9, 0.65]]
+    coords = [
+        [0.1, 0.2, 0.3],
+        [0.6, 0.1, 0.8],
+        [0.35, 0.7, 0.15],
+        [0.8, 0.55, 0.5],
+        [0.0, 0.9, 0.65],
+    ]
     return Structure(lattice, ["Ti", "O", "O", "Sr", "Fe"], coords)

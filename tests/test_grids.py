@@ -1,0 +1,120 @@
+"""Physics of the density and species grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crystalgrid.grids import density_grid, density_grid_reference, species_grid
+from crystalgrid.spec import GridSpec
+
+SPEC = GridSpec()
+
+
+def test_isolated_atom_peak_is_z_times_norm():
+    h = SPEC.voxel
+    centre = np.array([[15.5 * h, 15.5 * h, 15.5 * h]])  # the centre of voxel (15, 15, 15)
+    grid = density_grid(centre, [26], SPEC)
+    expected = 26 / (SPEC.sigma**3 * (2 * np.pi) ** 1.5)
+    assert grid[15, 15, 15] == pytest.approx(expected, rel=1e-6)
+    assert np.unravel_index(grid.argmax(), grid.shape) == (15, 15, 15)
+    # One voxel away along x: the Gaussian factor exp(-h^2 / 2 sigma^2).
+    assert grid[16, 15, 15] == pytest.approx(expected * np.exp(-(h**2) / 2), rel=1e-6)
+
+
+def test_isolated_atom_integrates_to_z():
+    spec = GridSpec(side=14.0, bins=56)
+    grid = density_grid([[7.0, 7.0, 7.0]], [8], spec, dtype=np.float64)
+    assert grid.sum() * spec.voxel**3 == pytest.approx(8.0, rel=1e-4)
+
+
+def test_translation_by_whole_voxels_shifts_the_grid():
+    rng = np.random.default_rng(3)
+    positions = rng.uniform(3.0, 6.0, size=(6, 3))
+    numbers = rng.integers(1, 90, size=6)
+    shift = np.array([2, -1, 3])
+    a = density_grid(positions, numbers, SPEC, dtype=np.float64)
+    b = density_grid(positions + shift * SPEC.voxel, numbers, SPEC, dtype=np.float64)
+    # Compare away from the faces, where no atom's tail was clipped differently.
+    inner = (slice(5, 20), slice(5, 20), slice(5, 20))
+    moved = (slice(7, 22), slice(4, 19), slice(8, 23))
+    np.testing.assert_allclose(b[moved], a[inner], rtol=1e-9, atol=1e-12)
+    sa, sb = (
+        species_grid(positions, numbers, SPEC),
+        species_grid(positions + shift * SPEC.voxel, numbers, SPEC),
+    )
+    np.testing.assert_array_equal(sb[moved], sa[inner])
+
+
+@pytest.mark.parametrize("n_atoms", [1, 7, 40, 300])
+def test_density_matches_the_straightforward_evaluation(n_atoms):
+    rng = np.random.default_rng(n_atoms)
+    # Atoms inside the box and in the margin around it, as in a crop; the first one inside.
+    positions = rng.uniform(-4.0, 14.0, size=(n_atoms, 3))
+    positions[0] = rng.uniform(2.0, 8.0, size=3)
+    numbers = rng.integers(1, 95, size=n_atoms)
+    fast = density_grid(positions, numbers, SPEC)
+    exact = density_grid_reference(positions, numbers, SPEC)
+    assert fast.dtype == np.float32 and fast.shape == (30, 30, 30)
+    assert np.abs(fast - exact).max() <= SPEC.tolerance * exact.max()
+
+
+def test_no_atoms_gives_empty_grids():
+    assert not density_grid(np.zeros((0, 3)), [], SPEC).any()
+    assert not species_grid(np.zeros((0, 3)), [], SPEC).any()
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="positions but"):
+        density_grid([[1.0, 2.0, 3.0]], [1, 2], SPEC)
+    with pytest.raises(ValueError, match="finite"):
+        species_grid([[np.nan, 2.0, 3.0]], [1], SPEC)
+
+
+def test_species_marks_exactly_the_voxels_within_the_radius():
+    position = np.array([[4.9, 5.13, 5.31]])
+    grid = species_grid(position, [14], SPEC)
+    c = SPEC.centres()
+    d = np.sqrt(
+        (c[:, None, None] - 4.9) ** 2
+        + (c[None, :, None] - 5.13) ** 2
+        + (c[None, None, :] - 5.31) ** 2
+    )
+    np.testing.assert_array_equal(grid == 14, d <= SPEC.species_radius)
+    assert set(np.unique(grid)) == {0, 14}
+
+
+def test_species_nearest_atom_wins():
+    # Two atoms 0.6 Å apart: their 0.5 Å balls overlap; each shared voxel goes to the nearer.
+    positions = np.array([[5.0, 5.0, 5.0], [5.6, 5.0, 5.0]])
+    grid = species_grid(positions, [8, 26], SPEC)
+    c = SPEC.centres()
+    X, Y, Z = np.meshgrid(c, c, c, indexing="ij")
+    d0 = np.sqrt((X - 5.0) ** 2 + (Y - 5) ** 2 + (Z - 5) ** 2)
+    d1 = np.sqrt((X - 5.6) ** 2 + (Y - 5) ** 2 + (Z - 5) ** 2)
+    r = SPEC.species_radius
+    expected = np.where((d0 <= r) & ((d0 < d1) | (d1 > r)), 8, 0)
+    expected = np.where((d1 <= r) & ((d1 < d0) | (d0 > r)), 26, expected)
+    tie = (d0 == d1) & (d0 <= r)
+    expected[tie] = 8  # equal distances: the atom listed first
+    np.testing.assert_array_equal(grid, expected)
+    assert (grid == 8).any() and (grid == 26).any()
+
+
+def test_species_radius_and_box_edges():
+    # An atom just outside the box still marks the boundary voxels it reaches.
+    grid = species_grid([[-0.2, 5.0, 5.0]], [3], SPEC)
+    assert grid[0].any() and not grid[1:].any()
+    assert not species_grid([[5.0, 5.0, 5.0]], [3], GridSpec(species_radius=0.0)).any()
+
+
+def test_spec_validation_and_round_trip():
+    spec = GridSpec(side=12.0, bins=40, sigma=0.8, species_radius=0.4)
+    assert GridSpec.from_dict(spec.to_dict()) == spec
+    assert spec.voxel == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="bins"):
+        GridSpec(bins=1)
+    with pytest.raises(ValueError, match="sigma"):
+        GridSpec(sigma=0)
+    with pytest.raises(ValueError, match="unknown"):
+        GridSpec.from_dict({"side": 10, "colour": "red"})

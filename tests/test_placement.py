@@ -187,7 +187,8 @@ def test_disordered_and_degenerate_structures_are_refused():
 
 def test_real_materials_project_crystals_within_tolerance(shared_data):
     """Max error <= 1e-4 of the maximum on real MP crystals, both representations."""
-    records = json.load(gzip.open(shared_data / "mp_binaries" / "mp_binaries.json.gz"))
+    with gzip.open(shared_data / "mp_binaries" / "mp_binaries.json.gz") as f:
+        records = json.load(f)
     rng = np.random.default_rng(0)
     picked = [records[i] for i in rng.choice(len(records), size=12, replace=False)]
     for record in picked:

@@ -1,0 +1,119 @@
+"""Grids per second per core: crystalgrid's separable density vs the straightforward evaluation.
+
+For crystals with 5, 20, 60 and 120 atoms per cell, times making the density grid of a
+``single`` sample (rotated cell) and of a ``repeated`` sample (periodic crop, shifted), and in
+the same run the straightforward evaluation (every atom against every voxel, numpy float64)
+on the same atoms. Also times the species grid and the placement (periodic images) alone.
+
+Run (one core, as the figures in docs/benchmarks.md)::
+
+    python benchmarks/bench_grids.py            # real MP crystals from ../shared/data
+    python benchmarks/bench_grids.py --demo     # structures shipped with pymatgen
+
+BLAS is pinned to one thread so the figures are per core.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from pymatgen.core import Structure  # noqa: E402
+
+from crystalgrid.grids import density_grid, density_grid_reference, species_grid  # noqa: E402
+from crystalgrid.placement import Crystal, placements  # noqa: E402
+from crystalgrid.spec import GridSpec  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SIZES = (5, 20, 60, 120)
+
+
+def rate(func, min_time: float = 1.0) -> float:
+    """Calls per second of ``func()``, timed for at least ``min_time`` s after a warm-up."""
+    func()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < min_time:
+        func()
+        n += 1
+    return n / elapsed
+
+
+def pick_crystals(use_demo: bool) -> dict[int, tuple[str, Structure]]:
+    """One crystal per size: a real cell with that many atoms, or a supercell reaching it."""
+    if use_demo or not SHARED.is_dir():
+        from crystalgrid.sources import DemoSource, parse_record
+
+        pool = [(r.material_id, parse_record(r)) for r in DemoSource().records()]
+    else:
+        with gzip.open(SHARED / "mp_binaries" / "mp_binaries.json.gz") as f:
+            pool = [(r["material_id"], Structure.from_dict(r["structure"])) for r in json.load(f)]
+    pool = [(m, s) for m, s in pool if s.is_ordered and max(s.lattice.abc) < 10.0]
+    chosen = {}
+    for n in SIZES:
+        exact = [(m, s) for m, s in pool if len(s) == n]
+        if exact:
+            chosen[n] = exact[0]
+            continue
+        # No cell of that size: the largest real cell whose supercell reaches it.
+        for m, s in sorted(pool, key=lambda ms: -len(ms[1])):
+            if n % len(s) == 0:
+                reps, k = [1, 1, 1], n // len(s)
+                while k > 1:  # grow the shortest edge by the smallest factor left
+                    factor = next(f for f in (2, 3, 5, 7) if k % f == 0)
+                    axis = int(np.argmin(np.array(s.lattice.abc) * reps))
+                    reps[axis] *= factor
+                    k //= factor
+                big = s.copy()
+                big.make_supercell(reps)
+                chosen[n] = (f"{m} x{reps}", big)
+                break
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", action="store_true", help="use pymatgen's structures")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds per timing")
+    args = parser.parse_args()
+    spec = GridSpec()
+    print(f"# crystalgrid grid benchmark, {platform.processor() or platform.machine()}, 1 thread")
+    print(f"# numpy {np.__version__}, spec {spec.to_dict()}, cutoff {spec.cutoff:.2f} Å")
+    header = (
+        "| repr | atoms/cell | crystal | atoms in box / computed | density grids/s "
+        "| species grids/s | placement/s | naive grids/s | speed-up | max err / max |"
+    )
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for n, (mid, structure) in pick_crystals(args.demo).items():
+        crystal = Crystal.from_structure(structure)
+        for rep in ("single", "repeated"):
+            p = placements(crystal, mid, rep, spec, n_samples=2, seed=0)[1]
+            fast = rate(lambda p=p: density_grid(p.positions, p.numbers, spec), args.min_time)
+            spc = rate(lambda p=p: species_grid(p.positions, p.numbers, spec), args.min_time)
+            plc = rate(
+                lambda rep=rep, mid=mid: placements(crystal, mid, rep, spec, n_samples=1, seed=0),
+                args.min_time,
+            )
+            naive = rate(
+                lambda p=p: density_grid_reference(p.positions, p.numbers, spec), args.min_time
+            )
+            exact = density_grid_reference(p.positions, p.numbers, spec)
+            err = np.abs(density_grid(p.positions, p.numbers, spec) - exact).max() / exact.max()
+            print(
+                f"| {rep} | {n} | {mid} | {int(p.inside.sum())} / {len(p.positions)} | {fast:,.0f} "
+                f"| {spc:,.0f} | {plc:,.0f} | {naive:,.0f} | {fast / naive:.0f}x | {err:.1e} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

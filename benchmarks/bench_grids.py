@@ -101,7 +101,7 @@ def main() -> None:
             fast = rate(lambda p=p: density_grid(p.positions, p.numbers, spec), args.min_time)
             spc = rate(lambda p=p: species_grid(p.positions, p.numbers, spec), args.min_time)
             plc = rate(
-                lambda rep=rep, mid=mid: placements(crystal, mid, rep, spec, n_samples=1, seed=0),
+                lambda c=crystal, r=rep, m=mid: placements(c, m, r, spec, n_samples=1, seed=0),
                 args.min_time,
             )
             naive = rate(

@@ -1,0 +1,174 @@
+"""The full configuration of a reference-model training run (saved in every checkpoint).
+
+One flat, JSON-ready dataclass: the architecture, the loss weights, the optimiser and the
+run-time choices (device, precision, compilation). Reference configurations live in the
+top-level ``models/`` folder as JSON files readable by :meth:`TrainConfig.from_file`.
+
+Density scale. The networks see ``density * density_scale``. The default, 1.0, feeds the raw
+density of Eq. (1) of the paper (Å^-3): an isolated atom peaks at ``Z / (sigma^3 (2 pi)^1.5)``,
+about ``0.0635 Z`` for sigma = 1 Å (0.5 for O, 1.65 for Fe, 5.3 for Bi), already a healthy
+O(1) range. The scale is fixed and stored, never per sample, so a decoded grid converts back
+to Å^-3 by dividing by it, and the loss weights keep their meaning across datasets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from crystalgrid.errors import CrystalgridError
+
+__all__ = ["TrainConfig"]
+
+_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything that defines a training run of the beta-VAE + attention U-Net.
+
+    Attributes:
+        latent_dim: size of the VAE bottleneck (paper: 300).
+        encoder_channels: channels of the four encoder convolutions (paper: 16, 32, 64, 128).
+        decoder_channels: channels of the three upsampling convolutions (paper: 64, 32, 16).
+        unet_base_channels: channels at the U-Net's finest level; doubled at each level.
+        unet_levels: number of 2x poolings in the U-Net (4: 32^3 -> 2^3 after padding 30 -> 32).
+        conditional: scale the bottleneck input and output by each sample's largest (scaled)
+            density (paper appendix G.1).
+        density_scale: the networks see ``density * density_scale`` (see module docstring).
+        classes: atomic numbers of the U-Net's species classes, ascending, without 0 (class 0
+            is "no atom"). ``None``: the species present in the training split.
+        beta: weight of the KL term (KL summed over latent dims, averaged over the batch).
+        gamma: weight of the U-Net cross-entropy in the joint loss (paper: 0.1).
+        ce_into_decoder: let the cross-entropy's gradient flow into the VAE (paper: joint
+            training). ``False`` detaches the decoded density before the U-Net.
+        lr: Adam learning rate (paper: 1e-5).
+        batch_size: samples per step (paper: 24).
+        weight_decay: Adam weight decay.
+        grad_clip: clip the global gradient norm to this value; ``None``: no clipping.
+        epochs: passes over the training split.
+        max_steps: stop after this many optimiser steps in total; ``None``: no limit.
+        seed: seeds torch and the shuffle (epoch ``e`` shuffles with ``seed + e``).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``.
+        compile: ``torch.compile`` the training step; ``None``: on CUDA only.
+        log_every: write a step record to the log every this many steps.
+        checkpoint_every: also checkpoint every this many steps (0: at the end of each epoch
+            only).
+        val_max_batches: score at most this many validation batches per epoch; ``None``: all.
+        prefetch: batches read ahead by a background thread (0: read in the training loop).
+    """
+
+    # architecture
+    latent_dim: int = 300
+    encoder_channels: tuple[int, int, int, int] = (16, 32, 64, 128)
+    decoder_channels: tuple[int, int, int] = (64, 32, 16)
+    unet_base_channels: int = 16
+    unet_levels: int = 4
+    conditional: bool = False
+    density_scale: float = 1.0
+    classes: tuple[int, ...] | None = None
+    # loss
+    beta: float = 1e-6
+    gamma: float = 0.1
+    ce_into_decoder: bool = True
+    # optimiser
+    lr: float = 1e-5
+    batch_size: int = 24
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    epochs: int = 50
+    max_steps: int | None = None
+    seed: int = 0
+    # run time
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool | None = None
+    log_every: int = 10
+    checkpoint_every: int = 0
+    val_max_batches: int | None = None
+    prefetch: int = 2
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Lists from JSON become tuples so configs compare equal after a round trip.
+        for name in ("encoder_channels", "decoder_channels", "classes"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+        problems = []
+        if self.latent_dim < 1:
+            problems.append(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if len(self.encoder_channels) != 4 or min(self.encoder_channels) < 1:
+            problems.append(
+                f"encoder_channels must be 4 positive ints, got {self.encoder_channels}"
+            )
+        if len(self.decoder_channels) != 3 or min(self.decoder_channels) < 1:
+            problems.append(
+                f"decoder_channels must be 3 positive ints, got {self.decoder_channels}"
+            )
+        if self.unet_base_channels < 1 or self.unet_levels < 1:
+            problems.append("unet_base_channels and unet_levels must be >= 1")
+        if not self.density_scale > 0:
+            problems.append(f"density_scale must be > 0, got {self.density_scale}")
+        if self.classes is not None and (
+            0 in self.classes or list(self.classes) != sorted(set(self.classes))
+        ):
+            problems.append("classes must be ascending distinct atomic numbers without 0")
+        if self.beta < 0 or self.gamma < 0:
+            problems.append("beta and gamma must be >= 0")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.precision not in _PRECISIONS:
+            problems.append(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+        if self.log_every < 1 or self.checkpoint_every < 0 or self.prefetch < 0:
+            problems.append("log_every must be >= 1, checkpoint_every and prefetch >= 0")
+        if problems:
+            raise CrystalgridError("invalid training configuration: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (tuples become lists)."""
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CrystalgridError(f"unknown training-configuration keys: {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a JSON configuration file (keys as in :meth:`to_dict`; missing keys: defaults).
+
+        A top-level ``"_comment"`` key is ignored, so reference files can explain themselves.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CrystalgridError(f"configuration file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise CrystalgridError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise CrystalgridError(f"{path} must hold a JSON object")
+        data.pop("_comment", None)
+        return cls.from_dict(data)
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,205 @@
+"""From a segmented grid back to atoms (paper appendix D), and atoms to pymatgen objects / CIF.
+
+Decoding: the non-background voxels are split into connected components (26-connectivity,
+cc3d, or ``scipy.ndimage.label`` when cc3d is missing); each component is one atom whose
+species is the majority vote of its voxels (a tie goes to the lower atomic number) and whose
+position is the unweighted centroid of its voxel centres, ``(i + 0.5) h`` in box Å. There is
+no periodic wrapping: a 10 Å crop is not a period of the crystal.
+
+This module does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.spec import GridSpec
+
+if TYPE_CHECKING:
+    from pymatgen.core import Molecule, Structure
+
+__all__ = [
+    "ClassMap",
+    "atoms_to_molecule",
+    "atoms_to_structure",
+    "decode_atoms",
+    "label_components",
+    "write_cif",
+]
+
+
+class ClassMap:
+    """The segmenter's label space: class 0 is "no atom", class ``i`` the ``i``-th species.
+
+    Args:
+        species: the atomic numbers with a class, any order, 0 excluded (sorted internally).
+    """
+
+    def __init__(self, species: Iterable[int]) -> None:
+        zs = sorted({int(z) for z in species})
+        if any(z < 1 or z > 255 for z in zs):
+            raise ValueError(f"atomic numbers must be in 1..255, got {zs}")
+        self.species: tuple[int, ...] = tuple(zs)
+        self.z_of_class = np.array((0, *zs), dtype=np.uint8)
+        # Z -> class; -1 for species without a class.
+        self.class_of_z = np.full(256, -1, dtype=np.int64)
+        self.class_of_z[self.z_of_class] = np.arange(len(self.z_of_class))
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes including "no atom"."""
+        return len(self.z_of_class)
+
+    def to_classes(self, species_grid: np.ndarray, *, unknown: int = -100) -> np.ndarray:
+        """Species grid (Z per voxel, uint8) -> class indices (int64); unknown Z -> ``unknown``."""
+        classes = self.class_of_z[np.asarray(species_grid, dtype=np.int64)]
+        return np.where(classes < 0, unknown, classes)
+
+    def to_species(self, class_grid: np.ndarray) -> np.ndarray:
+        """Class indices -> Z per voxel (uint8)."""
+        return self.z_of_class[np.asarray(class_grid)]
+
+    def to_list(self) -> list[int]:
+        """The species as a JSON-ready list (what checkpoints store)."""
+        return list(self.species)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClassMap) and other.species == self.species
+
+    def __hash__(self) -> int:
+        return hash(self.species)
+
+    def __repr__(self) -> str:
+        return f"ClassMap({list(self.species)})"
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of a boolean 3-D mask with 26-connectivity.
+
+    Args:
+        mask: ``(nx, ny, nz)`` bool.
+
+    Returns:
+        ``(labels, n)``: int labels ``(nx, ny, nz)``, 0 for background, 1..n for components.
+    """
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    try:
+        import cc3d
+    except ImportError:
+        from scipy import ndimage
+
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+        return labels, int(n)
+    labels, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
+    return labels, int(n)
+
+
+def decode_atoms(
+    grid: np.ndarray,
+    spec: GridSpec,
+    *,
+    classes: ClassMap | Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Atoms from a species grid or from a grid of class indices.
+
+    Args:
+        grid: ``(bins, bins, bins)`` integers; atomic numbers (0 = no atom) when ``classes``
+            is ``None``, else class indices (0 = no atom) of ``classes``.
+        spec: the grid's geometry (voxel size for positions).
+        classes: the class map, or the atomic numbers of classes 1.. in order.
+
+    Returns:
+        ``(positions (n, 3) float64 Å in the box frame, numbers (n,) uint8)``, one atom per
+        connected component, in the order of the components' first voxel (x, then y, then z).
+    """
+    grid = np.asarray(grid)
+    if grid.shape != spec.shape:
+        raise ValueError(f"grid shape {grid.shape} does not match the spec's {spec.shape}")
+    if classes is not None:
+        cmap = classes if isinstance(classes, ClassMap) else ClassMap(classes)
+        species = cmap.to_species(grid)
+    else:
+        if grid.min(initial=0) < 0 or grid.max(initial=0) > 255:
+            raise ValueError("a species grid holds atomic numbers in 0..255")
+        species = grid.astype(np.uint8, copy=False)
+    labels, n = label_components(species != 0)
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.float64), np.zeros(0, dtype=np.uint8)
+    # Renumber components by their first voxel in C order, so the output order is fixed
+    # whichever labelling library ran.
+    flat = labels.ravel()
+    fg = np.flatnonzero(flat)
+    lab = flat[fg]
+    ids, first = np.unique(lab, return_index=True)
+    n = len(ids)
+    order = np.argsort(first, kind="stable")  # component ids sorted by first voxel
+    rank = np.empty(int(ids[-1]) + 1, dtype=np.int64)
+    rank[ids[order]] = np.arange(n)
+    comp = rank[lab]
+
+    ijk = np.stack(np.unravel_index(fg, grid.shape), axis=1).astype(np.float64)
+    counts = np.bincount(comp, minlength=n).astype(np.float64)
+    centroid = np.stack(
+        [np.bincount(comp, weights=ijk[:, a], minlength=n) for a in range(3)], axis=1
+    )
+    positions = (centroid / counts[:, None] + 0.5) * spec.voxel
+
+    # Majority vote: count (component, Z) pairs; the largest count wins, then the lower Z.
+    z = species.ravel()[fg].astype(np.int64)
+    votes = np.zeros((n, 256), dtype=np.int64)
+    np.add.at(votes, (comp, z), 1)
+    numbers = votes.argmax(axis=1).astype(np.uint8)  # argmax returns the first (lowest Z) max
+    return positions, numbers
+
+
+def atoms_to_molecule(positions: np.ndarray, numbers: np.ndarray) -> Molecule:
+    """A pymatgen ``Molecule`` of the atoms (Cartesian Å, box frame; no lattice, no periodicity)."""
+    from pymatgen.core import Molecule
+
+    return Molecule([int(z) for z in numbers], np.asarray(positions, dtype=float).reshape(-1, 3))
+
+
+def atoms_to_structure(positions: np.ndarray, numbers: np.ndarray, spec: GridSpec) -> Structure:
+    """A pymatgen ``Structure`` whose lattice is the cubic box of ``spec`` (side ``spec.side`` Å).
+
+    The box is a frame for the atoms, not a period of the crystal: a crop is not a unit cell,
+    so the periodic images this Structure implies are not the real neighbours. Use it to write
+    a CIF or to look at the atoms; to compare with the real crystal, map the atoms back with
+    the sample's transform and the true lattice.
+
+    Args:
+        positions: ``(n, 3)`` Cartesian Å in the box frame.
+        numbers: ``(n,)`` atomic numbers.
+        spec: the grid geometry.
+
+    Returns:
+        The Structure (Cartesian coordinates kept as given, also outside ``[0, side)``).
+    """
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(
+        Lattice.cubic(spec.side),
+        [int(z) for z in numbers],
+        np.asarray(positions, dtype=float).reshape(-1, 3),
+        coords_are_cartesian=True,
+    )
+
+
+def write_cif(path: str | Path, positions: np.ndarray, numbers: np.ndarray, spec: GridSpec) -> Path:
+    """Write the atoms as a CIF in the cubic box of ``spec`` (see :func:`atoms_to_structure`).
+
+    Raises:
+        CrystalgridError: if there are no atoms (a CIF needs at least one site).
+    """
+    from pymatgen.io.cif import CifWriter
+
+    if len(numbers) == 0:
+        raise CrystalgridError(f"no atoms to write to {path}")
+    path = Path(path)
+    CifWriter(atoms_to_structure(positions, numbers, spec)).write_file(str(path))
+    return path

@@ -149,7 +149,7 @@ class Faults:
 
     Attributes:
         next_statuses: statuses answered to the next summary requests, one per request
-            (e.g. ``[429]``: rate-limit once, then serve normally).
+            (e.g. ``[429]``: rate-limit once, then serve normally; ``0`` serves normally).
         skip_statuses: ``_skip`` value -> status answered every time (a page that keeps failing).
         reject_key: answer every summary request with :attr:`reject_status`.
         reject_status: 401 or 403.
@@ -221,17 +221,22 @@ class FakeMaterialsProject:
                         }
                     )
                 data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client went away (a killed fetch)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

@@ -1,0 +1,121 @@
+"""`crystalgrid train` and `crystalgrid evaluate`: user errors are one line and exit 2; the
+verbs run end to end over a stand-in for ``crystalgrid.open_dataset``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import crystalgrid
+from crystalgrid.cli import main
+
+torch = pytest.importorskip("torch")
+
+
+class _Dataset:
+    def __init__(self, views):
+        self.views = views
+        self.spec = views["train"].spec
+        self.representation = "single"
+        self.attrs = {}
+
+    def split(self, name):
+        if name not in self.views:
+            raise ValueError(f"unknown split {name!r}")
+        return self.views[name]
+
+
+@pytest.fixture
+def fake_store(tmp_path, make_view, monkeypatch):
+    store = tmp_path / "store.zarr"
+    store.mkdir()
+    views = {
+        "train": make_view(8, seed=0),
+        "val": make_view(4, seed=1),
+        "test": make_view(4, seed=2),
+    }
+    monkeypatch.setattr(crystalgrid, "open_dataset", lambda path: _Dataset(views), raising=False)
+    return store
+
+
+def _one_line_error(result, text):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crystalgrid: error: ") and text in lines[0]
+
+
+def test_help_lists_the_verbs_and_does_not_import_torch():
+    out = CliRunner().invoke(main, ["--help"]).output
+    assert "train" in out and "evaluate" in out
+    code = "import sys, crystalgrid.cli; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_checkpoint_is_one_line_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "nope.pt"), "--data", "x"])
+    _one_line_error(result, "checkpoint not found")
+
+
+def test_not_a_checkpoint_is_one_line_exit_2(tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_text("not a checkpoint")
+    result = CliRunner().invoke(main, ["evaluate", str(bogus), "--data", str(tmp_path)])
+    _one_line_error(result, "not a readable checkpoint")
+
+
+def test_missing_store_is_one_line_exit_2(tmp_path):
+    args = ["train", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "run")]
+    _one_line_error(CliRunner().invoke(main, args), "dataset store not found")
+
+
+def test_missing_config_file_is_one_line_exit_2(tmp_path, fake_store):
+    args = ["train", "--data", str(fake_store), "--out", str(tmp_path / "r"), "--config", "no.json"]
+    _one_line_error(CliRunner().invoke(main, args), "configuration file not found")
+
+
+def test_without_torch_the_verb_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    _one_line_error(CliRunner().invoke(main, args), "pip install 'crystalgrid[models]'")
+
+
+def test_train_then_evaluate_end_to_end(tmp_path, fake_store, tiny_config):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**tiny_config.to_dict(), "_comment": "a tiny CPU run"}))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(fake_store), "--config", str(config), "--out", str(run)]
+    result = CliRunner().invoke(main, [*args, "--max-steps", "2", "--quiet", "--no-compile"])
+    assert result.exit_code == 0, result.output
+    assert "last checkpoint:" in result.output
+    ckpt = run / "last.pt"
+    # resume with the checkpoint's own config, one more step
+    more = ["train", "--data", str(fake_store), "--out", str(run), "--resume", str(ckpt)]
+    result = CliRunner().invoke(main, [*more, "--epochs", "2", "--max-steps", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    from crystalgrid.models.train import load_checkpoint
+
+    loaded = load_checkpoint(ckpt)
+    assert loaded.step == 3 and loaded.metadata["representation"] == "single"
+
+    out = tmp_path / "scores.json"
+    evaluate = ["evaluate", str(ckpt), "--data", str(fake_store), "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(main, [*evaluate, "--markdown"])
+    assert result.exit_code == 0, result.output
+    assert "| score | this model | paper (single cells) |" in result.output
+    scores = json.loads(out.read_text())
+    assert scores["n_samples"] == 4 and scores["data"]["split"] == "test"
+    assert scores["checkpoint"]["step"] == 3
+
+    result = CliRunner().invoke(
+        main, ["evaluate", str(ckpt), "--data", str(fake_store), "--limit", "2"]
+    )
+    assert result.exit_code == 0 and json.loads(result.stdout)["n_samples"] == 2
+
+    bad = CliRunner().invoke(
+        main, ["evaluate", str(ckpt), "--data", str(fake_store), "--split", "x"]
+    )
+    _one_line_error(bad, "no split 'x'")

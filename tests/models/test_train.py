@@ -1,0 +1,139 @@
+"""The trainer on an in-memory split: the loss goes down, checkpoints round-trip, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from crystalgrid.errors import CrystalgridError  # noqa: E402
+from crystalgrid.models.decode import ClassMap  # noqa: E402
+from crystalgrid.models.losses import ReferenceModel  # noqa: E402
+from crystalgrid.models.train import (  # noqa: E402
+    load_checkpoint,
+    measure_loader,
+    resolve_runtime,
+    save_checkpoint,
+    scan_species,
+    train,
+)
+
+
+def _records(out_dir, kind):
+    lines = (out_dir / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def views(make_view):
+    return make_view(8, seed=0), make_view(4, seed=1)
+
+
+def test_a_few_steps_lower_the_loss(tiny_config, views, tmp_path):
+    train_view, val_view = views
+    config = tiny_config.with_overrides(epochs=9)  # 2 steps per epoch, 18 steps
+    last = train(config, train_view, val_view, out_dir=tmp_path, quiet=True)
+    steps = _records(tmp_path, "step")
+    assert [r["step"] for r in steps] == list(range(1, 19))
+    first = np.mean([r["loss"] for r in steps[:4]])
+    final = np.mean([r["loss"] for r in steps[-4:]])
+    assert final < 0.8 * first, (first, final)
+    print(f"loss: first 4 steps {first:.4f}, last 4 steps {final:.4f}")
+    epochs = _records(tmp_path, "epoch")
+    assert len(epochs) == 9 and all(r["val_loss"] is not None for r in epochs)
+    assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]
+    assert last == tmp_path / "last.pt" and (tmp_path / "best.pt").exists()
+    start = _records(tmp_path, "start")[0]
+    assert start["classes"] == [8, 26] and start["runtime"] == "cpu, fp32, eager"
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_config, views, tmp_path):
+    from crystalgrid.spec import GridSpec
+
+    torch.manual_seed(0)
+    config = tiny_config.with_overrides(classes=(8, 26))
+    model = ReferenceModel(config, 30, ClassMap([8, 26]))
+    batch = views[0][0:4]
+    density = torch.from_numpy(batch["density"])
+    species = torch.from_numpy(batch["species"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(density, species)["loss"].backward()  # move BatchNorm statistics and weights
+    opt.step()
+    model.eval()
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, spec=GridSpec(), optimizer=opt, step=1, metadata={"a": 1}
+    )
+    ckpt = load_checkpoint(path)
+    assert ckpt.config == config and ckpt.class_map == ClassMap([8, 26])
+    assert ckpt.step == 1 and ckpt.metadata == {"a": 1} and ckpt.spec == GridSpec()
+    assert not ckpt.model.training
+    recon_a, z_a = model.reconstruct(density)
+    recon_b, z_b = ckpt.model.reconstruct(density)
+    assert torch.equal(recon_a, recon_b) and torch.equal(z_a, z_b)
+    with torch.no_grad():
+        assert torch.equal(model(density, species)["loss"], ckpt.model(density, species)["loss"])
+
+
+def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(
+    tiny_config, views, tmp_path
+):
+    train_view, _ = views
+    config = tiny_config.with_overrides(epochs=2)  # 2 epochs x 2 steps
+    straight = train(config, train_view, out_dir=tmp_path / "a", quiet=True)
+    # Stop mid-epoch 2 (after step 3), then resume to the end.
+    cut = train(config.with_overrides(max_steps=3), train_view, out_dir=tmp_path / "b", quiet=True)
+    assert load_checkpoint(cut).step == 3 and load_checkpoint(cut).batch_in_epoch == 1
+    resumed = train(config, train_view, out_dir=tmp_path / "b", resume=cut, quiet=True)
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert (a.step, a.epoch, b.step, b.epoch) == (4, 2, 4, 2)
+    for key, value in a.model.state_dict().items():
+        assert torch.allclose(value.float(), b.model.state_dict()[key].float(), atol=1e-6), key
+    steps = [r["step"] for r in _records(tmp_path / "b", "step")]
+    assert steps == [1, 2, 3, 4]
+    lines = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    kinds = [json.loads(line)["kind"] for line in lines]
+    assert kinds == ["start", "step", "step", "epoch", "step", "stop", "start", "step", "epoch"]
+
+
+def test_resume_refuses_a_different_architecture_and_fresh_runs_refuse_a_used_folder(
+    tiny_config, views, tmp_path
+):
+    config = tiny_config.with_overrides(max_steps=1)
+    last = train(config, views[0], out_dir=tmp_path, quiet=True)
+    with pytest.raises(CrystalgridError, match="already holds a run"):
+        train(config, views[0], out_dir=tmp_path, quiet=True)
+    with pytest.raises(CrystalgridError, match="different latent_dim"):
+        train(config.with_overrides(latent_dim=8), views[0], out_dir=tmp_path, resume=last)
+
+
+def test_split_smaller_than_a_batch_is_a_user_error(tiny_config, views, tmp_path):
+    with pytest.raises(CrystalgridError, match="fewer than one batch"):
+        train(tiny_config.with_overrides(batch_size=64), views[0], out_dir=tmp_path, quiet=True)
+
+
+def test_bf16_autocast_step_runs_on_cpu(tiny_config, views, tmp_path):
+    config = tiny_config.with_overrides(precision="bf16", max_steps=1)
+    train(config, views[0], out_dir=tmp_path, quiet=True)
+    (step,) = _records(tmp_path, "step")
+    assert np.isfinite(step["loss"])
+    assert _records(tmp_path, "start")[0]["runtime"] == "cpu, bf16 autocast, eager"
+
+
+def test_runtime_resolution_without_a_gpu():
+    rt = resolve_runtime()
+    if not torch.cuda.is_available():
+        assert (rt.device.type, rt.amp_dtype, rt.compile) == ("cpu", None, False)
+        with pytest.raises(CrystalgridError, match="no CUDA GPU"):
+            resolve_runtime("cuda")
+    assert resolve_runtime("cpu", "bf16", True).amp_dtype == torch.bfloat16
+    with pytest.raises(CrystalgridError, match="precision"):
+        resolve_runtime("cpu", "fp16")
+
+
+def test_scan_species_and_loader_throughput(views):
+    assert scan_species(views[0]) == ClassMap([8, 26])
+    stats = measure_loader(views[0], batch_size=2, n_batches=3)
+    assert stats["batches"] == 3 and stats["samples"] == 6 and stats["samples_per_s"] > 0

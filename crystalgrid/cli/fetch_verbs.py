@@ -132,7 +132,7 @@ def fetch_command(
         click.echo(
             f"{report.count} materials in {report.path} ({report.pages} pages, "
             f"{report.pages_fetched} fetched now, {report.pages_reused} already there; "
-            f"{report.docs_fetched} docs in {report.seconds:.1f} s, "
+            f"{report.docs_fetched} docs in {report.download_seconds:.1f} s, "
             f"{report.docs_per_second:.0f} docs/s); Materials Project database "
             f"{report.database_version or 'unknown'}. Data CC-BY 4.0: cite Jain et al., "
             "APL Materials 1, 011002 (2013)."

@@ -128,7 +128,15 @@ def test_same_command_again_downloads_nothing(server, tmp_path: Path) -> None:
     before = len(server.summary_requests())
     again = mp.fetch(out, max_sites=4, page_size=200, quiet=True)
     assert again.complete and again.pages_fetched == 0 and again.pages_reused == first.pages
-    assert len(server.summary_requests()) == before + 1  # only the count request
+    assert len(server.summary_requests()) == before  # complete: not a single request
+    assert open_collection(out).fingerprint() == fingerprint
+
+    # A page damaged on disk is noticed and fetched again, and only that page.
+    page = out / "pages" / "page-000001.json.gz"
+    page.write_bytes(b"damaged")
+    repaired = mp.fetch(out, max_sites=4, page_size=200, quiet=True)
+    assert repaired.complete and repaired.pages_fetched == 1
+    assert server.summary_requests()[-1]["params"]["_skip"] == "200"
     assert open_collection(out).fingerprint() == fingerprint
 
 
@@ -320,14 +328,23 @@ def test_resume_refuses_another_query(server, tmp_path: Path) -> None:
 
 def test_resume_refuses_another_database(server, mp_docs, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "db"
-    mp.fetch(out, limit=10, quiet=True)
+    server.faults.skip_statuses = {20: 500}
+    assert not mp.fetch(out, limit=40, page_size=20, quiet=True).complete
     newer = FakeMaterialsProject(mp_docs, api_key=KEY, db_version="2099.01.01").start()
     try:
         monkeypatch.setenv("MP_API_ENDPOINT", newer.url)
         with pytest.raises(CrystalgridError, match=r"database 2025\.09\.25, the server now serves"):
-            mp.fetch(out, limit=10, quiet=True)
+            mp.fetch(out, limit=40, page_size=20, quiet=True)
     finally:
         newer.stop()
+    # Same version, but the query now matches fewer materials: the pages would shift too.
+    shrunk = FakeMaterialsProject(mp_docs[:3000], api_key=KEY).start()
+    try:
+        monkeypatch.setenv("MP_API_ENDPOINT", shrunk.url)
+        with pytest.raises(CrystalgridError, match="matched 3127 materials, it now matches"):
+            mp.fetch(out, limit=40, page_size=20, quiet=True)
+    finally:
+        shrunk.stop()
 
 
 def test_refuses_a_directory_with_other_things(server, tmp_path: Path) -> None:

@@ -1,5 +1,237 @@
-"""CLI verbs (registered on ``crystalgrid.cli.main``)."""
+"""``crystalgrid build``, ``info`` and ``verify``: thin wrappers over build.py and store.py."""
 
 from __future__ import annotations
 
-from crystalgrid.cli import main, user_errors  # noqa: F401
+import json
+import os
+import sys
+from collections import Counter
+
+import click
+
+from crystalgrid.cli import main, user_errors
+from crystalgrid.errors import CrystalgridError
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise CrystalgridError(
+            f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}"
+        ) from None
+    if len(parts) != 3:
+        raise CrystalgridError(f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+@main.command()
+@click.option(
+    "--source",
+    "source",
+    default=None,
+    metavar="PATH",
+    help="A fetch collection, CIF folder, CSV (material_id, cif) or JSON(.gz) of "
+    "structure records. Default: the embedded demo (structures shipped with pymatgen).",
+)
+@click.option(
+    "--repr",
+    "representation",
+    type=click.Choice(["single", "repeated", "both"]),
+    default="repeated",
+    show_default=True,
+    help="Which representation to build.",
+)
+@click.option(
+    "--out",
+    default=None,
+    metavar="PATH|URL",
+    help="Store path (with --repr both: a folder for single.zarr and repeated.zarr). "
+    "Default: ./crystalgrid-data/<repr>.zarr. fsspec URLs (s3://...) work.",
+)
+@click.option(
+    "--samples", "samples", type=int, default=3, show_default=True, help="Samples per crystal."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seeds rotations, offsets, splits."
+)
+@click.option(
+    "--rotate/--no-rotate", default=None, help="Rotate samples (default: single yes, repeated no)."
+)
+@click.option(
+    "--max-side",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Keep cells whose three lattice lengths are all below this (Å).",
+)
+@click.option(
+    "--min-distance",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Reject cells with two atoms closer than this (Å).",
+)
+@click.option(
+    "--split",
+    "split",
+    default="0.8,0.1,0.1",
+    show_default=True,
+    help="Train,val,test fractions of crystals.",
+)
+@click.option(
+    "--chunk",
+    "chunk_samples",
+    type=int,
+    default=24,
+    show_default=True,
+    help="Samples per chunk (match your batch size).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Density precision.",
+)
+@click.option(
+    "--codec",
+    type=click.Choice(["lz4", "zstd", "lz4hc"]),
+    default="lz4",
+    show_default=True,
+    help="Blosc compressor of the density.",
+)
+@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="A dask.distributed scheduler (tcp://host:8786) instead of local workers.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a store built from another configuration.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@user_errors
+def build(
+    source,
+    representation,
+    out,
+    samples,
+    seed,
+    rotate,
+    max_side,
+    min_distance,
+    split,
+    chunk_samples,
+    dtype,
+    codec,
+    workers,
+    scheduler,
+    overwrite,
+    quiet,
+) -> None:
+    """Build the voxel-grid dataset (resumes an interrupted build with the same command)."""
+    from crystalgrid.build import BuildConfig, default_out
+    from crystalgrid.build import build as run_build
+    from crystalgrid.filters import FilterConfig
+    from crystalgrid.sources import open_source
+
+    reprs = ["single", "repeated"] if representation == "both" else [representation]
+    structures = open_source(source)
+    for rep in reprs:
+        config = BuildConfig(
+            representation=rep,
+            samples_per_crystal=samples,
+            seed=seed,
+            rotate=rotate,
+            split_fractions=_fractions(split),
+            chunk_samples=chunk_samples,
+            dtype=dtype,
+            codec=codec,
+            filters=FilterConfig(max_side=max_side, min_distance=min_distance),
+        )
+        if out is None:
+            location = default_out(rep)
+        elif representation == "both":
+            location = f"{out.rstrip('/')}/{rep}.zarr"
+        else:
+            location = out
+        report = run_build(
+            structures,
+            location,
+            config=config,
+            workers=workers,
+            scheduler=scheduler,
+            overwrite=overwrite,
+            quiet=quiet,
+        )
+        click.echo(report.summary())
+
+
+@main.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
+@user_errors
+def info(path: str, as_json: bool) -> None:
+    """Counts, splits, rejects by reason and attributes of a dataset."""
+    from crystalgrid.store import open_group, read_meta
+
+    if not ("://" in path or os.path.exists(path)):
+        raise CrystalgridError(f"no dataset at {path}")
+    meta = read_meta(open_group(path, mode="r"))
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        return
+    lines = [
+        f"dataset        {path}",
+        f"state          {meta.get('state')}",
+        f"representation {meta.get('representation')}",
+        f"crystals       {meta.get('n_crystals', '?')}",
+        f"samples        {meta.get('n_samples', '?')} "
+        f"({meta.get('samples_per_crystal')} per crystal)",
+    ]
+    for name, ranges in meta.get("splits", {}).items():
+        c0, c1 = ranges["crystals"]
+        s0, s1 = ranges["samples"]
+        lines.append(f"  {name:5s}        {c1 - c0} crystals, {s1 - s0} samples")
+    rejects = meta.get("rejects", {})
+    lines.append(f"rejected       {sum(rejects.values())}")
+    for reason, count in sorted(rejects.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {reason:12s} {count}")
+    grid = meta.get("grid", {})
+    source = meta.get("source", {})
+    lines += [
+        f"grid           {grid.get('bins')}^3 voxels over {grid.get('side')} Å, "
+        f"sigma {grid.get('sigma')} Å, species radius {grid.get('species_radius')} Å",
+        f"seed           {meta.get('seed')}",
+        f"source         {source.get('kind')} {source.get('location', '')}",
+        f"licence        {meta.get('licence') or 'not stated by the source'}",
+        f"citation       {meta.get('citation') or '-'}",
+        f"built with     crystalgrid {meta.get('crystalgrid_version')} on {meta.get('created')}",
+        f"fingerprint    {meta.get('fingerprint')}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("path")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing when the dataset is sound.")
+@user_errors
+def verify(path: str, quiet: bool) -> None:
+    """Check every chunk is present and matches its build-time checksum (exit 1 if not)."""
+    from crystalgrid.store import verify as run_verify
+
+    if not ("://" in path or os.path.exists(path)):
+        raise CrystalgridError(f"no dataset at {path}")
+    report = run_verify(path)
+    if report.ok:
+        if not quiet:
+            click.echo(f"{path}: OK, {report.chunks_checked} chunks match their checksums")
+        return
+    kinds = Counter(p.split(" ")[0] for p in report.problems)
+    for problem in report.problems[:20]:
+        click.echo(f"{path}: {problem}", err=True)
+    if len(report.problems) > 20:
+        click.echo(f"... and {len(report.problems) - 20} more", err=True)
+    summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    click.echo(f"{path}: FAILED ({summary}; {report.chunks_checked} chunks checked)", err=True)
+    sys.exit(1)

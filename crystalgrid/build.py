@@ -1,0 +1,810 @@
+"""Build a dataset: structures -> filter -> grids -> Zarr, as Dask tasks, resumable.
+
+Three phases, each safe to interrupt:
+
+1. **scan** (parallel over shards of records): parse, filter, record every reject with its
+   reason. The kept crystals are split by crystal (a seeded ranking of material ids), ordered
+   by split, and written with the rejects into a new store.
+2. **grid** (parallel over blocks of crystals): each task makes its crystals' samples and
+   writes whole chunks no other task touches, their checksums, its ground-truth atoms (to a
+   pending area), and last a done mark. A resumed build skips the blocks marked done.
+3. **finalize** (driver): gathers the ragged atoms into ``atoms/`` and ``samples/atom_offset``
+   and marks the store complete.
+
+The same source, configuration and seed give byte-identical arrays for any number of
+workers: every sample depends only on (seed, material id, sample index), and every task pins
+BLAS to one thread so sums are taken in one order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import zarr
+
+from crystalgrid import __version__
+from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.filters import FilterConfig
+from crystalgrid.placement import REPRESENTATIONS, Crystal, Representation, placements
+from crystalgrid.samples import sample_from_placement
+from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_record
+from crystalgrid.spec import GridSpec
+from crystalgrid.store import (
+    ATTR,
+    BLOCK_ARRAYS,
+    CODECS,
+    FORMAT,
+    SPLITS,
+    checksum_whole_array,
+    chunk_digest,
+    compressor,
+    is_url,
+    open_group,
+    write_checksums,
+)
+
+__all__ = ["BuildConfig", "BuildReport", "build", "default_out"]
+
+log = logging.getLogger(__name__)
+
+SCAN_SHARD = 64  # records per scan task
+MP_LICENCE = "CC-BY-4.0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildConfig:
+    """Everything that decides a dataset's contents (its fingerprint covers all of it).
+
+    Attributes:
+        representation: ``"single"`` or ``"repeated"``.
+        spec: grid geometry.
+        samples_per_crystal: samples per crystal (the paper: 3 of each representation).
+        seed: seeds every random choice (rotations, offsets, splits).
+        rotate: rotate samples; None means the representation's default.
+        split_fractions: train, val, test fractions of crystals.
+        chunk_samples: samples per chunk of the grid arrays (match training batches).
+        block_samples: target samples per task; rounded to whole chunks and crystals.
+        dtype: ``"float32"`` or ``"float16"`` for the density.
+        codec: Blosc compressor of the density (``"lz4"``, ``"zstd"``, ``"lz4hc"``).
+        compression_level: its level (1-9).
+        filters: which structures are kept.
+    """
+
+    representation: Representation = "repeated"
+    spec: GridSpec = field(default_factory=GridSpec)
+    samples_per_crystal: int = 3
+    seed: int = 0
+    rotate: bool | None = None
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    chunk_samples: int = 24
+    block_samples: int = 240
+    dtype: str = "float32"
+    codec: str = "lz4"
+    compression_level: int = 5
+    filters: FilterConfig = field(default_factory=FilterConfig)
+
+    def __post_init__(self) -> None:
+        if self.representation not in REPRESENTATIONS:
+            raise CrystalgridError(
+                f"representation must be one of {', '.join(REPRESENTATIONS)}, "
+                f"got {self.representation!r}"
+            )
+        if self.samples_per_crystal < 1:
+            raise CrystalgridError("samples per crystal must be at least 1")
+        fractions = tuple(float(f) for f in self.split_fractions)
+        if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
+            raise CrystalgridError(
+                f"split fractions must be three numbers >= 0 summing to 1, got {fractions}"
+            )
+        object.__setattr__(self, "split_fractions", fractions)
+        if self.chunk_samples < 1 or self.block_samples < 1:
+            raise CrystalgridError("chunk and block sizes must be positive")
+        if self.dtype not in ("float32", "float16"):
+            raise CrystalgridError(f"density dtype must be float32 or float16, got {self.dtype!r}")
+        if self.codec not in CODECS:
+            raise CrystalgridError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if not 1 <= self.compression_level <= 9:
+            raise CrystalgridError("compression level must be in 1..9")
+
+    @property
+    def block_crystals(self) -> int:
+        """Crystals per task: a whole number of chunks, near ``block_samples`` samples."""
+        unit = math.lcm(self.chunk_samples, self.samples_per_crystal)
+        return unit * max(1, round(self.block_samples / unit)) // self.samples_per_crystal
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["spec"] = self.spec.to_dict()
+        data["filters"] = self.filters.to_dict()
+        data["split_fractions"] = list(self.split_fractions)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildConfig:
+        data = dict(data)
+        data["spec"] = GridSpec.from_dict(data["spec"])
+        data["filters"] = FilterConfig.from_dict(data["filters"])
+        data["split_fractions"] = tuple(data["split_fractions"])
+        return cls(**data)
+
+
+@dataclass
+class BuildReport:
+    """What a build did."""
+
+    location: str
+    representation: str
+    n_crystals: int
+    n_samples: int
+    rejects: dict[str, int]
+    splits: dict[str, int]
+    blocks_total: int
+    blocks_computed: int
+    resumed: bool
+    seconds: float
+
+    def summary(self) -> str:
+        """One paragraph for the terminal."""
+        rejected = sum(self.rejects.values())
+        reasons = ", ".join(f"{k} {v}" for k, v in self.rejects.items()) or "none"
+        how = "resumed, " if self.resumed else ""
+        return (
+            f"{self.location}: {self.n_samples} {self.representation} samples of "
+            f"{self.n_crystals} crystals (train {self.splits.get('train', 0)}, "
+            f"val {self.splits.get('val', 0)}, test {self.splits.get('test', 0)} crystals); "
+            f"{rejected} rejected ({reasons}); {how}{self.blocks_computed}/{self.blocks_total} "
+            f"blocks computed in {self.seconds:.1f} s"
+        )
+
+
+def default_out(representation: str) -> str:
+    """``./crystalgrid-data/<representation>.zarr``."""
+    return os.path.join("crystalgrid-data", f"{representation}.zarr")
+
+
+# --------------------------------------------------------------------------------------
+# Scan: parse and filter (parallel), then order and split (driver).
+
+
+@dataclass
+class ScanResult:
+    """Kept crystals in source order, and the rejects."""
+
+    material_ids: list[str] = field(default_factory=list)
+    lattices: list[np.ndarray] = field(default_factory=list)
+    fracs: list[np.ndarray] = field(default_factory=list)
+    numbers: list[np.ndarray] = field(default_factory=list)
+    properties: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _scan_shard(records: list[RawRecord], filters: dict[str, Any]) -> list[tuple]:
+    """Parse and filter records; one result tuple per record, in order (runs on a worker)."""
+    config = FilterConfig.from_dict(filters)
+    out: list[tuple] = []
+    for record in records:
+        try:
+            structure = parse_record(record)
+            config.check(structure)
+            crystal = Crystal.from_structure(structure)
+        except RejectedStructure as exc:
+            out.append(("reject", record.material_id, exc.reason, exc.detail))
+            continue
+        except Exception as exc:  # noqa: BLE001 - recorded with its reason; the build goes on
+            detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            out.append(("reject", record.material_id, "error", f"{record.origin}: {detail}"))
+            continue
+        props = {
+            k: float(v)
+            for k, v in record.properties.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        out.append(
+            ("ok", record.material_id, crystal.lattice, crystal.frac, crystal.numbers, props)
+        )
+    return out
+
+
+def _shards(source: Source) -> Iterator[tuple[list[RawRecord], list[Rejected]]]:
+    shard: list[RawRecord] = []
+    early: list[Rejected] = []
+    for item in source.records():
+        if isinstance(item, Rejected):
+            early.append(item)
+            continue
+        shard.append(item)
+        if len(shard) == SCAN_SHARD:
+            yield shard, early
+            shard, early = [], []
+    if shard or early:
+        yield shard, early
+
+
+def _scan(source: Source, config: BuildConfig, client: Any, progress: Any) -> ScanResult:
+    """Parse and filter every record on the cluster, keeping the source's order."""
+    from distributed import as_completed
+
+    result = ScanResult()
+    seen: set[str] = set()
+    filters = config.filters.to_dict()
+    window = 4 * max(1, _n_workers(client))
+    pending: dict[str, tuple[int, list[Rejected]]] = {}  # future key -> (shard index, early)
+    done: dict[int, tuple[list[tuple], list[Rejected]]] = {}
+    next_to_merge = 0
+    running = as_completed()
+
+    def merge_ready() -> None:
+        nonlocal next_to_merge
+        while next_to_merge in done:
+            rows, early = done.pop(next_to_merge)
+            for rejected in early:
+                result.rejects.append((rejected.material_id, rejected.reason, rejected.detail))
+            for row in rows:
+                if row[0] == "reject":
+                    result.rejects.append(row[1:])
+                elif row[1] in seen:
+                    result.rejects.append((row[1], "duplicate_id", "an earlier record has this id"))
+                else:
+                    seen.add(row[1])
+                    result.material_ids.append(row[1])
+                    result.lattices.append(row[2])
+                    result.fracs.append(row[3])
+                    result.numbers.append(row[4])
+                    result.properties.append(row[5])
+            progress.update(len(rows) + len(early))
+            next_to_merge += 1
+
+    def collect(future: Any) -> None:
+        index, early = pending.pop(future.key)
+        done[index] = (future.result(), early)
+        merge_ready()
+
+    for index, (shard, early) in enumerate(_shards(source)):
+        future = client.submit(_scan_shard, shard, filters, pure=False)
+        pending[future.key] = (index, early)
+        running.add(future)
+        while running.count() >= window:
+            collect(next(running))
+    for future in running:
+        collect(future)
+    return result
+
+
+def _split_of(material_ids: list[str], seed: int, fractions: tuple[float, ...]) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) per crystal: a seeded ranking of the ids.
+
+    A crystal's rank depends only on (seed, id), so the assignment is stable when other
+    crystals are added or removed, and the counts follow the fractions exactly.
+    """
+    keys = [hashlib.sha256(f"{seed}\x00{m}".encode()).digest() for m in material_ids]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    n = len(order)
+    n_train = round(fractions[0] * n)
+    n_val = min(n - n_train, round(fractions[1] * n))
+    split = np.full(n, 2, dtype=np.uint8)
+    split[order[:n_train]] = 0
+    split[order[n_train : n_train + n_val]] = 1
+    return split
+
+
+# --------------------------------------------------------------------------------------
+# Store creation (driver).
+
+
+def _array(group: zarr.Group, name: str, data: np.ndarray, chunk: int | None = None) -> None:
+    chunk = max(1, min(chunk or max(1, len(data)), max(1, len(data))))
+    array = group.create_array(
+        name,
+        shape=data.shape,
+        chunks=(chunk, *data.shape[1:]),
+        dtype=data.dtype if data.dtype.kind != "U" else str,
+        compressors=compressor(),
+        fill_value=None if data.dtype.kind == "U" else 0,
+        config={"write_empty_chunks": True},
+        overwrite=True,
+    )
+    if data.size:
+        array[...] = data
+
+
+def _create_store(
+    group: zarr.Group, scan: ScanResult, config: BuildConfig, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the crystals table, rejects and empty sample arrays; return the metadata."""
+    split = _split_of(scan.material_ids, config.seed, config.split_fractions)
+    order = np.lexsort((np.arange(len(split)), split))  # by split, then source order
+    n = len(order)
+    S = config.samples_per_crystal
+    ids = np.array([scan.material_ids[i] for i in order], dtype=str)
+    counts = np.array([len(scan.numbers[i]) for i in order], dtype=np.int64)
+    _array(group, "crystals/material_id", ids, 4096)
+    _array(group, "crystals/split", split[order], 4096)
+    _array(group, "crystals/source_index", order.astype(np.int64), 4096)
+    _array(
+        group,
+        "crystals/lattice",
+        np.array([scan.lattices[i] for i in order]).reshape(n, 3, 3),
+        4096,
+    )
+    _array(group, "crystals/site_offset", np.concatenate([[0], np.cumsum(counts)]), 4096)
+    _array(
+        group, "crystals/frac", np.concatenate([scan.fracs[i] for i in order]).reshape(-1, 3), 65536
+    )
+    _array(
+        group,
+        "crystals/number",
+        np.concatenate([scan.numbers[i] for i in order]).astype(np.uint8),
+        65536,
+    )
+    names = sorted({k for p in scan.properties for k in p})
+    for name in names:
+        values = np.array([scan.properties[i].get(name, np.nan) for i in order], dtype=np.float64)
+        _array(group, f"crystals/properties/{name}", values, 4096)
+    rejects = scan.rejects
+    _array(group, "rejects/material_id", np.array([r[0] for r in rejects], dtype=str), 4096)
+    _array(group, "rejects/reason", np.array([r[1] for r in rejects], dtype=str), 4096)
+    _array(group, "rejects/detail", np.array([r[2] for r in rejects], dtype=str), 4096)
+
+    n_samples = n * S
+    bins = config.spec.bins
+    block = config.block_crystals * S
+    n_blocks = max(1, math.ceil(n / config.block_crystals))
+    grid_chunks = (config.chunk_samples, bins, bins, bins)
+    common = {
+        "compressors": compressor(),
+        "fill_value": 0,
+        "config": {"write_empty_chunks": True},
+        "overwrite": True,
+    }
+    group.create_array(
+        "density",
+        shape=(n_samples, bins, bins, bins),
+        chunks=grid_chunks,
+        dtype=config.dtype,
+        **{**common, "compressors": compressor(config.codec, config.compression_level)},
+    )
+    group.create_array(
+        "species", shape=(n_samples, bins, bins, bins), chunks=grid_chunks, dtype="uint8", **common
+    )
+    small = {
+        "samples/crystal": ((), "int32"),
+        "samples/split": ((), "uint8"),
+        "samples/transform": ((4, 4), "float64"),
+        "samples/n_atoms": ((), "int32"),
+        "samples/n_outside": ((), "int32"),
+    }
+    for name, (tail, dtype) in small.items():
+        group.create_array(
+            name, shape=(n_samples, *tail), chunks=(block, *tail), dtype=dtype, **common
+        )
+    group.create_array(
+        "samples/material_id",
+        shape=(n_samples,),
+        chunks=(block,),
+        dtype=str,
+        compressors=compressor(),
+        config={"write_empty_chunks": True},
+        overwrite=True,
+    )
+    for name in BLOCK_ARRAYS:
+        n_chunks = group[name].cdata_shape[0]
+        per_block = block // group[name].chunks[0]
+        group.create_array(
+            f"checksums/{name}", shape=(n_chunks,), chunks=(per_block,), dtype="uint64", **common
+        )
+    group.create_array("_build/done", shape=(n_blocks,), chunks=(1,), dtype="uint8", **common)
+    group.create_group("_pending", overwrite=True)
+
+    crystal_counts = {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
+    ranges, start = {}, 0
+    for name in SPLITS:
+        stop = start + crystal_counts[name]
+        ranges[name] = {"crystals": [start, stop], "samples": [start * S, stop * S]}
+        start = stop
+    meta = dict(meta)
+    meta.update(
+        state="gridding",
+        n_crystals=n,
+        n_samples=n_samples,
+        n_blocks=n_blocks,
+        block_crystals=config.block_crystals,
+        splits=ranges,
+        rejects=dict(sorted(Counter(r[1] for r in rejects).items())),
+        properties=names,
+    )
+    group.attrs[ATTR] = meta
+    return meta
+
+
+# --------------------------------------------------------------------------------------
+# Grid: one block of crystals per task (runs on a worker).
+
+
+def _grid_block(
+    location: str, storage_options: dict | None, block: int, config_dict: dict[str, Any]
+) -> int:
+    """Make and write the samples of one block of crystals; return the crystals done."""
+    from threadpoolctl import threadpool_limits
+
+    config = BuildConfig.from_dict(config_dict)
+    group = open_group(location, mode="r+", storage_options=storage_options)
+    S, spec = config.samples_per_crystal, config.spec
+    first = block * config.block_crystals
+    n_crystals = group["crystals/material_id"].shape[0]
+    last = min(first + config.block_crystals, n_crystals)
+    offsets = group["crystals/site_offset"][first : last + 1]
+    frac = group["crystals/frac"][offsets[0] : offsets[-1]]
+    number = group["crystals/number"][offsets[0] : offsets[-1]]
+    lattice = group["crystals/lattice"][first:last]
+    ids = group["crystals/material_id"][first:last]
+    split = group["crystals/split"][first:last]
+
+    n = (last - first) * S
+    bins = spec.bins
+    density = np.zeros((n, bins, bins, bins), dtype=config.dtype)
+    species = np.zeros((n, bins, bins, bins), dtype=np.uint8)
+    transform = np.zeros((n, 4, 4))
+    n_atoms = np.zeros(n, dtype=np.int32)
+    n_outside = np.zeros(n, dtype=np.int32)
+    positions, numbers = [], []
+    with threadpool_limits(1):
+        for c in range(last - first):
+            lo, hi = offsets[c] - offsets[0], offsets[c + 1] - offsets[0]
+            crystal = Crystal(lattice[c], frac[lo:hi], number[lo:hi])
+            found = placements(
+                crystal,
+                str(ids[c]),
+                config.representation,
+                spec,
+                n_samples=S,
+                seed=config.seed,
+                rotate=config.rotate,
+            )
+            for k, placement in enumerate(found):
+                i = c * S + k
+                sample = sample_from_placement(placement, str(ids[c]), spec)
+                density[i] = sample.density
+                species[i] = sample.species
+                transform[i] = sample.transform
+                n_atoms[i] = len(sample.atom_numbers)
+                n_outside[i] = sample.n_outside
+                positions.append(sample.atom_positions.astype(np.float32))
+                numbers.append(sample.atom_numbers)
+
+    start = first * S
+    with zarr.config.set({"array.write_empty_chunks": True}):  # verify expects every chunk
+        _write_block(
+            group,
+            block,
+            start,
+            n,
+            pos_num=(positions, numbers),
+            values={
+                "density": density,
+                "species": species,
+                "samples/crystal": np.repeat(np.arange(first, last, dtype=np.int32), S),
+                "samples/material_id": np.repeat(ids, S),
+                "samples/split": np.repeat(split, S),
+                "samples/transform": transform,
+                "samples/n_atoms": n_atoms,
+                "samples/n_outside": n_outside,
+            },
+        )
+    return last - first
+
+
+def _write_block(
+    group: zarr.Group,
+    block: int,
+    start: int,
+    n: int,
+    pos_num: tuple[list[np.ndarray], list[np.ndarray]],
+    values: dict[str, np.ndarray],
+) -> None:
+    positions, numbers = pos_num
+    for name, data in values.items():
+        array = group[name]
+        array[start : start + n] = data
+        step = array.chunks[0]
+        digests = [chunk_digest(data[j : j + step]) for j in range(0, n, step)]
+        write_checksums(group, name, start // step, digests)
+    pos = np.concatenate(positions) if positions else np.zeros((0, 3), np.float32)
+    num = np.concatenate(numbers).astype(np.uint8) if numbers else np.zeros(0, np.uint8)
+    for name, data in (("position", pos.reshape(-1, 3)), ("number", num)):
+        group.create_array(
+            f"_pending/{name}_{block:06d}",
+            shape=data.shape,
+            chunks=(max(1, len(data)), *data.shape[1:]),
+            dtype=data.dtype,
+            compressors=compressor(),
+            fill_value=0,
+            config={"write_empty_chunks": True},
+            overwrite=True,
+        )[...] = data
+    group["_build/done"][block] = 1  # last: the block counts only once all of it is written
+
+
+# --------------------------------------------------------------------------------------
+# Finalize (driver).
+
+
+def _finalize(group: zarr.Group, meta: dict[str, Any]) -> None:
+    """Gather the pending atoms into the ragged ``atoms/`` arrays; mark complete."""
+    n_atoms = group["samples/n_atoms"][:].astype(np.int64)
+    offset = np.concatenate([[0], np.cumsum(n_atoms)])
+    total = int(offset[-1])
+    chunk = 1 << 13  # ~100 KB of positions: cheap to decode for one sample
+    common = {
+        "compressors": compressor(),
+        "fill_value": 0,
+        "config": {"write_empty_chunks": True},
+        "overwrite": True,
+    }
+    positions = group.create_array(
+        "atoms/position", shape=(total, 3), chunks=(chunk, 3), dtype="float32", **common
+    )
+    numbers = group.create_array(
+        "atoms/number", shape=(total,), chunks=(chunk,), dtype="uint8", **common
+    )
+    _array(group, "samples/atom_offset", offset, 1 << 16)
+
+    # Stream the blocks' atoms into whole chunks, never holding more than one chunk's worth.
+    buf_pos, buf_num, written = [], [], 0
+
+    def flush(final: bool) -> None:
+        nonlocal buf_pos, buf_num, written
+        pos = np.concatenate(buf_pos) if buf_pos else np.zeros((0, 3), np.float32)
+        num = np.concatenate(buf_num) if buf_num else np.zeros(0, np.uint8)
+        usable = len(num) if final else (len(num) // chunk) * chunk
+        if usable:
+            positions[written : written + usable] = pos[:usable]
+            numbers[written : written + usable] = num[:usable]
+            written += usable
+        buf_pos, buf_num = [pos[usable:]], [num[usable:]]
+
+    for block in range(meta["n_blocks"]):
+        buf_pos.append(group[f"_pending/position_{block:06d}"][...])
+        buf_num.append(group[f"_pending/number_{block:06d}"][...])
+        if sum(len(b) for b in buf_num) >= chunk:
+            flush(final=False)
+    flush(final=True)
+    if written != total:
+        raise RuntimeError(f"gathered {written} atoms, expected {total}")
+    for name in ("atoms/position", "atoms/number", "samples/atom_offset"):
+        checksum_whole_array(group, name)
+    for name in ("crystals", "rejects"):
+        for path in _arrays_under(group[name], name):
+            checksum_whole_array(group, path)
+    meta = dict(meta, state="complete", n_atoms=total, completed=_now())
+    group.attrs[ATTR] = meta
+    with contextlib.suppress(KeyError):
+        del group["_pending"]
+
+
+def _arrays_under(group: zarr.Group, prefix: str) -> list[str]:
+    out = []
+    for name, node in group.members():
+        if isinstance(node, zarr.Group):
+            out.extend(_arrays_under(node, f"{prefix}/{name}"))
+        else:
+            out.append(f"{prefix}/{name}")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The driver.
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _n_workers(client: Any) -> int:
+    return max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+
+
+@contextlib.contextmanager
+def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
+    """A dask.distributed client: the given scheduler, or a local cluster of ``workers``."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise CrystalgridError(
+                f"cannot reach the Dask scheduler at {scheduler}: {exc}"
+            ) from exc
+        with client:
+            yield client
+        return
+    if workers < 1:
+        raise CrystalgridError(f"--workers must be at least 1, got {workers}")
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=workers > 1,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _progress(total: int, desc: str, quiet: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="crystal", disable=quiet, smoothing=0.1)
+
+
+def _fingerprint(config: BuildConfig, source_fingerprint: str) -> str:
+    payload = json.dumps(
+        {"format": FORMAT, "config": config.to_dict(), "source": source_fingerprint}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def build(
+    source: Source | str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    config: BuildConfig | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> BuildReport:
+    """Build (or resume) the dataset of one representation.
+
+    Args:
+        source: a :class:`~crystalgrid.sources.Source`, a path (collection, CIF folder, CSV,
+            JSON), or None for the embedded demo collection.
+        out: store path or URL; ``./crystalgrid-data/<repr>.zarr`` by default.
+        config: what to build (representation, samples, seed, ...).
+        workers: local worker processes (ignored with ``scheduler``).
+        scheduler: address of a running ``dask.distributed`` scheduler.
+        storage_options: fsspec options for URL outputs (credentials stay in the environment).
+        overwrite: replace a store built from another configuration or source.
+        quiet: no progress bars.
+
+    Raises:
+        CrystalgridError: missing source, no usable structure, or an existing store from a
+            different configuration (without ``overwrite``).
+    """
+    started = time.perf_counter()
+    config = config or BuildConfig()
+    source = source if hasattr(source, "records") else open_source(source)  # type: ignore[arg-type]
+    location = os.fspath(out) if out is not None else default_out(config.representation)
+    fingerprint = _fingerprint(config, source.fingerprint())
+
+    group, meta = _existing(location, storage_options, fingerprint, overwrite)
+    resumed = meta is not None
+    todo: list[int] = []
+    if meta is not None and meta.get("state") == "complete":
+        return _report(location, meta, todo, resumed, started)
+    with _client(workers, scheduler) as client:
+        if meta is None:
+            with _progress(None, f"scan {config.representation}", quiet) as bar:  # type: ignore[arg-type]
+                scan = _scan(source, config, client, bar)
+            if not scan.material_ids:
+                reasons = Counter(r[1] for r in scan.rejects)
+                detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "it is empty"
+                raise CrystalgridError(f"no usable structure in {source.name}: {detail}")
+            if not is_url(location):
+                os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
+            group = open_group(location, mode="w", storage_options=storage_options)
+            base = {
+                "format": FORMAT,
+                "state": "creating",
+                "crystalgrid_version": __version__,
+                "created": _now(),
+                "fingerprint": fingerprint,
+                "representation": config.representation,
+                "grid": config.spec.to_dict(),
+                "seed": config.seed,
+                "samples_per_crystal": config.samples_per_crystal,
+                "rotate": config.rotate,
+                "split_fractions": list(config.split_fractions),
+                "config": config.to_dict(),
+                "source": source.provenance(),
+                "source_fingerprint": source.fingerprint(),
+                "licence": source.provenance().get("licence"),
+                "citation": source.provenance().get("citation"),
+            }
+            group.attrs[ATTR] = base
+            meta = _create_store(group, scan, config, base)
+
+        done = group["_build/done"][:]
+        todo = [b for b in range(meta["n_blocks"]) if not done[b]]
+        total = meta["n_crystals"]
+        with _progress(total, f"grid {config.representation}", quiet) as bar:
+            bar.update(total - sum(_block_size(meta, b) for b in todo))
+            if todo:
+                from distributed import as_completed
+
+                futures = [
+                    client.submit(
+                        _grid_block, location, storage_options, b, config.to_dict(), pure=False
+                    )
+                    for b in todo
+                ]
+                for future in as_completed(futures):
+                    bar.update(future.result())
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            _finalize(group, meta)
+        meta = dict(group.attrs[ATTR])
+    return _report(location, meta, todo, resumed, started)
+
+
+def _report(
+    location: str, meta: dict[str, Any], todo: list[int], resumed: bool, started: float
+) -> BuildReport:
+    return BuildReport(
+        location=location,
+        representation=meta["representation"],
+        n_crystals=meta["n_crystals"],
+        n_samples=meta["n_samples"],
+        rejects=meta["rejects"],
+        splits={k: v["crystals"][1] - v["crystals"][0] for k, v in meta["splits"].items()},
+        blocks_total=meta["n_blocks"],
+        blocks_computed=len(todo),
+        resumed=resumed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _block_size(meta: dict[str, Any], block: int) -> int:
+    first = block * meta["block_crystals"]
+    return max(0, min(meta["block_crystals"], meta["n_crystals"] - first))
+
+
+def _existing(
+    location: str, storage_options: dict | None, fingerprint: str, overwrite: bool
+) -> tuple[zarr.Group | None, dict[str, Any] | None]:
+    """The store to resume, or (None, None) to start afresh."""
+    try:
+        group = open_group(location, mode="r+", storage_options=storage_options)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+        if (
+            not is_url(location)
+            and os.path.exists(location)
+            and os.listdir(location)
+            and not overwrite
+        ):
+            raise CrystalgridError(f"{location} exists and is not a crystalgrid dataset") from None
+        return None, None
+    meta = group.attrs.get(ATTR)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if overwrite:
+            return None, None
+        raise CrystalgridError(f"{location} exists and is not a crystalgrid dataset")
+    if meta.get("fingerprint") != fingerprint:
+        if overwrite:
+            return None, None
+        raise CrystalgridError(
+            f"{location} holds a dataset built from another source or configuration; "
+            "choose another --out or pass --overwrite"
+        )
+    if meta.get("state") == "creating":
+        return None, None  # interrupted while writing the crystal table: cheap to redo
+    return group, meta
+
+
+def with_representation(config: BuildConfig, representation: str) -> BuildConfig:
+    """The same configuration for another representation."""
+    return replace(config, representation=representation)  # type: ignore[arg-type]

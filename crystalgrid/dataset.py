@@ -1,0 +1,328 @@
+"""Load a built dataset: ``open_dataset(path).split("train")``.
+
+A view is a contiguous range of samples (each split is stored as one range). It supports
+``len()``, integer indexing (one sample as a dict), slicing (a batch: the same fields stacked),
+:meth:`DatasetView.iter_batches` (the fast path: whole chunks, optionally shuffled chunk-wise),
+:meth:`DatasetView.to_dask` and :meth:`DatasetView.to_torch`.
+
+A sample dict holds ``density`` (B, B, B) float32 (electrons per Å^3), ``species`` (B, B, B)
+uint8, ``atom_positions`` (n, 3) float64 box Å, ``atom_numbers`` (n,) uint8, ``material_id``,
+``transform`` (4, 4) float64 (crystal Cartesian Å -> box Å), ``n_outside`` and ``index``
+(the sample's position in the whole store).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import zarr
+
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.spec import GridSpec
+from crystalgrid.store import SPLITS, open_group, read_meta
+
+__all__ = ["FIELDS", "Dataset", "DatasetView", "open_dataset"]
+
+FIELDS = (
+    "density",
+    "species",
+    "atom_positions",
+    "atom_numbers",
+    "material_id",
+    "transform",
+    "n_outside",
+)
+
+
+#: Chunks of the grid arrays read together by :meth:`DatasetView.iter_batches`.
+CHUNKS_PER_READ = 4
+
+
+def _check_fields(fields: tuple[str, ...]) -> None:
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}; choose from {FIELDS}")
+
+
+def open_dataset(
+    location: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+) -> Dataset:
+    """Open a dataset written by ``crystalgrid build`` (lazily: nothing big is read).
+
+    Raises:
+        CrystalgridError: no dataset there, or a build that has not completed.
+    """
+    try:
+        group = open_group(location, mode="r", storage_options=storage_options)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        raise CrystalgridError(f"no dataset at {location}") from exc
+    meta = read_meta(group)
+    if meta.get("state") != "complete":
+        raise CrystalgridError(
+            f"{location} is an unfinished build (state: {meta.get('state')}); "
+            "run the same crystalgrid build command again to complete it"
+        )
+    return Dataset(group, meta, str(location))
+
+
+class Dataset:
+    """A built dataset of one representation."""
+
+    def __init__(self, group: zarr.Group, meta: dict[str, Any], location: str) -> None:
+        self.group = group
+        self.attrs = meta
+        self.location = location
+        self.spec = GridSpec.from_dict(meta["grid"])
+        self.representation: str = meta["representation"]
+        self._cache: dict[str, tuple[int, np.ndarray]] = {}
+        self._arrays: dict[str, zarr.Array] = {}
+        self._small: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self.attrs["n_samples"])
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k} {len(self.split(k))}" for k in SPLITS)
+        return f"<crystalgrid Dataset {self.location}: {self.representation}, {sizes} samples>"
+
+    @property
+    def splits(self) -> dict[str, int]:
+        """Samples per split."""
+        return {name: len(self.split(name)) for name in SPLITS}
+
+    def split(self, name: str) -> DatasetView:
+        """The samples of ``"train"``, ``"val"`` or ``"test"``."""
+        if name not in SPLITS:
+            raise CrystalgridError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
+        start, stop = self.attrs["splits"][name]["samples"]
+        return DatasetView(self, start, stop, name)
+
+    def all(self) -> DatasetView:
+        """Every sample, all splits."""
+        return DatasetView(self, 0, len(self), "all")
+
+    def rejects(self) -> list[tuple[str, str, str]]:
+        """(material id, reason, detail) of every structure the build left out."""
+        g = self.group["rejects"]
+        return list(zip(g["material_id"][:], g["reason"][:], g["detail"][:], strict=True))
+
+    def structure(self, crystal: int):
+        """The source structure of crystal ``crystal`` as a pymatgen ``Structure``."""
+        from pymatgen.core import Lattice, Structure
+
+        c = self.group["crystals"]
+        lo, hi = c["site_offset"][crystal : crystal + 2]
+        return Structure(
+            Lattice(c["lattice"][crystal]), c["number"][lo:hi].tolist(), c["frac"][lo:hi]
+        )
+
+    @cached_property
+    def atom_offset(self) -> np.ndarray:
+        """(n + 1,) int64: the atoms of sample i are ``atom_offset[i]:atom_offset[i + 1]``."""
+        return self.group["samples/atom_offset"][:]
+
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    def _per_sample(self, name: str) -> np.ndarray:
+        """A small per-sample array (ids, transforms, counts), read whole once (~150 B/sample)."""
+        if name not in self._small:
+            self._small[name] = self.group[f"samples/{name}"][:]
+        return self._small[name]
+
+    def _chunk(self, name: str, index: int) -> tuple[np.ndarray, int]:
+        """The decoded chunk of ``name`` holding sample ``index`` (one chunk kept per array)."""
+        array = self._array(name)
+        step = array.chunks[0]
+        number = index // step
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != number:
+            cached = (number, array[number * step : min((number + 1) * step, array.shape[0])])
+            self._cache[name] = cached
+        return cached[1], number * step
+
+    def _atoms(self, start: int, stop: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        offset = self.atom_offset[start : stop + 1]
+        positions = self._array("atoms/position")[offset[0] : offset[-1]].astype(np.float64)
+        numbers = self._array("atoms/number")[offset[0] : offset[-1]]
+        cuts = offset - offset[0]
+        return (
+            [positions[a:b] for a, b in itertools.pairwise(cuts)],
+            [numbers[a:b] for a, b in itertools.pairwise(cuts)],
+        )
+
+    def batch(self, start: int, stop: int, fields: tuple[str, ...] = FIELDS) -> dict[str, Any]:
+        """Samples ``start:stop`` of the whole store, stacked (see the module docstring).
+
+        ``fields`` picks what to read (``index`` always comes); reading only ``density`` and
+        ``species`` is what training needs and the fastest.
+        """
+        _check_fields(fields)
+        out: dict[str, Any] = {"index": np.arange(start, stop)}
+        if "density" in fields:
+            out["density"] = self._array("density")[start:stop].astype(np.float32, copy=False)
+        if "species" in fields:
+            out["species"] = self._array("species")[start:stop]
+        if "atom_positions" in fields or "atom_numbers" in fields:
+            positions, numbers = self._atoms(start, stop)
+            out["atom_positions"], out["atom_numbers"] = positions, numbers
+        if "material_id" in fields:
+            out["material_id"] = [str(m) for m in self._per_sample("material_id")[start:stop]]
+        for name in ("transform", "n_outside"):
+            if name in fields:
+                out[name] = self._per_sample(name)[start:stop]
+        return out
+
+    def sample(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` of the whole store (a dict, see the module docstring)."""
+        grids = {}
+        for name in ("density", "species"):
+            chunk, first = self._chunk(name, index)
+            grids[name] = chunk[index - first]
+        positions, numbers = self._atoms(index, index + 1)
+        return {
+            "density": grids["density"].astype(np.float32, copy=False),
+            "species": grids["species"],
+            "atom_positions": positions[0],
+            "atom_numbers": numbers[0],
+            "material_id": str(self._per_sample("material_id")[index]),
+            "transform": self._per_sample("transform")[index],
+            "n_outside": int(self._per_sample("n_outside")[index]),
+            "index": index,
+        }
+
+
+class DatasetView:
+    """Samples ``start:stop`` of a dataset (one split, or all)."""
+
+    def __init__(self, dataset: Dataset, start: int, stop: int, name: str) -> None:
+        self.dataset = dataset
+        self.start = int(start)
+        self.stop = int(stop)
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __repr__(self) -> str:
+        return f"<crystalgrid view {self.name}: {len(self)} samples of {self.dataset.location}>"
+
+    @property
+    def spec(self) -> GridSpec:
+        return self.dataset.spec
+
+    def __getitem__(self, key: int | slice) -> dict[str, Any]:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("views take slices with step 1; use iter_batches to shuffle")
+            return self.dataset.batch(self.start + start, self.start + max(start, stop))
+        if not isinstance(key, int | np.integer):
+            raise TypeError(f"index a view with an int or a slice, not {type(key).__name__}")
+        index = int(key) + len(self) if key < 0 else int(key)
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {key} is out of range for a view of {len(self)}")
+        return self.dataset.sample(self.start + index)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def iter_batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        fields: tuple[str, ...] = FIELDS,
+    ) -> Iterator[dict[str, Any]]:
+        """Batches read whole chunks at a time (the fast way to train).
+
+        With ``shuffle``, the order of the chunks is permuted and samples are mixed within a
+        buffer of a few chunks; the order is a function of ``seed`` (pass the epoch).
+        ``fields`` as in :meth:`Dataset.batch`.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        _check_fields(fields)
+        step = self.dataset._array("density").chunks[0]
+        # Reads of ``CHUNKS_PER_READ`` whole chunks (clipped to the view): one call decodes
+        # them together, in parallel, and amortises zarr's per-call overhead.
+        span = step * CHUNKS_PER_READ
+        first = (self.start // span) * span
+        edges = [self.start, *range(first + span, self.stop, span), self.stop]
+        spans = [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+        rng = np.random.default_rng(seed)
+        if shuffle:
+            spans = [spans[i] for i in rng.permutation(len(spans))]
+        threshold = max(batch_size, span) if shuffle else batch_size
+        buffered: list[dict[str, Any]] = []
+        count = 0
+        for a, b in spans:
+            buffered.append(self.dataset.batch(a, b, fields))
+            count += b - a
+            if count < threshold:
+                continue
+            merged = _concat(buffered)
+            if shuffle:
+                merged = _take(merged, rng.permutation(count))
+            full = count - count % batch_size
+            for s in range(0, full, batch_size):
+                yield _take(merged, np.arange(s, s + batch_size))
+            buffered, count = [_take(merged, np.arange(full, count))], count - full
+        if count:
+            merged = _concat(buffered)
+            if shuffle:
+                merged = _take(merged, rng.permutation(count))
+            for s in range(0, count, batch_size):
+                if drop_last and s + batch_size > count:
+                    break
+                yield _take(merged, np.arange(s, min(s + batch_size, count)))
+
+    def to_dask(self) -> dict[str, Any]:
+        """Dask arrays of this view: ``density``, ``species``, ``transform``, ``crystal``."""
+        import dask.array as da
+
+        g = self.dataset.group
+        sl = slice(self.start, self.stop)
+        return {
+            "density": da.from_zarr(g["density"])[sl],
+            "species": da.from_zarr(g["species"])[sl],
+            "transform": da.from_zarr(g["samples/transform"])[sl],
+            "crystal": da.from_zarr(g["samples/crystal"])[sl],
+        }
+
+    def to_torch(self, fields: tuple[str, ...] = ("density", "species")) -> Any:
+        """A ``torch.utils.data.Dataset`` of this view.
+
+        Each item is a dict of tensors for ``fields`` (density float32 (B, B, B), species
+        int64 (B, B, B)) plus ``index``; ragged atoms are left out unless asked for (then
+        pass a ``collate_fn`` that keeps lists).
+        """
+        from crystalgrid.torch_data import TorchView
+
+        return TorchView(self, fields)
+
+
+def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, Any] = {}
+    for key, value in parts[0].items():
+        if isinstance(value, list):
+            out[key] = [x for p in parts for x in p[key]]
+        else:
+            out[key] = np.concatenate([p[key] for p in parts])
+    return out
+
+
+def _take(batch: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
+    return {k: [v[i] for i in index] if isinstance(v, list) else v[index] for k, v in batch.items()}

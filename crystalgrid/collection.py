@@ -244,10 +244,20 @@ class CollectionSource:
         path: the collection directory.
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        *,
+        name: str | None = None,
+        licence: str | None = None,
+        citation: str | None = None,
+    ) -> None:
         self.path = path
-        self.name = path.name
+        self.name = name or path.name
         self._manifest = manifest
+        self._licence = licence
+        self._citation = citation
 
     def __len__(self) -> int:
         """The number of records (valid or not) in the collection."""
@@ -282,8 +292,11 @@ class CollectionSource:
         query, database and client versions, the time and the record count.
         """
         info = {k: copy.deepcopy(v) for k, v in self._manifest.items() if k != "pages"}
-        info.setdefault("licence", LICENCE)
-        info.setdefault("citation", CITATION)
+        info["licence"] = info.get("licence") or self._licence or LICENCE
+        cited = info.get("citation") or CITATION
+        if self._citation and self._citation not in cited:
+            cited = f"{cited}; {self._citation}"
+        info["citation"] = cited
         info["kind"] = "collection"
         info["location"] = str(self.path.resolve())
         info["pages_present"] = len(self._manifest["pages"])
@@ -298,7 +311,12 @@ class CollectionSource:
 
 
 def open_collection(
-    path: str | os.PathLike[str], *, allow_incomplete: bool = False
+    path: str | os.PathLike[str],
+    *,
+    allow_incomplete: bool = False,
+    name: str | None = None,
+    licence: str | None = None,
+    citation: str | None = None,
 ) -> CollectionSource:
     """Open a collection for reading, checking every page against the manifest's checksums.
 
@@ -306,6 +324,10 @@ def open_collection(
         path: the collection directory (the one holding ``collection.json``).
         allow_incomplete: open a collection whose fetch did not get every page (by default
             that is an error, so that a dataset is never built silently from part of a query).
+        name: the source's name (default: the directory's name).
+        licence: used only when the manifest records none (the data's licence is the data's).
+        citation: appended to the manifest's citation (e.g. the paper an id list comes from);
+            the Materials Project citation is never dropped.
 
     Returns:
         The collection as a :class:`CollectionSource`.
@@ -318,20 +340,20 @@ def open_collection(
     manifest = load_manifest(root) if root.is_dir() else None
     if manifest is None:
         raise CrystalgridError(f"no collection at {root} (no {MANIFEST_NAME})")
-    for name, info in _page_items(manifest):
-        file = root / PAGES_DIR / name
+    for page, info in _page_items(manifest):
+        file = root / PAGES_DIR / page
         try:
             data = file.read_bytes()
         except FileNotFoundError:
             raise CrystalgridError(
-                f"collection {root}: page {name} is missing; "
+                f"collection {root}: page {page} is missing; "
                 "run the same `crystalgrid fetch` again to download it again"
             ) from None
         except OSError as exc:
-            raise CrystalgridError(f"collection {root}: cannot read page {name}: {exc}") from exc
+            raise CrystalgridError(f"collection {root}: cannot read page {page}: {exc}") from exc
         if _sha256(data) != info.get("sha256"):
             raise CrystalgridError(
-                f"collection {root}: page {name} is corrupted (checksum differs); "
+                f"collection {root}: page {page} is corrupted (checksum differs); "
                 "run the same `crystalgrid fetch` again to download it again"
             )
     if not manifest.get("complete") and not allow_incomplete:
@@ -342,7 +364,7 @@ def open_collection(
             f"collection {root} is incomplete{of}: run the same `crystalgrid fetch` "
             "again to finish it"
         )
-    return CollectionSource(root, manifest)
+    return CollectionSource(root, manifest, name=name, licence=licence, citation=citation)
 
 
 class CollectionWriter:

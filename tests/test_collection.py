@@ -183,3 +183,13 @@ def test_manifest_is_written_after_every_page(tmp_path: Path, nacl) -> None:
         assert on_disk["pages"][page_name(0)]["missing_ids"] == ["mp-9"]
         assert on_disk["count"] == 1 and on_disk["updated"]
         assert not list(path.rglob("*.tmp"))
+
+
+def test_open_collection_takes_the_common_source_keywords(collection: Path) -> None:
+    """``open_source(path, name=..., licence=..., citation=...)`` passes these through."""
+    extra = "Xie & Grossman, PRL 120, 145301 (2018)"
+    source = open_collection(collection, name="cgcnn", licence="MIT", citation=extra)
+    info = source.provenance()
+    assert source.name == "cgcnn"
+    assert info["licence"] == "CC-BY-4.0"  # the data's licence is not replaced
+    assert info["citation"] == f"{CITATION}; {extra}"  # added, the MP citation kept

@@ -187,6 +187,12 @@ class VAE(nn.Module):
         self._check(x)
         h = self.encoder(x).flatten(1)
         h = self._condition(h, c)
+        if h.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # torch 2.13's CPU bf16 GEMM dies with SIGFPE for an inner dimension of exactly
+            # 65,536, which is the paper's 128 x 8^3 features: keep this layer in fp32 on CPU.
+            with torch.autocast("cpu", enabled=False):
+                h = h.float()
+                return self.fc_mu(h), self.fc_logvar(h)
         return self.fc_mu(h), self.fc_logvar(h)
 
     @staticmethod

@@ -77,3 +77,22 @@ def test_conditional_mode_scales_the_bottleneck():
         z = torch.randn(2, 4)
         two = vae.decode(z, torch.full((2,), 2.0))
         assert not torch.allclose(two, vae.decode(z, torch.ones(2)))
+
+
+def test_paper_vae_under_cpu_bf16_autocast_does_not_crash():
+    # torch's CPU bf16 GEMM raises SIGFPE for K = 65,536 (the paper's bottleneck input); run
+    # in a child process so a regression fails this test instead of killing the session.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from crystalgrid.models.vae import VAE\n"
+        "v = VAE()\n"
+        "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "    r, mu, lv = v(torch.rand(2, 1, 30, 30, 30))\n"
+        "r.float().mean().backward()\n"
+        "assert mu.shape == (2, 300)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])

@@ -1,0 +1,213 @@
+"""Training samples/s of the reference model (paper's VAE + 4-level attention U-Net).
+
+Times full optimiser steps (forward, joint loss, backward, Adam) on synthetic batches that
+already sit on the device, so the figure is the model's alone; ``--data STORE`` also times the
+loader (``measure_loader`` on the train split), which must beat the model for the GPU to stay
+busy. Prints a markdown table with the device name.
+
+Run::
+
+    python benchmarks/bench_train.py                 # GPU: batch 24/128, fp32/bf16, eager/compiled
+    python benchmarks/bench_train.py --data STORE    # and the loader
+    python benchmarks/bench_train.py --threads 2     # CPU: batch 24, fp32/bf16, eager
+
+On CPU the default grid is reduced (batch 24, eager; ``torch.compile`` on CPU needs a C++
+compiler and minutes of compilation); pass ``--batch-sizes``/``--compile`` to widen it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crystalgrid.models.config import TrainConfig
+from crystalgrid.models.decode import ClassMap
+from crystalgrid.models.losses import ReferenceModel
+from crystalgrid.models.train import resolve_runtime
+
+# 84 species: the number of elements in ../shared/data/mp_binaries.
+DEFAULT_SPECIES = tuple(range(1, 85))
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def synthetic_batch(
+    batch: int, bins: int, species: tuple[int, ...], device: torch.device, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Density ``(B, n, n, n)`` (a few Gaussians per grid) and a species grid, on ``device``."""
+    g = torch.Generator().manual_seed(seed)
+    n_atoms = 8
+    centres = torch.rand(batch, n_atoms, 3, generator=g) * bins
+    z = torch.tensor(species)[torch.randint(len(species), (batch, n_atoms), generator=g)]
+    ax = torch.arange(bins, dtype=torch.float32) + 0.5
+    grid = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1)  # (n, n, n, 3)
+    density = torch.zeros(batch, bins, bins, bins)
+    spec = torch.zeros(batch, bins, bins, bins, dtype=torch.uint8)
+    h = 10.0 / bins
+    for a in range(n_atoms):
+        d2 = ((grid[None] - centres[:, a, None, None, None, :]) ** 2).sum(-1) * h * h
+        zz = z[:, a].float()[:, None, None, None]
+        density += 0.0635 * zz * torch.exp(-d2 / 2)
+        spec = torch.where(d2 <= 0.25, z[:, a].to(torch.uint8)[:, None, None, None], spec)
+    return density.to(device), spec.to(device)
+
+
+def bench_one(
+    config: TrainConfig,
+    batch: int,
+    precision: str,
+    compiled: bool,
+    *,
+    steps: int,
+    warmup: int,
+    device: str,
+    species: tuple[int, ...],
+) -> dict[str, Any]:
+    """Samples/s of ``steps`` timed training steps after ``warmup`` untimed ones."""
+    runtime = resolve_runtime(device, precision, compiled)
+    torch.manual_seed(0)
+    model = ReferenceModel(config, 30, ClassMap(species)).to(runtime.device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    step_fn = torch.compile(model) if runtime.compile else model
+    density, sp = synthetic_batch(batch, 30, species, runtime.device)
+    cuda = runtime.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    def step() -> None:
+        with runtime.autocast():
+            out = step_fn(density, sp)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {
+        "batch": batch,
+        "precision": precision,
+        "compiled": compiled,
+        "samples_per_s": batch * steps / dt,
+        "step_ms": 1000 * dt / steps,
+        "warmup_s": warm_s,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-sizes", type=int, nargs="+")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"])
+    parser.add_argument("--compile", nargs="+", choices=["off", "on"], dest="compile_modes")
+    parser.add_argument("--steps", type=int, help="timed steps per case")
+    parser.add_argument("--warmup", type=int, help="untimed steps per case (compilation)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--config", type=Path, help="JSON TrainConfig (default: the paper's)")
+    parser.add_argument(
+        "--data", type=Path, help="also time the loader on this store's train split"
+    )
+    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    runtime = resolve_runtime(args.device)
+    gpu = runtime.device.type == "cuda"
+    batches = args.batch_sizes or ([24, 128] if gpu else [24])
+    precisions = args.precisions or ["fp32", "bf16"]
+    modes = args.compile_modes or (["off", "on"] if gpu else ["off"])
+    steps = args.steps or (30 if gpu else 3)
+    warmup = args.warmup or (5 if gpu else 1)
+    species = tuple(config.classes) if config.classes else DEFAULT_SPECIES
+
+    name = torch.cuda.get_device_name(runtime.device) if gpu else cpu_name()
+    model = ReferenceModel(config, 30, ClassMap(species))
+    params = model.n_parameters()
+    print(
+        f"device: {runtime.device} ({name}); torch {torch.__version__}; "
+        f"threads {torch.get_num_threads()}; parameters {params['total'] / 1e6:.1f} M "
+        f"(VAE {params['vae'] / 1e6:.1f} M, U-Net {params['unet'] / 1e6:.1f} M, "
+        f"{len(species) + 1} classes); {steps} timed steps after {warmup} warm-up"
+    )
+    del model
+
+    rows = []
+    print("\n| batch | precision | compiled | training samples/s | step (ms) | peak GiB |")
+    print("|---|---|---|---|---|---|")
+    for batch in batches:
+        for precision in precisions:
+            for mode in modes:
+                row = bench_one(
+                    config,
+                    batch,
+                    precision,
+                    mode == "on",
+                    steps=steps,
+                    warmup=warmup,
+                    device=args.device,
+                    species=species,
+                )
+                rows.append(row)
+                mem = f"{row['peak_mem_gib']:.1f}" if row["peak_mem_gib"] is not None else "-"
+                print(
+                    f"| {batch} | {precision} | {'yes' if mode == 'on' else 'no'} | "
+                    f"{row['samples_per_s']:,.1f} | {row['step_ms']:.0f} | {mem} |",
+                    flush=True,
+                )
+                if gpu:
+                    torch.cuda.empty_cache()
+
+    loader = None
+    if args.data:
+        import crystalgrid
+        from crystalgrid.models.train import measure_loader
+
+        view = crystalgrid.open_dataset(args.data).split("train")
+        loader = {b: measure_loader(view, b, n_batches=50) for b in batches}
+        print("\n| loader batch | samples/s |\n|---|---|")
+        for b, stats in loader.items():
+            print(f"| {b} | {stats['samples_per_s']:,.0f} |")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "device": name,
+                    "torch": torch.__version__,
+                    "parameters": params,
+                    "rows": rows,
+                    "loader": loader,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

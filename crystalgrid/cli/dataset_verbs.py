@@ -101,6 +101,14 @@ def _fractions(text: str) -> tuple[float, float, float]:
     show_default=True,
     help="Blosc compressor of the density.",
 )
+@click.option(
+    "--block",
+    "block_samples",
+    type=int,
+    default=240,
+    show_default=True,
+    help="Samples per Dask task (rounded to whole chunks and crystals).",
+)
 @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
 @click.option(
     "--scheduler",
@@ -124,6 +132,7 @@ def build(
     chunk_samples,
     dtype,
     codec,
+    block_samples,
     workers,
     scheduler,
     overwrite,
@@ -145,6 +154,7 @@ def build(
             rotate=rotate,
             split_fractions=_fractions(split),
             chunk_samples=chunk_samples,
+            block_samples=block_samples,
             dtype=dtype,
             codec=codec,
             filters=FilterConfig(max_side=max_side, min_distance=min_distance),

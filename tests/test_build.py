@@ -1,0 +1,331 @@
+"""The dataset build: sources, filters, determinism, resume, verify, errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+
+from crystalgrid import open_dataset
+from crystalgrid.build import BuildConfig, build
+from crystalgrid.cli import main
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.samples import make_samples
+from crystalgrid.sources import DemoSource, parse_record
+from crystalgrid.store import verify
+
+GRID_ARRAYS = (
+    "density",
+    "species",
+    "samples/transform",
+    "samples/material_id",
+    "atoms/position",
+    "atoms/number",
+)
+
+
+@pytest.fixture(scope="module")
+def demo_records():
+    """30 small demo structures (pymatgen's own), as (id, Structure)."""
+    out = []
+    for record in DemoSource().records():
+        s = parse_record(record)
+        if max(s.lattice.abc) < 10 and len(s) <= 12:
+            out.append((record.material_id, s))
+        if len(out) == 30:
+            break
+    return out
+
+
+@pytest.fixture
+def json_source(tmp_path, demo_records):
+    """A JSON source of the 30 demo structures plus one too big and one too close."""
+    records = [
+        {"material_id": m, "structure": s.as_dict(), "band_gap": 0.1 * i}
+        for i, (m, s) in enumerate(demo_records)
+    ]
+    big = Structure(Lattice.cubic(12.0), ["Cu"], [[0, 0, 0]])
+    close = Structure(Lattice.cubic(4.0), ["O", "O"], [[0, 0, 0], [0.05, 0, 0]])
+    records += [
+        {"material_id": "big", "structure": big.as_dict()},
+        {"material_id": "close", "structure": close.as_dict()},
+    ]
+    path = tmp_path / "structures.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(records, f)
+    return path
+
+
+def _arrays(path):
+    g = zarr.open_group(str(path), mode="r")
+    return {name: g[name][...] for name in GRID_ARRAYS}
+
+
+def _assert_same(a, b):
+    for name in GRID_ARRAYS:
+        assert a[name].dtype == b[name].dtype, name
+        if a[name].dtype.kind in "fiu":
+            assert a[name].tobytes() == b[name].tobytes(), name
+        else:
+            assert a[name].tolist() == b[name].tolist(), name
+
+
+def test_build_store_contents(json_source, tmp_path, demo_records):
+    config = BuildConfig(representation="repeated", samples_per_crystal=2, block_samples=24)
+    report = build(json_source, tmp_path / "r.zarr", config=config, quiet=True)
+    assert report.n_crystals == 30 and report.n_samples == 60
+    assert report.rejects == {"max_side": 1, "too_close": 1}
+    assert report.splits == {"train": 24, "val": 3, "test": 3}
+
+    ds = open_dataset(tmp_path / "r.zarr")
+    g = ds.group
+    assert g["density"].shape == (60, 30, 30, 30) and g["density"].dtype == np.float32
+    assert g["species"].dtype == np.uint8 and g["density"].chunks[0] == 24
+    meta = ds.attrs
+    assert meta["grid"]["bins"] == 30 and meta["seed"] == 0 and meta["state"] == "complete"
+    assert meta["samples_per_crystal"] == 2 and meta["split_fractions"] == [0.8, 0.1, 0.1]
+    assert meta["source"]["kind"] == "json" and len(meta["fingerprint"]) == 64
+    # Rejects recorded with id, reason and a sentence.
+    rejects = {m: (r, d) for m, r, d in ds.rejects()}
+    assert rejects["big"][0] == "max_side" and "12" in rejects["big"][1]
+    assert rejects["close"][0] == "too_close"
+    # Splits are by crystal: no material id in two splits, and each split is one range.
+    ids = {
+        name: {ds.split(name)[i]["material_id"] for i in range(len(ds.split(name)))}
+        for name in ("train", "val", "test")
+    }
+    assert (
+        not (ids["train"] & ids["val"])
+        and not (ids["train"] & ids["test"])
+        and not (ids["val"] & ids["test"])
+    )
+    assert sum(len(v) for v in ids.values()) == 30
+    # Every stored sample is exactly what make_samples gives from the stored structure.
+    crystals = g["samples/crystal"][:]
+    for index in (0, 17, 59):
+        sample = ds.all()[index]
+        structure = ds.structure(int(crystals[index]))
+        k = index % 2
+        expected = make_samples(structure, sample["material_id"], "repeated", n_samples=2, seed=0)[
+            k
+        ]
+        # Equal up to float32 rounding (the build sums with one BLAS thread, this test may not).
+        np.testing.assert_allclose(sample["density"], expected.density, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(sample["species"], expected.species)
+        np.testing.assert_allclose(sample["atom_positions"], expected.atom_positions, atol=1e-5)
+        np.testing.assert_array_equal(sample["atom_numbers"], expected.atom_numbers)
+    # The source structures and properties travel with the store.
+    source_ids = [m for m, _ in demo_records]
+    stored_ids = g["crystals/material_id"][:].tolist()
+    assert sorted(stored_ids) == sorted(source_ids)
+    band_gap = g["crystals/properties/band_gap"][:]
+    assert band_gap[stored_ids.index(source_ids[3])] == pytest.approx(0.3)
+    assert verify(tmp_path / "r.zarr").ok
+
+
+def test_single_representation_counts_lost_atoms(json_source, tmp_path):
+    config = BuildConfig(representation="single", samples_per_crystal=3)
+    build(json_source, tmp_path / "s.zarr", config=config, quiet=True)
+    ds = open_dataset(tmp_path / "s.zarr")
+    n_atoms = ds.group["samples/n_atoms"][:]
+    n_outside = ds.group["samples/n_outside"][:]
+    sites = np.diff(ds.group["crystals/site_offset"][:])
+    crystal = ds.group["samples/crystal"][:]
+    np.testing.assert_array_equal(n_atoms + n_outside, sites[crystal])
+    transforms = ds.group["samples/transform"][:]
+    assert not np.allclose(transforms[0, :3, :3], transforms[1, :3, :3])  # rotated per sample
+
+
+def test_identical_across_worker_counts(json_source, tmp_path):
+    config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
+    build(json_source, tmp_path / "one.zarr", config=config, workers=1, quiet=True)
+    build(json_source, tmp_path / "two.zarr", config=config, workers=2, quiet=True)
+    _assert_same(_arrays(tmp_path / "one.zarr"), _arrays(tmp_path / "two.zarr"))
+
+
+def test_seed_changes_samples_and_splits(json_source, tmp_path):
+    a = build(json_source, tmp_path / "a.zarr", config=BuildConfig(seed=1), quiet=True)
+    b = build(json_source, tmp_path / "b.zarr", config=BuildConfig(seed=2), quiet=True)
+    assert a.n_samples == b.n_samples
+    ga, gb = zarr.open_group(str(tmp_path / "a.zarr")), zarr.open_group(str(tmp_path / "b.zarr"))
+    assert ga["crystals/material_id"][:].tolist() != gb["crystals/material_id"][:].tolist()
+
+
+def test_rerun_is_a_no_op_and_other_config_is_refused(json_source, tmp_path):
+    out = tmp_path / "r.zarr"
+    build(json_source, out, quiet=True)
+    again = build(json_source, out, quiet=True)
+    assert again.resumed and again.blocks_computed == 0
+    with pytest.raises(CrystalgridError, match="another source or configuration"):
+        build(json_source, out, config=BuildConfig(seed=5), quiet=True)
+    replaced = build(json_source, out, config=BuildConfig(seed=5), overwrite=True, quiet=True)
+    assert not replaced.resumed
+
+
+def test_resume_after_a_failed_block(json_source, tmp_path, monkeypatch):
+    """A build that died in one block resumes with only the missing blocks, identically."""
+    import crystalgrid.build as build_module
+
+    config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
+    build(json_source, tmp_path / "full.zarr", config=config, quiet=True)
+    real = build_module._grid_block
+
+    def dies_in_block_2(location, storage_options, block, config_dict):
+        if block == 2:
+            raise MemoryError("simulated worker death")
+        return real(location, storage_options, block, config_dict)
+
+    monkeypatch.setattr(build_module, "_grid_block", dies_in_block_2)
+    with pytest.raises(MemoryError):
+        build(json_source, tmp_path / "cut.zarr", config=config, quiet=True)
+    g = zarr.open_group(str(tmp_path / "cut.zarr"))
+    assert g.attrs["crystalgrid"]["state"] == "gridding"
+    assert g["_build/done"][2] == 0
+    with pytest.raises(CrystalgridError, match="unfinished build"):
+        open_dataset(tmp_path / "cut.zarr")
+    monkeypatch.setattr(build_module, "_grid_block", real)
+    report = build(json_source, tmp_path / "cut.zarr", config=config, quiet=True)
+    assert report.resumed and 1 <= report.blocks_computed < report.blocks_total
+    _assert_same(_arrays(tmp_path / "full.zarr"), _arrays(tmp_path / "cut.zarr"))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    """kill -9 in the middle of the CLI build; the same command finishes it identically."""
+    args = ["--repr", "repeated", "--samples", "3", "--block", "24", "--quiet"]
+    full, cut = tmp_path / "full.zarr", tmp_path / "cut.zarr"
+    cmd = [sys.executable, "-m", "crystalgrid", "build", *args]
+    subprocess.run([*cmd, "--out", str(full)], check=True, capture_output=True)
+    proc = subprocess.Popen([*cmd, "--out", str(cut)], start_new_session=True)
+    done = cut / "_build" / "done" / "c"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not done.is_dir() or len(os.listdir(done)) < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_blocks = zarr.open_group(str(cut))["_build/done"].shape[0]
+    finished = len(os.listdir(done))
+    assert 3 <= finished < n_blocks, "the kill must land in the middle of the build"
+    assert zarr.open_group(str(cut)).attrs["crystalgrid"]["state"] == "gridding"
+    result = subprocess.run([*cmd, "--out", str(cut)], check=True, capture_output=True, text=True)
+    assert "resumed" in result.stdout
+    computed = int(result.stdout.split("resumed, ")[1].split("/")[0])
+    assert computed <= n_blocks - finished + 1  # only what was missing (the killed block may redo)
+    _assert_same(_arrays(full), _arrays(cut))
+    assert verify(cut).ok
+
+
+def test_verify_catches_missing_and_corrupted_chunks(json_source, tmp_path):
+    out = tmp_path / "r.zarr"
+    build(json_source, out, config=BuildConfig(samples_per_crystal=2, block_samples=24), quiet=True)
+    runner = CliRunner()
+    ok = runner.invoke(main, ["verify", str(out)])
+    assert ok.exit_code == 0 and "OK" in ok.output
+
+    (out / "species" / "c" / "1" / "0" / "0" / "0").unlink()
+    chunk = out / "density" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    bad = runner.invoke(main, ["verify", str(out)])
+    assert bad.exit_code == 1
+    assert "missing chunk species/c/1/0/0/0" in bad.output
+    assert "corrupted chunk density/c/0/0/0/0" in bad.output
+
+
+def test_sources_of_every_format_build(tmp_path, demo_records, shared_data):
+    cif_dir = tmp_path / "cifs"
+    cif_dir.mkdir()
+    for m, s in demo_records[:5]:
+        CifWriter(s).write_file(cif_dir / f"{m.replace(':', '_')}.cif")
+    for bad in sorted((shared_data / "bad_cifs").glob("*.cif")):
+        shutil.copy(bad, cif_dir / bad.name)
+    report = build(cif_dir, tmp_path / "cif.zarr", quiet=True)
+    assert report.n_crystals == 5
+    reasons = {m: r for m, r, _ in open_dataset(tmp_path / "cif.zarr").rejects()}
+    assert reasons == {
+        "bad_occu": "unparsable",
+        "bad_superflat_inf_loop": "zero_volume",
+        "cif_finite_precision_frac_coord_error": "max_side",
+        "nosymm": "max_side",
+    }
+    cgcnn = build(shared_data / "cgcnn_sample", tmp_path / "cgcnn.zarr", quiet=True)
+    assert cgcnn.n_crystals + sum(cgcnn.rejects.values()) == 10
+    csv = build(
+        shared_data / "cdvae_csv" / "mp_20_format_sample.csv", tmp_path / "csv.zarr", quiet=True
+    )
+    assert csv.n_crystals + sum(csv.rejects.values()) == 2
+
+
+def test_no_usable_structure_is_an_error(tmp_path):
+    path = tmp_path / "bad.json"
+    big = Structure(Lattice.cubic(15.0), ["Cu"], [[0, 0, 0]])
+    path.write_text(json.dumps([{"material_id": "x", "structure": big.as_dict()}]))
+    with pytest.raises(CrystalgridError, match="no usable structure.*max_side 1"):
+        build(path, tmp_path / "out.zarr", quiet=True)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_cli_errors_are_one_line_with_status_2(tmp_path, json_source):
+    runner = CliRunner()
+    cases = [
+        ["build", "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "o.zarr")],
+        [
+            "build",
+            "--source",
+            str(json_source),
+            "--split",
+            "0.5,0.5",
+            "--out",
+            str(tmp_path / "o.zarr"),
+        ],
+        ["info", str(tmp_path / "nothing.zarr")],
+        ["verify", str(tmp_path / "nothing.zarr")],
+    ]
+    for args in cases:
+        result = runner.invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.count("\n") == 1 and result.output.startswith("crystalgrid: error: ")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("not a store")
+    result = runner.invoke(
+        main, ["build", "--source", str(json_source), "--out", str(tmp_path / "other"), "-q"]
+    )
+    assert result.exit_code == 2 and "not a crystalgrid dataset" in result.output
+
+
+def test_cli_build_both_and_info(tmp_path, json_source):
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        [
+            "build",
+            "--source",
+            str(json_source),
+            "--repr",
+            "both",
+            "--out",
+            str(tmp_path / "d"),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / "single.zarr").is_dir() and (tmp_path / "d" / "repeated.zarr").is_dir()
+    info = runner.invoke(main, ["info", str(tmp_path / "d" / "single.zarr")])
+    assert "max_side" in info.output and "train" in info.output and "single" in info.output
+    as_json = json.loads(
+        runner.invoke(main, ["info", "--json", str(tmp_path / "d" / "repeated.zarr")]).output
+    )
+    assert as_json["rejects"] == {"max_side": 1, "too_close": 1} and as_json["n_crystals"] == 30

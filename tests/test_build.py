@@ -273,7 +273,7 @@ def test_no_usable_structure_is_an_error(tmp_path):
     path = tmp_path / "bad.json"
     big = Structure(Lattice.cubic(15.0), ["Cu"], [[0, 0, 0]])
     path.write_text(json.dumps([{"material_id": "x", "structure": big.as_dict()}]))
-    with pytest.raises(CrystalgridError, match="no usable structure.*max_side 1"):
+    with pytest.raises(CrystalgridError, match=r"no usable structure.*max_side 1"):
         build(path, tmp_path / "out.zarr", quiet=True)
     assert not (tmp_path / "out.zarr").exists()
 

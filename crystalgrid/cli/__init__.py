@@ -43,11 +43,12 @@ def user_errors(func: F) -> F:
 
 
 def _register() -> None:
-    # Imported for their side effect of adding verbs to ``main``; each module is optional
-    # only in the sense that it may not exist yet in a partial checkout.
-    from crystalgrid.cli import dataset_verbs  # noqa: F401
-    from crystalgrid.cli import fetch_verbs  # noqa: F401
-    from crystalgrid.cli import model_verbs  # noqa: F401
+    # Imported for their side effect of adding verbs to ``main``.
+    from crystalgrid.cli import (
+        dataset_verbs,  # noqa: F401
+        fetch_verbs,  # noqa: F401
+        model_verbs,  # noqa: F401
+    )
 
 
 _register()

@@ -116,6 +116,14 @@ def _fractions(text: str) -> tuple[float, float, float]:
     metavar="ADDRESS",
     help="A dask.distributed scheduler (tcp://host:8786) instead of local workers.",
 )
+@click.option(
+    "--licence",
+    default=None,
+    help="Licence of the source data, recorded in the store (e.g. CC-BY-4.0 for MP data).",
+)
+@click.option(
+    "--citation", default=None, help="How to cite the source data, recorded in the store."
+)
 @click.option("--overwrite", is_flag=True, help="Replace a store built from another configuration.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @user_errors
@@ -135,6 +143,8 @@ def build(
     block_samples,
     workers,
     scheduler,
+    licence,
+    citation,
     overwrite,
     quiet,
 ) -> None:
@@ -145,7 +155,12 @@ def build(
     from crystalgrid.sources import open_source
 
     reprs = ["single", "repeated"] if representation == "both" else [representation]
-    structures = open_source(source)
+    stated = {k: v for k, v in (("licence", licence), ("citation", citation)) if v}
+    if stated and source is None:
+        raise CrystalgridError(
+            "the demo set's licence and citation are fixed; drop --licence/--citation"
+        )
+    structures = open_source(source, **stated)
     for rep in reprs:
         config = BuildConfig(
             representation=rep,

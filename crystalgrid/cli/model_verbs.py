@@ -161,6 +161,12 @@ def train_cmd(
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="Default: the run's.")
 @click.option("--limit", type=int, help="Score only the first N samples of the split.")
+@click.option(
+    "--ceiling/--no-ceiling",
+    default=True,
+    show_default=True,
+    help="Also score the true species grids (what a perfect segmentation would reach).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def evaluate_cmd(
@@ -173,6 +179,7 @@ def evaluate_cmd(
     device: str,
     precision: str | None,
     limit: int | None,
+    ceiling: bool,
     quiet: bool,
 ) -> None:
     """Score CHECKPOINT on a split with the paper's metrics (JSON; --markdown for tables).
@@ -197,6 +204,7 @@ def evaluate_cmd(
         device=device,
         precision=precision,
         limit=limit,
+        ceiling=ceiling,
         quiet=quiet,
     )
     result["data"] = {

@@ -264,6 +264,29 @@ def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
 
 
+def _summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """(row key, formatted value) of the summary table; blank where ``r`` lacks the score."""
+
+    def cell(key: str, pct: bool = True) -> str:
+        return _fmt(r[key], pct) if key in r else ""
+
+    hist = r.get("dz_histogram")
+    rows = [
+        ("samples", cell("n_samples", False)),
+        ("atoms", f"{r['n_true_atoms']} / {r['n_pred_atoms']}" if "n_true_atoms" in r else ""),
+        ("within", cell("true_within_radius")),
+        ("count_exact", cell("count_exact")),
+        ("count_within", cell("count_within")),
+        ("species_exact", cell("species_exact")),
+    ]
+    for key in ("1", "2", ">=3"):
+        value = "" if "dz_histogram" not in r else _fmt((hist or {}).get(key), True)
+        rows.append((f"dz{key}", value))
+    rows.append(("same_group", cell("same_group")))
+    rows.append(("mse", cell("voxel_mse_mean", False)))
+    return rows
+
+
 def to_markdown(
     result: dict[str, Any],
     *,
@@ -272,74 +295,51 @@ def to_markdown(
 ) -> str:
     """Markdown tables of a :meth:`Scorer.result`, beside a reference (the paper's single cells).
 
+    A ``"ceiling"`` entry in ``result`` (the true species grids decoded, from
+    :func:`crystalgrid.models.evaluate.evaluate`) gets its own column.
+
     Args:
         result: the aggregate scores.
         reference: scores to print beside them (same keys); ``None`` for none.
         title: an optional heading line.
     """
-    ref = reference or {}
     r = result["match_radius"]
     t = result["count_tolerance"]
-    rows = [
-        ("samples", _fmt(result["n_samples"]), ""),
-        (
-            "true atoms / predicted atoms",
-            f"{result['n_true_atoms']} / {result['n_pred_atoms']}",
-            "",
-        ),
-        (
-            f"true atoms within {r} Å of a prediction",
-            _fmt(result["true_within_radius"], True),
-            _fmt(ref.get("true_within_radius"), True),
-        ),
-        (
-            "samples with the exact atom count",
-            _fmt(result["count_exact"], True),
-            _fmt(ref.get("count_exact"), True),
-        ),
-        (
-            f"samples with the atom count within ±{t}",
-            _fmt(result["count_within"], True),
-            _fmt(ref.get("count_within"), True),
-        ),
-        (
-            f"species exact (atoms matched within {r} Å)",
-            _fmt(result["species_exact"], True),
-            _fmt(ref.get("species_exact"), True),
-        ),
-    ]
-    hist = result.get("dz_histogram") or {}
-    ref_hist = ref.get("dz_histogram") or {}
-    for key in ("1", "2", ">=3"):
-        rows.append(
-            (
-                f"species off by {key.replace('>=', '≥ ')}",
-                _fmt(hist.get(key), True),
-                _fmt(ref_hist.get(key), True),
-            )
-        )
-    rows.append(
-        (
-            "same periodic-table group",
-            _fmt(result["same_group"], True),
-            _fmt(ref.get("same_group"), True),
-        )
-    )
-    rows.append(("voxel MSE, mean (Å^-6)", _fmt(result.get("voxel_mse_mean"), digits=3), ""))
-    lines = [f"## {title}", ""] if title else []
+    labels = {
+        "samples": "samples",
+        "atoms": "true atoms / predicted atoms",
+        "within": f"true atoms within {r} Å of a prediction",
+        "count_exact": "samples with the exact atom count",
+        "count_within": f"samples with the atom count within ±{t}",
+        "species_exact": f"species exact (atoms matched within {r} Å)",
+        "dz1": "species off by 1",
+        "dz2": "species off by 2",
+        "dz>=3": "species off by ≥ 3",
+        "same_group": "same periodic-table group",
+        "mse": "voxel MSE, mean (Å^-6)",
+    }
+    columns: list[tuple[str, dict[str, Any]]] = [("this model", result)]
+    if result.get("ceiling"):
+        columns.append(("decoding ceiling (true species grid)", result["ceiling"]))
     ref_head = "paper (single cells)" if reference is PAPER_SINGLE else "reference"
-    lines += [f"| score | this model | {ref_head} |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if reference:
+        columns.append((ref_head, reference))
+    values = [dict(_summary_rows(col)) for _, col in columns]
+    lines = [f"## {title}", ""] if title else []
+    lines.append("| score | " + " | ".join(name for name, _ in columns) + " |")
+    lines.append("|---" * (len(columns) + 1) + "|")
+    for key, label in labels.items():
+        lines.append(f"| {label} | " + " | ".join(v.get(key, "") for v in values) + " |")
     pcts = [str(p) for p in PERCENTILES]
     lines += ["", "| percentile | " + " | ".join(pcts) + " |", "|---" * (len(pcts) + 1) + "|"]
     series = [
         ("prediction → nearest true atom (Å)", result.get("pred_to_true")),
         ("true atom → nearest prediction (Å)", result.get("true_to_pred")),
     ]
-    if ref.get("pred_to_true"):
-        series.append((f"{ref_head}: prediction → true (Å)", ref["pred_to_true"]))
+    if reference and reference.get("pred_to_true"):
+        series.append((f"{ref_head}: prediction → true (Å)", reference["pred_to_true"]))
     series.append(("voxel MSE per sample (Å^-6)", result.get("voxel_mse")))
-    for name, values in series:
-        values = values or {}
-        lines.append(f"| {name} | " + " | ".join(_fmt(values.get(p)) for p in pcts) + " |")
+    for name, row in series:
+        row = row or {}
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(p)) for p in pcts) + " |")
     return "\n".join(lines) + "\n"

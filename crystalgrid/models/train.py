@@ -27,6 +27,7 @@ seeded shuffle), drops log records past the checkpoint's step and appends.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -54,6 +55,7 @@ __all__ = [
     "Runtime",
     "ViewLike",
     "checkpoint_config",
+    "iter_training_batches",
     "load_checkpoint",
     "measure_loader",
     "resolve_runtime",
@@ -158,6 +160,27 @@ def resolve_runtime(
 # ---- batches -------------------------------------------------------------------------------
 
 
+_TRAIN_FIELDS = ("density", "species")
+
+
+def iter_training_batches(
+    view: ViewLike, batch_size: int, *, shuffle: bool, seed: int = 0, drop_last: bool
+) -> Iterator[dict[str, Any]]:
+    """``view.iter_batches`` asking only for the grids when the view can skip the rest.
+
+    crystalgrid's views take ``fields=``; reading density and species alone is their fast
+    path. Other view-like objects are called without it.
+    """
+    kwargs: dict[str, Any] = {"shuffle": shuffle, "seed": seed, "drop_last": drop_last}
+    try:
+        params = inspect.signature(view.iter_batches).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "fields" in params:
+        kwargs["fields"] = _TRAIN_FIELDS
+    return view.iter_batches(batch_size, **kwargs)
+
+
 def _to_tensors(batch: dict[str, Any], pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
     density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
     species = torch.from_numpy(np.ascontiguousarray(batch["species"], dtype=np.uint8))
@@ -253,7 +276,7 @@ def measure_loader(
         ``{"samples_per_s", "batches", "samples", "seconds"}``.
     """
     pin = to_torch and torch.cuda.is_available()
-    it = view.iter_batches(batch_size, shuffle=shuffle, seed=seed, drop_last=True)
+    it = iter_training_batches(view, batch_size, shuffle=shuffle, seed=seed, drop_last=True)
     first = next(it, None)
     if first is None:
         raise CrystalgridError(f"the split has fewer than {batch_size} samples")
@@ -282,7 +305,7 @@ def scan_species(view: ViewLike, *, batch_size: int = 256) -> ClassMap:
         CrystalgridError: if the split has no atom at all.
     """
     seen = np.zeros(256, dtype=bool)
-    for batch in view.iter_batches(batch_size, shuffle=False):
+    for batch in iter_training_batches(view, batch_size, shuffle=False, drop_last=False):
         seen[np.unique(np.asarray(batch["species"]))] = True
     seen[0] = False
     if not seen.any():
@@ -490,7 +513,7 @@ def validation_loss(
     sums: dict[str, float] = {}
     n = 0
     with torch.no_grad():
-        source = view.iter_batches(batch_size, shuffle=False)
+        source = iter_training_batches(view, batch_size, shuffle=False, drop_last=False)
         for i, (density, species) in enumerate(_batches(source, runtime, prefetch=0)):
             if max_batches is not None and i >= max_batches:
                 break
@@ -680,8 +703,12 @@ def train(
         )
     try:
         while epoch < config.epochs and not stopped:
-            source = view_train.iter_batches(
-                config.batch_size, shuffle=True, seed=config.seed + epoch, drop_last=True
+            source = iter_training_batches(
+                view_train,
+                config.batch_size,
+                shuffle=True,
+                seed=config.seed + epoch,
+                drop_last=True,
             )
             for _ in range(batch_in_epoch):  # resume mid-epoch: skip what was already used
                 next(source)

@@ -33,6 +33,8 @@ def test_evaluate_a_checkpoint(make_view, tiny_config, tmp_path):
     assert result["n_samples"] == 5 and result["checkpoint"]["step"] == 2
     assert result["runtime"] == "cpu, fp32, eager"
     assert result["voxel_mse_mean"] is not None and math.isfinite(result["voxel_mse_mean"])
+    assert result["ceiling"]["true_within_radius"] == 1.0  # atoms well inside the box
     json.loads(to_json(result))  # JSON-ready, no NaN
+    assert "ceiling" not in evaluate(last, view, ceiling=False, limit=1, quiet=True)
     with pytest.raises(CrystalgridError, match="grid spec"):
         evaluate(last, view, spec=GridSpec(side=12.0))

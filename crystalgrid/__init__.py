@@ -1,6 +1,6 @@
 """crystalgrid: crystal structures to machine-learning datasets of 3-D voxel grids.
 
-The public API (imported lazily, so ``import crystalgrid`` stays light):
+The public API:
 
 - :class:`GridSpec`: the box and voxel geometry (defaults of Hoffmann et al. 2019).
 - :func:`make_samples`, :func:`density_grid`, :func:`species_grid`: grids of one crystal.
@@ -11,32 +11,33 @@ The public API (imported lazily, so ``import crystalgrid`` stays light):
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 try:
     __version__ = version("crystalgrid")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
+# ``build`` is both a module and the function it defines: importing the function here, after
+# the module, makes ``crystalgrid.build`` the function (the module stays importable by name).
+from crystalgrid.build import BuildConfig, build
+from crystalgrid.dataset import open_dataset
 from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.grids import density_grid, species_grid
+from crystalgrid.samples import make_samples
+from crystalgrid.sources import open_source
 from crystalgrid.spec import GridSpec
 
-_LAZY = {
-    "BuildConfig": "crystalgrid.build",
-    "build": "crystalgrid.build",
-    "open_dataset": "crystalgrid.dataset",
-    "make_samples": "crystalgrid.samples",
-    "density_grid": "crystalgrid.grids",
-    "species_grid": "crystalgrid.grids",
-    "open_source": "crystalgrid.sources",
-}
-
-__all__ = ["CrystalgridError", "GridSpec", "RejectedStructure", "__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'crystalgrid' has no attribute {name!r}")
+__all__ = [
+    "BuildConfig",
+    "CrystalgridError",
+    "GridSpec",
+    "RejectedStructure",
+    "__version__",
+    "build",
+    "density_grid",
+    "make_samples",
+    "open_dataset",
+    "open_source",
+    "species_grid",
+]

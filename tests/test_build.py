@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import os
 import shutil
@@ -176,7 +177,7 @@ def test_rerun_is_a_no_op_and_other_config_is_refused(json_source, tmp_path):
 
 def test_resume_after_a_failed_block(json_source, tmp_path, monkeypatch):
     """A build that died in one block resumes with only the missing blocks, identically."""
-    import crystalgrid.build as build_module
+    build_module = importlib.import_module("crystalgrid.build")  # the module, not the function
 
     config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
     build(json_source, tmp_path / "full.zarr", config=config, quiet=True)

@@ -1,0 +1,160 @@
+"""Store speed and size: compressors for the grids, and loader throughput.
+
+Builds a ``repeated`` store from the Materials Project binaries in ../shared/data (or the demo
+set), then:
+
+1. for each compressor candidate, bytes per sample and write/read samples per second of the
+   density and species grids (the same grids each time);
+2. loader throughput of ``open_dataset(...).split("train")``: sequential batches of 24 through
+   ``iter_batches`` (grids only, and every field), shuffled batches, slices ``view[a:b]``,
+   random single samples, and in the same run the straightforward read (``zarr`` slicing of
+   ``density`` and ``species`` per batch).
+
+Run::
+
+    python benchmarks/bench_store.py            # MP binaries (3,207 records), ~10k samples
+    python benchmarks/bench_store.py --demo     # the embedded demo set
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def compressors(density: np.ndarray, species: np.ndarray, tmp: Path) -> None:
+    from zarr.codecs import BloscCodec
+
+    n = len(density)
+    print(f"\n## Compressors ({n} real grids, chunks of 24 samples, write and read of all)\n")
+    print("| array | dtype | codec | KB/sample | ratio | write samples/s | read samples/s |")
+    print("|---|---|---|---|---|---|---|")
+    cases = [("density", d, density.astype(d)) for d in ("float32", "float16")]
+    cases.append(("species", "uint8", species))
+    for name, dtype, data in cases:
+        for cname, level in (("lz4", 5), ("zstd", 1), ("zstd", 3), ("zstd", 5), ("lz4hc", 5)):
+            path = tmp / f"c-{name}-{dtype}-{cname}{level}.zarr"
+            group = zarr.open_group(str(path), mode="w")
+            array = group.create_array(
+                "x",
+                shape=data.shape,
+                chunks=(24, *data.shape[1:]),
+                dtype=data.dtype,
+                compressors=BloscCodec(cname=cname, clevel=level, shuffle="shuffle"),
+            )
+            start = time.perf_counter()
+            array[...] = data
+            write = n / (time.perf_counter() - start)
+            start = time.perf_counter()
+            for s in range(0, n, 96):
+                array[s : s + 96]
+            read = n / (time.perf_counter() - start)
+            size = folder_bytes(path / "x")
+            print(
+                f"| {name} | {dtype} | blosc-{cname} {level} | {size / n / 1024:.1f} "
+                f"| {data.nbytes / size:.1f} | {write:,.0f} | {read:,.0f} |"
+            )
+            shutil.rmtree(path)
+
+
+def rate(func, count: int, repeat: int = 3) -> float:
+    """Best of ``repeat`` runs of ``func()``, in items per second."""
+    best = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+def loader(location: Path) -> None:
+    from crystalgrid import open_dataset
+
+    view = open_dataset(location).split("train")
+    n = len(view)
+    group = zarr.open_group(str(location), mode="r")
+    density, species = group["density"], group["species"]
+    grids = ("density", "species")
+
+    def straightforward():
+        for s in range(view.start, view.stop, 24):
+            density[s : s + 24]
+            species[s : s + 24]
+
+    def batches(**kw):
+        return lambda: sum(len(b["index"]) for b in view.iter_batches(24, **kw))
+
+    def slices():
+        for s in range(0, n, 24):
+            view[s : s + 24]
+
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, n, size=min(n, 300))
+
+    def singles():
+        for i in picks:
+            view[int(i)]
+
+    print(f"\n## Loader ({n} training samples of {location.name}, batches of 24)\n")
+    print("| read | samples/s |")
+    print("|---|---|")
+    rows = [
+        ("straightforward: zarr slicing of density + species per batch", straightforward, n),
+        ("iter_batches(24), density + species", batches(fields=grids), n),
+        ("iter_batches(24), every field (atoms, ids, transforms)", batches(), n),
+        (
+            "iter_batches(24, shuffle=True), density + species",
+            batches(shuffle=True, fields=grids),
+            n,
+        ),
+        ("view[a:a+24], every field", slices, n),
+        ("random single samples view[i]", singles, len(picks)),
+    ]
+    for label, func, count in rows:
+        print(f"| {label} | {rate(func, count):,.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", action="store_true", help="use the embedded demo set")
+    parser.add_argument("--keep", type=Path, default=None, help="reuse/keep the store here")
+    args = parser.parse_args()
+
+    from crystalgrid import BuildConfig, build
+
+    tmp = Path(tempfile.mkdtemp(prefix="cg-store-"))
+    location = args.keep or tmp / "repeated.zarr"
+    source = (
+        None if args.demo or not SHARED.is_dir() else SHARED / "mp_binaries" / "mp_binaries.json.gz"
+    )
+    print(
+        f"# crystalgrid store benchmark: {platform.machine()}, {os.cpu_count()} cores, "
+        f"zarr {zarr.__version__}"
+    )
+    report = build(
+        source, location, config=BuildConfig(representation="repeated"), workers=2, quiet=True
+    )
+    print(f"# {report.summary()}")
+    group = zarr.open_group(str(location), mode="r")
+    count = min(1536, group["density"].shape[0])
+    compressors(group["density"][:count], group["species"][:count], tmp)
+    loader(Path(location))
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

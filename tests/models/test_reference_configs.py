@@ -1,0 +1,41 @@
+"""The reference configurations in models/ load, and describe the paper's architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.models.config import TrainConfig
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+@pytest.mark.parametrize("name", ["vae-unet-single", "vae-unet-repeated"])
+def test_paper_configs(name):
+    config = TrainConfig.from_file(MODELS / f"{name}.json")
+    assert (MODELS / f"{name}.md").is_file()
+    assert config.latent_dim == 300 and config.encoder_channels == (16, 32, 64, 128)
+    assert config.decoder_channels == (64, 32, 16) and config.gamma == 0.1
+    assert config.lr == 1e-5 and config.batch_size == 24
+    assert config.notes["representation"] == name.rsplit("-", 1)[1]
+
+
+def test_tiny_config_and_round_trip(tmp_path):
+    config = TrainConfig.from_file(MODELS / "tiny-cpu.json")
+    assert config.device == "cpu"
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_bad_configs_are_user_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"latent_dim": 0, "lr": -1}')
+    with pytest.raises(CrystalgridError, match="latent_dim must be >= 1, got 0; lr must be > 0"):
+        TrainConfig.from_file(bad)
+    bad.write_text('{"nope": 1}')
+    with pytest.raises(CrystalgridError, match="unknown training-configuration keys"):
+        TrainConfig.from_file(bad)
+    bad.write_text("{not json")
+    with pytest.raises(CrystalgridError, match="not valid JSON"):
+        TrainConfig.from_file(bad)

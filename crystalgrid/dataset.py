@@ -263,29 +263,22 @@ class DatasetView:
         rng = np.random.default_rng(seed)
         if shuffle:
             spans = [spans[i] for i in rng.permutation(len(spans))]
-        threshold = max(batch_size, span) if shuffle else batch_size
-        buffered: list[dict[str, Any]] = []
+        # Batches are views into the decoded reads; only a batch that straddles two reads
+        # is copied. Shuffling permutes each read once (one copy) before it is cut.
+        pending: list[dict[str, Any]] = []
         count = 0
         for a, b in spans:
-            buffered.append(self.dataset.batch(a, b, fields))
+            piece = self.dataset.batch(a, b, fields)
+            if shuffle:
+                piece = _take(piece, rng.permutation(b - a))
+            pending.append(piece)
             count += b - a
-            if count < threshold:
-                continue
-            merged = _concat(buffered)
-            if shuffle:
-                merged = _take(merged, rng.permutation(count))
-            full = count - count % batch_size
-            for s in range(0, full, batch_size):
-                yield _take(merged, np.arange(s, s + batch_size))
-            buffered, count = [_take(merged, np.arange(full, count))], count - full
-        if count:
-            merged = _concat(buffered)
-            if shuffle:
-                merged = _take(merged, rng.permutation(count))
-            for s in range(0, count, batch_size):
-                if drop_last and s + batch_size > count:
-                    break
-                yield _take(merged, np.arange(s, min(s + batch_size, count)))
+            while count >= batch_size:
+                batch, pending = _cut(pending, batch_size)
+                count -= batch_size
+                yield batch
+        if count and not drop_last:
+            yield _cut(pending, count)[0]
 
     def to_dask(self) -> dict[str, Any]:
         """Dask arrays of this view: ``density``, ``species``, ``transform``, ``crystal``."""
@@ -310,6 +303,32 @@ class DatasetView:
         from crystalgrid.torch_data import TorchView
 
         return TorchView(self, fields)
+
+
+def _rows(batch: dict[str, Any]) -> int:
+    return len(batch["index"])
+
+
+def _slice(batch: dict[str, Any], a: int, b: int) -> dict[str, Any]:
+    return {k: v[a:b] for k, v in batch.items()}
+
+
+def _cut(
+    pending: list[dict[str, Any]], size: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The first ``size`` rows of the pieces, and the pieces left."""
+    taken, rest, need = [], list(pending), size
+    while need:
+        head = rest.pop(0)
+        n = _rows(head)
+        if n <= need:
+            taken.append(head)
+            need -= n
+        else:
+            taken.append(_slice(head, 0, need))
+            rest.insert(0, _slice(head, need, n))
+            need = 0
+    return _concat(taken), rest
 
 
 def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,875 @@
+"""Density and species grids in torch, batched, on any device (CUDA when there is one).
+
+The same math as the CPU builder (:mod:`crystalgrid.placement`, :mod:`crystalgrid.grids`), for
+a whole batch of samples at once, so a trainer can draw fresh rotations and crops of the stored
+structures every epoch instead of reading fixed samples:
+
+- :func:`place_batch`: atoms of ``B`` samples in the box, from each crystal's lattice and
+  fractional sites and a (B, 4, 4) transform (crystal Cartesian Å -> box Å). ``single`` places
+  the wrapped unit cell; ``repeated`` builds every periodic image within ``spec.cutoff`` of a
+  voxel centre, with the CPU builder's image ranges, vectorised over the batch (ragged
+  candidates, then one compaction to a padded (B, M) batch). float64, like the CPU builder.
+- :func:`density_grids`: Eq. (1), separable. Per-axis factors (B, N, bins) with the exponent
+  clipped at -25 like the CPU code, then per block of atoms the (B, N, bins^2) plane
+  ``fy (x) fz`` and one batched fp32 product ``fx^T @ plane`` accumulated into the grids.
+  TF32 is switched off for these products (:func:`exact_fp32_matmul`): with TF32 the error
+  reaches 3e-4 of the maximum (FIELD-NOTES 3b), above the 1e-4 bound.
+- :func:`species_grids`: the nearest atom within ``spec.species_radius``, ties to the lower
+  atom index, exactly the CPU rule: the same float64 distances, a scatter-min of the
+  distance (its IEEE bit pattern as int64, which orders non-negative doubles exactly, so no
+  quantisation) and a second scatter-min of the atom index among the atoms at that distance.
+- :func:`random_transforms` / :func:`random_rotations`: draws from a ``torch.Generator``
+  (rotations Haar-distributed, via normalised Gaussian quaternions, as the CPU builder).
+- :class:`GridSampler`: the crystals of a dataset view held on the device;
+  ``sample(batch_size, generator)`` gives fresh (density, species, transforms, crystals).
+
+Reproducibility: a seeded ``torch.Generator`` gives the same transforms, hence the same
+grids, every time on the same device type; CPU and CUDA generators give different streams,
+and neither is the CPU builder's numpy stream (:func:`crystalgrid.placement.crystal_rng`).
+To recompute stored samples exactly, pass their stored transforms
+(``samples/transform``) to :meth:`GridSampler.grids` or :func:`place_batch`.
+
+Shapes: ``B`` samples, ``S`` (padded) sites per crystal, ``N``/``M`` (padded) atoms per sample,
+``bins`` voxels per axis. Positions are Å. Padding is given by boolean masks; padded entries
+may hold anything finite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+
+from crystalgrid.placement import REPRESENTATIONS, Crystal
+from crystalgrid.spec import GridSpec
+
+if TYPE_CHECKING:
+    from crystalgrid.dataset import Dataset, DatasetView
+
+__all__ = [
+    "BatchPlacement",
+    "GridBatch",
+    "GridSampler",
+    "density_grids",
+    "density_grids_naive",
+    "exact_fp32_matmul",
+    "pad_crystals",
+    "place_batch",
+    "random_rotations",
+    "random_transforms",
+    "species_grids",
+]
+
+# As crystalgrid.grids: exp(-25) ~ 1e-11 of an atom's peak, and factors never go subnormal.
+_SMALLEST_EXPONENT = -25.0
+
+#: Default atoms per contraction pass of :func:`density_grids`.
+DEFAULT_CHUNK = 256
+#: Default budget (bytes) of the (samples, atoms, bins^2) fp32 plane of one pass.
+DEFAULT_MAX_BYTES = 1 << 30
+
+
+# --------------------------------------------------------------------------------------
+# fp32 matmul precision
+
+
+@contextmanager
+def exact_fp32_matmul() -> Iterator[None]:
+    """Full-precision (IEEE fp32) matrix products inside the block; settings restored after.
+
+    Switches off TF32 on CUDA (cuBLAS) and reduced-precision fp32 in oneDNN on CPU (bf16 or
+    TF32 under ``torch.set_float32_matmul_precision("high"/"medium")``). With the
+    ``fp32_precision`` settings of torch >= 2.9 only those are touched (reading the legacy
+    ``allow_tf32`` after them raises in torch); older torch uses ``allow_tf32`` and
+    ``set_float32_matmul_precision``. These are process-wide settings, so another thread's
+    matmuls run at full precision too while the block runs.
+    """
+    backends = [
+        b
+        for b in (torch.backends.cuda.matmul, getattr(torch.backends.mkldnn, "matmul", None))
+        if b is not None and hasattr(b, "fp32_precision")
+    ]
+    if backends:
+        saved = [b.fp32_precision for b in backends]
+        try:
+            for b in backends:
+                b.fp32_precision = "ieee"
+            yield
+        finally:
+            for b, value in zip(backends, saved, strict=True):
+                b.fp32_precision = value
+        return
+    # torch < 2.9: the legacy switches.
+    saved_tf32 = torch.backends.cuda.matmul.allow_tf32
+    saved_precision = torch.get_float32_matmul_precision()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved_tf32
+        torch.set_float32_matmul_precision(saved_precision)
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_atoms(
+    positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if positions.ndim != 3 or positions.shape[-1] != 3:
+        raise ValueError(f"positions must be (B, N, 3), got {tuple(positions.shape)}")
+    if numbers.shape != positions.shape[:2]:
+        raise ValueError(
+            f"numbers must be (B, N) = {tuple(positions.shape[:2])}, got {tuple(numbers.shape)}"
+        )
+    if mask is None:
+        mask = torch.ones(numbers.shape, dtype=torch.bool, device=positions.device)
+    elif mask.shape != numbers.shape:
+        raise ValueError(f"mask must be (B, N) = {tuple(numbers.shape)}, got {tuple(mask.shape)}")
+    mask = mask.to(torch.bool)
+    if numbers.is_floating_point():
+        raise TypeError("numbers must be an integer tensor of atomic numbers")
+    if not positions.is_floating_point():
+        raise TypeError("positions must be a floating-point tensor (Å)")
+    return positions, numbers, mask
+
+
+def _compact(mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Move each row's masked-in entries to the front, in order (a stable partition).
+
+    Returns ``(mask, *tensors)`` reordered along dim 1; a no-op when every row is already a
+    prefix mask.
+    """
+    if mask.shape[1] == 0:
+        return (mask, *tensors)
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    out = [torch.gather(mask, 1, order)]
+    for t in tensors:
+        index = order.view(*order.shape, *([1] * (t.ndim - 2))).expand_as(t)
+        out.append(torch.gather(t, 1, index))
+    return tuple(out)
+
+
+def _to_padded(
+    sample: torch.Tensor, batch: int, *values: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Ragged rows (``sample`` sorted ascending, (K,)) to a padded batch.
+
+    Returns ``(mask (B, M), padded values (B, M, ...))``, each sample's entries in order.
+    """
+    counts = torch.bincount(sample, minlength=batch)
+    width = int(counts.max()) if batch and len(sample) else 0
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(sample), device=sample.device) - start[sample]
+    mask = torch.zeros(batch, width, dtype=torch.bool, device=sample.device)
+    mask[sample, rank] = True
+    out = []
+    for v in values:
+        padded = torch.zeros((batch, width, *v.shape[1:]), dtype=v.dtype, device=v.device)
+        padded[sample, rank] = v
+        out.append(padded)
+    return mask, tuple(out)
+
+
+def _gap2(positions: torch.Tensor, spec: GridSpec) -> torch.Tensor:
+    """Squared distance (Å^2) from each point (..., 3) to the cube of voxel centres.
+
+    The same operations, in the same order, as the CPU code (float64 there and here).
+    """
+    lo, hi = 0.5 * spec.voxel, spec.side - 0.5 * spec.voxel
+    gap = torch.clamp_min(torch.maximum(lo - positions, positions - hi), 0.0)
+    g = gap * gap
+    return g[..., 0] + g[..., 1] + g[..., 2]
+
+
+# --------------------------------------------------------------------------------------
+# Density
+
+
+@torch.no_grad()
+def density_grids(
+    positions: torch.Tensor,
+    numbers: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    spec: GridSpec | None = None,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> torch.Tensor:
+    """Density grids of a padded batch, (B, bins, bins, bins) float32, electrons per Å^3.
+
+    ``M[b, i, j, k] = sum_m Z_m exp(-|r_m - c_ijk|^2 / (2 sigma^2)) / (sigma^3 (2 pi)^(3/2))``
+    over the atoms with ``mask[b, m]``; every atom given is evaluated in full (the cutoff is
+    the placement's business, as on the CPU).
+
+    Work per sample is ``bins^3`` multiply-adds per atom, in batched fp32 matrix products with
+    TF32 off. Samples are sorted by atom count, so a block of atoms is contracted only for
+    the samples that still have atoms there (padding costs little even in mixed batches).
+
+    Args:
+        positions: (B, N, 3) box Å, float32 or float64 (float64 gives the CPU builder's
+            exact factors; the products are fp32 either way).
+        numbers: (B, N) integer atomic numbers.
+        mask: (B, N) bool, True for real atoms; all True if None.
+        spec: grid geometry (the paper's defaults if None).
+        chunk: atoms per contraction pass.
+        max_bytes: bound on the (samples, chunk, bins^2) fp32 plane of one pass; the batch is
+            split into groups of samples to stay under it.
+
+    Returns:
+        (B, bins, bins, bins) float32 on the device of ``positions``.
+    """
+    spec = spec or GridSpec()
+    positions, numbers, mask = _check_atoms(positions, numbers, mask)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    batch, bins, device = positions.shape[0], spec.bins, positions.device
+    out = torch.zeros(batch, bins, bins * bins, dtype=torch.float32, device=device)
+    if batch == 0 or positions.shape[1] == 0:
+        return out.view(batch, bins, bins, bins)
+
+    mask, positions, numbers = _compact(mask, positions, numbers)
+    weights = numbers.to(torch.float64) * spec.norm
+    weights = torch.where(mask, weights, 0.0).to(torch.float32)
+    positions = torch.where(mask[..., None], positions, 0.0)
+    counts = mask.sum(1)
+    order = torch.argsort(counts, descending=True, stable=True)
+    counts_sorted = counts[order].tolist()  # one host sync: the pass plan
+    positions, weights = positions[order], weights[order]
+
+    centres = torch.as_tensor(spec.centres(), dtype=positions.dtype, device=device)
+    scale = -0.5 / spec.sigma**2
+    per_pass = max(1, max_bytes // (min(chunk, max(counts_sorted[0], 1)) * bins * bins * 4))
+    result = torch.zeros_like(out)
+    with exact_fp32_matmul():
+        for start in range(0, counts_sorted[0], chunk):
+            # Samples still holding atoms at ``start`` (counts are sorted, descending).
+            active = sum(1 for c in counts_sorted if c > start)
+            for b0 in range(0, active, per_pass):
+                b1 = min(active, b0 + per_pass)
+                n = min(chunk, counts_sorted[b0] - start)
+                fx, plane = _factors(
+                    positions[b0:b1, start : start + n],
+                    weights[b0:b1, start : start + n],
+                    centres,
+                    scale,
+                    bins,
+                )
+                _accumulate(result[b0:b1], fx, plane)
+    out[order] = result
+    return out.view(batch, bins, bins, bins)
+
+
+def _factors(
+    positions: torch.Tensor, weights: torch.Tensor, centres: torch.Tensor, scale: float, bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted x factors (b, bins, n) and the y-z plane (b, n, bins^2), fp32.
+
+    As the CPU: the squared offset in the positions' dtype, then fp32 exponent, clipped at
+    -25, then exp.
+    """
+    delta = positions[..., None] - centres  # (b, n, 3, bins)
+    e = (delta * delta).to(torch.float32)
+    e *= scale
+    e.clamp_min_(_SMALLEST_EXPONENT).exp_()
+    fx = (e[:, :, 0] * weights[..., None]).transpose(1, 2)  # (b, bins, n)
+    plane = (e[:, :, 1, :, None] * e[:, :, 2, None, :]).reshape(e.shape[0], e.shape[1], -1)
+    return fx, plane
+
+
+def _accumulate(out: torch.Tensor, fx: torch.Tensor, plane: torch.Tensor) -> None:
+    """``out += fx @ plane`` in place (batched; called inside :func:`exact_fp32_matmul`)."""
+    out.baddbmm_(fx, plane)
+
+
+@torch.no_grad()
+def density_grids_naive(
+    positions: torch.Tensor,
+    numbers: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    spec: GridSpec | None = None,
+    *,
+    block: int = 8,
+) -> torch.Tensor:
+    """The straightforward evaluation: every atom against every voxel, fp32, no factoring.
+
+    Kept as the yardstick for :func:`density_grids` in the benchmark. ``block`` atoms are
+    broadcast against all voxels at a time (B x block x bins^3 floats).
+
+    Returns:
+        (B, bins, bins, bins) float32, electrons per Å^3.
+    """
+    spec = spec or GridSpec()
+    positions, numbers, mask = _check_atoms(positions, numbers, mask)
+    batch, device = positions.shape[0], positions.device
+    c = torch.as_tensor(spec.centres(), dtype=torch.float32, device=device)
+    voxels = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
+    weights = torch.where(mask, numbers.to(torch.float32) * spec.norm, 0.0)
+    p = torch.where(mask[..., None], positions, 0.0).to(torch.float32)
+    grid = torch.zeros(batch, voxels.shape[0], dtype=torch.float32, device=device)
+    for start in range(0, positions.shape[1], block):
+        d = p[:, start : start + block, None, :] - voxels  # (B, block, V, 3)
+        d2 = (d * d).sum(-1)
+        grid += (
+            torch.exp(d2 * (-0.5 / spec.sigma**2)) * weights[:, start : start + block, None]
+        ).sum(1)
+    return grid.view(batch, *spec.shape)
+
+
+# --------------------------------------------------------------------------------------
+# Species
+
+
+@torch.no_grad()
+def species_grids(
+    positions: torch.Tensor,
+    numbers: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    spec: GridSpec | None = None,
+) -> torch.Tensor:
+    """Species grids of a padded batch, (B, bins, bins, bins) uint8.
+
+    A voxel holds the atomic number of the nearest atom within ``spec.species_radius`` (Å)
+    of its centre, 0 if none; equal distances go to the atom listed first. Distances are
+    computed in the positions' dtype with the CPU code's operations in its order, so float64
+    positions give the CPU builder's grid exactly (ties included).
+
+    Args:
+        positions: (B, N, 3) box Å (float64 for exact agreement with the CPU builder).
+        numbers: (B, N) integer atomic numbers (1..255).
+        mask: (B, N) bool, True for real atoms; all True if None.
+        spec: grid geometry (the paper's defaults if None).
+    """
+    spec = spec or GridSpec()
+    positions, numbers, mask = _check_atoms(positions, numbers, mask)
+    batch, width = numbers.shape
+    bins, h, radius = spec.bins, spec.voxel, spec.species_radius
+    device = positions.device
+    volume = bins**3
+    grid = torch.zeros(batch * volume, dtype=torch.uint8, device=device)
+    if batch == 0 or width == 0 or radius == 0:
+        return grid.view(batch, *spec.shape)
+    # Only atoms within the radius of the cube of voxel centres can mark a voxel.
+    near = mask & (_gap2(positions, spec) <= radius * radius)
+    b_idx, m_idx = near.nonzero(as_tuple=True)  # sorted by sample, then atom index
+    if len(b_idx) == 0:
+        return grid.view(batch, *spec.shape)
+    p = positions[b_idx, m_idx]  # (A, 3)
+    # Candidate voxels of each atom: indices whose centres lie within +-radius per axis.
+    first = torch.ceil((p - radius) / h - 0.5).to(torch.int64)
+    span = math.floor(2 * radius / h + 1e-9) + 1
+    r = torch.arange(span, device=device)
+    steps = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    idx = first[:, None, :] + steps  # (A, span^3, 3)
+    offset = (idx.to(p.dtype) + 0.5) * h - p[:, None, :]
+    o = offset * offset
+    dist2 = o[..., 0] + o[..., 1] + o[..., 2]
+    valid = ((idx >= 0) & (idx < bins)).all(-1) & (dist2 <= radius * radius)
+    flat = (idx[..., 0] * bins + idx[..., 1]) * bins + idx[..., 2] + b_idx[:, None] * volume
+    dump = batch * volume  # one extra slot takes the invalid candidates
+    flat = torch.where(valid, flat, dump).reshape(-1)
+    # Nearest first: the bit pattern of a non-negative double orders like the double itself.
+    key = dist2.to(torch.float64).contiguous().view(torch.int64).reshape(-1)
+    big = torch.iinfo(torch.int64).max
+    best = torch.full((dump + 1,), big, dtype=torch.int64, device=device)
+    best.scatter_reduce_(0, flat, key, "amin")
+    # Among the candidates at that distance, the lowest atom index.
+    atom = m_idx[:, None].expand_as(dist2).reshape(-1)
+    atom = torch.where(key == best[flat], atom, big)
+    winner = torch.full((dump + 1,), big, dtype=torch.int64, device=device)
+    winner.scatter_reduce_(0, flat, atom, "amin")
+    winner = winner[:dump]
+    hit = winner != big
+    sample = torch.arange(batch * volume, device=device) // volume
+    z = numbers.reshape(-1)[sample * width + torch.where(hit, winner, 0)]
+    grid = torch.where(hit, z, 0).to(torch.uint8)
+    return grid.view(batch, *spec.shape)
+
+
+# --------------------------------------------------------------------------------------
+# Placement
+
+
+@dataclass(frozen=True)
+class BatchPlacement:
+    """Atoms of ``B`` samples in the box, padded to ``M`` atoms.
+
+    Attributes:
+        positions: (B, M, 3) float64 box Å of every atom within ``spec.cutoff`` of a voxel
+            centre (periodic images included for ``repeated``), in the CPU builder's order.
+        numbers: (B, M) atomic numbers (the dtype given).
+        mask: (B, M) bool, True for real atoms.
+        inside: (B, M) bool, True for real atoms inside the box ``[0, side)^3`` (the ground
+            truth).
+        n_outside: (B,) int64, for ``single`` the cell's atoms outside the box; 0 for
+            ``repeated``.
+    """
+
+    positions: torch.Tensor
+    numbers: torch.Tensor
+    mask: torch.Tensor
+    inside: torch.Tensor
+    n_outside: torch.Tensor
+
+
+def _box_corners(spec: GridSpec, device: torch.device) -> torch.Tensor:
+    reach = spec.cutoff + 0.5 * spec.voxel
+    lo, hi = -reach, spec.side + reach
+    return torch.tensor(
+        [[x, y, z] for x in (lo, hi) for y in (lo, hi) for z in (lo, hi)],
+        dtype=torch.float64,
+        device=device,
+    )
+
+
+def _image_ranges(
+    lattice: torch.Tensor, transforms: torch.Tensor, spec: GridSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """First image index (B, 3) and images per axis (B, 3), int64: the CPU builder's ranges.
+
+    The box grown by the cutoff (plus half a voxel), mapped back to fractional coordinates;
+    its bounding box, with one more cell below for the sites' own fractional offsets.
+    """
+    corners = _box_corners(spec, lattice.device)
+    inverse = torch.linalg.inv(transforms)
+    crystal = corners @ inverse[:, :3, :3].transpose(1, 2) + inverse[:, None, :3, 3]
+    corner_frac = torch.linalg.solve(lattice.transpose(1, 2), crystal.transpose(1, 2)).transpose(
+        1, 2
+    )
+    first = torch.floor(corner_frac.amin(1)) - 1
+    last = torch.ceil(corner_frac.amax(1))
+    return first.to(torch.int64), (last - first + 1).to(torch.int64)
+
+
+@torch.no_grad()
+def place_batch(
+    lattice: torch.Tensor,
+    frac: torch.Tensor,
+    numbers: torch.Tensor,
+    mask: torch.Tensor | None,
+    transforms: torch.Tensor,
+    representation: str,
+    spec: GridSpec | None = None,
+) -> BatchPlacement:
+    """Atoms of ``B`` samples in the box, as :func:`crystalgrid.placement.place_single` /
+    :func:`~crystalgrid.placement.place_repeated` place them, for the given transforms.
+
+    ``single``: the wrapped unit cell, ``box = T @ [r, 1]``, no images. ``repeated``: every
+    periodic image with ``T`` applied, over the CPU builder's image range per sample (the box
+    grown by the cutoff, mapped to fractional coordinates), kept where within ``spec.cutoff``
+    of the cube of voxel centres. Candidates are built ragged (their number per sample is
+    images x sites of that sample), so a batch mixing small and large cells costs the sum of
+    its samples, not the largest times the batch. Atoms keep the CPU builder's order (image
+    index lexicographic, then site), which the species tie-break depends on.
+
+    Args:
+        lattice: (B, 3, 3) lattice vectors as rows, Å (one per sample).
+        frac: (B, S, 3) fractional coordinates (padded).
+        numbers: (B, S) integer atomic numbers.
+        mask: (B, S) bool, True for real sites; all True if None.
+        transforms: (B, 4, 4) crystal Cartesian Å -> box Å (as the CPU builder's
+            ``Placement.transform`` / stored ``samples/transform``).
+        representation: ``"single"`` or ``"repeated"``.
+        spec: grid geometry (the paper's defaults if None).
+
+    Returns:
+        A :class:`BatchPlacement`, float64 positions on the lattice's device.
+    """
+    spec = spec or GridSpec()
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+    batch = lattice.shape[0]
+    if lattice.shape != (batch, 3, 3) or transforms.shape != (batch, 4, 4):
+        raise ValueError(
+            f"lattice must be (B, 3, 3) and transforms (B, 4, 4), got {tuple(lattice.shape)} "
+            f"and {tuple(transforms.shape)}"
+        )
+    if frac.ndim != 3 or frac.shape[0] != batch or frac.shape[2] != 3:
+        raise ValueError(f"frac must be (B, S, 3) with B = {batch}, got {tuple(frac.shape)}")
+    if numbers.shape != frac.shape[:2]:
+        raise ValueError(f"numbers must be {tuple(frac.shape[:2])}, got {tuple(numbers.shape)}")
+    device = lattice.device
+    f64 = torch.float64
+    lattice, transforms, frac = lattice.to(f64), transforms.to(device, f64), frac.to(device, f64)
+    numbers = numbers.to(device)
+    if mask is None:
+        mask = torch.ones(numbers.shape, dtype=torch.bool, device=device)
+    mask, frac, numbers = _compact(mask.to(device, torch.bool), frac, numbers)
+    sites = mask.sum(1)  # (B,)
+    rotation, translation = transforms[:, :3, :3], transforms[:, :3, 3]
+    # Each site's offset from its cell's origin, in the box frame: (B, S, 3).
+    base = torch.remainder(frac, 1.0)
+    atom_offset = torch.bmm(torch.bmm(base, lattice), rotation.transpose(1, 2))
+
+    if representation == "repeated":
+        first, per_axis = _image_ranges(lattice, transforms, spec)
+    else:
+        first = torch.zeros(batch, 3, dtype=torch.int64, device=device)
+        per_axis = torch.ones(batch, 3, dtype=torch.int64, device=device)
+    images = per_axis.prod(1)  # (B,)
+
+    # Ragged images: (sample, image index) for every image of every sample.
+    n_images = int(images.sum())
+    image_sample = torch.repeat_interleave(torch.arange(batch, device=device), images)
+    image_start = torch.cumsum(images, 0) - images
+    k = torch.arange(n_images, device=device) - image_start[image_sample]
+    ny, nz = per_axis[image_sample, 1], per_axis[image_sample, 2]
+    shift = first[image_sample] + torch.stack((k // (ny * nz), (k // nz) % ny, k % nz), -1)
+    if representation == "repeated":
+        cart = torch.bmm(shift.to(f64)[:, None, :], lattice[image_sample])
+        origin = torch.bmm(cart, rotation[image_sample].transpose(1, 2))[:, 0]
+        origin = origin + translation[image_sample]
+    else:
+        origin = translation  # one image per sample, shift 0: T @ 0 = t, as the CPU
+
+    # Ragged candidates: every (image, site) of every sample, image-major like the CPU.
+    per_sample = images * sites
+    n_candidates = int(per_sample.sum())
+    sample = torch.repeat_interleave(torch.arange(batch, device=device), per_sample)
+    local = (
+        torch.arange(n_candidates, device=device)
+        - (torch.cumsum(per_sample, 0) - per_sample)[sample]
+    )
+    site = local % sites[sample].clamp_min(1)
+    image = image_start[sample] + local // sites[sample].clamp_min(1)
+    positions = origin[image] + atom_offset[sample, site]
+    # The CPU compares the distance (a square root) with the cutoff; the same test exactly.
+    keep = torch.sqrt(_gap2(positions, spec)) <= spec.cutoff
+    inside_all = ((positions >= 0.0) & (positions < spec.side)).all(-1)
+    if representation == "single":
+        n_outside = sites - torch.zeros(batch, dtype=torch.int64, device=device).index_add_(
+            0, sample, inside_all.to(torch.int64)
+        )
+    else:
+        n_outside = torch.zeros(batch, dtype=torch.int64, device=device)
+    sample, site, positions, inside_all = (
+        sample[keep],
+        site[keep],
+        positions[keep],
+        inside_all[keep],
+    )
+    out_mask, (out_positions, out_numbers, out_inside) = _to_padded(
+        sample, batch, positions, numbers[sample, site], inside_all
+    )
+    return BatchPlacement(out_positions, out_numbers, out_mask, out_inside, n_outside)
+
+
+# --------------------------------------------------------------------------------------
+# Random transforms
+
+
+def _quaternion_matrix(q: torch.Tensor) -> torch.Tensor:
+    """(n, 3, 3) rotations of unit quaternions (n, 4) ``(w, x, y, z)``, as the CPU builder."""
+    w, x, y, z = q.unbind(-1)
+    return torch.stack(
+        (
+            torch.stack((1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)), -1),
+            torch.stack((2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)), -1),
+            torch.stack((2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)), -1),
+        ),
+        -2,
+    )
+
+
+def random_rotations(
+    n: int,
+    generator: torch.Generator | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """(n, 3, 3) rotations drawn uniformly (Haar measure on SO(3)).
+
+    A normalised 4-D Gaussian is a uniform unit quaternion, as in
+    :func:`crystalgrid.placement.random_rotation`. ``generator`` must live on ``device``.
+    """
+    device = generator.device if generator is not None and device is None else device
+    q = torch.randn(n, 4, generator=generator, device=device, dtype=dtype)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+    return _quaternion_matrix(q)
+
+
+def random_transforms(
+    lattice: torch.Tensor,
+    representation: str,
+    spec: GridSpec | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    rotate: bool | None = None,
+    shift: bool = True,
+) -> torch.Tensor:
+    """Fresh (B, 4, 4) transforms for crystals ``lattice`` (B, 3, 3), as the CPU builder's.
+
+    ``single``: the cell's centre to the box centre, under a Haar-random rotation (``rotate``
+    defaults to True). ``repeated``: a uniformly random fractional offset put at the box corner
+    (unless ``shift`` is False: the cell origin there, like sample 0 of the CPU builder), rotated
+    about the corner when ``rotate`` (default False). Each call draws B quaternions then
+    B x 3 offsets from ``generator`` whatever the options, so the stream's use is fixed.
+    Reproducible for a seed on one device type; not the CPU builder's numpy stream.
+    """
+    spec = spec or GridSpec()
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+    rotate = (representation == "single") if rotate is None else rotate
+    batch, device = lattice.shape[0], lattice.device
+    lattice = lattice.to(torch.float64)
+    rotation = random_rotations(batch, generator, device=device)
+    offset = torch.rand(batch, 3, generator=generator, device=device, dtype=torch.float64)
+    if not rotate:
+        rotation = torch.eye(3, dtype=torch.float64, device=device).expand(batch, 3, 3)
+    if representation == "single":
+        before = -torch.bmm(
+            torch.full((batch, 1, 3), 0.5, dtype=torch.float64, device=device), lattice
+        )
+        after = torch.full((batch, 3), 0.5 * spec.side, dtype=torch.float64, device=device)
+    else:
+        before = (
+            -torch.bmm(offset[:, None, :], lattice) if shift else torch.zeros_like(offset)[:, None]
+        )
+        after = torch.zeros(batch, 3, dtype=torch.float64, device=device)
+    t = torch.eye(4, dtype=torch.float64, device=device).repeat(batch, 1, 1)
+    t[:, :3, :3] = rotation
+    t[:, :3, 3] = torch.bmm(rotation, before.transpose(1, 2))[..., 0] + after
+    return t
+
+
+# --------------------------------------------------------------------------------------
+# Crystals on the device, and the sampler
+
+
+def pad_crystals(
+    crystals: Sequence[Crystal], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Padded tensors of crystals: lattice (C, 3, 3) f64, frac (C, S, 3) f64, numbers (C, S)
+    uint8 and mask (C, S) bool, S the largest cell."""
+    width = max((len(c) for c in crystals), default=0)
+    n = len(crystals)
+    lattice = np.zeros((n, 3, 3))
+    frac = np.zeros((n, width, 3))
+    numbers = np.zeros((n, width), dtype=np.uint8)
+    mask = np.zeros((n, width), dtype=bool)
+    for i, c in enumerate(crystals):
+        lattice[i], frac[i, : len(c)], numbers[i, : len(c)] = c.lattice, c.frac, c.numbers
+        mask[i, : len(c)] = True
+    return tuple(torch.from_numpy(a).to(device) for a in (lattice, frac, numbers, mask))  # type: ignore[return-value]
+
+
+class GridBatch(NamedTuple):
+    """Grids of one batch drawn by :class:`GridSampler`.
+
+    Attributes:
+        density: (B, bins, bins, bins) float32, electrons per Å^3.
+        species: (B, bins, bins, bins) uint8 atomic numbers.
+        transforms: (B, 4, 4) float64, crystal Cartesian Å -> box Å.
+        crystals: (B,) int64 index of each sample's crystal in the sampler.
+    """
+
+    density: torch.Tensor
+    species: torch.Tensor
+    transforms: torch.Tensor
+    crystals: torch.Tensor
+
+
+class GridSampler:
+    """Crystals held on a device, gridded afresh every step.
+
+    ``sampler.sample(batch_size, generator)`` draws crystals (uniformly, with replacement, or
+    the ones given), fresh transforms (:func:`random_transforms`), and grids them.
+    ``sampler.grids(crystals, transforms)`` grids explicit transforms (e.g. the stored
+    ``samples/transform``, reproducing a built dataset's grids).
+
+    Args:
+        lattice: (C, 3, 3), frac (C, S, 3), numbers (C, S), mask (C, S): the crystals
+            (see :func:`pad_crystals`), moved to ``device``.
+        representation: ``"single"`` or ``"repeated"``.
+        spec: grid geometry.
+        rotate: rotate the samples (default: True for single, False for repeated).
+        shift: for ``repeated``, random fractional offsets (else the cell origin at the box
+            corner).
+        material_ids: optional ids of the crystals (kept for the user).
+        device: where the crystals live and the grids are made; the lattice's if None.
+        chunk, max_bytes: passed to :func:`density_grids`.
+    """
+
+    def __init__(
+        self,
+        lattice: torch.Tensor,
+        frac: torch.Tensor,
+        numbers: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        representation: str,
+        spec: GridSpec | None = None,
+        rotate: bool | None = None,
+        shift: bool = True,
+        material_ids: Sequence[str] | None = None,
+        device: torch.device | str | None = None,
+        chunk: int = DEFAULT_CHUNK,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"representation must be one of {REPRESENTATIONS}, got {representation!r}"
+            )
+        device = torch.device(device) if device is not None else lattice.device
+        mask, frac, numbers = _compact(mask.to(torch.bool), frac, numbers)
+        self.device = device
+        self.lattice = lattice.to(device, torch.float64)
+        self.frac = frac.to(device, torch.float64)
+        self.numbers = numbers.to(device)
+        self.mask = mask.to(device)
+        self.sites = self.mask.sum(1)
+        if len(self.lattice) == 0:
+            raise ValueError("a GridSampler needs at least one crystal")
+        if int(self.sites.min()) < 1:
+            raise ValueError("every crystal needs at least one site")
+        self.representation = representation
+        self.spec = spec or GridSpec()
+        self.rotate = (representation == "single") if rotate is None else rotate
+        self.shift = shift
+        self.material_ids = list(material_ids) if material_ids is not None else None
+        self.chunk, self.max_bytes = chunk, max_bytes
+        #: Index of each crystal in the store it was read from (``from_dataset``), else None.
+        self.crystal_index: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.lattice)
+
+    def __repr__(self) -> str:
+        return (
+            f"<GridSampler {len(self)} crystals, {self.representation}, rotate={self.rotate}, "
+            f"on {self.device}>"
+        )
+
+    @classmethod
+    def from_crystals(
+        cls,
+        crystals: Sequence[Crystal],
+        *,
+        representation: str,
+        device: torch.device | str | None = None,
+        **kwargs: Any,
+    ) -> GridSampler:
+        """A sampler over :class:`~crystalgrid.placement.Crystal` objects."""
+        lattice, frac, numbers, mask = pad_crystals(crystals, device)
+        return cls(
+            lattice, frac, numbers, mask, representation=representation, device=device, **kwargs
+        )
+
+    @classmethod
+    def from_dataset(
+        cls,
+        data: Dataset | DatasetView,
+        *,
+        device: torch.device | str | None = None,
+        representation: str | None = None,
+        rotate: bool | None = None,
+        spec: GridSpec | None = None,
+        **kwargs: Any,
+    ) -> GridSampler:
+        """The crystals of a dataset view (``open_dataset(path).split("train")``) or dataset.
+
+        Reads the stored structures (``crystals/lattice``, ``site_offset``, ``frac``,
+        ``number``) of the crystals whose samples are in the view; the crystals keep the
+        store's order (``crystal_index`` maps back). Representation, rotation and grid spec
+        default to the dataset's.
+        """
+        view = data.all() if hasattr(data, "all") else data
+        dataset = view.dataset
+        group = dataset.group
+        index = np.unique(group["samples/crystal"][view.start : view.stop]).astype(np.int64)
+        c = group["crystals"]
+        offsets = c["site_offset"][:]
+        frac_all, number_all = c["frac"][:], c["number"][:]
+        lattice = np.asarray(c["lattice"][:])[index]
+        counts = offsets[index + 1] - offsets[index]
+        width = int(counts.max()) if len(index) else 0
+        frac = np.zeros((len(index), width, 3))
+        numbers = np.zeros((len(index), width), dtype=np.uint8)
+        mask = np.arange(width)[None, :] < counts[:, None]
+        take = offsets[index][:, None] + np.minimum(np.arange(width)[None, :], counts[:, None] - 1)
+        frac[mask] = frac_all[take[mask]]
+        numbers[mask] = number_all[take[mask]]
+        ids = [str(m) for m in np.asarray(c["material_id"][:])[index]]
+        if rotate is None:
+            rotate = dataset.attrs.get("rotate")
+        sampler = cls(
+            torch.from_numpy(lattice),
+            torch.from_numpy(frac),
+            torch.from_numpy(numbers),
+            torch.from_numpy(mask),
+            representation=representation or dataset.representation,
+            spec=spec or dataset.spec,
+            rotate=rotate,
+            material_ids=ids,
+            device=device,
+            **kwargs,
+        )
+        sampler.crystal_index = index
+        return sampler
+
+    def _batch(self, crystals: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        width = max(1, int(self.sites[crystals].max()))
+        return (
+            self.lattice[crystals],
+            self.frac[crystals, :width],
+            self.numbers[crystals, :width],
+            self.mask[crystals, :width],
+        )
+
+    def place(self, crystals: torch.Tensor, transforms: torch.Tensor) -> BatchPlacement:
+        """Atoms of crystals ``crystals`` (B,) under ``transforms`` (B, 4, 4)."""
+        crystals = torch.as_tensor(crystals, dtype=torch.int64, device=self.device)
+        lattice, frac, numbers, mask = self._batch(crystals)
+        return place_batch(lattice, frac, numbers, mask, transforms, self.representation, self.spec)
+
+    def grids(
+        self, crystals: torch.Tensor, transforms: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(density, species) grids of crystals ``crystals`` (B,) under ``transforms``."""
+        p = self.place(crystals, transforms.to(self.device))
+        density = density_grids(
+            p.positions,
+            p.numbers,
+            p.mask,
+            self.spec,
+            chunk=self.chunk,
+            max_bytes=self.max_bytes,
+        )
+        return density, species_grids(p.positions, p.numbers, p.mask, self.spec)
+
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        *,
+        crystals: torch.Tensor | None = None,
+    ) -> GridBatch:
+        """A fresh batch: random crystals (unless given), random transforms, their grids.
+
+        ``generator`` must live on the sampler's device; a seeded one makes the batch
+        reproducible on that device type.
+        """
+        if crystals is None:
+            crystals = torch.randint(
+                len(self), (batch_size,), generator=generator, device=self.device
+            )
+        else:
+            crystals = torch.as_tensor(crystals, dtype=torch.int64, device=self.device)
+        transforms = random_transforms(
+            self.lattice[crystals],
+            self.representation,
+            self.spec,
+            generator=generator,
+            rotate=self.rotate,
+            shift=self.shift,
+        )
+        density, species = self.grids(crystals, transforms)
+        return GridBatch(density, species, transforms, crystals)

@@ -137,3 +137,19 @@ def test_scan_species_and_loader_throughput(views):
     assert scan_species(views[0]) == ClassMap([8, 26])
     stats = measure_loader(views[0], batch_size=2, n_batches=3)
     assert stats["batches"] == 3 and stats["samples"] == 6 and stats["samples_per_s"] > 0
+
+
+def test_a_read_error_in_the_prefetch_thread_reaches_the_caller(tiny_config, views, tmp_path):
+    class Broken:
+        spec = views[0].spec
+
+        def __len__(self):
+            return 8
+
+        def iter_batches(self, batch_size, *, shuffle=False, seed=0, drop_last=False):
+            if shuffle:  # the training pass (the class scan reads without shuffling)
+                raise OSError("chunk 3 is unreadable")
+            yield from views[0].iter_batches(batch_size)
+
+    with pytest.raises(OSError, match="chunk 3 is unreadable"):
+        train(tiny_config, Broken(), out_dir=tmp_path, quiet=True)

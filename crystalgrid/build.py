@@ -737,9 +737,12 @@ def build(
             if todo:
                 from distributed import as_completed
 
+                # Workers may run elsewhere, in another working directory: give them an
+                # absolute path (they must see the same file system, or use a URL).
+                target = location if is_url(location) else os.path.abspath(location)
                 futures = [
                     client.submit(
-                        _grid_block, location, storage_options, b, config.to_dict(), pure=False
+                        _grid_block, target, storage_options, b, config.to_dict(), pure=False
                     )
                     for b in todo
                 ]

@@ -207,6 +207,9 @@ def verify(
         report.problems.append(f"the build is not complete (state: {meta.get('state')})")
         return report
     store = group.store
+    fs = getattr(store, "fs", None)
+    if fs is not None:  # an fsspec store: look at the objects now, not at cached listings
+        fs.invalidate_cache()
     base = group.path.strip("/")
     for name in _checksummed_arrays(group):
         array = group[name]

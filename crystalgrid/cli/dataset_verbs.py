@@ -30,9 +30,10 @@ def _fractions(text: str) -> tuple[float, float, float]:
     "--source",
     "source",
     default=None,
-    metavar="PATH",
+    metavar="PATH|URL",
     help="A fetch collection, CIF folder, CSV (material_id, cif) or JSON(.gz) of "
-    "structure records. Default: the embedded demo (structures shipped with pymatgen).",
+    "structure records; files and CIF folders may be fsspec URLs (s3://...). "
+    "Default: the embedded demo (structures shipped with pymatgen).",
 )
 @click.option(
     "--repr",
@@ -198,11 +199,17 @@ def build(
 @user_errors
 def info(path: str, as_json: bool) -> None:
     """Counts, splits, rejects by reason and attributes of a dataset."""
+    import zarr
+
     from crystalgrid.store import open_group, read_meta
 
     if not ("://" in path or os.path.exists(path)):
         raise CrystalgridError(f"no dataset at {path}")
-    meta = read_meta(open_group(path, mode="r"))
+    try:
+        group = open_group(path, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:  # a URL with nothing
+        raise CrystalgridError(f"no dataset at {path}") from exc
+    meta = read_meta(group)
     if as_json:
         click.echo(json.dumps(meta, indent=2, sort_keys=True))
         return

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.sources.base import RawRecord, Rejected, Source, parse_record
 from crystalgrid.sources.demo import DemoSource
-from crystalgrid.sources.files import CifDirectorySource, CifFileSource, CsvSource, JsonSource
+from crystalgrid.sources.files import (
+    CifDirectorySource,
+    CifFileSource,
+    CsvSource,
+    JsonSource,
+    RemotePath,
+    _is_url,
+)
 
 if TYPE_CHECKING:
     import os
@@ -30,6 +37,7 @@ __all__ = [
     "JsonSource",
     "RawRecord",
     "Rejected",
+    "RemotePath",
     "Source",
     "open_source",
     "parse_record",
@@ -50,6 +58,9 @@ def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
             (a crystalgrid collection); another directory (:class:`CifDirectorySource`); a
             ``.cif`` (:class:`CifFileSource`), ``.csv`` (:class:`CsvSource`), ``.json`` or
             ``.json.gz`` file (:class:`JsonSource`). Extensions are matched case-insensitively.
+            An fsspec URL (``s3://bucket/structures.json.gz``, ``s3://bucket/cifs/``) is
+            dispatched the same way, read through fsspec with credentials from the
+            environment; a collection by URL is not supported (copy it to a local folder).
         **kw: passed to the source's constructor (e.g. ``licence=``, ``citation=``).
 
     Returns:
@@ -61,10 +72,16 @@ def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
     """
     if location is None:
         return DemoSource(**kw)
-    path = Path(location).expanduser()
+    url = _is_url(location)
+    path = RemotePath(str(location)) if url else Path(location).expanduser()
     if not path.exists():
         raise CrystalgridError(f"source not found: {location}")
     if path.is_dir():
+        if url and (path / "collection.json").is_file():
+            raise CrystalgridError(
+                f"{location} is a crystalgrid collection: read by URL it is not supported; "
+                "copy it to a local folder first"
+            )
         if (path / "collection.json").is_file():
             from crystalgrid.collection import open_collection
 

@@ -1,4 +1,9 @@
-"""Sources that read structures from local files: CIF folders, CDVAE-style CSVs, JSON lists.
+"""Sources that read structures from files: CIF folders, CDVAE-style CSVs, JSON lists.
+
+Files are local paths or fsspec URLs (``s3://bucket/structures.json.gz``, a CIF folder as
+``s3://bucket/cifs/``): a URL is opened through :class:`RemotePath`, with credentials and
+endpoints from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ...), never
+from crystalgrid.
 
 Each class implements the :class:`~crystalgrid.sources.base.Source` protocol. Listing a
 source is cheap: payloads (CIF text or ``Structure.as_dict()`` dicts) are yielded undecoded
@@ -22,11 +27,13 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import io
 import json
 import math
 import sys
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from crystalgrid.errors import CrystalgridError
@@ -36,7 +43,7 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Iterable, Iterator
 
-__all__ = ["CifDirectorySource", "CifFileSource", "CsvSource", "JsonSource"]
+__all__ = ["CifDirectorySource", "CifFileSource", "CsvSource", "JsonSource", "RemotePath"]
 
 #: Columns a CSV source must have (the CDVAE / MP-20 layout).
 CSV_REQUIRED = ("material_id", "cif")
@@ -47,20 +54,166 @@ _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 _CHUNK = 1 << 20
 
 
-def _resolve(path: str | os.PathLike[str]) -> Path:
-    """An absolute path that exists, or ``CrystalgridError("source not found: ...")``."""
+#: CIF files fetched together from a URL folder (concurrently, by async filesystems).
+_CIF_BATCH = 64
+
+
+class RemotePath:
+    """A file or folder behind an fsspec URL, with the few ``pathlib`` methods sources use.
+
+    ``str()`` gives the URL back. The filesystem comes from ``fsspec.url_to_fs``, so
+    credentials, endpoints and options come from the environment and fsspec's configuration
+    (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ``FSSPEC_S3_*``); nothing is stored.
+    Object stores have no folders: a "folder" is a key prefix that has objects under it.
+
+    Raises:
+        CrystalgridError: fsspec, or the package for the URL's protocol (s3fs for ``s3://``),
+            is not installed.
+    """
+
+    def __init__(
+        self, url: str, *, fs: Any = None, path: str | None = None, info: dict | None = None
+    ) -> None:
+        if fs is None:
+            try:
+                import fsspec
+
+                fs, path = fsspec.url_to_fs(url)
+            except ImportError as exc:
+                raise CrystalgridError(
+                    f"reading {url} needs fsspec and its {url.split(':')[0]} filesystem "
+                    f"(pip install 'crystalgrid[cloud]'): {exc}"
+                ) from None
+        self.url = url
+        self.fs = fs
+        self.fspath = str(path).rstrip("/")
+        self._info = info
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"RemotePath({self.url!r})"
+
+    def __truediv__(self, name: str) -> RemotePath:
+        return RemotePath(
+            f"{self.url.rstrip('/')}/{name}", fs=self.fs, path=f"{self.fspath}/{name}"
+        )
+
+    @property
+    def name(self) -> str:
+        return self.fspath.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem
+
+    def expanduser(self) -> RemotePath:
+        return self
+
+    def resolve(self) -> RemotePath:
+        return self
+
+    def info(self) -> dict[str, Any]:
+        """The filesystem's record of the object (from the folder listing when there was one)."""
+        if self._info is None:
+            self._info = self.fs.info(self.fspath)
+        return self._info
+
+    def exists(self) -> bool:
+        return self._info is not None or bool(self.fs.exists(self.fspath))
+
+    def is_dir(self) -> bool:
+        if self._info is not None:
+            return self._info.get("type") == "directory"
+        return bool(self.fs.isdir(self.fspath))
+
+    def is_file(self) -> bool:
+        if self._info is not None:
+            return self._info.get("type") == "file"
+        return bool(self.fs.isfile(self.fspath))
+
+    def iterdir(self) -> Iterator[RemotePath]:
+        """The objects and prefixes right under this folder, each with its listing info."""
+        for entry in self.fs.ls(self.fspath, detail=True):
+            child = str(entry["name"]).rstrip("/")
+            if child == self.fspath:
+                continue  # some stores list the folder's own marker object
+            name = child.rsplit("/", 1)[-1]
+            yield RemotePath(f"{self.url.rstrip('/')}/{name}", fs=self.fs, path=child, info=entry)
+
+    def open(
+        self, mode: str = "r", *, newline: str | None = None, encoding: str | None = None
+    ) -> Any:
+        """A binary (``"rb"``) or text (``"r"``) file object, read as a stream."""
+        handle = self.fs.open(self.fspath, "rb")
+        if "b" in mode:
+            return handle
+        return io.TextIOWrapper(handle, encoding=encoding or "utf-8", newline=newline)
+
+    def read_bytes(self) -> bytes:
+        return bytes(self.fs.cat_file(self.fspath))
+
+    def stat(self) -> SimpleNamespace:
+        """Only ``st_size`` (bytes)."""
+        return SimpleNamespace(st_size=int(self.info().get("size") or 0))
+
+    def version_token(self) -> str:
+        """Size and the filesystem's checksum (an ETag on S3): changes when the bytes do.
+
+        Read from the listing where there was one, so fingerprinting a folder of objects
+        costs no request per object.
+        """
+        info = self.info()
+        tag = next(
+            (info[k] for k in ("ETag", "etag", "md5Hash", "crc32c", "checksum") if info.get(k)),
+            None,
+        )
+        if tag is None:
+            tag = self.fs.checksum(self.fspath)
+        return f"{info.get('size')}:{str(tag).strip(chr(34))}"
+
+
+def _is_url(location: Any) -> bool:
+    from crystalgrid.store import is_url
+
+    return not isinstance(location, Path) and is_url(str(location))
+
+
+def _resolve(path: str | os.PathLike[str] | RemotePath) -> Path | RemotePath:
+    """An absolute path (or a URL's :class:`RemotePath`) that exists.
+
+    Raises:
+        CrystalgridError: ``"source not found: ..."``.
+    """
+    if isinstance(path, RemotePath) or _is_url(path):
+        remote = path if isinstance(path, RemotePath) else RemotePath(str(path))
+        if not remote.exists():
+            raise CrystalgridError(f"source not found: {path}")
+        return remote
     resolved = Path(path).expanduser().resolve()
     if not resolved.exists():
         raise CrystalgridError(f"source not found: {path}")
     return resolved
 
 
-def _hash_files(paths: Iterable[Path], *, names: bool) -> str:
-    """SHA-256 over the files' bytes (and their names when ``names``), in the given order."""
+def _hash_files(paths: Iterable[Path | RemotePath], *, names: bool) -> str:
+    """SHA-256 over the files' bytes (and their names when ``names``), in the given order.
+
+    A URL's file contributes its size and checksum (:meth:`RemotePath.version_token`)
+    instead of its bytes, so that fingerprinting a bucket does not download it.
+    """
     digest = hashlib.sha256()
     for path in paths:
         if names:
             digest.update(path.name.encode("utf-8", "surrogateescape") + b"\0")
+        if isinstance(path, RemotePath):
+            digest.update(b"remote\0" + path.version_token().encode() + b"\0")
+            continue
         digest.update(str(path.stat().st_size).encode() + b"\0")
         with path.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
@@ -100,7 +253,7 @@ class _FileSource:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | RemotePath,
         *,
         name: str | None,
         licence: str | None,
@@ -111,7 +264,7 @@ class _FileSource:
         self.licence = licence
         self.citation = citation
 
-    def _files(self) -> list[Path]:
+    def _files(self) -> list[Path | RemotePath]:
         return [self.path]
 
     def provenance(self) -> dict[str, Any]:
@@ -132,7 +285,7 @@ class _FileSource:
         return f"{type(self).__name__}({str(self.path)!r})"
 
 
-def _stem(path: Path) -> str:
+def _stem(path: Path | RemotePath) -> str:
     """A file's name without ``.json.gz`` / ``.csv`` / ... (a directory's name as is)."""
     if path.is_dir():
         return path.name
@@ -154,7 +307,7 @@ class CifDirectorySource(_FileSource):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | RemotePath,
         *,
         name: str | None = None,
         licence: str | None = None,
@@ -163,7 +316,7 @@ class CifDirectorySource(_FileSource):
         """Open a directory of CIFs.
 
         Args:
-            path: the directory.
+            path: the directory, or an fsspec URL of a folder (a key prefix: ``s3://b/cifs/``).
             name: the source's name (default: the directory's name).
             licence: the data's licence, stored in :meth:`provenance`.
             citation: what to cite for the data, stored in :meth:`provenance`.
@@ -179,15 +332,15 @@ class CifDirectorySource(_FileSource):
         if not self._cif_files():
             raise CrystalgridError(f"no .cif files in {resolved}")
 
-    def _cif_files(self) -> list[Path]:
+    def _cif_files(self) -> list[Path | RemotePath]:
         files = (p for p in self.path.iterdir() if p.suffix.lower() == ".cif" and p.is_file())
         return sorted(files, key=lambda p: p.name)
 
-    def _id_prop(self) -> Path | None:
+    def _id_prop(self) -> Path | RemotePath | None:
         candidate = self.path / ID_PROP
         return candidate if candidate.is_file() else None
 
-    def _files(self) -> list[Path]:
+    def _files(self) -> list[Path | RemotePath]:
         extra = self._id_prop()
         return self._cif_files() + ([extra] if extra is not None else [])
 
@@ -213,7 +366,16 @@ class CifDirectorySource(_FileSource):
     def records(self) -> Iterator[RawRecord | Rejected]:
         """One ``"cif"`` record per file, in file-name order (see the class docstring)."""
         targets = self._targets()
-        for path in self._cif_files():
+        files = self._cif_files()
+        if files and isinstance(files[0], RemotePath):  # a URL folder: fetch in batches
+            fs = files[0].fs
+            for start in range(0, len(files), _CIF_BATCH):
+                batch = files[start : start + _CIF_BATCH]
+                contents = fs.cat([p.fspath for p in batch], on_error="return")
+                for path in batch:
+                    yield _read_cif(path, targets, contents.get(path.fspath))
+            return
+        for path in files:
             yield _read_cif(path, targets)
 
     def provenance(self) -> dict[str, Any]:
@@ -240,7 +402,7 @@ class CifFileSource(CifDirectorySource):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | RemotePath,
         *,
         name: str | None = None,
         licence: str | None = None,
@@ -256,17 +418,24 @@ class CifFileSource(CifDirectorySource):
             raise CrystalgridError(f"not a file: {path}")
         _FileSource.__init__(self, resolved, name=name, licence=licence, citation=citation)
 
-    def _cif_files(self) -> list[Path]:
+    def _cif_files(self) -> list[Path | RemotePath]:
         return [self.path]
 
-    def _id_prop(self) -> Path | None:
+    def _id_prop(self) -> Path | RemotePath | None:
         return None
 
 
-def _read_cif(path: Path, targets: dict[str, float]) -> RawRecord | Rejected:
+def _read_cif(
+    path: Path | RemotePath,
+    targets: dict[str, float],
+    data: bytes | BaseException | None = None,
+) -> RawRecord | Rejected:
+    """The record of one CIF file; ``data`` is its bytes (or the error) when already fetched."""
     material_id = path.stem
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        if isinstance(data, BaseException):
+            raise data
+        text = (path.read_bytes() if data is None else bytes(data)).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return Rejected(
             material_id,
@@ -293,7 +462,7 @@ class CsvSource(_FileSource):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | RemotePath,
         *,
         name: str | None = None,
         licence: str | None = None,
@@ -302,7 +471,7 @@ class CsvSource(_FileSource):
         """Open a CSV and check its header.
 
         Args:
-            path: the ``.csv`` file.
+            path: the ``.csv`` file (a path or an fsspec URL).
             name: the source's name (default: the file's stem).
             licence: the data's licence, stored in :meth:`provenance`.
             citation: what to cite for the data, stored in :meth:`provenance`.
@@ -407,7 +576,7 @@ class JsonSource(_FileSource):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | RemotePath,
         *,
         name: str | None = None,
         licence: str | None = None,
@@ -416,7 +585,7 @@ class JsonSource(_FileSource):
         """Open a JSON file (read lazily).
 
         Args:
-            path: the ``.json`` or ``.json.gz`` file.
+            path: the ``.json`` or ``.json.gz`` file (a path or an fsspec URL).
             name: the source's name (default: the file name without ``.json[.gz]``).
             licence: the data's licence, stored in :meth:`provenance`.
             citation: what to cite for the data, stored in :meth:`provenance`.
@@ -433,7 +602,7 @@ class JsonSource(_FileSource):
         compressed = self.path.name.lower().endswith(".gz")
         try:
             if compressed:
-                with gzip.open(self.path, "rt", encoding="utf-8") as fh:
+                with self.path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
                     return json.load(fh)
             with self.path.open(encoding="utf-8") as fh:
                 return json.load(fh)

@@ -1,0 +1,275 @@
+"""Output and input by URL (``s3://``) through fsspec, against moto's S3 server on 127.0.0.1.
+
+The module starts moto's threaded server on an ephemeral port of 127.0.0.1 and stops it at
+the end. Credentials and the endpoint reach s3fs only through the environment
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``); nothing in
+crystalgrid's code or in these calls names them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+
+from crystalgrid import open_dataset
+from crystalgrid.build import BuildConfig, build
+from crystalgrid.cli import main
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.sources import CifDirectorySource, CsvSource, DemoSource, JsonSource, open_source
+from crystalgrid.sources import parse_record as parse
+from crystalgrid.store import verify
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+BUCKET = "crystalgrid-test"
+KEY_ID, SECRET = "moto-key-id-5e1c", "moto-secret-9b7d"  # moto accepts any
+ARRAYS = (
+    "density",
+    "species",
+    "samples/transform",
+    "samples/material_id",
+    "samples/atom_offset",
+    "atoms/position",
+    "atoms/number",
+)
+CONFIG = BuildConfig(representation="repeated", samples_per_crystal=2, block_samples=24)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on 127.0.0.1:<ephemeral>, the environment pointing at it, a bucket.
+
+    Yields the s3fs filesystem the tests use to look at and damage objects.
+    """
+    import s3fs
+
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.ERROR)  # one access-log line per request otherwise
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        assert host == "127.0.0.1"
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+            env.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+            env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "FSSPEC_S3_ENDPOINT_URL"):
+                env.delenv(name, raising=False)
+            s3fs.S3FileSystem.clear_instance_cache()  # none made for another endpoint
+            fs = s3fs.S3FileSystem()
+            fs.mkdir(BUCKET)
+            yield fs
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+        werkzeug.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def demo_records():
+    """24 small demo structures (pymatgen's own) as (id, Structure)."""
+    out = []
+    for record in DemoSource().records():
+        structure = parse(record)
+        if max(structure.lattice.abc) < 10 and len(structure) <= 12:
+            out.append((record.material_id, structure))
+        if len(out) == 24:
+            break
+    return out
+
+
+@pytest.fixture(scope="module")
+def json_file(tmp_path_factory, demo_records):
+    """A local JSON.gz of the demo structures plus one cell too big (a reject)."""
+    records = [{"material_id": m, "structure": s.as_dict()} for m, s in demo_records]
+    big = Structure(Lattice.cubic(12.0), ["Cu"], [[0, 0, 0]])
+    records.append({"material_id": "big", "structure": big.as_dict()})
+    path = tmp_path_factory.mktemp("src") / "structures.json.gz"
+    with gzip.open(path, "wt") as fh:
+        json.dump(records, fh)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_build(tmp_path_factory, json_file):
+    out = tmp_path_factory.mktemp("local") / "local.zarr"
+    build(json_file, out, config=CONFIG, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def s3_build(s3, json_file):
+    """The same build written to s3:// by two worker processes, through the CLI."""
+    url = f"s3://{BUCKET}/builds/repeated.zarr"
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--source",
+            str(json_file),
+            "--out",
+            url,
+            "--samples",
+            "2",
+            "--block",
+            "24",
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "48 repeated samples of 24 crystals" in result.output
+    return url
+
+
+def _arrays(group: zarr.Group) -> dict[str, np.ndarray]:
+    return {name: group[name][...] for name in ARRAYS}
+
+
+def _assert_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    for name in ARRAYS:
+        assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape, name
+        if a[name].dtype.kind in "fiub":
+            assert a[name].tobytes() == b[name].tobytes(), f"{name} differs"
+        else:
+            assert a[name].tolist() == b[name].tolist(), f"{name} differs"
+
+
+def test_build_to_s3_reads_back_identical(s3, s3_build, local_build, json_file):
+    keys = s3.find(f"{BUCKET}/builds/repeated.zarr")
+    assert f"{BUCKET}/builds/repeated.zarr/zarr.json" in keys
+    assert any("/density/c/" in k for k in keys)
+    assert not any("/_pending/" in k for k in keys)  # finalize removed the scratch area
+    ds = open_dataset(s3_build)
+    local = open_dataset(local_build)
+    assert ds.attrs["state"] == "complete" and len(ds) == len(local) == 48
+    _assert_identical(_arrays(ds.group), _arrays(local.group))
+    # The loading API reads the same batch through the URL.
+    batch, expected = ds.split("train")[0:5], local.split("train")[0:5]
+    np.testing.assert_array_equal(batch["density"], expected["density"])
+    assert batch["material_id"] == expected["material_id"]
+    # A rerun of the same command is a no-op on the object store too.
+    again = build(json_file, s3_build, config=CONFIG, quiet=True)
+    assert again.resumed and again.blocks_computed == 0
+
+
+def test_info_and_verify_by_url(s3_build):
+    runner = CliRunner()
+    info = runner.invoke(main, ["info", s3_build])
+    assert info.exit_code == 0, info.output
+    assert "repeated" in info.output and "max_side" in info.output
+    as_json = json.loads(runner.invoke(main, ["info", "--json", s3_build]).output)
+    assert as_json["n_crystals"] == 24 and as_json["rejects"] == {"max_side": 1}
+    ok = runner.invoke(main, ["verify", s3_build])
+    assert ok.exit_code == 0 and "OK" in ok.output, ok.output
+    missing = f"s3://{BUCKET}/nothing-here.zarr"
+    for verb in ("info", "verify"):
+        result = runner.invoke(main, [verb, missing])
+        assert result.exit_code == 2, result.output
+        assert result.output == f"crystalgrid: error: no dataset at {missing}\n"
+
+
+def test_verify_reports_a_deleted_object(s3, json_file, tmp_path):
+    url = f"s3://{BUCKET}/damaged/repeated.zarr"
+    build(json_file, url, config=CONFIG, quiet=True)
+    assert verify(url).ok
+    s3.rm(f"{BUCKET}/damaged/repeated.zarr/species/c/1/0/0/0")
+    report = verify(url)
+    assert not report.ok
+    assert report.problems == ["missing chunk species/c/1/0/0/0"]
+    result = CliRunner().invoke(main, ["verify", url])
+    assert result.exit_code == 1
+    assert "missing chunk species/c/1/0/0/0" in result.output
+
+
+def test_sources_by_url(s3, json_file, local_build, demo_records, tmp_path):
+    # A JSON.gz on S3 builds the same arrays as the local file.
+    s3.put(str(json_file), f"{BUCKET}/sources/structures.json.gz")
+    source = open_source(f"s3://{BUCKET}/sources/structures.json.gz")
+    assert isinstance(source, JsonSource)
+    assert source.provenance()["location"] == f"s3://{BUCKET}/sources/structures.json.gz"
+    out = tmp_path / "from_s3.zarr"
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--source",
+            f"s3://{BUCKET}/sources/structures.json.gz",
+            "--out",
+            str(out),
+            "--samples",
+            "2",
+            "--block",
+            "24",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    _assert_identical(
+        _arrays(zarr.open_group(str(out), mode="r")),
+        _arrays(zarr.open_group(str(local_build), mode="r")),
+    )
+    # The fingerprint follows the object's content (ETag and size), not its upload time.
+    before = source.fingerprint()
+    s3.put(str(json_file), f"{BUCKET}/sources/structures.json.gz")
+    assert open_source(f"s3://{BUCKET}/sources/structures.json.gz").fingerprint() == before
+    s3.pipe(f"{BUCKET}/sources/structures.json.gz", gzip.compress(b"[]"))
+    assert open_source(f"s3://{BUCKET}/sources/structures.json.gz").fingerprint() != before
+
+    # A CIF folder (a key prefix) with id_prop.csv, and a CSV, read the same records as
+    # their local copies.
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for m, s in demo_records[:4]:
+        CifWriter(s).write_file(folder / f"{m.replace(':', '_')}.cif")
+    (folder / "empty.cif").write_text("")
+    (folder / "id_prop.csv").write_text("pymatgen_Li2O,1.5\n")
+    rows = ["material_id,cif,band_gap"]
+    rows += [f'{m},"{CifWriter(s)}",{0.5 * i}' for i, (m, s) in enumerate(demo_records[:3])]
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    s3.put(str(folder), f"{BUCKET}/sources/cifs", recursive=True)
+    s3.put(str(tmp_path / "table.csv"), f"{BUCKET}/sources/table.csv")
+    for url, local, kind in (
+        (f"s3://{BUCKET}/sources/cifs/", folder, CifDirectorySource),
+        (f"s3://{BUCKET}/sources/table.csv", tmp_path / "table.csv", CsvSource),
+    ):
+        remote = open_source(url)
+        assert type(remote) is kind
+        assert _records(remote) == _records(open_source(local))
+    cif_build = build(f"s3://{BUCKET}/sources/cifs", tmp_path / "cifs.zarr", quiet=True)
+    assert cif_build.n_crystals == 4 and cif_build.rejects == {"no_structure": 1}
+
+    with pytest.raises(CrystalgridError, match="source not found"):
+        open_source(f"s3://{BUCKET}/sources/missing.json")
+
+
+def _records(source) -> list[tuple]:
+    """(id, kind, payload text, properties) of every record, or (id, reason) of a reject."""
+    out = []
+    for record in source.records():
+        if hasattr(record, "payload"):
+            out.append((record.material_id, record.kind, str(record.payload), record.properties))
+        else:
+            out.append((record.material_id, record.reason))
+    return out
+
+
+def test_no_credentials_in_the_store(s3, s3_build):
+    """The credentials were only in the environment: no stored metadata holds them."""
+    for key in s3.find(f"{BUCKET}/builds/repeated.zarr"):
+        if key.endswith("zarr.json"):
+            text = s3.cat_file(key).decode()
+            assert KEY_ID not in text and SECRET not in text, key

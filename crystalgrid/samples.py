@@ -29,7 +29,8 @@ class Sample:
         material_id: the crystal's id.
         transform: (4, 4) crystal Cartesian Å -> box Å.
         density: ``spec.shape`` float32, electrons per Å^3.
-        species: ``spec.shape`` uint8 atomic numbers (0: no atom within the radius).
+        species: ``spec.shape`` uint8: the atomic number of the nearest ground-truth atom
+            within the species radius of each voxel centre, 0 if none.
         atom_positions: (n, 3) box Å of the atoms inside the box.
         atom_numbers: (n,) uint8 atomic numbers of those atoms.
         n_outside: cell atoms that fell outside the box (``single`` only).
@@ -47,12 +48,18 @@ class Sample:
 def sample_from_placement(
     placement: Placement, material_id: str, spec: GridSpec, *, dtype=np.float32
 ) -> Sample:
-    """Grid one placement (every atom near the box shapes the grids; the truth is inside)."""
+    """Grid one placement.
+
+    The density sums every atom near the box (a crop's faces see the crystal beyond them);
+    the species grid labels the sample's own atoms, those inside the box, so that it is the
+    segmentation of exactly the ground truth: an atom outside the box adds density near a
+    face but no label.
+    """
     return Sample(
         material_id=material_id,
         transform=placement.transform,
         density=density_grid(placement.positions, placement.numbers, spec, dtype=dtype),
-        species=species_grid(placement.positions, placement.numbers, spec),
+        species=species_grid(placement.atom_positions, placement.atom_numbers, spec),
         atom_positions=placement.atom_positions,
         atom_numbers=placement.atom_numbers,
         n_outside=placement.n_outside,

@@ -206,3 +206,14 @@ def test_real_materials_project_crystals_within_tolerance(shared_data):
             exact = density_grid_reference(positions, numbers, SPEC)
             fast = density_grid(placement.positions, placement.numbers, SPEC)
             assert np.abs(fast - exact).max() <= SPEC.tolerance * exact.max(), record["material_id"]
+
+
+@pytest.mark.parametrize("rep", ["single", "repeated"])
+def test_species_labels_only_the_ground_truth(triclinic, rep):
+    """Every labelled voxel is within the radius of a ground-truth (inside) atom, and vice versa."""
+    for sample in make_samples(triclinic, "t", rep, n_samples=3, seed=2):
+        c = SPEC.centres()
+        centres = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
+        d = np.linalg.norm(centres[:, None, :] - sample.atom_positions[None, :, :], axis=-1)
+        near = (d <= SPEC.species_radius).any(axis=1).reshape(SPEC.shape)
+        np.testing.assert_array_equal(sample.species > 0, near)

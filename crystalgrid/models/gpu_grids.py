@@ -15,9 +15,11 @@ structures every epoch instead of reading fixed samples:
   TF32 is switched off for these products (:func:`exact_fp32_matmul`): with TF32 the error
   reaches 3e-4 of the maximum (FIELD-NOTES 3b), above the 1e-4 bound.
 - :func:`species_grids`: the nearest atom within ``spec.species_radius``, ties to the lower
-  atom index, exactly the CPU rule: the same float64 distances, a scatter-min of the
-  distance (its IEEE bit pattern as int64, which orders non-negative doubles exactly, so no
+  atom index, exactly the CPU rule: the same float64 distances, a scatter-min of the distance
+  (its IEEE bit pattern as int64, which orders non-negative doubles exactly, so no
   quantisation) and a second scatter-min of the atom index among the atoms at that distance.
+  The builder labels only the ground-truth atoms (inside the box): pass
+  ``BatchPlacement.inside`` as the mask, as :class:`GridSampler` does.
 - :func:`random_transforms` / :func:`random_rotations`: draws from a ``torch.Generator``
   (rotations Haar-distributed, via normalised Gaussian quaternions, as the CPU builder).
 - :class:`GridSampler`: the crystals of a dataset view held on the device;
@@ -372,25 +374,29 @@ def species_grids(
     o = offset * offset
     dist2 = o[..., 0] + o[..., 1] + o[..., 2]
     valid = ((idx >= 0) & (idx < bins)).all(-1) & (dist2 <= radius * radius)
-    flat = (idx[..., 0] * bins + idx[..., 1]) * bins + idx[..., 2] + b_idx[:, None] * volume
-    dump = batch * volume  # one extra slot takes the invalid candidates
-    flat = torch.where(valid, flat, dump).reshape(-1)
-    # Nearest first: the bit pattern of a non-negative double orders like the double itself.
-    key = dist2.to(torch.float64).contiguous().view(torch.int64).reshape(-1)
-    big = torch.iinfo(torch.int64).max
-    best = torch.full((dump + 1,), big, dtype=torch.int64, device=device)
+    # Keep the candidates within the radius (about 14 of 64 at the defaults): the scatters
+    # below then touch only real voxels (no shared dump slot to contend for on a GPU).
+    atom_of, cand = valid.nonzero(as_tuple=True)
+    idx = idx[atom_of, cand]
+    flat = (idx[:, 0] * bins + idx[:, 1]) * bins + idx[:, 2] + b_idx[atom_of] * volume
+    # Nearest first: the bit pattern of a non-negative double orders like the double itself,
+    # so an int64 scatter-min finds each voxel's smallest distance exactly (no quantisation).
+    key = dist2[atom_of, cand].to(torch.float64).view(torch.int64)
+    best = torch.full((batch * volume,), torch.iinfo(torch.int64).max, device=device)
     best.scatter_reduce_(0, flat, key, "amin")
-    # Among the candidates at that distance, the lowest atom index.
-    atom = m_idx[:, None].expand_as(dist2).reshape(-1)
-    atom = torch.where(key == best[flat], atom, big)
-    winner = torch.full((dump + 1,), big, dtype=torch.int64, device=device)
-    winner.scatter_reduce_(0, flat, atom, "amin")
-    winner = winner[:dump]
-    hit = winner != big
-    sample = torch.arange(batch * volume, device=device) // volume
-    z = numbers.reshape(-1)[sample * width + torch.where(hit, winner, 0)]
-    grid = torch.where(hit, z, 0).to(torch.uint8)
-    return grid.view(batch, *spec.shape)
+    # Among the candidates at that distance, the lowest atom index wins (the CPU's tie-break).
+    atom = m_idx[atom_of].to(torch.int32)
+    top = torch.iinfo(torch.int32).max
+    contender = torch.where(key == best[flat], atom, top)
+    winner = torch.full((batch * volume,), top, dtype=torch.int32, device=device)
+    winner.scatter_reduce_(0, flat, contender, "amin")
+    won = contender == winner[flat]  # one candidate per marked voxel
+    z = numbers[b_idx[atom_of], m_idx[atom_of]].to(torch.uint8)
+    # Losers write to one spare slot past the end (plain stores, no atomics), then dropped.
+    dump = batch * volume
+    grid = torch.zeros(dump + 1, dtype=torch.uint8, device=device)
+    grid[torch.where(won, flat, dump)] = z
+    return grid[:dump].view(batch, *spec.shape)
 
 
 # --------------------------------------------------------------------------------------
@@ -833,7 +839,11 @@ class GridSampler:
     def grids(
         self, crystals: torch.Tensor, transforms: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(density, species) grids of crystals ``crystals`` (B,) under ``transforms``."""
+        """(density, species) grids of crystals ``crystals`` (B,) under ``transforms``.
+
+        As :func:`crystalgrid.samples.sample_from_placement`: the density of every atom
+        placed, the species of the atoms inside the box.
+        """
         p = self.place(crystals, transforms.to(self.device))
         density = density_grids(
             p.positions,
@@ -843,7 +853,9 @@ class GridSampler:
             chunk=self.chunk,
             max_bytes=self.max_bytes,
         )
-        return density, species_grids(p.positions, p.numbers, p.mask, self.spec)
+        # As the CPU builder: the density sums every atom near the box, the species grid
+        # labels the sample's own atoms (inside the box), the ground truth.
+        return density, species_grids(p.positions, p.numbers, p.inside, self.spec)
 
     def sample(
         self,

@@ -27,6 +27,7 @@ from crystalgrid.models.gpu_grids import (  # noqa: E402
     species_grids,
 )
 from crystalgrid.placement import Crystal, placements  # noqa: E402
+from crystalgrid.samples import sample_from_placement  # noqa: E402
 from crystalgrid.spec import GridSpec  # noqa: E402
 
 SPEC = GridSpec()
@@ -87,7 +88,8 @@ def _check_against_cpu(crystals, representation, rotate, device, n_samples=3):
     transforms = torch.from_numpy(np.stack([p.transform for p in cpu])).to(device)
     placed = place_batch(lattice, frac, numbers, mask, transforms, representation, SPEC)
     density = density_grids(placed.positions, placed.numbers, placed.mask, SPEC).cpu().numpy()
-    species = species_grids(placed.positions, placed.numbers, placed.mask, SPEC).cpu().numpy()
+    # As the builder: the density of every atom placed, the species of those inside the box.
+    species = species_grids(placed.positions, placed.numbers, placed.inside, SPEC).cpu().numpy()
     worst = 0.0
     for b, p in enumerate(cpu):
         n = int(placed.mask[b].sum())
@@ -97,9 +99,10 @@ def _check_against_cpu(crystals, representation, rotate, device, n_samples=3):
         assert np.array_equal(placed.numbers[b, :n].cpu().numpy(), p.numbers)
         assert np.array_equal(placed.inside[b, :n].cpu().numpy(), p.inside)
         assert int(placed.n_outside[b]) == p.n_outside
-        want = density_grid(p.positions, p.numbers, SPEC)
+        sample = sample_from_placement(p, "x", SPEC)  # the builder's own grids
+        want = sample.density
         worst = max(worst, float(np.abs(density[b] - want).max() / want.max()))
-        _assert_species_agree(species[b], species_grid(p.positions, p.numbers, SPEC), p.positions)
+        _assert_species_agree(species[b], sample.species, p.atom_positions)
     assert worst <= 1e-4
     # fp32 products with TF32 off: ~5e-7 observed; 1e-5 would catch TF32 (3e-4).
     assert worst <= 1e-5
@@ -333,9 +336,11 @@ def test_sampler_draws_are_reproducible_per_seed(crystals, device):
         )
         p = placement.positions[0].cpu().numpy()
         z = placement.numbers[0].cpu().numpy()
+        inside = placement.inside[0].cpu().numpy()
         want = density_grid(p, z, SPEC)
         assert np.abs(first.density[b].cpu().numpy() - want).max() <= 1e-5 * want.max()
-        assert np.array_equal(first.species[b].cpu().numpy(), species_grid(p, z, SPEC))
+        truth = species_grid(p[inside], z[inside], SPEC)
+        assert np.array_equal(first.species[b].cpu().numpy(), truth)
     given = sampler.sample(3, torch.Generator(device=device).manual_seed(0), crystals=[2, 2, 0])
     assert given.crystals.tolist() == [2, 2, 0]
     single = GridSampler.from_crystals(crystals, representation="single", device=device)

@@ -425,6 +425,10 @@ class BatchPlacement:
     n_outside: torch.Tensor
 
 
+#: Fractional slack of the image ranges against rounding of the box corners.
+_RANGE_SLACK = 1e-9
+
+
 def _box_corners(spec: GridSpec, device: torch.device) -> torch.Tensor:
     reach = spec.cutoff + 0.5 * spec.voxel
     lo, hi = -reach, spec.side + reach
@@ -438,10 +442,15 @@ def _box_corners(spec: GridSpec, device: torch.device) -> torch.Tensor:
 def _image_ranges(
     lattice: torch.Tensor, transforms: torch.Tensor, spec: GridSpec
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """First image index (B, 3) and images per axis (B, 3), int64: the CPU builder's ranges.
+    """First image index (B, 3) and images per axis (B, 3), int64.
 
-    The box grown by the cutoff (plus half a voxel), mapped back to fractional coordinates;
-    its bounding box, with one more cell below for the sites' own fractional offsets.
+    The box grown by the cutoff (plus half a voxel), mapped back to fractional coordinates,
+    has the bounding box ``[lo, hi]``. A site of image ``s`` has fractional coordinates
+    ``s + f`` with ``f`` in ``[0, 1]`` (``remainder`` can round up to 1), so only images
+    ``ceil(lo) - 1 .. floor(hi)`` can reach the box; ``_RANGE_SLACK`` absorbs the rounding of
+    the corners. The CPU builder scans ``floor(lo) - 1 .. ceil(hi)``, one more layer per side;
+    those layers hold no atom within the cutoff, so the atoms kept, and their order, are the
+    same, from up to (n + 2)^3 / n^3 fewer candidates.
     """
     corners = _box_corners(spec, lattice.device)
     inverse = torch.linalg.inv(transforms)
@@ -449,8 +458,8 @@ def _image_ranges(
     corner_frac = torch.linalg.solve(lattice.transpose(1, 2), crystal.transpose(1, 2)).transpose(
         1, 2
     )
-    first = torch.floor(corner_frac.amin(1)) - 1
-    last = torch.ceil(corner_frac.amax(1))
+    first = torch.ceil(corner_frac.amin(1) - _RANGE_SLACK) - 1
+    last = torch.floor(corner_frac.amax(1) + _RANGE_SLACK)
     return first.to(torch.int64), (last - first + 1).to(torch.int64)
 
 
@@ -548,21 +557,16 @@ def place_batch(
     positions = origin[image] + atom_offset[sample, site]
     # The CPU compares the distance (a square root) with the cutoff; the same test exactly.
     keep = torch.sqrt(_gap2(positions, spec)) <= spec.cutoff
-    inside_all = ((positions >= 0.0) & (positions < spec.side)).all(-1)
-    if representation == "single":
-        n_outside = sites - torch.zeros(batch, dtype=torch.int64, device=device).index_add_(
-            0, sample, inside_all.to(torch.int64)
-        )
+    if representation == "single":  # the cell's atoms outside the box, near or not
+        outside = ~((positions >= 0.0) & (positions < spec.side)).all(-1)
+        n_outside = torch.zeros(batch, dtype=torch.int64, device=device)
+        n_outside.index_add_(0, sample, outside.to(torch.int64))
     else:
         n_outside = torch.zeros(batch, dtype=torch.int64, device=device)
-    sample, site, positions, inside_all = (
-        sample[keep],
-        site[keep],
-        positions[keep],
-        inside_all[keep],
-    )
+    sample, site, positions = sample[keep], site[keep], positions[keep]
+    inside = ((positions >= 0.0) & (positions < spec.side)).all(-1)
     out_mask, (out_positions, out_numbers, out_inside) = _to_padded(
-        sample, batch, positions, numbers[sample, site], inside_all
+        sample, batch, positions, numbers[sample, site], inside
     )
     return BatchPlacement(out_positions, out_numbers, out_mask, out_inside, n_outside)
 

@@ -133,6 +133,19 @@ def test_real_mp_crystals_agree_with_cpu_builder(shared_data, device):
         _check_against_cpu(chosen, representation, rotate, device, n_samples=2)
 
 
+def test_image_ranges_at_integer_corners_and_wrapped_sites(device):
+    """Cells whose grown box ends on whole cells, sites whose remainder rounds to 1.0: the
+    image range (tighter than the CPU builder's) still gives the CPU builder's atoms."""
+    reach = SPEC.cutoff + 0.5 * SPEC.voxel
+    frac = np.array([[0.0, 0.0, 0.0], [-1e-17, 0.5, 0.0], [1 - 1e-16, 0.25, 0.5], [0.5, 0.5, 0.5]])
+    cells = [
+        Crystal.from_arrays(np.eye(3) * a, frac, [8, 26, 14, 3])
+        for a in (reach, reach / 2, (SPEC.side + reach) / 3, 2.5)
+    ]
+    for representation, rotate in (("repeated", None), ("repeated", True), ("single", None)):
+        _check_against_cpu(cells, representation, rotate, device, n_samples=3)
+
+
 def test_density_matches_cpu_and_exact_evaluation(device):
     """Random atoms, inside and around the box, in a padded batch of unequal sizes."""
     rng = np.random.default_rng(0)

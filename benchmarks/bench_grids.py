@@ -48,7 +48,7 @@ def rate(func, min_time: float = 1.0) -> float:
     return n / elapsed
 
 
-def pick_crystals(use_demo: bool) -> dict[int, tuple[str, Structure]]:
+def pick_crystals(use_demo: bool) -> dict[int | str, tuple[str, Structure]]:
     """One crystal per size: a real cell with that many atoms, or a supercell reaching it."""
     if use_demo or not SHARED.is_dir():
         from crystalgrid.sources import DemoSource, parse_record
@@ -77,6 +77,10 @@ def pick_crystals(use_demo: bool) -> dict[int, tuple[str, Structure]]:
                 big.make_supercell(reps)
                 chosen[n] = (f"{m} x{reps}", big)
                 break
+    # The issue's repeated target is stated at ~150 atoms in the box: the real cell whose
+    # atomic density comes closest (atoms per 1,000 Å^3).
+    dense = min(pool, key=lambda ms: abs(1000 * len(ms[1]) / ms[1].volume - 150))
+    chosen["~150 in box"] = dense
     return chosen
 
 
@@ -96,6 +100,7 @@ def main() -> None:
     print("|---" * (header.count("|") - 1) + "|")
     for n, (mid, structure) in pick_crystals(args.demo).items():
         crystal = Crystal.from_structure(structure)
+        n = len(structure) if isinstance(n, str) else n
         for rep in ("single", "repeated"):
             p = placements(crystal, mid, rep, spec, n_samples=2, seed=0)[1]
             fast = rate(lambda p=p: density_grid(p.positions, p.numbers, spec), args.min_time)

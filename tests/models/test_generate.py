@@ -1,0 +1,208 @@
+"""Random draws (`crystalgrid sample`): spacing histogram and validity on hand-made atom sets,
+seeded draws, and the verb's files on a real demo store with an untrained tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import crystalgrid
+from crystalgrid.cli import main
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.models.generate import (
+    SPACING_EDGES,
+    min_distance,
+    nearest_neighbour_distances,
+    spacing_distribution,
+    structural_validity,
+)
+
+torch = pytest.importorskip("torch")
+
+from crystalgrid.models.config import TrainConfig  # noqa: E402
+from crystalgrid.models.decode import ClassMap  # noqa: E402
+from crystalgrid.models.generate import random_draws  # noqa: E402
+from crystalgrid.models.losses import ReferenceModel  # noqa: E402
+from crystalgrid.models.train import load_checkpoint, save_checkpoint  # noqa: E402
+
+TINY = TrainConfig(
+    latent_dim=8,
+    encoder_channels=(2, 2, 4, 4),
+    decoder_channels=(4, 2, 2),
+    unet_base_channels=2,
+    unet_levels=1,
+    classes=(8, 22, 38),
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The embedded demo crystals, one single-cell sample each (~2 s)."""
+    path = tmp_path_factory.mktemp("store") / "single.zarr"
+    config = crystalgrid.BuildConfig(representation="single", samples_per_crystal=1)
+    crystalgrid.build(None, path, config=config, quiet=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(store, tmp_path_factory):
+    """An untrained tiny model saved as a checkpoint (the verbs' plumbing, not its quality)."""
+    torch.manual_seed(0)
+    spec = crystalgrid.open_dataset(store).spec
+    model = ReferenceModel(TINY, spec.bins, ClassMap(TINY.classes))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, spec=spec)
+
+
+# ---- spacing and validity on hand-made atom sets ---------------------------------------------
+
+SETS = [
+    np.array([[0.0, 0, 0], [1, 0, 0], [0, 3, 0]]),  # spacings 1, 1, 3
+    np.array([[5.0, 5, 5], [5, 5, 6.5]]),  # 1.5, 1.5
+    np.array([[2.0, 2, 2]]),  # one atom: no spacing
+    np.zeros((0, 3)),  # empty
+]
+
+
+def test_nearest_neighbour_distances_by_hand():
+    assert nearest_neighbour_distances(SETS[0]).tolist() == [1.0, 1.0, 3.0]
+    assert nearest_neighbour_distances(SETS[1]).tolist() == [1.5, 1.5]
+    assert nearest_neighbour_distances(SETS[2]).size == 0
+    assert nearest_neighbour_distances(SETS[3]).size == 0
+    assert min_distance(SETS[0]) == 1.0 and min_distance(SETS[2]) is None
+
+
+def test_nearest_neighbour_distances_match_brute_force():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0, 10, size=(40, 3))
+    brute = [min(np.linalg.norm(p[i] - p[j]) for j in range(40) if j != i) for i in range(40)]
+    np.testing.assert_allclose(nearest_neighbour_distances(p), brute, rtol=1e-12)
+
+
+def test_spacing_histogram_by_hand():
+    h = spacing_distribution(SETS, edges=(0.0, 0.5, 1.0, 2.0, 2.5))
+    assert h["counts"] == [0, 0, 4, 0]  # 1, 1, 1.5, 1.5 in [1, 2)
+    assert h["overflow"] == 1  # 3 Å is past the last edge
+    assert h["n_spacings"] == 5 and h["n_samples"] == 4 and h["n_samples_with_pairs"] == 2
+    assert h["fraction"] == [0.0, 0.0, 0.8, 0.0] and h["overflow_fraction"] == 0.2
+    assert h["mean"] == pytest.approx(1.6)
+    assert h["percentiles"]["0"] == 1.0 and h["percentiles"]["100"] == 3.0
+    assert h["percentiles"]["50"] == 1.5
+    default = spacing_distribution(SETS)
+    assert default["edges"] == list(SPACING_EDGES) and len(default["counts"]) == 60
+    assert default["counts"][10] == 2 and default["counts"][15] == 2  # 1.0 Å and 1.5 Å bins
+    assert default["counts"][30] == 1 and default["overflow"] == 0
+    json.dumps(default, allow_nan=False)
+
+
+def test_spacing_of_nothing_is_empty_not_nan():
+    h = spacing_distribution([np.zeros((0, 3)), np.ones((1, 3))])
+    assert h["n_spacings"] == 0 and h["mean"] is None and h["percentiles"] is None
+    assert sum(h["counts"]) == 0
+    with pytest.raises(ValueError, match="ascending"):
+        spacing_distribution(SETS, edges=(1.0, 0.5))
+
+
+def test_validity_fraction_by_hand():
+    sets = [
+        np.array([[0.0, 0, 0], [0.4, 0, 0]]),  # too close
+        np.array([[0.0, 0, 0], [0.5, 0, 0]]),  # exactly 0.5 Å: not closer, valid
+        np.array([[1.0, 1, 1]]),  # one atom: valid
+        np.zeros((0, 3)),  # nothing: invalid
+        np.array([[0.0, 0, 0], [2, 0, 0], [0, 2, 0]]),  # valid
+    ]
+    v = structural_validity(sets)
+    assert v["valid"] == [False, True, True, False, True]
+    assert v["fraction"] == pytest.approx(3 / 5)
+    assert (v["n_valid"], v["n_empty"], v["n_too_close"]) == (3, 1, 1)
+    assert v["min_distance"][0] == pytest.approx(0.4) and v["min_distance"][2] is None
+    assert "volume test does not apply" in v["definition"]
+    # with volumes (a lattice): 0.05 Å^3 fails
+    w = structural_validity(sets[1:3], volumes=[0.05, 10.0])
+    assert w["valid"] == [False, True] and w["n_small_volume"] == 1
+    assert structural_validity([])["fraction"] is None
+
+
+# ---- random draws ------------------------------------------------------------------------------
+
+
+def test_random_draws_are_seeded(checkpoint):
+    ckpt = load_checkpoint(checkpoint)
+    a = random_draws(ckpt, 3, seed=7)
+    b = random_draws(ckpt, 3, seed=7)
+    c = random_draws(ckpt, 3, seed=8)
+    assert a.z.shape == (3, 8) and a.density.shape == (3, 30, 30, 30)
+    assert a.species.dtype == np.uint8 and len(a.positions) == len(a.numbers) == 3
+    np.testing.assert_array_equal(a.z, b.z)
+    np.testing.assert_array_equal(a.density, b.density)
+    assert not np.array_equal(a.z, c.z)
+    assert set(np.unique(a.species)) <= {0, 8, 22, 38}
+    with pytest.raises(CrystalgridError, match="not conditional"):
+        random_draws(ckpt, 2, condition_z=[8])
+    with pytest.raises(CrystalgridError, match=">= 1"):
+        random_draws(ckpt, 0)
+
+
+# ---- the verb ----------------------------------------------------------------------------------
+
+
+def _one_line_error(result, text):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crystalgrid: error: ") and text in lines[0]
+
+
+def test_sample_verb_writes_what_it_says(checkpoint, store, tmp_path):
+    from matplotlib.image import imread
+
+    out = tmp_path / "draws"
+    args = ["sample", str(checkpoint), "-n", "5", "--out", str(out), "--data", str(store)]
+    result = CliRunner().invoke(main, [*args, "--seed", "3", "--real-limit", "50"])
+    assert result.exit_code == 0, result.output
+    assert "5 samples written" in result.output and "valid (CDVAE)" in result.output
+
+    grids = np.load(out / "grids.npz")
+    assert grids["z"].shape == (5, 8) and grids["density"].shape == (5, 30, 30, 30)
+    assert grids["species"].shape == (5, 30, 30, 30) and grids["species"].dtype == np.uint8
+    atoms = json.loads((out / "atoms.json").read_text())
+    assert len(atoms["samples"]) == 5 and atoms["seed"] == 3
+    with_atoms = [s for s in atoms["samples"] if s["n_atoms"]]
+    cifs = sorted(p.name for p in (out / "cif").glob("*.cif"))
+    assert cifs == sorted(s["cif"].split("/")[-1] for s in with_atoms)
+    for s in atoms["samples"]:
+        assert len(s["numbers"]) == len(s["positions"]) == s["n_atoms"]
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_samples"] == 5
+    assert set(report["spacing"]) == {"samples", "real"}
+    real = report["spacing"]["real"]
+    assert real["n_samples"] == 50 and real["n_spacings"] > 100
+    assert 1.0 < real["percentiles"]["50"] < 4.0  # real crystals: ~2-3 Å to the nearest atom
+    assert report["validity"]["real"]["fraction"] == 1.0  # stored crystals are valid
+    assert report["validity"]["samples"]["n_samples"] == 5
+    assert "conditional" not in report
+    png = imread(out / "spacing.png")
+    assert png.shape[:2] == (400, 640) and png[..., :3].std() > 0
+
+
+def test_sample_without_data_or_grids(checkpoint, tmp_path):
+    out = tmp_path / "d"
+    args = ["sample", str(checkpoint), "-n", "2", "--out", str(out), "--no-grids", "--no-cif"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert not (out / "grids.npz").exists() and not (out / "cif").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["spacing"]["real"] is None and report["validity"]["real"] is None
+    assert (out / "spacing.png").stat().st_size > 0
+
+
+def test_sample_user_errors_are_one_line(checkpoint, tmp_path):
+    missing = CliRunner().invoke(main, ["sample", str(tmp_path / "no.pt"), "--out", str(tmp_path)])
+    _one_line_error(missing, "checkpoint not found")
+    args = ["sample", str(checkpoint), "--out", str(tmp_path / "o"), "--data", str(tmp_path / "x")]
+    _one_line_error(CliRunner().invoke(main, args), "dataset store not found")
+    args = ["sample", str(checkpoint), "--out", str(tmp_path / "o"), "--condition", "26"]
+    _one_line_error(CliRunner().invoke(main, args), "not conditional")

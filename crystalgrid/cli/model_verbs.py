@@ -1,4 +1,5 @@
-"""CLI verbs (registered on ``crystalgrid.cli.main``): ``train`` and ``evaluate``.
+"""CLI verbs (registered on ``crystalgrid.cli.main``): ``train`` and ``evaluate``; and over the
+latent space (docs/latent.md): ``sample``, ``interpolate``, ``realism``, ``match``, ``show``.
 
 torch and the model code are imported inside the verbs, so ``crystalgrid --help`` stays fast
 and works without the ``models`` extra; a verb run without torch says how to install it.
@@ -70,6 +71,11 @@ def _split(dataset: Any, name: str) -> Any:
 @click.option("--beta", type=float, help="KL weight.")
 @click.option("--gamma", type=float, help="Cross-entropy weight (paper: 0.1).")
 @click.option("--seed", type=int, help="Seed of the weights and the shuffle.")
+@click.option(
+    "--conditional/--no-conditional",
+    default=None,
+    help="Conditional VAE on the largest density (appendix G.1); `sample --condition Z`.",
+)
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N.")
 @click.option(
     "--precision", type=click.Choice(["auto", "fp32", "bf16"]), help="auto: bf16 on CUDA."
@@ -97,6 +103,7 @@ def train_cmd(
     beta: float | None,
     gamma: float | None,
     seed: int | None,
+    conditional: bool | None,
     device: str | None,
     precision: str | None,
     compile_: bool | None,
@@ -124,6 +131,7 @@ def train_cmd(
         beta=beta,
         gamma=gamma,
         seed=seed,
+        conditional=conditional,
         device=device,
         precision=precision,
         compile=compile_,
@@ -226,3 +234,370 @@ def evaluate_cmd(
             f"{result['n_samples']} samples scored; true atoms within 0.5 Å: "
             f"{'n/a' if within is None else f'{100 * within:.1f}%'}; written to {out}"
         )
+
+
+# ---- latent space: sample, interpolate, realism, match, show (issue 5) ----------------------
+
+
+def _load(checkpoint: Path) -> Any:
+    _require_torch()
+    if not checkpoint.is_file():
+        raise CrystalgridError(f"checkpoint not found: {checkpoint}")
+    from crystalgrid.models.train import load_checkpoint
+
+    return load_checkpoint(checkpoint)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+@main.command("sample")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-n", "n", type=int, default=16, show_default=True, help="Latent draws.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(path_type=Path),
+    help="Store whose real crystals the spacing is compared with.",
+)
+@click.option("--split", default="train", show_default=True, help="Split of --data for reals.")
+@click.option(
+    "--real-limit", type=int, default=2000, show_default=True, help="Real samples to read."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws.")
+@click.option(
+    "--condition",
+    "conditions",
+    type=int,
+    multiple=True,
+    help="Conditional models: the largest atomic number to generate; repeat for several "
+    "(n draws each, the same z for every value).",
+)
+@click.option(
+    "--within", type=int, default=2, show_default=True, help="Tolerance of the condition check."
+)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--grids/--no-grids", default=True, show_default=True, help="Write grids.npz.")
+@click.option("--cif/--no-cif", "cifs", default=True, show_default=True, help="One CIF each.")
+@user_errors
+def sample_cmd(
+    checkpoint: Path,
+    n: int,
+    out: Path,
+    data: Path | None,
+    split: str,
+    real_limit: int,
+    seed: int,
+    conditions: tuple[int, ...],
+    within: int,
+    batch_size: int,
+    device: str,
+    grids: bool,
+    cifs: bool,
+) -> None:
+    """Decode N random latent vectors z ~ N(0, 1) into grids, atoms and CIFs.
+
+    Writes grids.npz, atoms.json, cif/, report.json (nearest-neighbour spacing of the samples
+    and, with --data, of the real crystals; CDVAE structural validity; with --condition, how
+    the generated largest atomic number follows the requested one) and spacing.png.
+    """
+    ckpt = _load(checkpoint)
+    from crystalgrid.models.generate import (
+        conditional_check,
+        random_draws,
+        real_atom_sets,
+        spacing_distribution,
+        structural_validity,
+        write_samples,
+    )
+    from crystalgrid.models.plots import spacing_plot
+
+    samples = random_draws(
+        ckpt,
+        n,
+        seed=seed,
+        condition_z=conditions or None,
+        batch_size=batch_size,
+        device=device,
+    )
+    extra = {"checkpoint": str(checkpoint), "seed": seed, "n_draws": n}
+    write_samples(samples, out, ckpt.spec, grids=grids, cifs=cifs, extra=extra)
+    validity = structural_validity(samples.positions)
+    report: dict[str, Any] = {
+        **extra,
+        "n_samples": len(samples),
+        "spacing": {"samples": spacing_distribution(samples.positions), "real": None},
+        "validity": {"samples": _summary(validity), "real": None},
+    }
+    real_validity = None
+    if data is not None:
+        view = _split(_open_store(data), split)
+        real = real_atom_sets(view, limit=real_limit)
+        real_validity = structural_validity(real)
+        report["spacing"]["real"] = spacing_distribution(real)
+        report["validity"]["real"] = _summary(real_validity)
+        report["real"] = {"data": str(data), "split": split, "samples": len(real)}
+    if samples.condition_z is not None:
+        max_density = samples.density.reshape(len(samples), -1).max(axis=1)
+        report["conditional"] = conditional_check(
+            samples.condition_z,
+            samples.numbers,
+            within=within,
+            requested_c=samples.condition,
+            max_density=max_density * ckpt.config.density_scale,
+        )
+        calib = ckpt.metadata.get("condition_calibration")
+        report["conditional"]["calibration"] = (
+            "training split (checkpoint metadata)" if calib else "isolated-atom peak"
+        )
+    _write_json(out / "report.json", report)
+    spacing_plot(
+        report["spacing"]["samples"],
+        report["spacing"]["real"],
+        out / "spacing.png",
+        validity=validity,
+        real_validity=real_validity,
+    )
+    line = f"{len(samples)} samples written to {out}; valid (CDVAE): {_pct(validity['fraction'])}"
+    if real_validity is not None:
+        line += f" (real crystals: {_pct(real_validity['fraction'])})"
+    click.echo(line)
+    if "conditional" in report:
+        check = report["conditional"]
+        r = check["pearson_r"]
+        click.echo(
+            f"largest Z generated vs requested: exact {_pct(check['fraction_exact'])}, "
+            f"within ±{within} {_pct(check['fraction_within'])}, "
+            f"r = {'n/a' if r is None else f'{r:.3f}'}"
+        )
+
+
+def _summary(validity: dict[str, Any]) -> dict[str, Any]:
+    """Validity without the per-sample lists (those go to atoms.json)."""
+    return {k: v for k, v in validity.items() if k not in ("valid", "min_distance")}
+
+
+@main.command("interpolate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option("--from", "from_", required=True, help="Store sample index or material id.")
+@click.option("--to", "to", required=True, help="Store sample index or material id.")
+@click.option("--steps", type=int, default=8, show_default=True, help="Points, ends included.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+@click.option("--device", default="cpu", show_default=True)
+@user_errors
+def interpolate_cmd(
+    checkpoint: Path, data: Path, from_: str, to: str, steps: int, out: Path, device: str
+) -> None:
+    """Decode a straight line in latent space between two samples' encodings.
+
+    Writes interpolation.npz, atoms.json, cif/ and strip.png (central slices per step).
+    """
+    ckpt = _load(checkpoint)
+    from crystalgrid.models.interpolate import interpolate, resolve_sample, write_interpolation
+
+    dataset = _open_store(data)
+    a, b = resolve_sample(dataset, from_), resolve_sample(dataset, to)
+    whole = dataset.all()
+    result = interpolate(ckpt, whole[a], whole[b], steps=steps, device=device)
+    extra = {"checkpoint": str(checkpoint), "data": str(data)}
+    paths = write_interpolation(result, out, ckpt.spec, extra=extra)
+    counts = ", ".join(str(len(x)) for x in result.numbers)
+    click.echo(f"{steps} steps from sample {a} to {b}; atoms per step: {counts}")
+    click.echo(f"written to {out} (strip: {paths['strip']})")
+
+
+@main.command("show")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("index")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="PNG file.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Also show the reconstruction and a parity plot.",
+)
+@click.option("--dpi", type=int, default=100, show_default=True)
+@user_errors
+def show_cmd(store: Path, index: str, out: Path, checkpoint: Path | None, dpi: int) -> None:
+    """Picture of sample INDEX (store index or material id) of STORE as a PNG.
+
+    Target density slices, species and atoms in 3-D; with --checkpoint the reconstruction
+    beside it and a parity plot of predicted vs target voxel density.
+    """
+    from crystalgrid.models.interpolate import resolve_sample
+    from crystalgrid.models.plots import reconstruct_one, show_sample
+
+    dataset = _open_store(store)
+    sample = dataset.all()[resolve_sample(dataset, index)]
+    recon = species = None
+    if checkpoint is not None:
+        ckpt = _load(checkpoint)
+        if ckpt.spec != dataset.spec:
+            raise CrystalgridError("the store's grid spec differs from the checkpoint's")
+        recon, species = reconstruct_one(ckpt, sample["density"])
+    path = show_sample(
+        sample, dataset.spec, out, reconstruction=recon, predicted_species=species, dpi=dpi
+    )
+    click.echo(f"written {path}")
+
+
+@main.command("realism")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--eval-split", default="test", show_default=True)
+@click.option("--steps", type=int, default=2000, show_default=True, help="Training steps.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("-n", "n", type=int, default=256, show_default=True, help="Grids per category.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--scorer",
+    type=click.Path(path_type=Path),
+    help="Score with this trained scorer instead of training one.",
+)
+@click.option(
+    "--generator",
+    "generators",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Also score this checkpoint's random draws and reconstructions (repeatable).",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def realism_cmd(
+    checkpoint: Path,
+    data: Path,
+    out: Path,
+    train_split: str,
+    eval_split: str,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    n: int,
+    seed: int,
+    scorer: Path | None,
+    generators: tuple[Path, ...],
+    device: str,
+    quiet: bool,
+) -> None:
+    """Train (or load) the appendix-G realism scorer on CHECKPOINT, a low-beta autoencoder.
+
+    Writes realism.pt (unless --scorer) and realism.json: mean scores (1 - predicted lambda)
+    of real grids, real decoded, random draws, noise and shuffled grids.
+    """
+    ckpt = _load(checkpoint)
+    from crystalgrid.models.realism import load_scorer, save_scorer, score_report, train_realism
+
+    dataset = _open_store(data)
+    if scorer is not None:
+        trained = load_scorer(scorer, device="cpu" if device == "auto" else device)
+    else:
+        trained = train_realism(
+            ckpt,
+            _split(dataset, train_split),
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            quiet=quiet,
+        )
+        save_scorer(trained, out / "realism.pt")
+    others = {
+        p.stem if p.stem not in ("last", "best") else p.parent.name: _load(p) for p in generators
+    }
+    report = score_report(
+        trained,
+        ckpt,
+        _split(dataset, eval_split),
+        n=n,
+        seed=seed,
+        generators=others,
+        device=device,
+    )
+    report["data"] = {"path": str(data), "eval_split": eval_split}
+    _write_json(out / "realism.json", report)
+    for key in ("real", "real_decoded", "random_draws", "noise", "shuffled"):
+        s = report[key]
+        click.echo(f"{key:>14}: {s['mean']:.3f} ± {s['std']:.3f} (n = {s['n']})")
+    click.echo(f"written to {out}")
+
+
+@main.command("match")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("--limit", type=int, help="Score only the first N samples.")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Write the scores as JSON.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--ceiling/--no-ceiling",
+    default=True,
+    show_default=True,
+    help="Also match the true species grids decoded (what a perfect model would reach).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def match_cmd(
+    checkpoint: Path,
+    data: Path,
+    split: str,
+    limit: int | None,
+    out: Path | None,
+    batch_size: int,
+    device: str,
+    ceiling: bool,
+    quiet: bool,
+) -> None:
+    """CDVAE's StructureMatcher scores of CHECKPOINT's reconstructions of single cells.
+
+    The LATTICE IS GIVEN: decoded atoms are mapped back with each sample's inverse transform
+    into the crystal's true lattice; only the atoms are scored. Prints JSON unless --out.
+    """
+    ckpt = _load(checkpoint)
+    from crystalgrid.models.matching import LATTICE_NOTE, match_checkpoint
+
+    dataset = _open_store(data)
+    view = _split(dataset, split)
+    result = match_checkpoint(
+        ckpt,
+        view,
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        ceiling=ceiling,
+        quiet=quiet,
+    )
+    result["data"] = {"path": str(data), "split": split}
+    if out is None:
+        import json
+
+        click.echo(json.dumps(result, indent=1, allow_nan=False))
+        return
+    _write_json(out, result)
+    rms = result["rms_mean"]
+    click.echo(
+        f"match rate {_pct(result['match_rate'])} of {result['n_samples']} samples, "
+        f"RMS {'n/a' if rms is None else f'{rms:.4f}'}"
+        + (
+            f"; ceiling (true species grids) {_pct(result['ceiling']['match_rate'])}"
+            if "ceiling" in result
+            else ""
+        )
+    )
+    click.echo(f"note: {LATTICE_NOTE}")
+    click.echo(f"written to {out}")

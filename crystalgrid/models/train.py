@@ -586,7 +586,10 @@ def train(
         resume: a checkpoint to continue from.
         quiet: no progress bar.
         spec: the grid geometry; default ``view_train.spec``.
-        metadata: JSON-ready facts stored in the checkpoints (e.g. the data path).
+        metadata: JSON-ready facts stored in the checkpoints (e.g. the data path). A
+            conditional run adds ``condition_calibration`` (largest atomic number -> largest
+            scaled density on the training split, see
+            :func:`crystalgrid.models.generate.condition_calibration`).
 
     Returns:
         The path of the last checkpoint written (``out_dir / "last.pt"``).
@@ -658,6 +661,18 @@ def train(
     model.train()
 
     meta = dict(metadata or {})
+    if config.conditional and "condition_calibration" not in meta:
+        # What largest scaled density (the condition) goes with which largest atomic
+        # number, so a conditional checkpoint can be asked for a Z (models/generate.py).
+        saved = (ckpt or {}).get("metadata") or {}
+        if "condition_calibration" in saved:
+            meta["condition_calibration"] = saved["condition_calibration"]
+        else:
+            from crystalgrid.models.generate import condition_calibration
+
+            meta["condition_calibration"] = condition_calibration(
+                view_train, density_scale=config.density_scale
+            )
     log = _Log(out_dir / "log.jsonl", keep_until_step=step if ckpt is not None else None)
 
     def save(path: Path) -> None:

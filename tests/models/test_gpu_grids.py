@@ -282,9 +282,9 @@ def test_fp32_products_run_with_tf32_off_and_settings_come_back(monkeypatch):
     seen = []
     inner = gpu_grids._accumulate
 
-    def spy(out, fx, plane):
+    def spy(out, fx, plane, *, first):
         seen.append((cuda.fp32_precision, mkldnn.fp32_precision))
-        inner(out, fx, plane)
+        inner(out, fx, plane, first=first)
 
     monkeypatch.setattr(gpu_grids, "_accumulate", spy)
     saved = (cuda.fp32_precision, mkldnn.fp32_precision)

@@ -550,6 +550,12 @@ def realism_cmd(
     show_default=True,
     help="Also match the true species grids decoded (what a perfect model would reach).",
 )
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="Also match random positions with the true species in the true lattice.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def match_cmd(
@@ -561,6 +567,7 @@ def match_cmd(
     batch_size: int,
     device: str,
     ceiling: bool,
+    baseline: bool,
     quiet: bool,
 ) -> None:
     """CDVAE's StructureMatcher scores of CHECKPOINT's reconstructions of single cells.
@@ -580,6 +587,7 @@ def match_cmd(
         batch_size=batch_size,
         device=device,
         ceiling=ceiling,
+        baseline=baseline,
         quiet=quiet,
     )
     result["data"] = {"path": str(data), "split": split}
@@ -596,6 +604,11 @@ def match_cmd(
         + (
             f"; ceiling (true species grids) {_pct(result['ceiling']['match_rate'])}"
             if "ceiling" in result
+            else ""
+        )
+        + (
+            f"; random baseline {_pct(result['random_baseline']['match_rate'])}"
+            if "random_baseline" in result
             else ""
         )
     )

@@ -502,6 +502,8 @@ def realism_cmd(
     from crystalgrid.models.realism import load_scorer, save_scorer, score_report, train_realism
 
     dataset = _open_store(data)
+    if ckpt.spec != dataset.spec:
+        raise CrystalgridError("the store's grid spec differs from the checkpoint's")
     if scorer is not None:
         trained = load_scorer(scorer, device="cpu" if device == "auto" else device)
     else:

@@ -18,7 +18,21 @@ Modules:
 - :mod:`~crystalgrid.models.evaluate`: ``evaluate(checkpoint, view)``,
   :func:`score_species_grids`.
 
-``train`` and ``evaluate`` are functions of the modules of the same name:
+The latent space (docs/latent.md):
+
+- :mod:`~crystalgrid.models.generate`: :func:`random_draws` (:class:`Samples`),
+  :func:`spacing_distribution`, :func:`structural_validity`, :func:`condition_calibration`,
+  :func:`condition_for_z`, :func:`conditional_check`, :func:`write_samples`.
+- :mod:`~crystalgrid.models.interpolate`: ``interpolate(checkpoint, a, b, steps=)``
+  (:class:`Interpolation`), :func:`resolve_sample`, :func:`write_interpolation`.
+- :mod:`~crystalgrid.models.realism`: :func:`train_realism` (:class:`RealismScorer`),
+  :func:`score_report`, :func:`save_scorer`, :func:`load_scorer`.
+- :mod:`~crystalgrid.models.matching`: :class:`MatchScorer`, :func:`match_checkpoint`,
+  :func:`to_crystal_frame`.
+- :mod:`~crystalgrid.models.plots`: :func:`show_sample`, :func:`interpolation_strip`,
+  :func:`spacing_plot`.
+
+``train``, ``evaluate`` and ``interpolate`` are functions of the modules of the same name:
 ``from crystalgrid.models.train import train``.
 """
 
@@ -44,6 +58,32 @@ _EXPORTS = {
     "Scorer": "metrics",
     "to_markdown": "metrics",
     "score_species_grids": "evaluate",
+    "Samples": "generate",
+    "random_draws": "generate",
+    "decode_latents": "generate",
+    "nearest_neighbour_distances": "generate",
+    "spacing_distribution": "generate",
+    "structural_validity": "generate",
+    "condition_calibration": "generate",
+    "condition_for_z": "generate",
+    "conditional_check": "generate",
+    "write_samples": "generate",
+    "Interpolation": "interpolate",
+    "resolve_sample": "interpolate",
+    "write_interpolation": "interpolate",
+    "LambdaNet": "realism",
+    "RealismScorer": "realism",
+    "train_realism": "realism",
+    "score_report": "realism",
+    "save_scorer": "realism",
+    "load_scorer": "realism",
+    "MatchScorer": "matching",
+    "match_checkpoint": "matching",
+    "to_crystal_frame": "matching",
+    "cdvae_matcher": "matching",
+    "show_sample": "plots",
+    "interpolation_strip": "plots",
+    "spacing_plot": "plots",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -55,6 +55,8 @@ __all__ = [
 #: CDVAE's StructureMatcher settings.
 CDVAE_MATCHER: dict[str, float] = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 
+_SIZE_BINS = ((1, 4), (5, 8), (9, 16), (17, 10**9))
+
 #: Said in every result and by the CLI: what this score does and does not measure.
 LATTICE_NOTE = (
     "the lattice is given, not predicted: decoded atoms are mapped back with the sample's "
@@ -128,6 +130,7 @@ class MatchScorer:
         self._rms_complete: list[float] = []
         self.n_samples = self.n_valid = self.n_matched = 0
         self.n_complete = self.n_complete_matched = 0
+        self._sizes: list[tuple[int, bool]] = []  # (true sites, matched) per sample
 
     def add(
         self,
@@ -168,6 +171,7 @@ class MatchScorer:
             "n_pred": 0 if pred is None else len(pred),
             "n_true": len(true_structure),
         }
+        self._sizes.append((len(true_structure), False))
         if pred is None or not periodic_validity(pred):
             return record
         record["valid"] = True
@@ -175,6 +179,7 @@ class MatchScorer:
         rms = self.matcher.get_rms_dist(pred, true_structure)
         if rms is not None:
             record["matched"], record["rms"] = True, float(rms[0])
+            self._sizes[-1] = (len(true_structure), True)
             self.n_matched += 1
             self._rms.append(float(rms[0]))
             if complete:
@@ -182,8 +187,21 @@ class MatchScorer:
                 self._rms_complete.append(float(rms[0]))
         return record
 
+    def _by_size(self) -> dict[str, dict[str, Any]]:
+        """Match rate by the true cell's number of sites (1-4, 5-8, 9-16, 17+)."""
+        out: dict[str, dict[str, Any]] = {}
+        for lo, hi in _SIZE_BINS:
+            picked = [m for n, m in self._sizes if lo <= n <= hi]
+            key = f"{lo}-{hi}" if hi < 10**9 else f"{lo}+"
+            out[key] = {
+                "n_samples": len(picked),
+                "match_rate": sum(picked) / len(picked) if picked else None,
+            }
+        return out
+
     def result(self) -> dict[str, Any]:
-        """The aggregate: ``match_rate``, ``rms_mean`` and the same over complete cells."""
+        """The aggregate: ``match_rate``, ``rms_mean``, the same over complete cells, and the
+        match rate by the true cell's number of sites (``by_cell_size``)."""
 
         def frac(a: int, b: int) -> float | None:
             return a / b if b else None
@@ -201,6 +219,7 @@ class MatchScorer:
                 "match_rate": frac(self.n_complete_matched, self.n_complete),
                 "rms_mean": float(np.mean(self._rms_complete)) if self._rms_complete else None,
             },
+            "by_cell_size": self._by_size(),
             "matcher": {
                 **CDVAE_MATCHER,
                 "primitive_cell": self.matcher._primitive_cell,

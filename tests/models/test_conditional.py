@@ -165,3 +165,16 @@ def test_train_verb_flag(tmp_path):
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt.config.conditional
     assert ckpt.metadata["condition_calibration"]["samples"] > 100
+
+
+def test_reference_conditional_config():
+    from pathlib import Path
+
+    from crystalgrid.models.config import TrainConfig
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    config = TrainConfig.from_file(models / "vae-unet-conditional.json")
+    paper = TrainConfig.from_file(models / "vae-unet-single.json")
+    assert config.conditional and (models / "vae-unet-conditional.md").is_file()
+    # the paper's single-cell configuration with the flag on, nothing else changed
+    assert config.with_overrides(conditional=False, notes=paper.notes) == paper

@@ -206,3 +206,21 @@ def test_sample_user_errors_are_one_line(checkpoint, tmp_path):
     _one_line_error(CliRunner().invoke(main, args), "dataset store not found")
     args = ["sample", str(checkpoint), "--out", str(tmp_path / "o"), "--condition", "26"]
     _one_line_error(CliRunner().invoke(main, args), "not conditional")
+
+
+def test_package_exports_resolve():
+    import crystalgrid.models as models
+
+    for name in (
+        "random_draws",
+        "spacing_distribution",
+        "structural_validity",
+        "MatchScorer",
+        "train_realism",
+        "show_sample",
+        "resolve_sample",
+        "conditional_check",
+    ):
+        assert name in models.__all__
+    for name in models.__all__:
+        assert getattr(models, name) is not None

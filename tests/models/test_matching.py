@@ -74,6 +74,9 @@ def test_a_perfect_reconstruction_matches(samples):
     assert result["complete_cells"]["match_rate"] == 1.0
     assert result["complete_cells"]["n_samples"] >= 30
     assert result["rms_mean"] < 1e-5 and result["valid_rate"] == 1.0
+    sizes = result["by_cell_size"]
+    assert list(sizes) == ["1-4", "5-8", "9-16", "17+"]
+    assert sum(b["n_samples"] for b in sizes.values()) == len(samples)
     # cells that stick out of the box lose atoms: they cannot match
     assert result["match_rate"] == result["n_matched"] / result["n_samples"] < 1.0
     assert result["matcher"] == {

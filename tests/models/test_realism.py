@@ -161,3 +161,14 @@ def test_realism_verb(autoencoder, tmp_path):
     assert result.exit_code == 0, result.output
     assert not (again / "realism.pt").exists()
     assert json.loads((again / "realism.json").read_text())["real"] == report["real"]
+
+
+def test_reference_autoencoder_config():
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    config = TrainConfig.from_file(models / "realism-ae.json")
+    paper = TrainConfig.from_file(models / "vae-unet-single.json")
+    assert (models / "realism-ae.md").is_file()
+    assert config.beta < paper.beta and not config.conditional
+    assert config.latent_dim == paper.latent_dim == 300

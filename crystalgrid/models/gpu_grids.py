@@ -212,8 +212,10 @@ def density_grids(
     the placement's business, as on the CPU).
 
     Work per sample is ``bins^3`` multiply-adds per atom, in batched fp32 matrix products with
-    TF32 off. Samples are sorted by atom count, so a block of atoms is contracted only for
-    the samples that still have atoms there (padding costs little even in mixed batches).
+    TF32 off, one per block of ``chunk`` atoms and group of samples (no loop over samples).
+    When it saves more than 10% of the work, samples are sorted by atom count so that a block
+    of atoms is contracted only for the samples that still have atoms there (padding then
+    costs little even in mixed batches).
 
     Args:
         positions: (B, N, 3) box Å, float32 or float64 (float64 gives the CPU builder's
@@ -572,17 +574,21 @@ def place_batch(
         per_axis = torch.ones(batch, 3, dtype=torch.int64, device=device)
     images = per_axis.prod(1)  # (B,)
 
-    # Ragged images: (sample, image index) for every image of every sample.
+    # Ragged images: (sample, image index) for every image of every sample. Gathers are
+    # index_select on flat tensors (much faster than multi-tensor indexing on a CPU).
     n_images = int(images.sum())
     image_sample = torch.repeat_interleave(torch.arange(batch, device=device), images)
     image_start = torch.cumsum(images, 0) - images
-    k = torch.arange(n_images, device=device) - image_start[image_sample]
-    ny, nz = per_axis[image_sample, 1], per_axis[image_sample, 2]
-    shift = first[image_sample] + torch.stack((k // (ny * nz), (k // nz) % ny, k % nz), -1)
+    k = torch.arange(n_images, device=device) - image_start.index_select(0, image_sample)
+    per_image = per_axis.index_select(0, image_sample)
+    ny, nz = per_image[:, 1], per_image[:, 2]
+    shift = first.index_select(0, image_sample) + torch.stack(
+        (k // (ny * nz), (k // nz) % ny, k % nz), -1
+    )
     if representation == "repeated":
-        cart = torch.bmm(shift.to(f64)[:, None, :], lattice[image_sample])
-        origin = torch.bmm(cart, rotation[image_sample].transpose(1, 2))[:, 0]
-        origin = origin + translation[image_sample]
+        cart = torch.bmm(shift.to(f64)[:, None, :], lattice.index_select(0, image_sample))
+        turn = rotation.index_select(0, image_sample).transpose(1, 2)
+        origin = torch.bmm(cart, turn)[:, 0] + translation.index_select(0, image_sample)
     else:
         origin = translation  # one image per sample, shift 0: T @ 0 = t, as the CPU
 
@@ -590,25 +596,24 @@ def place_batch(
     per_sample = images * sites
     n_candidates = int(per_sample.sum())
     sample = torch.repeat_interleave(torch.arange(batch, device=device), per_sample)
-    local = (
-        torch.arange(n_candidates, device=device)
-        - (torch.cumsum(per_sample, 0) - per_sample)[sample]
-    )
-    site = local % sites[sample].clamp_min(1)
-    image = image_start[sample] + local // sites[sample].clamp_min(1)
-    positions = origin[image] + atom_offset[sample, site]
+    local = torch.arange(n_candidates, device=device) - (
+        torch.cumsum(per_sample, 0) - per_sample
+    ).index_select(0, sample)
+    n_sites = sites.clamp_min(1).index_select(0, sample)
+    image = image_start.index_select(0, sample) + local // n_sites
+    site = sample * frac.shape[1] + local % n_sites  # flat (sample, site) index
+    positions = origin.index_select(0, image) + atom_offset.reshape(-1, 3).index_select(0, site)
     # The CPU compares the distance (a square root) with the cutoff; the same test exactly.
     keep = torch.sqrt(_gap2(positions, spec)) <= spec.cutoff
+    n_outside = torch.zeros(batch, dtype=torch.int64, device=device)
     if representation == "single":  # the cell's atoms outside the box, near or not
         outside = ~((positions >= 0.0) & (positions < spec.side)).all(-1)
-        n_outside = torch.zeros(batch, dtype=torch.int64, device=device)
         n_outside.index_add_(0, sample, outside.to(torch.int64))
-    else:
-        n_outside = torch.zeros(batch, dtype=torch.int64, device=device)
-    sample, site, positions = sample[keep], site[keep], positions[keep]
+    kept = keep.nonzero()[:, 0]
+    sample, site, positions = (t.index_select(0, kept) for t in (sample, site, positions))
     inside = ((positions >= 0.0) & (positions < spec.side)).all(-1)
     out_mask, (out_positions, out_numbers, out_inside) = _to_padded(
-        sample, batch, positions, numbers[sample, site], inside
+        sample, batch, positions, numbers.reshape(-1).index_select(0, site), inside
     )
     return BatchPlacement(out_positions, out_numbers, out_mask, out_inside, n_outside)
 

@@ -615,9 +615,28 @@ def _n_workers(client: Any) -> int:
     return max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
 
 
+#: Messages per connection that dask.distributed keeps for debugging (its
+#: ``distributed.admin.low-level-log-length``, 1000 by default). Scan tasks carry their
+#: records, so at the default the client and a local scheduler would keep up to 1,000 task
+#: messages per worker: most of a large source, in memory for the whole build.
+LOG_LENGTH = 16
+
+
 @contextlib.contextmanager
 def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
     """A dask.distributed client: the given scheduler, or a local cluster of ``workers``."""
+    import dask
+    import distributed  # noqa: F401 - loads its config defaults, before dask.config.set
+
+    with (
+        dask.config.set({"distributed.admin.low-level-log-length": LOG_LENGTH}),
+        _connect(workers, scheduler) as client,
+    ):
+        yield client
+
+
+@contextlib.contextmanager
+def _connect(workers: int, scheduler: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler:

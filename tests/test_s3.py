@@ -9,6 +9,7 @@ crystalgrid's code or in these calls names them.
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import logging
 
@@ -182,9 +183,28 @@ def test_info_and_verify_by_url(s3_build):
         assert result.output == f"crystalgrid: error: no dataset at {missing}\n"
 
 
-def test_verify_reports_a_deleted_object(s3, json_file, tmp_path):
+def test_resume_on_s3_then_verify_reports_a_deleted_object(s3, json_file, local_build, monkeypatch):
+    build_module = importlib.import_module("crystalgrid.build")  # the module, not the function
     url = f"s3://{BUCKET}/damaged/repeated.zarr"
-    build(json_file, url, config=CONFIG, quiet=True)
+    real = build_module._grid_block
+
+    def dies_in_block_1(location, storage_options, block, config_dict):
+        if block == 1:
+            raise MemoryError("simulated worker death")
+        return real(location, storage_options, block, config_dict)
+
+    # One in-process worker (workers=1), so the patched function is the one that runs.
+    monkeypatch.setattr(build_module, "_grid_block", dies_in_block_1)
+    with pytest.raises(MemoryError):
+        build(json_file, url, config=CONFIG, quiet=True)
+    assert zarr.open_group(url, mode="r").attrs["crystalgrid"]["state"] == "gridding"
+    monkeypatch.setattr(build_module, "_grid_block", real)
+    resumed = build(json_file, url, config=CONFIG, quiet=True)
+    assert resumed.resumed and resumed.blocks_computed == 1 and resumed.blocks_total == 2
+    _assert_identical(
+        _arrays(zarr.open_group(url, mode="r")),
+        _arrays(zarr.open_group(str(local_build), mode="r")),
+    )
     assert verify(url).ok
     s3.rm(f"{BUCKET}/damaged/repeated.zarr/species/c/1/0/0/0")
     report = verify(url)

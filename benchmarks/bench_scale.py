@@ -22,7 +22,8 @@ worker process's peak RSS (N > 1), and the bytes written. The build runs at two 
 (``--small`` and ``--crystals``) to show that a worker's peak memory does not grow with the
 collection, and how much the driver's does (it holds the table of kept structures).
 
-Run (the full benchmark; ~45 min on 2 cores, ~26 GB of scratch disk at a time)::
+Run (the full benchmark: ~45 min on 2 cores, ~25 GB of scratch disk at a time, in the temp
+directory or ``--workdir``)::
 
     python benchmarks/bench_scale.py --crystals 50000 --small 5000 --workers 1,2,4
 

@@ -55,7 +55,7 @@ from crystalgrid.store import (
     write_checksums,
 )
 
-__all__ = ["BuildConfig", "BuildReport", "build", "default_out"]
+__all__ = ["BuildConfig", "BuildReport", "build", "build_representations", "default_out"]
 
 log = logging.getLogger(__name__)
 
@@ -691,8 +691,8 @@ def build(
     """Build (or resume) the dataset of one representation.
 
     Args:
-        source: a :class:`~crystalgrid.sources.Source`, a path (collection, CIF folder, CSV,
-            JSON), or None for the embedded demo collection.
+        source: a :class:`~crystalgrid.sources.Source`, a path or URL (collection, CIF
+            folder, CSV, JSON), or None for the embedded demo collection.
         out: store path or URL; ``./crystalgrid-data/<repr>.zarr`` by default.
         config: what to build (representation, samples, seed, ...).
         workers: local worker processes (ignored with ``scheduler``).
@@ -705,72 +705,143 @@ def build(
         CrystalgridError: missing source, no usable structure, or an existing store from a
             different configuration (without ``overwrite``).
     """
+    config = config or BuildConfig()
+    return build_representations(
+        source,
+        {config.representation: out},
+        config=config,
+        workers=workers,
+        scheduler=scheduler,
+        storage_options=storage_options,
+        overwrite=overwrite,
+        quiet=quiet,
+    )[0]
+
+
+def build_representations(
+    source: Source | str | os.PathLike[str] | None,
+    outs: dict[str, str | os.PathLike[str] | None],
+    *,
+    config: BuildConfig | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> list[BuildReport]:
+    """Build several representations of one source (``{"single": out, "repeated": out}``).
+
+    One Dask cluster serves them all and the source is parsed and filtered once: the stores
+    share their crystals and splits. ``config.representation`` is replaced per store; the
+    other arguments are those of :func:`build`.
+    """
     started = time.perf_counter()
     config = config or BuildConfig()
-    source = source if hasattr(source, "records") else open_source(source)  # type: ignore[arg-type]
-    location = os.fspath(out) if out is not None else default_out(config.representation)
-    fingerprint = _fingerprint(config, source.fingerprint())
+    if not hasattr(source, "records"):
+        source = open_source(source)  # type: ignore[arg-type]
+    source_fingerprint = source.fingerprint()  # type: ignore[union-attr]
+    plans = []
+    for representation, out in outs.items():
+        cfg = replace(config, representation=representation)  # type: ignore[arg-type]
+        location = os.fspath(out) if out is not None else default_out(representation)
+        fingerprint = _fingerprint(cfg, source_fingerprint)
+        group, meta = _existing(location, storage_options, fingerprint, overwrite)
+        plans.append((cfg, location, fingerprint, group, meta))
 
-    group, meta = _existing(location, storage_options, fingerprint, overwrite)
-    resumed = meta is not None
-    todo: list[int] = []
-    if meta is not None and meta.get("state") == "complete":
-        return _report(location, meta, todo, resumed, started)
+    reports: list[BuildReport] = []
+    if all(meta is not None and meta.get("state") == "complete" for *_, meta in plans):
+        return [_report(loc, meta, [], True, started) for _, loc, _, _, meta in plans]
+    scan: ScanResult | None = None
     with _client(workers, scheduler) as client:
-        if meta is None:
-            with _progress(None, f"scan {config.representation}", quiet) as bar:  # type: ignore[arg-type]
-                scan = _scan(source, config, client, bar)
-            if not scan.material_ids:
-                reasons = Counter(r[1] for r in scan.rejects)
-                detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "it is empty"
-                raise CrystalgridError(f"no usable structure in {source.name}: {detail}")
-            if not is_url(location):
-                os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
-            group = open_group(location, mode="w", storage_options=storage_options)
-            base = {
-                "format": FORMAT,
-                "state": "creating",
-                "crystalgrid_version": __version__,
-                "created": _now(),
-                "fingerprint": fingerprint,
-                "representation": config.representation,
-                "grid": config.spec.to_dict(),
-                "seed": config.seed,
-                "samples_per_crystal": config.samples_per_crystal,
-                "rotate": config.rotate,
-                "split_fractions": list(config.split_fractions),
-                "config": config.to_dict(),
-                "source": source.provenance(),
-                "source_fingerprint": source.fingerprint(),
-                "licence": source.provenance().get("licence"),
-                "citation": source.provenance().get("citation"),
-            }
-            group.attrs[ATTR] = base
-            meta = _create_store(group, scan, config, base)
+        for cfg, location, fingerprint, group, meta in plans:
+            started_one = time.perf_counter()
+            resumed = meta is not None
+            if meta is not None and meta.get("state") == "complete":
+                reports.append(_report(location, meta, [], resumed, started_one))
+                continue
+            if meta is None:
+                if scan is None:
+                    scan = _scan_source(source, cfg, client, quiet)  # type: ignore[arg-type]
+                group = open_group_for_writing(location, storage_options)
+                base = _base_meta(source, cfg, fingerprint, source_fingerprint)  # type: ignore[arg-type]
+                group.attrs[ATTR] = base
+                meta = _create_store(group, scan, cfg, base)
+            todo = _grid_blocks(group, meta, cfg, location, storage_options, client, quiet)
+            with zarr.config.set({"array.write_empty_chunks": True}):
+                _finalize(group, meta)
+            reports.append(_report(location, dict(group.attrs[ATTR]), todo, resumed, started_one))
+    return reports
 
-        done = group["_build/done"][:]
-        todo = [b for b in range(meta["n_blocks"]) if not done[b]]
-        total = meta["n_crystals"]
-        with _progress(total, f"grid {config.representation}", quiet) as bar:
-            bar.update(total - sum(_block_size(meta, b) for b in todo))
-            if todo:
-                from distributed import as_completed
 
-                # Workers may run elsewhere, in another working directory: give them an
-                # absolute path (they must see the same file system, or use a URL).
-                target = location if is_url(location) else os.path.abspath(location)
-                futures = [
-                    client.submit(
-                        _grid_block, target, storage_options, b, config.to_dict(), pure=False
-                    )
-                    for b in todo
-                ]
-                for future in as_completed(futures):
-                    bar.update(future.result())
-        with zarr.config.set({"array.write_empty_chunks": True}):
-            _finalize(group, meta)
-        meta = dict(group.attrs[ATTR])
-    return _report(location, meta, todo, resumed, started)
+def _scan_source(source: Source, config: BuildConfig, client: Any, quiet: bool) -> ScanResult:
+    with _progress(None, "scan", quiet) as bar:  # type: ignore[arg-type]
+        scan = _scan(source, config, client, bar)
+    if not scan.material_ids:
+        reasons = Counter(r[1] for r in scan.rejects)
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "it is empty"
+        raise CrystalgridError(f"no usable structure in {source.name}: {detail}")
+    return scan
+
+
+def open_group_for_writing(location: str, storage_options: dict[str, Any] | None) -> zarr.Group:
+    """A new, empty group at ``location`` (its parent folder created for local paths)."""
+    if not is_url(location):
+        os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
+    return open_group(location, mode="w", storage_options=storage_options)
+
+
+def _base_meta(
+    source: Source, config: BuildConfig, fingerprint: str, source_fingerprint: str
+) -> dict[str, Any]:
+    provenance = source.provenance()
+    return {
+        "format": FORMAT,
+        "state": "creating",
+        "crystalgrid_version": __version__,
+        "created": _now(),
+        "fingerprint": fingerprint,
+        "representation": config.representation,
+        "grid": config.spec.to_dict(),
+        "seed": config.seed,
+        "samples_per_crystal": config.samples_per_crystal,
+        "rotate": config.rotate,
+        "split_fractions": list(config.split_fractions),
+        "config": config.to_dict(),
+        "source": provenance,
+        "source_fingerprint": source_fingerprint,
+        "licence": provenance.get("licence"),
+        "citation": provenance.get("citation"),
+    }
+
+
+def _grid_blocks(
+    group: zarr.Group,
+    meta: dict[str, Any],
+    config: BuildConfig,
+    location: str,
+    storage_options: dict[str, Any] | None,
+    client: Any,
+    quiet: bool,
+) -> list[int]:
+    """Submit every block not marked done; return the blocks computed."""
+    done = group["_build/done"][:]
+    todo = [b for b in range(meta["n_blocks"]) if not done[b]]
+    total = meta["n_crystals"]
+    with _progress(total, f"grid {config.representation}", quiet) as bar:
+        bar.update(total - sum(_block_size(meta, b) for b in todo))
+        if todo:
+            from distributed import as_completed
+
+            # Workers may run elsewhere, in another working directory: give them an
+            # absolute path (they must see the same file system, or use a URL).
+            target = location if is_url(location) else os.path.abspath(location)
+            futures = [
+                client.submit(_grid_block, target, storage_options, b, config.to_dict(), pure=False)
+                for b in todo
+            ]
+            for future in as_completed(futures):
+                bar.update(future.result())
+    return todo
 
 
 def _report(
@@ -825,8 +896,3 @@ def _existing(
     if meta.get("state") == "creating":
         return None, None  # interrupted while writing the crystal table: cheap to redo
     return group, meta
-
-
-def with_representation(config: BuildConfig, representation: str) -> BuildConfig:
-    """The same configuration for another representation."""
-    return replace(config, representation=representation)  # type: ignore[arg-type]

@@ -324,6 +324,15 @@ def test_cli_build_both_and_info(tmp_path, json_source):
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "d" / "single.zarr").is_dir() and (tmp_path / "d" / "repeated.zarr").is_dir()
+    # One scan serves both: the same crystals, in the same order and splits.
+    single, repeated = (
+        zarr.open_group(str(tmp_path / "d" / f"{r}.zarr")) for r in ("single", "repeated")
+    )
+    assert (
+        single["crystals/material_id"][:].tolist() == repeated["crystals/material_id"][:].tolist()
+    )
+    assert single.attrs["crystalgrid"]["splits"] == repeated.attrs["crystalgrid"]["splits"]
+    assert result.output.count("samples of 30 crystals") == 2
     info = runner.invoke(main, ["info", str(tmp_path / "d" / "single.zarr")])
     assert "max_side" in info.output and "train" in info.output and "single" in info.output
     as_json = json.loads(

@@ -150,8 +150,7 @@ def build(
     quiet,
 ) -> None:
     """Build the voxel-grid dataset (resumes an interrupted build with the same command)."""
-    from crystalgrid.build import BuildConfig, default_out
-    from crystalgrid.build import build as run_build
+    from crystalgrid.build import BuildConfig, build_representations, default_out
     from crystalgrid.filters import FilterConfig
     from crystalgrid.sources import open_source
 
@@ -162,34 +161,33 @@ def build(
             "the demo set's licence and citation are fixed; drop --licence/--citation"
         )
     structures = open_source(source, **stated)
-    for rep in reprs:
-        config = BuildConfig(
-            representation=rep,
-            samples_per_crystal=samples,
-            seed=seed,
-            rotate=rotate,
-            split_fractions=_fractions(split),
-            chunk_samples=chunk_samples,
-            block_samples=block_samples,
-            dtype=dtype,
-            codec=codec,
-            filters=FilterConfig(max_side=max_side, min_distance=min_distance),
-        )
-        if out is None:
-            location = default_out(rep)
-        elif representation == "both":
-            location = f"{out.rstrip('/')}/{rep}.zarr"
-        else:
-            location = out
-        report = run_build(
-            structures,
-            location,
-            config=config,
-            workers=workers,
-            scheduler=scheduler,
-            overwrite=overwrite,
-            quiet=quiet,
-        )
+    config = BuildConfig(
+        samples_per_crystal=samples,
+        seed=seed,
+        rotate=rotate,
+        split_fractions=_fractions(split),
+        chunk_samples=chunk_samples,
+        block_samples=block_samples,
+        dtype=dtype,
+        codec=codec,
+        filters=FilterConfig(max_side=max_side, min_distance=min_distance),
+    )
+    if out is None:
+        outs = {rep: default_out(rep) for rep in reprs}
+    elif representation == "both":
+        outs = {rep: f"{out.rstrip('/')}/{rep}.zarr" for rep in reprs}
+    else:
+        outs = {representation: out}
+    reports = build_representations(
+        structures,
+        outs,
+        config=config,
+        workers=workers,
+        scheduler=scheduler,
+        overwrite=overwrite,
+        quiet=quiet,
+    )
+    for report in reports:
         click.echo(report.summary())
 
 

@@ -186,23 +186,22 @@ def measure(collection: Path, workers: int, reprs: list[str], samples: int, out:
     peaks alone: the driver's (``RUSAGE_SELF``) and the largest worker process's
     (``RUSAGE_CHILDREN``: the workers have exited and been reaped when the build returns).
     """
-    from crystalgrid.build import BuildConfig, build
+    from crystalgrid.build import BuildConfig, build_representations
     from crystalgrid.collection import open_collection
 
     start_mib = _peak_rss(resource.RUSAGE_SELF) / MIB
     start = time.perf_counter()
     source = open_collection(collection)
     n_in = len(source)
-    kept = samples_written = 0
-    for rep in reprs:
-        report = build(
-            source,
-            out / f"{rep}.zarr",
-            config=BuildConfig(representation=rep, samples_per_crystal=samples),
-            workers=workers,
-            quiet=True,
-        )
-        kept, samples_written = report.n_crystals, samples_written + report.n_samples
+    reports = build_representations(
+        source,
+        {rep: out / f"{rep}.zarr" for rep in reprs},
+        config=BuildConfig(samples_per_crystal=samples),
+        workers=workers,
+        quiet=True,
+    )
+    kept = reports[0].n_crystals
+    samples_written = sum(r.n_samples for r in reports)
     seconds = time.perf_counter() - start
     written = _size(out)
     shutil.rmtree(out)

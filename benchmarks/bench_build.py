@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--naive", type=int, default=20, help="crystals for the naive pipeline")
     args = parser.parse_args()
 
-    from crystalgrid.build import BuildConfig, build
+    from crystalgrid.build import BuildConfig, build_representations
     from crystalgrid.sources import JsonSource, parse_record
     from crystalgrid.spec import GridSpec
 
@@ -82,16 +82,14 @@ def main() -> None:
     for workers in [int(w) for w in args.workers.split(",")]:
         out = tmp / f"w{workers}"
         start = time.perf_counter()
-        kept = samples = 0
-        for rep in ("single", "repeated"):
-            report = build(
-                source,
-                out / f"{rep}.zarr",
-                workers=workers,
-                quiet=True,
-                config=BuildConfig(representation=rep, samples_per_crystal=3),
-            )
-            kept, samples = report.n_crystals, samples + report.n_samples
+        reports = build_representations(
+            source,
+            {rep: out / f"{rep}.zarr" for rep in ("single", "repeated")},
+            config=BuildConfig(samples_per_crystal=3),
+            workers=workers,
+            quiet=True,
+        )
+        kept, samples = reports[0].n_crystals, sum(r.n_samples for r in reports)
         seconds = time.perf_counter() - start
         rate = kept / seconds
         projected = PAPER_CRYSTALS * 0.92 / rate / 60  # ~92% of MP cells pass the 10 Å filter

@@ -656,7 +656,7 @@ def _connect(workers: int, scheduler: str | None) -> Iterator[Any]:
             n_workers=workers,
             threads_per_worker=1,
             processes=workers > 1,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never clashes with a running cluster
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,

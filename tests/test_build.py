@@ -246,6 +246,8 @@ def test_verify_catches_missing_and_corrupted_chunks(json_source, tmp_path):
     assert "corrupted chunk density/c/0/0/0/0" in bad.output
 
 
+# Writing test CIFs of noble-gas structures makes pymatgen warn about their electronegativity.
+@pytest.mark.filterwarnings("ignore:No Pauling electronegativity:UserWarning")
 def test_sources_of_every_format_build(tmp_path, demo_records, shared_data):
     cif_dir = tmp_path / "cifs"
     cif_dir.mkdir()

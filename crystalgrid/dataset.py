@@ -24,7 +24,7 @@ import zarr
 
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.spec import GridSpec
-from crystalgrid.store import SPLITS, open_group, read_meta
+from crystalgrid.store import SPLITS, open_store
 
 __all__ = ["FIELDS", "Dataset", "DatasetView", "open_dataset"]
 
@@ -57,11 +57,7 @@ def open_dataset(
     Raises:
         CrystalgridError: no dataset there, or a build that has not completed.
     """
-    try:
-        group = open_group(location, mode="r", storage_options=storage_options)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-        raise CrystalgridError(f"no dataset at {location}") from exc
-    meta = read_meta(group)
+    group, meta = open_store(location, storage_options=storage_options)
     if meta.get("state") != "complete":
         raise CrystalgridError(
             f"{location} is an unfinished build (state: {meta.get('state')}); "
@@ -313,9 +309,7 @@ def _slice(batch: dict[str, Any], a: int, b: int) -> dict[str, Any]:
     return {k: v[a:b] for k, v in batch.items()}
 
 
-def _cut(
-    pending: list[dict[str, Any]], size: int
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _cut(pending: list[dict[str, Any]], size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first ``size`` rows of the pieces, and the pieces left."""
     taken, rest, need = [], list(pending), size
     while need:

@@ -101,6 +101,21 @@ def open_group(
     return zarr.open_group(os.fspath(location), mode=mode)
 
 
+def open_store(
+    location: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+) -> tuple[zarr.Group, dict[str, Any]]:
+    """Open a crystalgrid store read-only: its group and its ``crystalgrid`` attribute.
+
+    Raises:
+        CrystalgridError: nothing at ``location``, or a group that is not a crystalgrid store.
+    """
+    try:
+        group = open_group(location, mode="r", storage_options=storage_options)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        raise CrystalgridError(f"no dataset at {location}") from exc
+    return group, read_meta(group)
+
+
 def read_meta(group: zarr.Group) -> dict[str, Any]:
     """The ``crystalgrid`` attribute of a store.
 
@@ -198,11 +213,7 @@ def verify(
     reported as corrupted.
     """
     report = VerifyReport(location=str(location))
-    try:
-        group = open_group(location, mode="r", storage_options=storage_options)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-        raise CrystalgridError(f"no dataset at {location}") from exc
-    meta = read_meta(group)
+    group, meta = open_store(location, storage_options=storage_options)
     if meta.get("state") != "complete":
         report.problems.append(f"the build is not complete (state: {meta.get('state')})")
         return report

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
 
@@ -197,17 +196,9 @@ def build(
 @user_errors
 def info(path: str, as_json: bool) -> None:
     """Counts, splits, rejects by reason and attributes of a dataset."""
-    import zarr
+    from crystalgrid.store import open_store
 
-    from crystalgrid.store import open_group, read_meta
-
-    if not ("://" in path or os.path.exists(path)):
-        raise CrystalgridError(f"no dataset at {path}")
-    try:
-        group = open_group(path, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:  # a URL with nothing
-        raise CrystalgridError(f"no dataset at {path}") from exc
-    meta = read_meta(group)
+    _, meta = open_store(path)
     if as_json:
         click.echo(json.dumps(meta, indent=2, sort_keys=True))
         return
@@ -250,8 +241,6 @@ def verify(path: str, quiet: bool) -> None:
     """Check every chunk is present and matches its build-time checksum (exit 1 if not)."""
     from crystalgrid.store import verify as run_verify
 
-    if not ("://" in path or os.path.exists(path)):
-        raise CrystalgridError(f"no dataset at {path}")
     report = run_verify(path)
     if report.ok:
         if not quiet:

@@ -13,7 +13,9 @@ they are the choice closest to "same" that lands exactly on the grid size
 
 Conditional mode (appendix G.1): with ``conditional=True`` the bottleneck's input (the
 flattened encoder features) and its output (the latent vector fed to the decoder) are
-multiplied by a per-sample scalar ``c`` (the trainer passes the sample's largest density).
+multiplied by a per-sample scalar ``c`` (the trainer passes the sample's largest density), and
+the log-variance is clamped to ``[LOGVAR_MIN, LOGVAR_MAX]`` = [-30, 2] (without it, training
+diverged; see :meth:`VAE.encode`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ __all__ = ["VAE", "decoder_paddings", "kl_divergence"]
 _ENC_KERNELS = (5, 3, 3, 3)
 _ENC_STRIDES = (2, 1, 1, 2)
 _DEC_KERNELS = (5, 5, 4, 4)
+
+#: Bounds of the conditional VAE's log-variance (see :meth:`VAE.encode`).
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 2.0
 
 
 def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -182,7 +187,8 @@ class VAE(nn.Module):
             c: ``(B,)`` condition (conditional mode only).
 
         Returns:
-            ``(mu, logvar)``, each ``(B, latent_dim)``.
+            ``(mu, logvar)``, each ``(B, latent_dim)``; in conditional mode ``logvar`` is
+            clamped to ``[LOGVAR_MIN, LOGVAR_MAX]``.
         """
         self._check(x)
         h = self.encoder(x).flatten(1)
@@ -192,8 +198,17 @@ class VAE(nn.Module):
             # 65,536, which is the paper's 128 x 8^3 features: keep this layer in fp32 on CPU.
             with torch.autocast("cpu", enabled=False):
                 h = h.float()
-                return self.fc_mu(h), self.fc_logvar(h)
-        return self.fc_mu(h), self.fc_logvar(h)
+                mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+        else:
+            mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+        if self.conditional:
+            # The condition scales the features (by up to ~6 for the heaviest elements), so
+            # one optimiser step can move the log-variance by tens: exp(logvar) then
+            # overflows the KL term and the draw (seen on the tiny CPU config at lr 1e-3: KL
+            # 1e10 in the first steps, a blow-up at step 400). A posterior wider than the
+            # prior (logvar > LOGVAR_MAX) is never useful; below LOGVAR_MIN the draw is exact.
+            logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+        return mu, logvar
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -178,3 +178,20 @@ def test_reference_conditional_config():
     assert config.conditional and (models / "vae-unet-conditional.md").is_file()
     # the paper's single-cell configuration with the flag on, nothing else changed
     assert config.with_overrides(conditional=False, notes=paper.notes) == paper
+
+
+def test_conditional_logvar_is_bounded():
+    """A large condition cannot blow up exp(logvar): the conditional VAE clamps it."""
+    from crystalgrid.models.vae import LOGVAR_MAX, LOGVAR_MIN, VAE
+
+    torch.manual_seed(0)
+    kw = {"latent_dim": 8, "encoder_channels": (2, 2, 4, 4), "decoder_channels": (4, 2, 2)}
+    cond, plain = VAE(conditional=True, **kw), VAE(**kw)
+    plain.load_state_dict(cond.state_dict())
+    with torch.no_grad():
+        cond.fc_logvar.bias.fill_(50.0)
+        plain.fc_logvar.bias.fill_(50.0)
+        x = torch.rand(2, 1, 30, 30, 30)
+        _, logvar = cond.encode(x, torch.tensor([1e3, 1e-3]))
+        assert logvar.min() >= LOGVAR_MIN and logvar.max() <= LOGVAR_MAX
+        assert plain.encode(x)[1].max() > 40  # the unconditional VAE is unchanged

@@ -508,8 +508,8 @@ def random_draws(
         calibration: the Z -> condition calibration; default the checkpoint's metadata
             ``condition_calibration`` (written by the trainer), else the isolated-atom peak.
         batch_size: vectors per forward pass.
-        device, precision: where and how to run (``precision``: ``"fp32"``/``"bf16"``,
-            default fp32 on the CPU, the checkpoint's choice elsewhere).
+        device, precision: where and how to run (``precision``: ``"fp32"``/``"bf16"``;
+            default the checkpoint's, whose ``"auto"`` is bf16 on CUDA and fp32 on the CPU).
 
     Raises:
         CrystalgridError: a conditional checkpoint without ``condition_z``, or a condition

@@ -32,6 +32,13 @@ The latent space (docs/latent.md):
 - :mod:`~crystalgrid.models.plots`: :func:`show_sample`, :func:`interpolation_strip`,
   :func:`spacing_plot`.
 
+Grids on the GPU (docs/gpu-grids.md):
+
+- :mod:`~crystalgrid.models.gpu_grids`: batched torch placement (:func:`place_batch`), density
+  and species grids (:func:`density_grids`, :func:`species_grids`) that agree with the CPU
+  builder, and :class:`GridSampler`, which draws fresh rotations and crops of the stored
+  crystals every step.
+
 ``train``, ``evaluate`` and ``interpolate`` are functions of the modules of the same name:
 ``from crystalgrid.models.train import train``.
 """
@@ -84,6 +91,13 @@ _EXPORTS = {
     "show_sample": "plots",
     "interpolation_strip": "plots",
     "spacing_plot": "plots",
+    "GridSampler": "gpu_grids",
+    "GridBatch": "gpu_grids",
+    "BatchPlacement": "gpu_grids",
+    "density_grids": "gpu_grids",
+    "species_grids": "gpu_grids",
+    "place_batch": "gpu_grids",
+    "random_transforms": "gpu_grids",
 }
 
 __all__ = sorted(_EXPORTS)

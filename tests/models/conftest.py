@@ -143,3 +143,38 @@ def tiny_config():
         log_every=1,
         prefetch=1,
     )
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """The embedded demo crystals as a single-cell store, one sample each (built once, ~3 s)."""
+    import crystalgrid
+
+    path = tmp_path_factory.mktemp("demo-store") / "single.zarr"
+    config = crystalgrid.BuildConfig(representation="single", samples_per_crystal=1)
+    crystalgrid.build(None, path, config=config, quiet=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """An untrained tiny model saved as a checkpoint: tests of the verbs' plumbing, not quality."""
+    torch = pytest.importorskip("torch")
+    from crystalgrid.models.config import TrainConfig
+    from crystalgrid.models.decode import ClassMap
+    from crystalgrid.models.losses import ReferenceModel
+    from crystalgrid.models.train import save_checkpoint
+    from crystalgrid.spec import GridSpec
+
+    tiny = TrainConfig(
+        latent_dim=8,
+        encoder_channels=(2, 2, 4, 4),
+        decoder_channels=(4, 2, 2),
+        unet_base_channels=2,
+        unet_levels=1,
+        classes=(8, 22, 38),
+        device="cpu",
+    )
+    torch.manual_seed(0)
+    model = ReferenceModel(tiny, 30, ClassMap(tiny.classes))
+    return save_checkpoint(tmp_path_factory.mktemp("tiny-ckpt") / "tiny.pt", model, spec=GridSpec())

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import crystalgrid
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.generate import (
@@ -22,40 +21,8 @@ from crystalgrid.models.generate import (
 
 torch = pytest.importorskip("torch")
 
-from crystalgrid.models.config import TrainConfig  # noqa: E402
-from crystalgrid.models.decode import ClassMap  # noqa: E402
 from crystalgrid.models.generate import random_draws  # noqa: E402
-from crystalgrid.models.losses import ReferenceModel  # noqa: E402
-from crystalgrid.models.train import load_checkpoint, save_checkpoint  # noqa: E402
-
-TINY = TrainConfig(
-    latent_dim=8,
-    encoder_channels=(2, 2, 4, 4),
-    decoder_channels=(4, 2, 2),
-    unet_base_channels=2,
-    unet_levels=1,
-    classes=(8, 22, 38),
-    device="cpu",
-)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """The embedded demo crystals, one single-cell sample each (~2 s)."""
-    path = tmp_path_factory.mktemp("store") / "single.zarr"
-    config = crystalgrid.BuildConfig(representation="single", samples_per_crystal=1)
-    crystalgrid.build(None, path, config=config, quiet=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoint(store, tmp_path_factory):
-    """An untrained tiny model saved as a checkpoint (the verbs' plumbing, not its quality)."""
-    torch.manual_seed(0)
-    spec = crystalgrid.open_dataset(store).spec
-    model = ReferenceModel(TINY, spec.bins, ClassMap(TINY.classes))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, spec=spec)
-
+from crystalgrid.models.train import load_checkpoint  # noqa: E402
 
 # ---- spacing and validity on hand-made atom sets ---------------------------------------------
 

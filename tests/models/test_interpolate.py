@@ -15,39 +15,9 @@ from crystalgrid.errors import CrystalgridError
 
 torch = pytest.importorskip("torch")
 
-from crystalgrid.models.config import TrainConfig  # noqa: E402
-from crystalgrid.models.decode import ClassMap  # noqa: E402
 from crystalgrid.models.interpolate import interpolate, resolve_sample  # noqa: E402
-from crystalgrid.models.losses import ReferenceModel  # noqa: E402
 from crystalgrid.models.plots import INTERPOLATION_COLUMN  # noqa: E402
-from crystalgrid.models.train import load_checkpoint, save_checkpoint  # noqa: E402
-
-TINY = TrainConfig(
-    latent_dim=8,
-    encoder_channels=(2, 2, 4, 4),
-    decoder_channels=(4, 2, 2),
-    unet_base_channels=2,
-    unet_levels=1,
-    classes=(8, 22, 38),
-    device="cpu",
-)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("store") / "single.zarr"
-    config = crystalgrid.BuildConfig(representation="single", samples_per_crystal=1)
-    crystalgrid.build(None, path, config=config, quiet=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = ReferenceModel(TINY, 30, ClassMap(TINY.classes))
-    from crystalgrid.spec import GridSpec
-
-    return save_checkpoint(tmp_path_factory.mktemp("c") / "tiny.pt", model, spec=GridSpec())
+from crystalgrid.models.train import load_checkpoint  # noqa: E402
 
 
 def test_resolve_sample_by_index_and_material_id(store):

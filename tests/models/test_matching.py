@@ -26,14 +26,6 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("store") / "single.zarr"
-    config = crystalgrid.BuildConfig(representation="single", samples_per_crystal=1)
-    crystalgrid.build(None, path, config=config, quiet=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def samples(store):
     """(sample, true structure) of every sample of the test and val splits."""
     ds = crystalgrid.open_dataset(store)

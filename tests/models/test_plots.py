@@ -37,14 +37,6 @@ def _size(img: np.ndarray) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("store") / "single.zarr"
-    config = crystalgrid.BuildConfig(representation="single", samples_per_crystal=1)
-    crystalgrid.build(None, path, config=config, quiet=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def sample(store):
     return crystalgrid.open_dataset(store).split("test")[0]
 

@@ -6,7 +6,8 @@ Density, Eq. (1) of Hoffmann et al. (2019)::
 
 with ``c_ijk`` the voxel centre (Å). A Gaussian factorises along the axes,
 ``exp(-|r - c|^2 / 2 s^2) = gx[i] gy[j] gz[k]``, so one atom costs ``3 * bins`` exponentials
-and the grid is one matrix product ``(bins x N) @ (N x bins^2)`` (:func:`density_grid`).
+and the grid is a matrix product ``(bins x N) @ (N x bins^2)`` (:func:`density_grid`), split in
+at most nine products so that atoms beyond a face skip the far side of the box.
 :func:`density_grid_reference` is the straightforward evaluation (every atom against every
 voxel, float64) kept as the yardstick for tests and benchmarks.
 
@@ -58,19 +59,57 @@ def density_grid(
 ) -> np.ndarray:
     """Density grid, shape ``spec.shape``, in electrons per Å^3 (Z-weighted Gaussians).
 
-    Every atom given is evaluated in full; the cutoff (``spec.cutoff``) is applied by the
-    placement, which leaves out atoms farther than it from every voxel centre. Computed in
-    ``dtype`` (float32 default: ~1e-6 relative rounding).
+    The placement leaves out atoms farther than ``spec.cutoff`` from every voxel centre. In
+    large sets (crops with their margin of periodic images), atoms beyond a face of the box
+    along x or z are evaluated only on the voxels within the cutoff of that face, which saves
+    a fifth of the work; everything else is evaluated in full. Computed in ``dtype`` (float32
+    default: ~1e-6 relative rounding).
     """
     positions, numbers = _check(positions, numbers)
     bins = spec.bins
     if len(positions) == 0:
         return np.zeros(spec.shape, dtype=dtype)
     fx, fy, fz = axis_factors(positions, spec, dtype)
-    weights = (numbers.astype(np.float64) * spec.norm).astype(dtype)
-    fx *= weights[:, None]
-    plane = np.einsum("mj,mk->mjk", fy, fz).reshape(len(positions), bins * bins)
-    return (fx.T @ plane).reshape(spec.shape)
+    fx *= (numbers.astype(np.float64) * spec.norm).astype(dtype)[:, None]
+    if len(positions) < _GROUPING_MIN_ATOMS:  # one product: grouping costs more than it saves
+        plane = np.einsum("mj,mk->mjk", fy, fz).reshape(len(positions), bins * bins)
+        return (fx.T @ plane).reshape(spec.shape)
+    grid = np.zeros(spec.shape, dtype=dtype)
+    # Group atoms by side of the box along x and along z: below (0), inside (1), above (2).
+    reach = min(bins, int(np.floor(spec.cutoff / spec.voxel - 0.5)) + 1)
+    windows = ((0, reach), (0, bins), (bins - reach, bins))
+    side_x = np.searchsorted([0.0, spec.side], positions[:, 0], side="right")
+    side_z = np.searchsorted([0.0, spec.side], positions[:, 2], side="right")
+    group = side_x * 3 + side_z
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(10))
+    for g in range(9):
+        if bounds[g] < bounds[g + 1]:
+            atoms = order[bounds[g] : bounds[g + 1]]
+            _add_product(grid, fx, fy, fz, atoms, windows[g // 3], windows[g % 3])
+    return grid
+
+
+#: Atom counts from which :func:`density_grid` groups atoms by side of the box (measured:
+#: grouping pays for crops of several hundred atoms, costs up to 2x for single cells).
+_GROUPING_MIN_ATOMS = 256
+
+
+def _add_product(
+    grid: np.ndarray,
+    fx: np.ndarray,
+    fy: np.ndarray,
+    fz: np.ndarray,
+    atoms: slice | np.ndarray,
+    x_window: tuple[int, int],
+    z_window: tuple[int, int],
+) -> None:
+    """``grid[x, :, z] += sum over atoms of fx[x] fy fz[z]`` inside the two windows."""
+    (i0, i1), (k0, k1) = x_window, z_window
+    ys = fy[atoms]
+    plane = np.einsum("mj,mk->mjk", ys, fz[atoms, k0:k1]).reshape(len(ys), -1)
+    part = fx[atoms, i0:i1].T @ plane
+    grid[i0:i1, :, k0:k1] += part.reshape(i1 - i0, grid.shape[1], k1 - k0)
 
 
 def density_grid_reference(

@@ -104,8 +104,9 @@ def _check_against_cpu(crystals, representation, rotate, device, n_samples=3):
         worst = max(worst, float(np.abs(density[b] - want).max() / want.max()))
         _assert_species_agree(species[b], sample.species, p.atom_positions)
     assert worst <= 1e-4
-    # fp32 products with TF32 off: ~5e-7 observed; 1e-5 would catch TF32 (3e-4).
-    assert worst <= 1e-5
+    # fp32 products with TF32 off. The CPU builder skips the far side of the box for atoms
+    # beyond a face (factors < 1e-5 of their peak): <= ~1.5e-5 observed. TF32 gives ~3e-4.
+    assert worst <= 5e-5
     return placed
 
 

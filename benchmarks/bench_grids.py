@@ -88,6 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="use pymatgen's structures")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds per timing")
+    parser.add_argument(
+        "--ab", action="store_true", help="also time crops with and without grouping, interleaved"
+    )
     args = parser.parse_args()
     spec = GridSpec()
     print(f"# crystalgrid grid benchmark, {platform.processor() or platform.machine()}, 1 thread")
@@ -98,7 +101,8 @@ def main() -> None:
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    for n, (mid, structure) in pick_crystals(args.demo).items():
+    crystals = pick_crystals(args.demo)
+    for n, (mid, structure) in crystals.items():
         crystal = Crystal.from_structure(structure)
         n = len(structure) if isinstance(n, str) else n
         for rep in ("single", "repeated"):
@@ -118,6 +122,32 @@ def main() -> None:
                 f"| {rep} | {n} | {mid} | {int(p.inside.sum())} / {len(p.positions)} | {fast:,.0f} "
                 f"| {spc:,.0f} | {plc:,.0f} | {naive:,.0f} | {fast / naive:.0f}x | {err:.1e} |"
             )
+    if args.ab:
+        grouping_ab(crystals, spec)
+
+
+def grouping_ab(crystals: dict, spec: GridSpec, rounds: int = 8) -> None:
+    """Repeated crops: one matrix product vs grouping by side of the box, interleaved."""
+    import crystalgrid.grids as grids
+
+    print("\n| crystal | atoms computed | one product grids/s | grouped grids/s |")
+    print("|---|---|---|---|")
+    saved = grids._GROUPING_MIN_ATOMS
+    try:
+        for mid, structure in crystals.values():
+            p = placements(Crystal.from_structure(structure), mid, "repeated", spec, n_samples=2)[1]
+            if len(p.positions) < saved:
+                continue
+            one, grouped = [], []
+            for _ in range(rounds):
+                grids._GROUPING_MIN_ATOMS = 10**9
+                one.append(rate(lambda p=p: density_grid(p.positions, p.numbers, spec), 0.4))
+                grids._GROUPING_MIN_ATOMS = saved
+                grouped.append(rate(lambda p=p: density_grid(p.positions, p.numbers, spec), 0.4))
+            row = f"{np.median(one):,.0f} | {np.median(grouped):,.0f}"
+            print(f"| {mid} | {len(p.positions)} | {row} |")
+    finally:
+        grids._GROUPING_MIN_ATOMS = saved
 
 
 if __name__ == "__main__":

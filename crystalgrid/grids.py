@@ -90,9 +90,9 @@ def density_grid(
     return grid
 
 
-#: Atom counts from which :func:`density_grid` groups atoms by side of the box (measured:
-#: grouping pays for crops of several hundred atoms, costs up to 2x for single cells).
-_GROUPING_MIN_ATOMS = 256
+#: Atom counts from which :func:`density_grid` groups atoms by side of the box (measured with
+#: ``benchmarks/bench_grids.py --ab``: it pays from ~500 atoms, costs up to 2x for single cells).
+_GROUPING_MIN_ATOMS = 512
 
 
 def _add_product(

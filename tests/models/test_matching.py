@@ -152,26 +152,8 @@ def test_ceiling_only_and_repeated_store_is_refused(store):
         match_checkpoint(None, View())
 
 
-def test_match_verb(store, tmp_path):
-    from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.decode import ClassMap
-    from crystalgrid.models.losses import ReferenceModel
-    from crystalgrid.models.train import save_checkpoint
-
-    config = TrainConfig(
-        latent_dim=8,
-        encoder_channels=(2, 2, 4, 4),
-        decoder_channels=(4, 2, 2),
-        unet_base_channels=2,
-        unet_levels=1,
-        classes=(8, 22, 38),
-        device="cpu",
-    )
-    torch.manual_seed(0)
-    spec = crystalgrid.open_dataset(store).spec
-    ckpt = save_checkpoint(
-        tmp_path / "tiny.pt", ReferenceModel(config, 30, ClassMap([8, 22, 38])), spec=spec
-    )
+def test_match_verb(store, checkpoint, tmp_path):
+    ckpt = checkpoint
     out = tmp_path / "match.json"
     args = ["match", str(ckpt), "--data", str(store), "--limit", "5", "--out", str(out), "--quiet"]
     result = CliRunner().invoke(main, args)

@@ -114,26 +114,8 @@ def test_show_verb(store, sample, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_show_verb_with_a_checkpoint(store, sample, tmp_path):
-    torch = pytest.importorskip("torch")
-    from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.decode import ClassMap
-    from crystalgrid.models.losses import ReferenceModel
-    from crystalgrid.models.train import save_checkpoint
-
-    config = TrainConfig(
-        latent_dim=8,
-        encoder_channels=(2, 2, 4, 4),
-        decoder_channels=(4, 2, 2),
-        unet_base_channels=2,
-        unet_levels=1,
-        classes=(8, 22, 38),
-        device="cpu",
-    )
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(
-        tmp_path / "t.pt", ReferenceModel(config, 30, ClassMap([8, 22, 38])), spec=GridSpec()
-    )
+def test_show_verb_with_a_checkpoint(store, sample, checkpoint, tmp_path):
+    ckpt = checkpoint
     out = tmp_path / "pair.png"
     args = ["show", str(store), str(sample["index"]), "--out", str(out), "--checkpoint", str(ckpt)]
     result = CliRunner().invoke(main, args)

@@ -839,8 +839,17 @@ def _grid_blocks(
                 client.submit(_grid_block, target, storage_options, b, config.to_dict(), pure=False)
                 for b in todo
             ]
+            from distributed import KilledWorker
+
             for future in as_completed(futures):
-                bar.update(future.result())
+                try:
+                    bar.update(future.result())
+                except KilledWorker as exc:
+                    raise CrystalgridError(
+                        f"a block of {location} killed the Dask workers that ran it ({exc}); "
+                        "finished blocks are kept: give workers more memory, then run the "
+                        "same command to resume"
+                    ) from exc
     return todo
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -341,3 +342,24 @@ def test_cli_build_both_and_info(tmp_path, json_source):
         runner.invoke(main, ["info", "--json", str(tmp_path / "d" / "repeated.zarr")]).output
     )
     assert as_json["rejects"] == {"max_side": 1, "too_close": 1} and as_json["n_crystals"] == 30
+
+
+def test_a_block_that_kills_its_workers_is_a_one_line_error(json_source, tmp_path, monkeypatch):
+    """dask's KilledWorker becomes a CrystalgridError naming the remedy; the store resumes."""
+    from distributed import KilledWorker
+
+    build_module = importlib.import_module("crystalgrid.build")
+    real = build_module._grid_block
+
+    def killer(location, storage_options, block, config_dict):
+        if block == 1:
+            worker = types.SimpleNamespace(address="tcp://127.0.0.1:1")
+            raise KilledWorker("grid-block-1", worker, 3)
+        return real(location, storage_options, block, config_dict)
+
+    config = BuildConfig(samples_per_crystal=3, block_samples=24)
+    monkeypatch.setattr(build_module, "_grid_block", killer)
+    with pytest.raises(CrystalgridError, match=r"killed the Dask workers.*resume"):
+        build(json_source, tmp_path / "k.zarr", config=config, quiet=True)
+    monkeypatch.setattr(build_module, "_grid_block", real)
+    assert build(json_source, tmp_path / "k.zarr", config=config, quiet=True).resumed

@@ -60,7 +60,6 @@ __all__ = ["BuildConfig", "BuildReport", "build", "build_representations", "defa
 log = logging.getLogger(__name__)
 
 SCAN_SHARD = 64  # records per scan task
-MP_LICENCE = "CC-BY-4.0"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -160,9 +160,22 @@ def train_cmd(
 
 
 @main.command("evaluate")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path))
 @click.option("--split", "split", default="test", show_default=True)
+@click.option(
+    "--predictions",
+    type=click.Path(path_type=Path),
+    help="Score another model's output (.npz: index + species/density grids or atoms; "
+    "docs/models.md) instead of a CHECKPOINT.",
+)
+@click.option(
+    "--decoder",
+    type=click.Choice(["unet", "peakfit"]),
+    default="unet",
+    show_default=True,
+    help="Atoms from the reconstruction by the U-Net, or by the training-free peak fit.",
+)
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write the scores as JSON.")
 @click.option("--markdown", is_flag=True, help="Print the scores as markdown tables.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -178,9 +191,11 @@ def train_cmd(
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def evaluate_cmd(
-    checkpoint: Path,
+    checkpoint: Path | None,
     data: Path,
     split: str,
+    predictions: Path | None,
+    decoder: str,
     out: Path | None,
     markdown: bool,
     batch_size: int,
@@ -190,31 +205,47 @@ def evaluate_cmd(
     ceiling: bool,
     quiet: bool,
 ) -> None:
-    """Score CHECKPOINT on a split with the paper's metrics (JSON; --markdown for tables).
+    """Score CHECKPOINT (or --predictions) on a split with the paper's metrics.
 
     Prints the JSON unless --out or --markdown is given.
     """
-    _require_torch()
-    if not checkpoint.is_file():
+    if (checkpoint is None) == (predictions is None):
+        raise CrystalgridError("give either a CHECKPOINT or --predictions FILE (one of them)")
+    if checkpoint is not None and not checkpoint.is_file():
         raise CrystalgridError(f"checkpoint not found: {checkpoint}")
-    from crystalgrid.models.evaluate import evaluate
-    from crystalgrid.models.metrics import to_json, to_markdown
-    from crystalgrid.models.train import load_checkpoint
+    if predictions is not None and not predictions.is_file():
+        raise CrystalgridError(f"predictions file not found: {predictions}")
+    ckpt = None
+    if checkpoint is not None:
+        _require_torch()
+        from crystalgrid.models.train import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
+        ckpt = load_checkpoint(checkpoint)
     dataset = _open_store(data)
     view = _split(dataset, split)
-    result = evaluate(
-        ckpt,
-        view,
-        spec=dataset.spec,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        limit=limit,
-        ceiling=ceiling,
-        quiet=quiet,
-    )
+    if predictions is not None:
+        from crystalgrid.models.predictions import score_predictions
+
+        result = score_predictions(predictions, view, limit=limit, quiet=quiet)
+        source = str(predictions)
+    else:
+        from crystalgrid.models.evaluate import evaluate
+
+        result = evaluate(
+            ckpt,
+            view,
+            spec=dataset.spec,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            limit=limit,
+            ceiling=ceiling,
+            decoder=decoder,
+            quiet=quiet,
+        )
+        source = str(checkpoint)
+    from crystalgrid.models.metrics import to_json, to_markdown
+
     result["data"] = {
         "path": str(data),
         "split": split,
@@ -224,7 +255,7 @@ def evaluate_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(to_json(result) + "\n")
     if markdown:
-        title = f"{checkpoint} on {data} ({split})"
+        title = f"{source} on {data} ({split})"
         click.echo(to_markdown(result, title=title), nl=False)
     elif out is None:
         click.echo(to_json(result))
@@ -616,3 +647,80 @@ def match_cmd(
     )
     click.echo(f"note: {LATTICE_NOTE}")
     click.echo(f"written to {out}")
+
+
+# ---- baseline benchmark --------------------------------------------------------------------
+
+
+@main.command("benchmark")
+@click.option(
+    "--budget",
+    type=click.Choice(["smoke", "overfit-cpu", "1h-cpu", "10m-gpu"]),
+    default="smoke",
+    show_default=True,
+    help="How much work: smoke (< 3 min on 2 cores), overfit-cpu (proof of learning, "
+    "<= 15 min), 1h-cpu, 10m-gpu (one H100/H200).",
+)
+@click.option(
+    "--source",
+    "source",
+    metavar="PATH|URL",
+    help="Structures, as for `crystalgrid build --source` (default: the embedded demo set).",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for results.json, results.md, the pictures and the training runs.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Where the stores are built, or reused when they match (default: OUT/stores).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds build and training.")
+@click.option("--steps", type=int, help="Override the budget's training steps (to try it small).")
+@click.option("--crystals", type=int, help="Use only the first N structures of the source.")
+@click.option("--device", help="Override the budget's device (auto, cpu, cuda).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def benchmark_cmd(
+    budget: str,
+    source: str | None,
+    out: Path,
+    data_dir: Path | None,
+    seed: int,
+    steps: int | None,
+    crystals: int | None,
+    device: str | None,
+    quiet: bool,
+) -> None:
+    """Build the stores, train the reference model, score it on the test split, report.
+
+    Writes OUT/results.json, OUT/results.md and the pictures (loss curves, parity,
+    atom counts, distance percentiles) beside the paper's numbers and the decoding ceiling.
+    """
+    _require_torch()
+    from crystalgrid.models.benchmark import run_benchmark
+
+    results = run_benchmark(
+        budget,
+        out=out,
+        source=source,
+        data_dir=data_dir,
+        seed=seed,
+        steps=steps,
+        crystals=crystals,
+        device=device,
+        quiet=quiet,
+    )
+    for representation, rep in results["representations"].items():
+        scores = rep["scores"]
+        click.echo(
+            f"{representation}: {rep['train']['steps']} steps; {rep['scored_split']}: "
+            f"true atoms within 0.5 Å "
+            f"{_pct(scores['true_within_radius'])}, exact counts {_pct(scores['count_exact'])}, "
+            f"species exact {_pct(scores['species_exact'])}"
+        )
+    click.echo(f"written to {out / 'results.md'} in {results['wall_time_s']:.0f} s")

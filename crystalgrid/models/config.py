@@ -23,6 +23,10 @@ from crystalgrid.errors import CrystalgridError
 __all__ = ["TrainConfig"]
 
 _PRECISIONS = ("auto", "fp32", "bf16")
+#: Learning-rate schedules (see ``TrainConfig.lr_schedule``).
+LR_SCHEDULES = ("constant", "cosine")
+#: What the U-Net can be trained on (see ``TrainConfig.unet_input``).
+UNET_INPUTS = ("reconstruction", "truth", "both")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,14 +41,26 @@ class TrainConfig:
         unet_levels: number of 2x poolings in the U-Net (4: 32^3 -> 2^3 after padding 30 -> 32).
         conditional: scale the bottleneck input and output by each sample's largest (scaled)
             density (paper appendix G.1).
+        output_activation: the decoder's last activation, ``"softplus"`` (default) or
+            ``"relu"`` (the paper's, which can die: see :mod:`crystalgrid.models.vae`).
         density_scale: the networks see ``density * density_scale`` (see module docstring).
         classes: atomic numbers of the U-Net's species classes, ascending, without 0 (class 0
             is "no atom"). ``None``: the species present in the training split.
         beta: weight of the KL term (KL summed over latent dims, averaged over the batch).
         gamma: weight of the U-Net cross-entropy in the joint loss (paper: 0.1).
         ce_into_decoder: let the cross-entropy's gradient flow into the VAE (paper: joint
-            training). ``False`` detaches the decoded density before the U-Net.
+            training). ``False`` (default) detaches the decoded density before the U-Net:
+            with the gradient in the decoder, the joint loss can be met by a decoded
+            "density" that collapses towards zero while the U-Net's BatchNorm rescales it.
+        unet_input: what the U-Net is trained on: ``"reconstruction"`` (the paper's: the
+            VAE's output), ``"truth"`` (the true density) or ``"both"`` (the mean of the two
+            cross-entropies). At inference it always segments the reconstruction.
+        atom_weight: cross-entropy weight of every atom class relative to "no atom" (paper:
+            1). Atom voxels are ~0.3% of a grid; a larger weight finds light atoms sooner.
         lr: Adam learning rate (paper: 1e-5).
+        lr_schedule: ``"constant"`` (the paper's) or ``"cosine"``: from ``lr`` down to
+            ``lr / 100`` along a half cosine over the run's steps (``max_steps``, or
+            ``epochs`` times the steps of an epoch).
         batch_size: samples per step (paper: 24).
         weight_decay: Adam weight decay.
         grad_clip: clip the global gradient norm to this value; ``None``: no clipping.
@@ -68,14 +84,18 @@ class TrainConfig:
     unet_base_channels: int = 16
     unet_levels: int = 4
     conditional: bool = False
+    output_activation: str = "softplus"
     density_scale: float = 1.0
     classes: tuple[int, ...] | None = None
     # loss
     beta: float = 1e-6
     gamma: float = 0.1
-    ce_into_decoder: bool = True
+    ce_into_decoder: bool = False
+    unet_input: str = "reconstruction"
+    atom_weight: float = 1.0
     # optimiser
     lr: float = 1e-5
+    lr_schedule: str = "constant"
     batch_size: int = 24
     weight_decay: float = 0.0
     grad_clip: float | None = None
@@ -111,6 +131,10 @@ class TrainConfig:
             )
         if self.unet_base_channels < 1 or self.unet_levels < 1:
             problems.append("unet_base_channels and unet_levels must be >= 1")
+        if self.output_activation not in ("softplus", "relu"):
+            problems.append(
+                f"output_activation must be softplus or relu, got {self.output_activation!r}"
+            )
         if not self.density_scale > 0:
             problems.append(f"density_scale must be > 0, got {self.density_scale}")
         if self.classes is not None and (
@@ -119,8 +143,14 @@ class TrainConfig:
             problems.append("classes must be ascending distinct atomic numbers without 0")
         if self.beta < 0 or self.gamma < 0:
             problems.append("beta and gamma must be >= 0")
+        if self.unet_input not in UNET_INPUTS:
+            problems.append(f"unet_input must be one of {UNET_INPUTS}, got {self.unet_input!r}")
+        if not self.atom_weight > 0:
+            problems.append(f"atom_weight must be > 0, got {self.atom_weight}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:

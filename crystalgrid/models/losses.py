@@ -53,6 +53,7 @@ class ReferenceModel(nn.Module):
             encoder_channels=config.encoder_channels,
             decoder_channels=config.decoder_channels,
             conditional=config.conditional,
+            output=config.output_activation,
         )
         self.unet = AttentionUNet3D(
             class_map.n_classes, base_channels=config.unet_base_channels, levels=config.unet_levels
@@ -62,6 +63,9 @@ class ReferenceModel(nn.Module):
         self.register_buffer(
             "z_of_class", torch.from_numpy(class_map.z_of_class.astype("int64")), persistent=False
         )
+        weights = torch.full((class_map.n_classes,), float(config.atom_weight))
+        weights[0] = 1.0
+        self.register_buffer("class_weights", weights, persistent=False)
         self.density_scale = float(config.density_scale)
         self.beta = float(config.beta)
         self.gamma = float(config.gamma)
@@ -101,11 +105,21 @@ class ReferenceModel(nn.Module):
         c = self.condition(x)
         recon, mu, logvar = self.vae(x, c, sample=self.training)
         seg_in = recon if self.ce_into_decoder else recon.detach()
-        logits = self.unet(seg_in)
         target = self.targets(species)
         mse = F.mse_loss(recon.float(), x)
         kl = kl_divergence(mu, logvar)
-        ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+        unet_input = self.config.unet_input if self.training else "reconstruction"
+        if unet_input == "both":
+            # One U-Net pass over the true and the decoded grids together (BatchNorm sees
+            # both), each half scored against the same species.
+            logits_both = self.unet(torch.cat([x.to(seg_in.dtype), seg_in]))
+            ce = 0.5 * (
+                self._ce(logits_both[: len(x)], target) + self._ce(logits_both[len(x) :], target)
+            )
+            logits = logits_both[len(x) :]
+        else:
+            logits = self.unet(x if unet_input == "truth" else seg_in)
+            ce = self._ce(logits, target)
         out = {"loss": mse + self.beta * kl + self.gamma * ce, "mse": mse, "kl": kl, "ce": ce}
         if not self.training:
             with torch.no_grad():
@@ -115,6 +129,11 @@ class ReferenceModel(nn.Module):
                 out["acc"] = ((pred == target) & valid).sum() / valid.sum().clamp(min=1)
                 out["acc_atoms"] = ((pred == target) & atoms).sum() / atoms.sum().clamp(min=1)
         return out
+
+    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX
+        )
 
     # ---- inference ----------------------------------------------------------------------
     @torch.no_grad()

@@ -441,3 +441,105 @@ def reconstruct_one(checkpoint: Any, density: np.ndarray) -> tuple[np.ndarray, n
     d = torch.from_numpy(np.ascontiguousarray(density, dtype=np.float32))[None]
     recon, species = model.reconstruct(d.to(next(model.parameters()).device))
     return recon[0].float().cpu().numpy(), species[0].to(torch.uint8).cpu().numpy()
+
+
+def reconstruct_batch(checkpoint: Any, density: np.ndarray) -> np.ndarray:
+    """Reconstructions (posterior means) of a batch of grids ``(B, n, n, n)`` Å^-3, float32."""
+    import torch
+
+    from crystalgrid.models.train import Checkpoint, load_checkpoint
+
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    model = ckpt.model.eval()
+    d = torch.from_numpy(np.ascontiguousarray(density, dtype=np.float32))
+    recon, _ = model.reconstruct(d.to(next(model.parameters()).device))
+    return recon.float().cpu().numpy()
+
+
+#: Pixel size of each of :func:`benchmark_figures`' pictures (dpi 100).
+BENCHMARK_SIZE = (640, 440)
+
+
+def benchmark_figures(
+    prefix: str | Path,
+    *,
+    log: Sequence[dict[str, Any]],
+    count_errors: Sequence[int],
+    scores: dict[str, Any],
+    paper: dict[str, Any] | None,
+    true_density: np.ndarray,
+    reconstruction: np.ndarray,
+    title: str = "",
+    dpi: int = 100,
+) -> list[Path]:
+    """The four pictures of a benchmark run, written as ``<prefix>-<name>.png``.
+
+    - ``loss``: the training loss terms per logged step (log scale) and, per epoch, the
+      validation loss;
+    - ``parity``: reconstructed vs true density, every voxel of ``true_density`` ``(B, n, n, n)``;
+    - ``counts``: histogram of predicted minus true atom count per scored sample;
+    - ``distances``: the percentiles of prediction -> true and true -> prediction distances,
+      beside the paper's where it gives them.
+
+    Returns:
+        The paths written.
+    """
+    prefix = Path(prefix)
+    paths = []
+    steps = [r for r in log if r.get("kind") == "step"]
+    epochs = [r for r in log if r.get("kind") in ("epoch", "stop") and r.get("val_loss")]
+    with _figure(BENCHMARK_SIZE, dpi) as fig:
+        ax = fig.add_subplot(1, 1, 1)
+        x = [r["step"] for r in steps]
+        for key, colour in (("loss", "black"), ("mse", "tab:blue"), ("ce", "tab:orange")):
+            y = [r.get(key) for r in steps]
+            if any(v is not None and v > 0 for v in y):
+                ax.plot(x, [v if v and v > 0 else np.nan for v in y], color=colour, label=key)
+        if epochs:
+            ax.plot(
+                [r["step"] for r in epochs],
+                [r["val_loss"] for r in epochs],
+                "o--",
+                color="tab:green",
+                label="validation loss",
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"{title}: training loss")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, prefix.with_name(prefix.name + "-loss.png"), dpi))
+    with _figure(BENCHMARK_SIZE, dpi) as fig:
+        _parity(fig.add_subplot(1, 1, 1), np.asarray(true_density), np.asarray(reconstruction))
+        paths.append(_save(fig, prefix.with_name(prefix.name + "-parity.png"), dpi))
+    with _figure(BENCHMARK_SIZE, dpi) as fig:
+        ax = fig.add_subplot(1, 1, 1)
+        errors = np.asarray(count_errors, dtype=int)
+        if len(errors):
+            lo, hi = min(errors.min(), -3), max(errors.max(), 3)
+            ax.hist(errors, bins=np.arange(lo - 0.5, hi + 1.5), color="tab:blue")
+        ax.axvline(0, color="red", lw=0.8, ls="--")
+        ax.set_xlabel("predicted - true atoms per sample")
+        ax.set_ylabel("samples")
+        exact = scores.get("count_exact")
+        note = "" if exact is None else f" (exact: {100 * exact:.1f}%)"
+        ax.set_title(f"{title}: atom counts{note}")
+        paths.append(_save(fig, prefix.with_name(prefix.name + "-counts.png"), dpi))
+    with _figure(BENCHMARK_SIZE, dpi) as fig:
+        ax = fig.add_subplot(1, 1, 1)
+        for key, label, style in (
+            ("pred_to_true", "prediction → nearest true atom", "-o"),
+            ("true_to_pred", "true atom → nearest prediction", "-s"),
+        ):
+            row = scores.get(key)
+            if row:
+                ax.plot([int(p) for p in row], list(row.values()), style, label=label)
+        if paper and paper.get("pred_to_true"):
+            row = paper["pred_to_true"]
+            ax.plot([int(p) for p in row], list(row.values()), "k--", label="paper: pred → true")
+        ax.set_yscale("log")
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("distance (Å)")
+        ax.set_title(f"{title}: distance percentiles")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, prefix.with_name(prefix.name + "-distances.png"), dpi))
+    return paths

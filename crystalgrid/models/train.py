@@ -56,6 +56,7 @@ __all__ = [
     "ViewLike",
     "checkpoint_config",
     "iter_training_batches",
+    "learning_rate",
     "load_checkpoint",
     "measure_loader",
     "resolve_runtime",
@@ -75,6 +76,7 @@ _FROZEN_ON_RESUME = (
     "unet_base_channels",
     "unet_levels",
     "conditional",
+    "output_activation",
     "density_scale",
     "beta",
     "gamma",
@@ -336,6 +338,8 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CrystalgridError(f"{path} is not a readable checkpoint: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CrystalgridError(f"{path} is not a crystalgrid reference-model checkpoint")
+    # Checkpoints written before the output activation was a setting had the paper's ReLU.
+    ckpt["config"].setdefault("output_activation", "relu")
     return ckpt
 
 
@@ -659,6 +663,9 @@ def train(
         torch.compile(model) if runtime.compile else model  # type: ignore[assignment]
     )
     model.train()
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
 
     meta = dict(metadata or {})
     if config.conditional and "condition_calibration" not in meta:
@@ -744,6 +751,8 @@ def train(
                 out["loss"].backward()
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, step, total_steps)
                 optimizer.step()
                 step += 1
                 batch_in_epoch += 1
@@ -823,6 +832,15 @@ def train(
     if not last.exists():  # nothing to train (e.g. resumed after the last epoch)
         save(last)
     return last
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of a run of ``total_steps``."""
+    if config.lr_schedule == "constant" or total_steps <= 1:
+        return config.lr
+    progress = min(step, total_steps - 1) / (total_steps - 1)
+    floor = config.lr / 100
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _epoch_line(record: dict[str, Any]) -> str:

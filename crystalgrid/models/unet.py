@@ -13,11 +13,16 @@ decoder upsamples trilinearly followed by a k3 convolution, then concatenates th
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
-__all__ = ["AttentionGate", "AttentionUNet3D"]
+__all__ = ["BACKGROUND_PRIOR", "AttentionGate", "AttentionUNet3D"]
+
+#: The initial probability of "no atom" at every voxel (the head's bias starts there).
+BACKGROUND_PRIOR = 0.99
 
 
 class _DoubleConv(nn.Sequential):
@@ -96,6 +101,12 @@ class AttentionUNet3D(nn.Module):
         )
         self.merge = nn.ModuleList(_DoubleConv(2 * ch[i], ch[i]) for i in range(levels))
         self.head = nn.Conv3d(ch[0], n_classes, 1)
+        # Start from the prior, not from uniform: almost every voxel is "no atom" (~99.7%),
+        # so the first steps learn where atoms are instead of first learning that they are rare.
+        with torch.no_grad():
+            self.head.bias.zero_()
+            odds = BACKGROUND_PRIOR / (1 - BACKGROUND_PRIOR)
+            self.head.bias[0] = math.log(odds * (n_classes - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits per class and voxel.

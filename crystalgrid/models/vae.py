@@ -5,11 +5,16 @@ BatchNorm and LeakyReLU, with "same"-style padding ``k // 2`` (30^3 -> 15 -> 15 
 then two fully connected layers to the mean and log-variance of the latent (300).
 
 Decoder: a fully connected layer to 128 x 5 x 5 x 5, then [trilinear x2, Conv3d 64 k5,
-LeakyReLU], [x2, Conv3d 32 k5, LeakyReLU], [x2, Conv3d 16 k4, LeakyReLU], Conv3d 1 k4, ReLU.
-Upsampling + convolution, not transposed convolutions. The paper does not state the paddings;
-they are the choice closest to "same" that lands exactly on the grid size
-(:func:`decoder_paddings`), for 30 bins: 5 -> 10 -> (k5, pad 1) 8 -> 16 -> (k5, pad 2) 16 ->
-32 -> (k4, pad 1) 31 -> (k4, pad 1) 30.
+LeakyReLU], [x2, Conv3d 32 k5, LeakyReLU], [x2, Conv3d 16 k4, LeakyReLU], Conv3d 1 k4,
+then a non-negative output activation. Upsampling + convolution, not transposed convolutions.
+The paper's output is a ReLU; the default here is a softplus (``output="softplus"``),
+because almost every voxel of a density grid is ~0, and a ReLU decoder that pushes a voxel
+below zero gets no gradient there again: on CPU runs the whole output went to exactly 0 (an
+all-zero "reconstruction") within 150 steps. ``output="relu"`` keeps the paper's choice.
+
+The paper does not state the paddings; they are the choice closest to "same" that lands
+exactly on the grid size (:func:`decoder_paddings`), for 30 bins: 5 -> 10 -> (k5, pad 1) 8
+-> 16 -> (k5, pad 2) 16 -> 32 -> (k4, pad 1) 31 -> (k4, pad 1) 30.
 
 Conditional mode (appendix G.1): with ``conditional=True`` the bottleneck's input (the
 flattened encoder features) and its output (the latent vector fed to the decoder) are
@@ -30,6 +35,13 @@ __all__ = ["VAE", "decoder_paddings", "kl_divergence"]
 _ENC_KERNELS = (5, 3, 3, 3)
 _ENC_STRIDES = (2, 1, 1, 2)
 _DEC_KERNELS = (5, 5, 4, 4)
+
+#: The decoder's last activation: ``"softplus"`` (default; smooth, never flat) or ``"relu"``
+#: (the paper's; its gradient is zero for every voxel below zero, see :class:`VAE`).
+OUTPUT_ACTIVATIONS = ("softplus", "relu")
+#: Sharpness of the softplus output, ``log(1 + exp(b x)) / b``: empty voxels reach ~1e-3 of
+#: an oxygen peak at ``x = -0.5``, and above ~0.5 it is the identity to within 1e-3.
+SOFTPLUS_BETA = 10.0
 
 #: Bounds of the conditional VAE's log-variance (see :meth:`VAE.encode`).
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 2.0
@@ -102,6 +114,7 @@ class VAE(nn.Module):
         encoder_channels: channels of the four encoder convolutions.
         decoder_channels: channels of the three upsampling convolutions.
         conditional: multiply the bottleneck input and output by a per-sample scalar.
+        output: the last activation, ``"softplus"`` or ``"relu"`` (see the module docstring).
 
     Raises:
         ValueError: for a grid size the encoder or decoder cannot map.
@@ -115,8 +128,11 @@ class VAE(nn.Module):
         encoder_channels: tuple[int, ...] = (16, 32, 64, 128),
         decoder_channels: tuple[int, ...] = (64, 32, 16),
         conditional: bool = False,
+        output: str = "softplus",
     ) -> None:
         super().__init__()
+        if output not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output must be one of {OUTPUT_ACTIVATIONS}, got {output!r}")
         self.bins = bins
         self.latent_dim = latent_dim
         self.conditional = conditional
@@ -156,13 +172,16 @@ class VAE(nn.Module):
             nn.Conv3d(c2, c3, _DEC_KERNELS[2], padding=pads[2]),
             nn.LeakyReLU(0.01),
             nn.Conv3d(c3, 1, _DEC_KERNELS[3], padding=pads[3]),
-            nn.ReLU(),
+            nn.ReLU() if output == "relu" else nn.Softplus(beta=SOFTPLUS_BETA),
         )
-        # With PyTorch's default init the last convolution's output is dominated by its bias
-        # (+-0.02, the rest ~0.003), so for about half of all seeds every voxel starts below
-        # zero and the final ReLU passes no gradient at all: the decoder never learns. A small
-        # positive bias starts every voxel alive; training then drives empty voxels to 0.
-        nn.init.constant_(self.decoder[-2].bias, 0.01)
+        if output == "relu":
+            # With PyTorch's default init the last convolution's output is dominated by its
+            # bias (+-0.02, the rest ~0.003), so for about half of all seeds every voxel
+            # starts below zero and the ReLU passes no gradient at all. A small positive bias
+            # starts every voxel alive, but training can still push a voxel below zero for
+            # good, and most voxels of a density grid are near zero: on a CPU run the whole
+            # output died within 150 steps. The softplus default has no dead zone.
+            nn.init.constant_(self.decoder[-2].bias, 0.01)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or tuple(x.shape[1:]) != (1, self.bins, self.bins, self.bins):

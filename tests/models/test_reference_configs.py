@@ -39,3 +39,22 @@ def test_bad_configs_are_user_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(CrystalgridError, match="not valid JSON"):
         TrainConfig.from_file(bad)
+
+
+def test_overfit_config_is_the_benchmark_budget():
+    from crystalgrid.models.benchmark import BUDGETS
+
+    config = TrainConfig.from_file(MODELS / "overfit-cpu.json")
+    assert (MODELS / "overfit-cpu.md").is_file()
+    budget = BUDGETS["overfit-cpu"].train
+    assert config.with_overrides(notes=budget.notes) == budget
+    # What made the chain learn on a CPU (models/overfit-cpu.md says why).
+    assert config.output_activation == "softplus" and not config.ce_into_decoder
+
+
+@pytest.mark.parametrize(
+    "name", ["vae-unet-single", "vae-unet-repeated", "vae-unet-conditional", "realism-ae"]
+)
+def test_reference_configs_avoid_the_dead_output(name):
+    config = TrainConfig.from_file(MODELS / f"{name}.json")
+    assert config.output_activation == "softplus" and not config.ce_into_decoder

@@ -38,10 +38,13 @@ def test_a_few_steps_lower_the_loss(tiny_config, views, tmp_path):
     last = train(config, train_view, val_view, out_dir=tmp_path, quiet=True)
     steps = _records(tmp_path, "step")
     assert [r["step"] for r in steps] == list(range(1, 19))
-    first = np.mean([r["loss"] for r in steps[:4]])
-    final = np.mean([r["loss"] for r in steps[-4:]])
-    assert final < 0.8 * first, (first, final)
-    print(f"loss: first 4 steps {first:.4f}, last 4 steps {final:.4f}")
+    # The U-Net's head starts at the prior, so the cross-entropy starts low; that the
+    # reconstruction learns more than an empty grid is tests/models/test_learning.py's.
+    for term, factor in (("ce", 0.9), ("loss", 0.95)):
+        first = np.mean([r[term] for r in steps[:4]])
+        final = np.mean([r[term] for r in steps[-4:]])
+        assert final < factor * first, (term, first, final)
+        print(f"{term}: first 4 steps {first:.4f}, last 4 steps {final:.4f}")
     epochs = _records(tmp_path, "epoch")
     assert len(epochs) == 9 and all(r["val_loss"] is not None for r in epochs)
     assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]

@@ -1,0 +1,481 @@
+"""One command from structures to a scored baseline: build, train, evaluate, report.
+
+:func:`run_benchmark` builds (or reuses) the stores of a source, trains the reference model
+on each representation's train split, scores it on the test split with the paper's metrics,
+and writes into ``out``:
+
+- ``results.json``: everything (budget, command, seed, versions, device, wall times, scores,
+  the decoding ceiling, the training-free peak fit on the true densities, the paper's numbers);
+- ``results.md``: the same as tables, the run beside the paper's Table 1 and the ceiling;
+- ``<repr>-loss.png``, ``<repr>-parity.png``, ``<repr>-counts.png``, ``<repr>-distances.png``:
+  loss curves, reconstructed vs true density per voxel, predicted minus true atom counts, and
+  the distance percentiles beside the paper's;
+- ``<repr>/``: the training run (``log.jsonl``, ``last.pt``, ``best.pt``).
+
+A budget fixes the work, not the wall time: steps, crystals and samples are set so that the
+run fits its time on the machine it names, and the same budget, source and seed give the same
+numbers on any machine of that kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.models.config import TrainConfig
+from crystalgrid.models.metrics import PAPER_REPEATED, PAPER_SINGLE, to_markdown
+
+__all__ = ["BUDGETS", "Budget", "run_benchmark"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The work of one benchmark run.
+
+    Attributes:
+        name: how the CLI calls it.
+        description: what it is for and the machine it is sized for.
+        representations: which stores to build, train and score.
+        train: the training configuration (steps, architecture, device).
+        crystals: use the first this many records of the source (``None``: all).
+        samples_per_crystal: samples of each representation per crystal.
+        eval_limit: score at most this many test samples (``None``: the whole split).
+        peakfit_limit: test samples decoded by the training-free peak fit on the true
+            densities (``None``: all; the fit takes ~0.1-1 s a sample on one core).
+        workers: build workers; ``None``: the cores available.
+        split_fractions: train, val, test fractions of the crystals.
+        eval_split: the split scored (``"train"`` for a proof that the model can learn).
+    """
+
+    name: str
+    description: str
+    representations: tuple[str, ...]
+    train: TrainConfig
+    crystals: int | None = None
+    samples_per_crystal: int = 3
+    eval_limit: int | None = None
+    peakfit_limit: int | None = 200
+    workers: int | None = None
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    eval_split: str = "test"
+
+
+#: The CPU recipe proven to learn (models/overfit-cpu.json), at the width 2 cores can train.
+_CPU_ARCHITECTURE: dict[str, Any] = {
+    "latent_dim": 32,
+    "encoder_channels": (4, 8, 16, 32),
+    "decoder_channels": (16, 8, 4),
+    "unet_base_channels": 8,
+    "unet_levels": 3,
+}
+
+#: Trained on 24 crystals of the source and scored on the same samples: the proof that the
+#: chain learns (``models/overfit-cpu.json`` holds the same configuration).
+OVERFIT_CPU = TrainConfig(
+    **_CPU_ARCHITECTURE,
+    lr=1e-3,
+    lr_schedule="cosine",
+    beta=1e-4,
+    atom_weight=10.0,
+    batch_size=8,
+    epochs=100_000,
+    max_steps=1000,
+    device="cpu",
+    log_every=25,
+)
+
+BUDGETS: dict[str, Budget] = {
+    "overfit-cpu": Budget(
+        name="overfit-cpu",
+        description=(
+            "proof of learning: 24 crystals (the first 25 records, 2 rotations each), "
+            "trained and scored on the same samples, <= 15 minutes on 2 CPU cores"
+        ),
+        representations=("single",),
+        train=OVERFIT_CPU,
+        crystals=25,
+        samples_per_crystal=2,
+        peakfit_limit=None,
+        workers=1,
+        split_fractions=(1.0, 0.0, 0.0),
+        eval_split="train",
+    ),
+    "smoke": Budget(
+        name="smoke",
+        description="the whole chain on a few crystals, < 3 minutes on 2 CPU cores (CI)",
+        representations=("single",),
+        train=TrainConfig(
+            **_CPU_ARCHITECTURE,
+            lr=1e-3,
+            beta=1e-4,
+            batch_size=8,
+            epochs=1000,
+            max_steps=40,
+            device="cpu",
+            log_every=5,
+            val_max_batches=2,
+        ),
+        crystals=40,
+        samples_per_crystal=1,
+        eval_limit=24,
+        peakfit_limit=8,
+        workers=1,
+    ),
+    "1h-cpu": Budget(
+        name="1h-cpu",
+        description="the best baseline 2 CPU cores train in about an hour (single cells)",
+        representations=("single",),
+        train=TrainConfig(
+            **_CPU_ARCHITECTURE,
+            lr=1e-3,
+            beta=1e-4,
+            batch_size=8,
+            epochs=1000,
+            max_steps=5000,
+            device="cpu",
+            log_every=50,
+            val_max_batches=8,
+            checkpoint_every=500,
+        ),
+        samples_per_crystal=3,
+        eval_limit=None,
+        peakfit_limit=200,
+    ),
+    "10m-gpu": Budget(
+        name="10m-gpu",
+        description=(
+            "one H100/H200 in <= 9 minutes wall time, stores built on the GPU machine's CPU "
+            "cores, both representations one after the other, the paper's architecture"
+        ),
+        representations=("single", "repeated"),
+        train=TrainConfig(
+            lr=3e-4,
+            beta=1e-6,
+            batch_size=128,
+            epochs=1000,
+            max_steps=1500,
+            device="auto",
+            log_every=50,
+            val_max_batches=4,
+            checkpoint_every=500,
+        ),
+        samples_per_crystal=3,
+        eval_limit=None,
+        peakfit_limit=300,
+    ),
+}
+
+
+class _FirstRecords:
+    """The first ``n`` records of a source (a deterministic subset for small budgets)."""
+
+    def __init__(self, source: Any, n: int) -> None:
+        self._source = source
+        self._n = n
+        self.name = f"{source.name} (first {n})"
+
+    def records(self) -> Iterator[Any]:
+        for i, record in enumerate(self._source.records()):
+            if i >= self._n:
+                return
+            yield record
+
+    def provenance(self) -> dict[str, Any]:
+        return {**self._source.provenance(), "subset": f"first {self._n} records"}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self._source.fingerprint()}:first{self._n}".encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    from crystalgrid import __version__
+
+    versions = {"crystalgrid": __version__, "python": platform.python_version()}
+    versions["torch"] = str(torch.__version__)
+    versions["numpy"] = np.__version__
+    return versions
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_benchmark(
+    budget: str | Budget,
+    *,
+    out: str | Path,
+    source: str | os.PathLike[str] | None = None,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    crystals: int | None = None,
+    device: str | None = None,
+    command: str | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Build, train, evaluate and report one budget (module docstring).
+
+    Args:
+        budget: a name of :data:`BUDGETS` or a :class:`Budget`.
+        out: the results folder (created; a folder holding a finished run is refused).
+        source: as ``crystalgrid build --source`` (``None``: the embedded demo set).
+        data_dir: where the stores go (reused when they match); default ``out/stores``.
+        seed: seeds the build (rotations, splits) and the training.
+        steps, crystals, device: override the budget's (to try a budget small).
+        command: the command line to record (default: this process's).
+        quiet: no progress bars.
+
+    Returns:
+        What ``results.json`` holds.
+
+    Raises:
+        CrystalgridError: for an unknown budget, a bad source, or an ``out`` already used.
+    """
+    from crystalgrid.build import BuildConfig, build_representations
+    from crystalgrid.dataset import open_dataset
+    from crystalgrid.sources import open_source
+
+    if isinstance(budget, str):
+        if budget not in BUDGETS:
+            raise CrystalgridError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+        budget = BUDGETS[budget]
+    out = Path(out)
+    if (out / "results.json").exists():
+        raise CrystalgridError(f"{out} already holds a benchmark (results.json); choose another")
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir) if data_dir is not None else out / "stores"
+    config = budget.train.with_overrides(max_steps=steps, device=device, seed=seed)
+    crystals = crystals if crystals is not None else budget.crystals
+    started = time.perf_counter()
+
+    src = open_source(source)
+    if crystals is not None:
+        src = _FirstRecords(src, crystals)
+    workers = budget.workers or max(1, len(os.sched_getaffinity(0)))
+    build_config = BuildConfig(
+        samples_per_crystal=budget.samples_per_crystal,
+        seed=seed,
+        split_fractions=budget.split_fractions,
+    )
+    t0 = time.perf_counter()
+    reports = build_representations(
+        src,
+        {r: data_dir / f"{r}.zarr" for r in budget.representations},
+        config=build_config,
+        workers=workers,
+        quiet=quiet,
+    )
+    build_s = time.perf_counter() - t0
+
+    results: dict[str, Any] = {
+        "budget": budget.name,
+        "description": budget.description,
+        "command": command or shlex.join(["crystalgrid", *sys.argv[1:]]),
+        "seed": seed,
+        "source": src.provenance(),
+        "versions": _versions(),
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build": {"seconds": build_s, "workers": workers, "stores": {}},
+        "representations": {},
+    }
+    for report, representation in zip(reports, budget.representations, strict=True):
+        store = data_dir / f"{representation}.zarr"
+        results["build"]["stores"][representation] = {
+            "path": str(store),
+            "reused": bool(getattr(report, "resumed", False)),
+        }
+        dataset = open_dataset(store)
+        results["representations"][representation] = _train_and_score(
+            budget, config, dataset, representation, out, quiet
+        )
+    results["wall_time_s"] = time.perf_counter() - started
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
+    (out / "results.md").write_text(_markdown(results))
+    return results
+
+
+def _train_and_score(
+    budget: Budget,
+    config: TrainConfig,
+    dataset: Any,
+    representation: str,
+    out: Path,
+    quiet: bool,
+) -> dict[str, Any]:
+    from crystalgrid.models.evaluate import evaluate
+    from crystalgrid.models.peakfit import score_peak_fit
+    from crystalgrid.models.train import load_checkpoint, train
+
+    train_view, val_view = dataset.split("train"), dataset.split("val")
+    test_view = dataset.split(budget.eval_split)
+    if len(test_view) == 0:
+        raise CrystalgridError(
+            f"the {representation} store has no {budget.eval_split} samples: use more crystals"
+        )
+    if len(train_view) < config.batch_size:
+        config = replace(config, batch_size=max(1, len(train_view)))
+    run_dir = out / representation
+    t0 = time.perf_counter()
+    last = train(
+        config,
+        train_view,
+        val_view if len(val_view) else None,
+        out_dir=run_dir,
+        quiet=quiet,
+        metadata={"data": str(dataset.location), "representation": representation},
+    )
+    train_s = time.perf_counter() - t0
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if r["kind"] == "step"]
+    speeds = [r["samples_per_s"] for r in steps[1:]] or [r["samples_per_s"] for r in steps]
+
+    ckpt = load_checkpoint(last)
+    per_sample: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    scores = evaluate(
+        ckpt,
+        test_view,
+        limit=budget.eval_limit,
+        device=config.device,
+        quiet=quiet,
+        records=per_sample,
+    )
+    eval_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    peakfit = score_peak_fit(test_view, limit=budget.peakfit_limit, quiet=quiet)
+    peakfit_s = time.perf_counter() - t0
+    # The same reconstructions decoded by the peak fit instead of the U-Net: what it adds.
+    peakfit_recon = evaluate(
+        ckpt,
+        test_view,
+        limit=budget.peakfit_limit,
+        device=config.device,
+        ceiling=False,
+        decoder="peakfit",
+        quiet=quiet,
+    )
+
+    prefix = out / representation
+    pictures = _pictures(prefix, log, per_sample, scores, ckpt, test_view, representation)
+    return {
+        "store": str(dataset.location),
+        "samples": {"train": len(train_view), "val": len(val_view), "scored": len(test_view)},
+        "scored_split": budget.eval_split,
+        "config": config.to_dict(),
+        "train": {
+            "seconds": train_s,
+            "steps": ckpt.step,
+            "samples_per_s_median": float(np.median(speeds)) if speeds else None,
+            "runtime": scores.get("runtime"),
+            "final": {k: steps[-1].get(k) for k in ("loss", "mse", "kl", "ce")} if steps else {},
+        },
+        "evaluate_seconds": eval_s,
+        "scores": {k: v for k, v in scores.items() if k != "ceiling"},
+        "ceiling": scores.get("ceiling"),
+        "peakfit_on_true_density": {**peakfit, "seconds": peakfit_s},
+        "peakfit_on_reconstruction": peakfit_recon,
+        "paper": PAPER_SINGLE if representation == "single" else PAPER_REPEATED,
+        "pictures": [p.name for p in pictures],
+    }
+
+
+def _pictures(
+    prefix: Path,
+    log: list[dict[str, Any]],
+    per_sample: list[dict[str, Any]],
+    scores: dict[str, Any],
+    ckpt: Any,
+    view: Any,
+    representation: str,
+) -> list[Path]:
+    from crystalgrid.models.plots import benchmark_figures
+
+    first = view[0 : min(len(view), 8)]
+    from crystalgrid.models.plots import reconstruct_batch
+
+    recon = reconstruct_batch(ckpt, np.asarray(first["density"]))
+    return benchmark_figures(
+        prefix,
+        log=log,
+        count_errors=[r["n_pred"] - r["n_true"] for r in per_sample],
+        scores=scores,
+        paper=PAPER_SINGLE if representation == "single" else PAPER_REPEATED,
+        true_density=np.asarray(first["density"]),
+        reconstruction=recon,
+        title=representation,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# crystalgrid benchmark: {results['budget']}",
+        "",
+        f"- command: `{results['command']}`",
+        f"- seed {results['seed']}; {results['date']}; wall time {results['wall_time_s']:.0f} s"
+        f" (build {results['build']['seconds']:.0f} s with {results['build']['workers']} "
+        "workers)",
+        f"- machine: {results['machine'].get('gpu') or results['machine']['processor']}, "
+        f"{results['machine']['cpu_cores']} cores; versions: "
+        + ", ".join(f"{k} {v}" for k, v in results["versions"].items()),
+        f"- source: {results['source'].get('kind', '')} {results['source'].get('location', '')}"
+        f" ({results['source'].get('licence') or 'licence not stated'})",
+        "",
+    ]
+    for representation, rep in results["representations"].items():
+        train = rep["train"]
+        lines += [
+            f"## {representation}",
+            "",
+            f"{rep['samples']['train']} training samples, {train['steps']} steps in "
+            f"{train['seconds']:.0f} s ({train['samples_per_s_median'] or 0:.1f} samples/s, "
+            f"{train['runtime']}); scored on {rep['scores']['n_samples']} "
+            f"{rep['scored_split']} samples.",
+            "",
+        ]
+        others = [
+            ("VAE + peak fit (no U-Net)", rep["peakfit_on_reconstruction"]),
+            ("peak fit on the true density (no model)", rep["peakfit_on_true_density"]),
+        ]
+        table = to_markdown(
+            {**rep["scores"], "ceiling": rep["ceiling"]},
+            reference=rep["paper"],
+            others=others,
+        )
+        lines += [table, ""]
+        lines += [f"![{p}]({p})" for p in rep["pictures"]] + [""]
+    return "\n".join(lines)

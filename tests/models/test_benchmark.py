@@ -1,0 +1,116 @@
+"""``crystalgrid benchmark``: the smoke budget end to end, as CI runs it (< 3 minutes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from crystalgrid.cli import main
+from crystalgrid.errors import CrystalgridError
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    result = CliRunner().invoke(main, ["benchmark", "--budget", "smoke", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_smoke_writes_results_beside_the_paper(smoke):
+    out, output = smoke
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"] == "smoke" and results["seed"] == 0
+    assert results["command"].startswith("crystalgrid")
+    assert {"crystalgrid", "torch", "numpy", "python"} <= set(results["versions"])
+    assert results["machine"]["cpu_cores"] >= 1 and results["wall_time_s"] > 0
+    assert results["source"]["kind"] == "demo"
+    single = results["representations"]["single"]
+    assert single["train"]["steps"] == 40 and single["scored_split"] == "test"
+    scores = single["scores"]
+    assert scores["n_samples"] == single["samples"]["scored"] > 0
+    assert 0 <= scores["true_within_radius"] <= 1
+    assert single["ceiling"]["true_within_radius"] > 0.95  # true species grids decoded
+    assert single["peakfit_on_true_density"]["true_within_radius"] > 0.9
+    assert single["peakfit_on_reconstruction"]["decoder"] == "peakfit"
+    assert single["paper"]["count_exact"] == 0.90
+    md = (out / "results.md").read_text()
+    assert "paper (single cells)" in md and "decoding ceiling" in md and "peak fit" in md
+    assert "single: 40 steps" in output
+
+
+def test_smoke_draws_the_four_pictures(smoke):
+    from matplotlib.image import imread
+
+    from crystalgrid.models.plots import BENCHMARK_SIZE
+
+    out, _ = smoke
+    for name in ("loss", "parity", "counts", "distances"):
+        image = imread(out / f"single-{name}.png")
+        assert image.shape[:2] == (BENCHMARK_SIZE[1], BENCHMARK_SIZE[0]), name
+        assert image[..., :3].std() > 0.01, name  # not a blank canvas
+
+
+def test_a_used_folder_is_refused_and_stores_are_reused(smoke, tmp_path):
+    out, _ = smoke
+    runner = CliRunner()
+    again = runner.invoke(main, ["benchmark", "--budget", "smoke", "--out", str(out), "-q"])
+    assert again.exit_code == 2 and "already holds a benchmark" in again.stderr
+    reuse = runner.invoke(
+        main,
+        [
+            "benchmark",
+            "--out",
+            str(tmp_path / "second"),
+            "--data-dir",
+            str(out / "stores"),
+            "--steps",
+            "2",
+            "-q",
+        ],
+    )
+    assert reuse.exit_code == 0, reuse.output
+    results = json.loads((tmp_path / "second" / "results.json").read_text())
+    assert results["build"]["stores"]["single"]["reused"] is True
+    assert results["representations"]["single"]["train"]["steps"] == 2
+
+
+def test_unknown_budget_and_bad_source(tmp_path):
+    from crystalgrid.models.benchmark import run_benchmark
+
+    with pytest.raises(CrystalgridError, match="unknown budget"):
+        run_benchmark("1d-tpu", out=tmp_path / "x")
+    result = CliRunner().invoke(
+        main, ["benchmark", "--source", str(tmp_path / "none.json"), "--out", str(tmp_path / "y")]
+    )
+    assert result.exit_code == 2 and "source not found" in result.stderr
+
+
+def test_the_gpu_budget_plans_the_paper_model():
+    from crystalgrid.models.benchmark import BUDGETS
+
+    gpu = BUDGETS["10m-gpu"]
+    assert gpu.representations == ("single", "repeated")
+    assert gpu.train.encoder_channels == (16, 32, 64, 128) and gpu.train.latent_dim == 300
+    assert gpu.train.device == "auto" and gpu.workers is None  # every core builds
+
+
+@pytest.mark.slow
+def test_the_gpu_budget_runs_small_on_a_cpu(tmp_path):
+    """The 10m-gpu plan end to end (both stores, the paper's networks), one step each on CPU."""
+    out = tmp_path / "gpu-small"
+    args = ["benchmark", "--budget", "10m-gpu", "--out", str(out), "-q"]
+    args += ["--crystals", "12", "--steps", "1", "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["representations"]) == {"single", "repeated"}
+    for rep in results["representations"].values():
+        assert rep["train"]["steps"] == 1
+        assert rep["config"]["latent_dim"] == 300
+    assert "paper (crops)" in (out / "results.md").read_text()

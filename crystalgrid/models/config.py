@@ -58,6 +58,8 @@ class TrainConfig:
         atom_weight: cross-entropy weight of every atom class relative to "no atom" (paper:
             1). Atom voxels are ~0.3% of a grid; a larger weight finds light atoms sooner.
         lr: Adam learning rate (paper: 1e-5).
+        unet_lr_scale: the U-Net's learning rate relative to ``lr`` (its loss is separate
+            from the VAE's when ``ce_into_decoder`` is off, and it tolerates a larger step).
         lr_schedule: ``"constant"`` (the paper's) or ``"cosine"``: from ``lr`` down to
             ``lr / 100`` along a half cosine over the run's steps (``max_steps``, or
             ``epochs`` times the steps of an epoch).
@@ -95,6 +97,7 @@ class TrainConfig:
     atom_weight: float = 1.0
     # optimiser
     lr: float = 1e-5
+    unet_lr_scale: float = 1.0
     lr_schedule: str = "constant"
     batch_size: int = 24
     weight_decay: float = 0.0
@@ -149,6 +152,8 @@ class TrainConfig:
             problems.append(f"atom_weight must be > 0, got {self.atom_weight}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
+        if not self.unet_lr_scale > 0:
+            problems.append(f"unet_lr_scale must be > 0, got {self.unet_lr_scale}")
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.batch_size < 1:

@@ -506,7 +506,8 @@ def benchmark_figures(
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(f"{title}: training loss")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         paths.append(_save(fig, prefix.with_name(prefix.name + "-loss.png"), dpi))
     with _figure(BENCHMARK_SIZE, dpi) as fig:
         _parity(fig.add_subplot(1, 1, 1), np.asarray(true_density), np.asarray(reconstruction))
@@ -540,6 +541,9 @@ def benchmark_figures(
         ax.set_xlabel("percentile")
         ax.set_ylabel("distance (Å)")
         ax.set_title(f"{title}: distance percentiles")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no atom predicted", ha="center", transform=ax.transAxes)
         paths.append(_save(fig, prefix.with_name(prefix.name + "-distances.png"), dpi))
     return paths

@@ -641,15 +641,28 @@ def train(
     if ckpt is None:
         _seed_all(config.seed)
     model = ReferenceModel(config, spec.bins, class_map).to(runtime.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": model.vae.parameters(), "lr_scale": 1.0},
+            {"params": model.unet.parameters(), "lr_scale": config.unet_lr_scale},
+        ],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
     epoch = step = batch_in_epoch = 0
     best_val = math.inf
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         if ckpt.get("optimizer"):
-            optimizer.load_state_dict(ckpt["optimizer"])
+            try:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            except ValueError:
+                raise CrystalgridError(
+                    f"{resume} holds an optimiser state of an older trainer (one parameter "
+                    "group); its weights load, but resuming needs a new run"
+                ) from None
         for group in optimizer.param_groups:  # a changed lr applies from here on
-            group["lr"] = config.lr
+            group["lr"] = config.lr * group["lr_scale"]
         epoch, step, batch_in_epoch = (
             int(ckpt["epoch"]),
             int(ckpt["step"]),
@@ -751,8 +764,9 @@ def train(
                 out["loss"].backward()
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                lr = learning_rate(config, step, total_steps)
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, step, total_steps)
+                    group["lr"] = lr * group["lr_scale"]
                 optimizer.step()
                 step += 1
                 batch_in_epoch += 1

@@ -36,8 +36,9 @@ _ENC_KERNELS = (5, 3, 3, 3)
 _ENC_STRIDES = (2, 1, 1, 2)
 _DEC_KERNELS = (5, 5, 4, 4)
 
-#: The decoder's last activation: ``"softplus"`` (default; smooth, never flat) or ``"relu"``
-#: (the paper's; its gradient is zero for every voxel below zero, see :class:`VAE`).
+#: The decoder's last activation: ``"softplus"`` (default; its slope decays smoothly below
+#: zero instead of dropping to 0) or ``"relu"`` (the paper's; its gradient is zero for every
+#: voxel below zero, see the module docstring).
 OUTPUT_ACTIVATIONS = ("softplus", "relu")
 #: Sharpness of the softplus output, ``log(1 + exp(b x)) / b``: empty voxels reach ~1e-3 of
 #: an oxygen peak at ``x = -0.5``, and above ~0.5 it is the identity to within 1e-3.
@@ -180,7 +181,7 @@ class VAE(nn.Module):
             # starts below zero and the ReLU passes no gradient at all. A small positive bias
             # starts every voxel alive, but training can still push a voxel below zero for
             # good, and most voxels of a density grid are near zero: on a CPU run the whole
-            # output died within 150 steps. The softplus default has no dead zone.
+            # output died within 150 steps. The softplus default has no flat side at zero.
             nn.init.constant_(self.decoder[-2].bias, 0.01)
 
     def _check(self, x: torch.Tensor) -> None:

@@ -56,10 +56,11 @@ class TrainConfig:
             VAE's output), ``"truth"`` (the true density) or ``"both"`` (the mean of the two
             cross-entropies). At inference it always segments the reconstruction.
         atom_weight: cross-entropy weight of every atom class relative to "no atom" (paper:
-            1). Atom voxels are ~0.3% of a grid; a larger weight finds light atoms sooner.
+            1). Atom voxels are ~0.3% of a grid; on the overfit set 10 did better than 1 and
+            30 (models/overfit-cpu.md).
         lr: Adam learning rate (paper: 1e-5).
         unet_lr_scale: the U-Net's learning rate relative to ``lr`` (its loss is separate
-            from the VAE's when ``ce_into_decoder`` is off, and it tolerates a larger step).
+            from the VAE's when ``ce_into_decoder`` is off).
         lr_schedule: ``"constant"`` (the paper's) or ``"cosine"``: from ``lr`` down to
             ``lr / 100`` along a half cosine over the run's steps (``max_steps``, or
             ``epochs`` times the steps of an epoch).

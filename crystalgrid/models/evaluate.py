@@ -8,8 +8,8 @@ reconstruction with the true density (voxel MSE, Å^-6).
 
 :func:`score_species_grids` scores the decoding step alone on the true species grids: the
 ceiling the model can reach with a perfect segmentation. The species grid labels only the
-atoms inside the box, so the ceiling is close to, not exactly, 100% (docs/benchmarks.md has the
-measured figures).
+atoms inside the box, so the ceiling is close to, not exactly, 100% (the
+measured figures are in docs/models.md).
 """
 
 from __future__ import annotations

@@ -81,6 +81,8 @@ _FROZEN_ON_RESUME = (
     "beta",
     "gamma",
     "ce_into_decoder",
+    "atom_weight",
+    "unet_input",
     "batch_size",
     "seed",
 )

@@ -156,3 +156,34 @@ def test_a_read_error_in_the_prefetch_thread_reaches_the_caller(tiny_config, vie
 
     with pytest.raises(OSError, match="chunk 3 is unreadable"):
         train(tiny_config, Broken(), out_dir=tmp_path, quiet=True)
+
+
+def test_cosine_schedule_and_constant():
+    from crystalgrid.models.config import TrainConfig
+    from crystalgrid.models.train import learning_rate
+
+    cosine = TrainConfig(lr=1e-3, lr_schedule="cosine")
+    assert learning_rate(cosine, 0, 101) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 50, 101) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert learning_rate(cosine, 100, 101) == pytest.approx(1e-5)
+    assert learning_rate(cosine, 500, 101) == pytest.approx(1e-5)  # past the end: the floor
+    rates = [learning_rate(cosine, k, 101) for k in range(101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert learning_rate(TrainConfig(lr=1e-3), 50, 101) == 1e-3
+    with pytest.raises(CrystalgridError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_a_checkpoint_without_output_activation_loads_as_relu(tiny_config, tmp_path):
+    """Checkpoints from before the setting existed had the paper's ReLU output."""
+    from crystalgrid.spec import GridSpec
+
+    config = tiny_config.with_overrides(classes=(8, 26), output_activation="relu")
+    model = ReferenceModel(config, 30, ClassMap([8, 26]))
+    path = save_checkpoint(tmp_path / "old.pt", model, spec=GridSpec())
+    raw = torch.load(path, weights_only=True)
+    del raw["config"]["output_activation"]
+    torch.save(raw, path)
+    loaded = load_checkpoint(path)
+    assert loaded.config.output_activation == "relu"
+    assert isinstance(loaded.model.vae.decoder[-1], torch.nn.ReLU)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -168,7 +169,7 @@ def test_cosine_schedule_and_constant():
     assert learning_rate(cosine, 100, 101) == pytest.approx(1e-5)
     assert learning_rate(cosine, 500, 101) == pytest.approx(1e-5)  # past the end: the floor
     rates = [learning_rate(cosine, k, 101) for k in range(101)]
-    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(rates))
     assert learning_rate(TrainConfig(lr=1e-3), 50, 101) == 1e-3
     with pytest.raises(CrystalgridError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")

@@ -9,10 +9,13 @@ numbers, so a grid can be decoded by fitting that sum back to it:
    through the logarithms of the three values around it (exact for one isolated Gaussian).
 2. **Amplitudes.** With the positions fixed, the grid is linear in the amplitudes: a
    non-negative least-squares fit gives each candidate's ``Z`` (electrons).
-3. **Residual rounds.** Two atoms closer than ``2 sigma`` (2 Å) make one peak, so the peaks of
-   the residual (grid minus fit) above the threshold are added as new candidates and the
-   amplitudes refitted, up to ``rounds`` times.
-4. Candidates whose fitted amplitude is below ``min_z`` are dropped; the others become atoms
+3. **Refinement.** Positions and amplitudes are fitted together by a few Levenberg-Marquardt
+   steps (up to :data:`REFINE_MAX_ATOMS` candidates); candidates that end within 0.5 Å of
+   each other are merged.
+4. **Residual rounds.** Two atoms closer than ``2 sigma`` (2 Å) make one peak, so the peaks of
+   the residual (grid minus fit) above the threshold are added as new candidates and steps
+   2-3 repeated, up to ``rounds`` times.
+5. Candidates whose fitted amplitude is below ``min_z`` are dropped; the others become atoms
    with ``Z = round(amplitude)``; candidates outside the box are dropped (the ground truth
    holds only atoms inside it, while the density also carries the tails of atoms just
    outside).

@@ -127,7 +127,7 @@ def fit_atoms(
         amplitudes, _ = optimize.nnls(_design(positions, spec), target)
         if refine and len(positions) <= REFINE_MAX_ATOMS:
             positions, amplitudes = _refine(positions, amplitudes, target, spec)
-        positions, amplitudes = _merge(positions, amplitudes, spec, min_z)
+        positions, amplitudes = _merge(positions, amplitudes, min_z)
         if round_ == rounds or len(positions) == 0:
             break
         fitted = _design(positions, spec) @ amplitudes
@@ -212,7 +212,7 @@ def _refine(
 
 
 def _merge(
-    positions: np.ndarray, amplitudes: np.ndarray, spec: GridSpec, min_z: float
+    positions: np.ndarray, amplitudes: np.ndarray, min_z: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drop candidates below ``min_z``; merge candidates that converged onto one atom."""
     keep = amplitudes >= min_z

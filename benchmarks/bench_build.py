@@ -34,7 +34,7 @@ def straightforward_samples(structure, spec, rng) -> None:
     from pymatgen.core import Structure  # noqa: F401
 
     from crystalgrid.grids import density_grid_reference, species_grid
-    from crystalgrid.placement import random_rotation
+    from crystalgrid.grids.placement import random_rotation
 
     centre = structure.lattice.get_cartesian_coords([0.5, 0.5, 0.5])
     for _ in range(3):  # single: rotated cell
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--naive", type=int, default=20, help="crystals for the naive pipeline")
     args = parser.parse_args()
 
-    from crystalgrid.build import BuildConfig, build_representations
+    from crystalgrid.builder import BuildConfig, build_representations
     from crystalgrid.sources import JsonSource, parse_record
     from crystalgrid.spec import GridSpec
 

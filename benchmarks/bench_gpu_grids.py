@@ -1,4 +1,4 @@
-"""Grids per second of the batched torch gridding (crystalgrid.models.gpu_grids) on one device.
+"""Grids per second of the batched torch gridding (crystalgrid.grids.torch_backend) on one device.
 
 Cases: ``single`` cells of ~20 and ~120 atoms (rotated), and ``repeated`` crops of ~1,000 atoms
 computed (the atoms within the cutoff of the box, margin included), each at batch sizes
@@ -14,7 +14,7 @@ Columns, per case and batch size (grids/s, median of timed repeats after a warm-
 - ``naive``: every atom against every voxel in torch fp32 (:func:`density_grids_naive`),
   timed on a sub-batch (``--naive-batch``);
 - ``max err``: the largest ``|torch - CPU builder| / max`` over samples placed with the CPU
-  builder's own transforms (``crystalgrid.placement.placements``) and gridded by
+  builder's own transforms (``crystalgrid.grids.placement.placements``) and gridded by
   ``crystalgrid.grids``, and the number of species voxels that differ.
 
 Run::
@@ -40,17 +40,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crystalgrid.models.gpu_grids import (
-    GridSampler,
+from crystalgrid.grids.placement import Crystal, placements
+from crystalgrid.grids.sampler import GridSampler, pad_crystals
+from crystalgrid.grids.torch_backend import (
     density_grids,
     density_grids_naive,
     exact_fp32_matmul,
-    pad_crystals,
     place_batch,
     random_transforms,
     species_grids,
 )
-from crystalgrid.placement import Crystal, placements
 from crystalgrid.samples import sample_from_placement
 from crystalgrid.spec import GridSpec
 

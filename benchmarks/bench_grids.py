@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from pymatgen.core import Structure  # noqa: E402
 
 from crystalgrid.grids import density_grid, density_grid_reference, species_grid  # noqa: E402
-from crystalgrid.placement import Crystal, placements  # noqa: E402
+from crystalgrid.grids.placement import Crystal, placements  # noqa: E402
 from crystalgrid.spec import GridSpec  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -128,7 +128,7 @@ def main() -> None:
 
 def grouping_ab(crystals: dict, spec: GridSpec, rounds: int = 8) -> None:
     """Repeated crops: one matrix product vs grouping by side of the box, interleaved."""
-    import crystalgrid.grids as grids
+    import crystalgrid.grids.numpy_backend as grids
 
     print("\n| crystal | atoms computed | one product grids/s | grouped grids/s |")
     print("|---|---|---|---|")

@@ -186,7 +186,7 @@ def measure(collection: Path, workers: int, reprs: list[str], samples: int, out:
     peaks alone: the driver's (``RUSAGE_SELF``) and the largest worker process's
     (``RUSAGE_CHILDREN``: the workers have exited and been reaped when the build returns).
     """
-    from crystalgrid.build import BuildConfig, build_representations
+    from crystalgrid.builder import BuildConfig, build_representations
     from crystalgrid.collection import open_collection
 
     start_mib = _peak_rss(resource.RUSAGE_SELF) / MIB

@@ -29,7 +29,7 @@ import torch
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.decode import ClassMap
 from crystalgrid.models.losses import ReferenceModel
-from crystalgrid.models.train import resolve_runtime
+from crystalgrid.models.runtime import resolve_runtime
 
 # 84 species: the number of elements in ../shared/data/mp_binaries.
 DEFAULT_SPECIES = tuple(range(1, 85))
@@ -187,7 +187,7 @@ def main() -> None:
     loader = None
     if args.data:
         import crystalgrid
-        from crystalgrid.models.train import measure_loader
+        from crystalgrid.models.loader import measure_loader
 
         view = crystalgrid.open_dataset(args.data).split("train")
         loader = {b: measure_loader(view, b, n_batches=50) for b in batches}

@@ -11,16 +11,11 @@ The public API:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("crystalgrid")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from crystalgrid._version import __version__
 
 # ``build`` is both a module and the function it defines: importing the function here, after
 # the module, makes ``crystalgrid.build`` the function (the module stays importable by name).
-from crystalgrid.build import BuildConfig, build
+from crystalgrid.builder import BuildConfig, build
 from crystalgrid.dataset import open_dataset
 from crystalgrid.errors import CrystalgridError, RejectedStructure
 from crystalgrid.grids import density_grid, species_grid

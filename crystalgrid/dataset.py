@@ -117,6 +117,22 @@ class Dataset:
             Lattice(c["lattice"][crystal]), c["number"][lo:hi].tolist(), c["frac"][lo:hi]
         )
 
+    def crystal_table(self) -> dict[str, np.ndarray]:
+        """Every stored source structure, as arrays (read whole; ~100 B per site).
+
+        ``lattice`` (C, 3, 3) Å, ``site_offset`` (C + 1,) (the sites of crystal c are
+        ``site_offset[c]:site_offset[c + 1]``), ``frac`` (sites, 3) fractional, ``number``
+        (sites,) atomic numbers, ``material_id`` (C,).
+        """
+        c = self.group["crystals"]
+        names = ("lattice", "site_offset", "frac", "number", "material_id")
+        return {name: np.asarray(c[name][:]) for name in names}
+
+    def per_sample(self, name: str) -> np.ndarray:
+        """One per-sample array of every sample, e.g. ``"crystal"`` (crystal index of each
+        sample) or ``"material_id"``; read whole once and cached (~150 B/sample in all)."""
+        return self._per_sample(name)
+
     @cached_property
     def atom_offset(self) -> np.ndarray:
         """(n + 1,) int64: the atoms of sample i are ``atom_offset[i]:atom_offset[i + 1]``."""

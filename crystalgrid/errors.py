@@ -6,11 +6,19 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CrystalgridError", "RejectedStructure"]
+__all__ = ["ConfigError", "CrystalgridError", "RejectedStructure"]
 
 
 class CrystalgridError(Exception):
     """A problem with the user's input or environment, stated in one line."""
+
+
+class ConfigError(CrystalgridError, ValueError):
+    """An invalid setting of a configuration (grid spec, filters, build, training).
+
+    Both a :class:`CrystalgridError` (one line from the CLI) and a ``ValueError`` (what
+    Python code expects of a bad argument).
+    """
 
 
 class RejectedStructure(ValueError):  # noqa: N818 - it names what happened to the structure

@@ -22,12 +22,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crystalgrid.errors import RejectedStructure
+from crystalgrid.configs import Config
+from crystalgrid.errors import ConfigError, RejectedStructure
+from crystalgrid.validity import MIN_DISTANCE, MIN_VOLUME
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -36,8 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MIN_VOLUME", "REASONS", "FilterConfig", "check_structure", "describe_rejects"]
 
-#: Smallest cell volume accepted, Å^3.
-MIN_VOLUME = 0.1
 
 #: Every reason :func:`check_structure` can give, in the order it checks them.
 REASONS = (
@@ -54,7 +54,7 @@ _MAX_Z = 118
 
 
 @dataclass(frozen=True, kw_only=True)
-class FilterConfig:
+class FilterConfig(Config):
     """The limits :func:`check_structure` applies (stored with every dataset).
 
     Attributes:
@@ -65,18 +65,20 @@ class FilterConfig:
     """
 
     max_side: float = 10.0
-    min_distance: float = 0.5
+    min_distance: float = MIN_DISTANCE
     max_atoms: int | None = None
+
+    config_name = "filter configuration"
 
     def __post_init__(self) -> None:
         if not (self.max_side > 0 and math.isfinite(self.max_side)):
-            raise ValueError(f"max_side must be a positive number of Å, got {self.max_side!r}")
+            raise ConfigError(f"max_side must be a positive number of Å, got {self.max_side!r}")
         if not (self.min_distance >= 0 and math.isfinite(self.min_distance)):
-            raise ValueError(f"min_distance must be >= 0 Å, got {self.min_distance!r}")
+            raise ConfigError(f"min_distance must be >= 0 Å, got {self.min_distance!r}")
         if self.max_atoms is not None and not (
             isinstance(self.max_atoms, int | np.integer) and self.max_atoms >= 1
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"max_atoms must be a positive integer or None, got {self.max_atoms!r}"
             )
 
@@ -88,19 +90,6 @@ class FilterConfig:
             min_distance=self.min_distance,
             max_atoms=self.max_atoms,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FilterConfig:
-        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown filter-config fields: {sorted(unknown)}")
-        return cls(**data)
 
 
 def check_structure(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from crystalgrid.grids import density_grid, species_grid
-from crystalgrid.placement import Crystal, Placement, Representation, placements
+from crystalgrid.grids.placement import Crystal, Placement, Representation, placements
 from crystalgrid.spec import GridSpec
 
 if TYPE_CHECKING:

@@ -10,16 +10,18 @@ is x, axis 1 is y, axis 2 is z.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+
+from crystalgrid.configs import Config
+from crystalgrid.errors import ConfigError
 
 __all__ = ["GridSpec"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class GridSpec:
+class GridSpec(Config):
     """Geometry of the voxel grids.
 
     Attributes:
@@ -40,17 +42,19 @@ class GridSpec:
     species_radius: float = 0.5
     tolerance: float = 1e-4
 
+    config_name = "grid spec"
+
     def __post_init__(self) -> None:
         if not (self.side > 0 and math.isfinite(self.side)):
-            raise ValueError(f"side must be a positive number of Å, got {self.side!r}")
+            raise ConfigError(f"side must be a positive number of Å, got {self.side!r}")
         if not (isinstance(self.bins, int | np.integer) and 2 <= self.bins <= 1024):
-            raise ValueError(f"bins must be an integer in [2, 1024], got {self.bins!r}")
+            raise ConfigError(f"bins must be an integer in [2, 1024], got {self.bins!r}")
         if not (self.sigma > 0 and math.isfinite(self.sigma)):
-            raise ValueError(f"sigma must be a positive number of Å, got {self.sigma!r}")
+            raise ConfigError(f"sigma must be a positive number of Å, got {self.sigma!r}")
         if not (self.species_radius >= 0 and math.isfinite(self.species_radius)):
-            raise ValueError(f"species_radius must be >= 0 Å, got {self.species_radius!r}")
+            raise ConfigError(f"species_radius must be >= 0 Å, got {self.species_radius!r}")
         if not (0 < self.tolerance < 1):
-            raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance!r}")
+            raise ConfigError(f"tolerance must be in (0, 1), got {self.tolerance!r}")
 
     @property
     def voxel(self) -> float:
@@ -80,16 +84,3 @@ class GridSpec:
     def centres(self) -> np.ndarray:
         """Voxel-centre coordinates along one axis, shape ``(bins,)``, Å."""
         return (np.arange(self.bins, dtype=np.float64) + 0.5) * self.voxel
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (stored with every dataset)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GridSpec:
-        """Rebuild a spec from :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown grid-spec fields: {sorted(unknown)}")
-        return cls(**data)

@@ -1,27 +1,12 @@
-"""The Zarr layout of a crystalgrid dataset: create, write, checksum, verify.
+"""The Zarr layout of a crystalgrid dataset: its schema, metadata, checksums and verification.
 
-One Zarr 3 group per representation (``single.zarr``, ``repeated.zarr``)::
-
-    density            (n, B, B, B)  float32 | float16   chunks (chunk_samples, B, B, B)
-    species            (n, B, B, B)  uint8               same chunks
-    samples/crystal    (n,)          int32     index into crystals/
-    samples/material_id(n,)          str
-    samples/split      (n,)          uint8     0 train, 1 val, 2 test
-    samples/transform  (n, 4, 4)     float64   crystal Cartesian Å -> box Å
-    samples/n_atoms    (n,)          int32     ground-truth atoms in the box
-    samples/n_outside  (n,)          int32     cell atoms outside the box (single)
-    samples/atom_offset(n + 1,)      int64     atoms of sample i: atom_offset[i]:atom_offset[i+1]
-    atoms/position     (m, 3)        float32   box Å
-    atoms/number       (m,)          uint8     atomic number
-    crystals/...                     the source structures (lattice, fractional sites, Z, id,
-                                     split, numeric properties): any sample can be recomputed
-    rejects/...                      id, reason, detail of every structure left out
-    checksums/<array>  (chunks,)     uint64    digest of each chunk's data, taken when written
-    _build/done        (blocks,)     uint8     1 once a block's chunks are all written
-
-Everything else (grid spec, representation, seed, provenance, licence, splits, fingerprint,
-state) is in the group's ``crystalgrid`` attribute. Samples are stored crystal by crystal with
-the crystals ordered by split, so each split is one contiguous range of samples.
+One Zarr 3 group per representation (``single.zarr``, ``repeated.zarr``). :data:`SCHEMA` lists
+every array (path, shape, dtype, chunking, when it is checksummed); the builder creates the
+arrays from it, :func:`verify` checks the ones it marks, and docs/store-format.md shows it as
+a table (:func:`schema_table`; a test keeps the two equal). Everything else (grid spec,
+representation, seed, provenance, licence, splits, fingerprint, state) is in the group's
+``crystalgrid`` attribute (:func:`read_meta`). Samples are stored crystal by crystal with the
+crystals ordered by split, so each split is one contiguous range of samples.
 """
 
 from __future__ import annotations
@@ -39,30 +24,187 @@ from zarr.core.sync import sync
 from crystalgrid.errors import CrystalgridError
 
 __all__ = [
+    "BLOCK_ARRAYS",
     "FORMAT",
+    "SCHEMA",
     "SPLITS",
+    "ArraySchema",
     "VerifyReport",
+    "array_schema",
     "chunk_digest",
     "compressor",
     "open_group",
     "read_meta",
+    "schema_table",
     "verify",
 ]
 
 FORMAT = "crystalgrid-store/1"
 ATTR = "crystalgrid"
 SPLITS = ("train", "val", "test")
-#: Arrays whose every chunk is checksummed when it is written by a block.
-BLOCK_ARRAYS = (
-    "density",
-    "species",
-    "samples/crystal",
-    "samples/material_id",
-    "samples/split",
-    "samples/transform",
-    "samples/n_atoms",
-    "samples/n_outside",
+
+
+@dataclass(frozen=True)
+class ArraySchema:
+    """One array of the store.
+
+    Attributes:
+        path: its path in the group (``<name>`` stands for any name).
+        shape: the shape in words: ``n`` samples, ``B`` bins, ``m`` atoms, ``c`` crystals,
+            ``s`` sites, ``r`` rejects.
+        dtype: a numpy dtype name, ``"str"`` (variable-length strings), or ``"density"``
+            (the build's ``dtype``: float32 or float16).
+        chunk: samples (rows) per chunk: a number, ``"grid"`` (the build's
+            ``chunk_samples``) or ``"block"`` (one build block's samples).
+        checksum: ``"block"`` (each chunk digested by the block that writes it) or
+            ``"final"`` (digested when the build finalises).
+        notes: what it holds.
+    """
+
+    path: str
+    shape: str
+    dtype: str
+    chunk: int | str
+    checksum: str
+    notes: str
+
+    @property
+    def tail(self) -> tuple[int, ...]:
+        """The fixed trailing dimensions (``(4, 4)`` for ``(n, 4, 4)``; grids have none)."""
+        dims = [d.strip() for d in self.shape.strip("()").split(",")[1:] if d.strip()]
+        return tuple(int(d) for d in dims) if all(d.isdigit() for d in dims) else ()
+
+
+#: Every array of a ``crystalgrid-store/1`` group, in the order of docs/store-format.md.
+SCHEMA: tuple[ArraySchema, ...] = (
+    ArraySchema(
+        "density",
+        "(n, B, B, B)",
+        "density",
+        "grid",
+        "block",
+        "electrons per Å^3; blosc lz4 + shuffle by default",
+    ),
+    ArraySchema(
+        "species",
+        "(n, B, B, B)",
+        "uint8",
+        "grid",
+        "block",
+        "atomic number of the nearest ground-truth atom (inside the box) within the "
+        "species radius, else 0; blosc zstd",
+    ),
+    ArraySchema("samples/crystal", "(n,)", "int32", "block", "block", "index into `crystals/`"),
+    ArraySchema("samples/material_id", "(n,)", "str", "block", "block", "the crystal's id"),
+    ArraySchema("samples/split", "(n,)", "uint8", "block", "block", "0 train, 1 val, 2 test"),
+    ArraySchema(
+        "samples/transform",
+        "(n, 4, 4)",
+        "float64",
+        "block",
+        "block",
+        "crystal Cartesian Å -> box Å",
+    ),
+    ArraySchema(
+        "samples/n_atoms", "(n,)", "int32", "block", "block", "ground-truth atoms inside the box"
+    ),
+    ArraySchema(
+        "samples/n_outside",
+        "(n,)",
+        "int32",
+        "block",
+        "block",
+        "`single`: cell atoms outside the box; 0 for `repeated`",
+    ),
+    ArraySchema(
+        "samples/atom_offset",
+        "(n + 1,)",
+        "int64",
+        1 << 16,
+        "final",
+        "atoms of sample s: `atom_offset[s]:atom_offset[s+1]`",
+    ),
+    ArraySchema(
+        "atoms/position", "(m, 3)", "float32", 1 << 13, "final", "box Å, atoms inside `[0, side)^3`"
+    ),
+    ArraySchema("atoms/number", "(m,)", "uint8", 1 << 13, "final", "atomic numbers"),
+    ArraySchema("crystals/material_id", "(c,)", "str", 4096, "final", ""),
+    ArraySchema("crystals/split", "(c,)", "uint8", 4096, "final", "the split of each crystal"),
+    ArraySchema(
+        "crystals/source_index",
+        "(c,)",
+        "int64",
+        4096,
+        "final",
+        "position of the crystal in the source, among those kept",
+    ),
+    ArraySchema(
+        "crystals/lattice", "(c, 3, 3)", "float64", 4096, "final", "rows are lattice vectors, Å"
+    ),
+    ArraySchema(
+        "crystals/site_offset",
+        "(c + 1,)",
+        "int64",
+        4096,
+        "final",
+        "ragged index into `frac` / `number`",
+    ),
+    ArraySchema(
+        "crystals/frac",
+        "(s, 3)",
+        "float64",
+        1 << 16,
+        "final",
+        "fractional coordinates as given by the source",
+    ),
+    ArraySchema("crystals/number", "(s,)", "uint8", 1 << 16, "final", "atomic numbers"),
+    ArraySchema(
+        "crystals/properties/<name>",
+        "(c,)",
+        "float64",
+        4096,
+        "final",
+        "numeric properties of the source (NaN if missing)",
+    ),
+    ArraySchema("rejects/material_id", "(r,)", "str", 4096, "final", "every structure left out"),
+    ArraySchema("rejects/reason", "(r,)", "str", 4096, "final", "a stable word (below)"),
+    ArraySchema("rejects/detail", "(r,)", "str", 4096, "final", "a sentence"),
 )
+# (Also in every store: ``checksums/<array path>`` (chunks,) uint64, the BLAKE2b-64 digest of
+# each chunk's values, and ``_build/done`` (blocks,) uint8, build bookkeeping.)
+
+#: Arrays whose every chunk is checksummed when it is written by a block.
+BLOCK_ARRAYS = tuple(a.path for a in SCHEMA if a.checksum == "block")
+
+
+def array_schema(path: str) -> ArraySchema:
+    """The schema entry of an array path (``crystals/properties/x`` matches ``<name>``).
+
+    Raises:
+        KeyError: for a path the format does not have.
+    """
+    for entry in SCHEMA:
+        if entry.path == path:
+            return entry
+        prefix, _, rest = entry.path.partition("<name>")
+        if rest == "" and _ and path.startswith(prefix) and "/" not in path[len(prefix) :]:
+            return entry
+    raise KeyError(f"{path!r} is not an array of {FORMAT}")
+
+
+def schema_table() -> str:
+    """:data:`SCHEMA` as the markdown table of docs/store-format.md."""
+    dtypes = {"density": "float32 or float16", "str": "string"}
+    chunks = {"grid": "(chunk_samples, B, B, B)", "block": "block"}
+    lines = ["| path | shape | dtype | chunks | checksummed | notes |", "|---|---|---|---|---|---|"]
+    for a in SCHEMA:
+        chunk = chunks[a.chunk] if isinstance(a.chunk, str) else f"{a.chunk:,}"
+        when = "as written" if a.checksum == "block" else "at the end"
+        lines.append(
+            f"| `{a.path}` | {a.shape} | {dtypes.get(a.dtype, a.dtype)} | {chunk} | {when} "
+            f"| {a.notes} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 CODECS = ("lz4", "zstd", "lz4hc")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from crystalgrid.errors import CrystalgridError
-
-if TYPE_CHECKING:
-    from crystalgrid.dataset import DatasetView
 
 try:
     import torch
@@ -20,6 +17,14 @@ __all__ = ["TorchView"]
 _FIELDS = ("density", "species", "atom_positions", "atom_numbers", "transform", "material_id")
 
 
+class _SampleView(Protocol):
+    """What :class:`TorchView` reads: a split's length and its samples by position."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
 class TorchView(_TorchDataset):
     """Items are dicts of tensors: density float32 (B, B, B), species int64 (B, B, B), ...
 
@@ -28,7 +33,7 @@ class TorchView(_TorchDataset):
     ``DatasetView.iter_batches`` for the fast shuffled path).
     """
 
-    def __init__(self, view: DatasetView, fields: tuple[str, ...]) -> None:
+    def __init__(self, view: _SampleView, fields: tuple[str, ...]) -> None:
         unknown = set(fields) - set(_FIELDS)
         if unknown:
             raise ValueError(f"unknown fields {sorted(unknown)}; choose from {_FIELDS}")

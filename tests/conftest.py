@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,39 @@ def triclinic():
         [0.0, 0.9, 0.65],
     ]
     return Structure(lattice, ["Ti", "O", "O", "Sr", "Fe"], coords)
+
+
+@pytest.fixture(scope="session")
+def demo_records():
+    """30 small demo structures (pymatgen's own), as (id, Structure)."""
+    out = []
+    from crystalgrid.sources import DemoSource, parse_record
+
+    for record in DemoSource().records():
+        s = parse_record(record)
+        if max(s.lattice.abc) < 10 and len(s) <= 12:
+            out.append((record.material_id, s))
+        if len(out) == 30:
+            break
+    return out
+
+
+@pytest.fixture
+def json_source(tmp_path, demo_records):
+    """A JSON source of the 30 demo structures plus one too big and one too close."""
+    from pymatgen.core import Lattice, Structure
+
+    records = [
+        {"material_id": m, "structure": s.as_dict(), "band_gap": 0.1 * i}
+        for i, (m, s) in enumerate(demo_records)
+    ]
+    big = Structure(Lattice.cubic(12.0), ["Cu"], [[0, 0, 0]])
+    close = Structure(Lattice.cubic(4.0), ["O", "O"], [[0, 0, 0], [0.05, 0, 0]])
+    records += [
+        {"material_id": "big", "structure": big.as_dict()},
+        {"material_id": "close", "structure": close.as_dict()},
+    ]
+    path = tmp_path / "structures.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(records, f)
+    return path

@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from crystalgrid import BuildConfig, CrystalgridError, build, open_dataset
-from crystalgrid.placement import Crystal, placements
+from crystalgrid.grids.placement import Crystal, placements
 from crystalgrid.sources import DemoSource
 
 

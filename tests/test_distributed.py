@@ -28,7 +28,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from crystalgrid.build import BuildConfig, build
+from crystalgrid.builder import BuildConfig, build
 from crystalgrid.cli import main
 from crystalgrid.sources import DemoSource
 from crystalgrid.store import verify
@@ -215,8 +215,7 @@ def test_cluster_build_is_byte_identical_to_a_local_build(
     out = tmp_path / "cluster.zarr"
     with cluster.client() as client:
         # The worker-side functions resolve, on every worker, to this checkout's module.
-        # (crystalgrid.build is the function; the module is looked up by name.)
-        module = importlib.import_module("crystalgrid.build")
+        module = importlib.import_module("crystalgrid.builder")
         files = client.run(getattr, module, "__file__")
         assert len(files) == 2
         assert set(files.values()) == {module.__file__}

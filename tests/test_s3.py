@@ -21,7 +21,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 from crystalgrid import open_dataset
-from crystalgrid.build import BuildConfig, build
+from crystalgrid.builder import BuildConfig, build
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.sources import CifDirectorySource, CsvSource, DemoSource, JsonSource, open_source
@@ -184,7 +184,7 @@ def test_info_and_verify_by_url(s3_build):
 
 
 def test_resume_on_s3_then_verify_reports_a_deleted_object(s3, json_file, local_build, monkeypatch):
-    build_module = importlib.import_module("crystalgrid.build")  # the module, not the function
+    build_module = importlib.import_module("crystalgrid.builder")
     url = f"s3://{BUCKET}/damaged/repeated.zarr"
     real = build_module._grid_block
 

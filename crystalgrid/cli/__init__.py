@@ -1,54 +1,15 @@
 """The ``crystalgrid`` command: a click group whose verbs are thin wrappers over the library.
 
-Each verb lives in a module of this package and registers itself on :data:`main`. A verb
-turns :class:`crystalgrid.errors.CrystalgridError` into one line on stderr and exit status 2
-(see :func:`user_errors`); heavy imports (torch, mp-api) happen inside the verbs.
+The group and the error convention live in :mod:`crystalgrid.cli.app`; each verb module
+(``dataset_verbs``, ``fetch_verbs``, ``model_verbs``) registers its verbs on
+:data:`~crystalgrid.cli.app.main` when imported here. A verb turns a
+:class:`crystalgrid.errors.CrystalgridError` into one line on stderr and exit status 2;
+heavy imports (torch, mp-api) happen inside the verbs.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from crystalgrid.cli import dataset_verbs, fetch_verbs, model_verbs
+from crystalgrid.cli.app import main, user_errors
 
-import click
-
-from crystalgrid import __version__
-from crystalgrid.errors import CrystalgridError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-__all__ = ["main", "user_errors"]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="crystalgrid")
-def main() -> None:
-    """Crystal structures to voxel-grid datasets, and the reference models that use them."""
-
-
-def user_errors(func: F) -> F:
-    """Report a :class:`CrystalgridError` as ``crystalgrid: error: ...`` and exit 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CrystalgridError as exc:
-            click.echo(f"crystalgrid: error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _register() -> None:
-    # Imported for their side effect of adding verbs to ``main``.
-    from crystalgrid.cli import (
-        dataset_verbs,  # noqa: F401
-        fetch_verbs,  # noqa: F401
-        model_verbs,  # noqa: F401
-    )
-
-
-_register()
+__all__ = ["dataset_verbs", "fetch_verbs", "main", "model_verbs", "user_errors"]

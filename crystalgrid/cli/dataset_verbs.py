@@ -1,4 +1,4 @@
-"""``crystalgrid build``, ``info`` and ``verify``: thin wrappers over build.py and store.py."""
+"""``crystalgrid build``, ``info`` and ``verify``: thin wrappers over builder.py and store.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 
 import click
 
-from crystalgrid.cli import main, user_errors
+from crystalgrid.cli.app import main, user_errors
 from crystalgrid.errors import CrystalgridError
 
 
@@ -149,7 +149,7 @@ def build(
     quiet,
 ) -> None:
     """Build the voxel-grid dataset (resumes an interrupted build with the same command)."""
-    from crystalgrid.build import BuildConfig, build_representations, default_out
+    from crystalgrid.builder import BuildConfig, build_representations, default_out
     from crystalgrid.filters import FilterConfig
     from crystalgrid.sources import open_source
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from crystalgrid.cli import main, user_errors
+from crystalgrid.cli.app import main, user_errors
 
 
 @main.command("fetch")

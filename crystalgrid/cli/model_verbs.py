@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from crystalgrid.cli import main, user_errors
+from crystalgrid.cli.app import main, user_errors
 from crystalgrid.errors import CrystalgridError
 
 _INSTALL_HINT = "the reference models need torch: pip install 'crystalgrid[models]'"
@@ -28,12 +28,9 @@ def _require_torch() -> None:
 def _open_store(path: Path) -> Any:
     if not path.exists():
         raise CrystalgridError(f"dataset store not found: {path}")
-    import crystalgrid
+    from crystalgrid.dataset import open_dataset
 
-    opener = getattr(crystalgrid, "open_dataset", None)
-    if opener is None:
-        raise CrystalgridError("this crystalgrid has no open_dataset (dataset support missing)")
-    return opener(path)
+    return open_dataset(path)
 
 
 def _split(dataset: Any, name: str) -> Any:
@@ -114,8 +111,9 @@ def train_cmd(
 ) -> None:
     """Train the paper's VAE + attention U-Net on a dataset store."""
     _require_torch()
+    from crystalgrid.models.checkpoint import checkpoint_config
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.train import checkpoint_config, train
+    from crystalgrid.models.train import train
 
     if resume is not None and config_path is None:
         config = checkpoint_config(resume)
@@ -171,10 +169,11 @@ def train_cmd(
 )
 @click.option(
     "--decoder",
-    type=click.Choice(["unet", "peakfit"]),
-    default="unet",
+    type=click.Choice(["unet-peaks", "unet-components", "peakfit"]),
+    default="unet-peaks",
     show_default=True,
-    help="Atoms from the reconstruction by the U-Net, or by the training-free peak fit.",
+    help="Atoms from the reconstruction: peaks of the U-Net's atom log-odds, the paper's "
+    "connected components of the U-Net's argmax, or the training-free peak fit.",
 )
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write the scores as JSON.")
 @click.option("--markdown", is_flag=True, help="Print the scores as markdown tables.")
@@ -218,7 +217,7 @@ def evaluate_cmd(
     ckpt = None
     if checkpoint is not None:
         _require_torch()
-        from crystalgrid.models.train import load_checkpoint
+        from crystalgrid.models.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
     dataset = _open_store(data)
@@ -274,7 +273,7 @@ def _load(checkpoint: Path) -> Any:
     _require_torch()
     if not checkpoint.is_file():
         raise CrystalgridError(f"checkpoint not found: {checkpoint}")
-    from crystalgrid.models.train import load_checkpoint
+    from crystalgrid.models.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint)
 
@@ -683,6 +682,11 @@ def match_cmd(
 @click.option("--steps", type=int, help="Override the budget's training steps (to try it small).")
 @click.option("--crystals", type=int, help="Use only the first N structures of the source.")
 @click.option("--device", help="Override the budget's device (auto, cpu, cuda).")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    help="Override the budget's precision (bf16 autocast also runs on CPUs).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def benchmark_cmd(
@@ -694,6 +698,7 @@ def benchmark_cmd(
     steps: int | None,
     crystals: int | None,
     device: str | None,
+    precision: str | None,
     quiet: bool,
 ) -> None:
     """Build the stores, train the reference model, score it on the test split, report.
@@ -713,6 +718,7 @@ def benchmark_cmd(
         steps=steps,
         crystals=crystals,
         device=device,
+        precision=precision,
         quiet=quiet,
     )
     for representation, rep in results["representations"].items():

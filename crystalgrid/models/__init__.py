@@ -10,19 +10,30 @@ Modules:
 - :mod:`~crystalgrid.models.vae`: :class:`VAE`; :mod:`~crystalgrid.models.unet`:
   :class:`AttentionUNet3D`; :mod:`~crystalgrid.models.losses`: :class:`ReferenceModel`
   (both networks, the joint loss, ``reconstruct``/``generate``).
-- :mod:`~crystalgrid.models.train`: ``train(config, view_train, view_val, out_dir=...)``,
-  :func:`load_checkpoint`, :func:`save_checkpoint`, :func:`measure_loader`.
+- :mod:`~crystalgrid.models.train`: ``train(config, view_train, view_val, out_dir=...)``, the
+  training loop; :mod:`~crystalgrid.models.checkpoint`: the checkpoint format,
+  :func:`load_checkpoint` (what every verb uses to load a model), :func:`save_checkpoint`;
+  :mod:`~crystalgrid.models.runtime`: device, precision, compilation;
+  :mod:`~crystalgrid.models.loader`: batches read ahead onto the device,
+  :func:`measure_loader`.
 - :mod:`~crystalgrid.models.decode`: :func:`decode_atoms`, :class:`ClassMap`,
   :func:`atoms_to_structure`, :func:`write_cif`.
 - :mod:`~crystalgrid.models.metrics`: :class:`Scorer`, :func:`to_markdown`.
 - :mod:`~crystalgrid.models.evaluate`: ``evaluate(checkpoint, view)``,
   :func:`score_species_grids`.
+- :mod:`~crystalgrid.models.peakfit`: :func:`fit_atoms`, the training-free decoder of a
+  density grid, and :func:`score_peak_fit`.
+- :mod:`~crystalgrid.models.predictions`: :func:`score_predictions` (any model's output,
+  same scorers), :func:`load_predictions`, :func:`write_truth_predictions`.
+- :mod:`~crystalgrid.models.benchmark`: :func:`run_benchmark` by :data:`BUDGETS`
+  (``crystalgrid benchmark``).
 
 The latent space (docs/latent.md):
 
 - :mod:`~crystalgrid.models.generate`: :func:`random_draws` (:class:`Samples`),
-  :func:`spacing_distribution`, :func:`structural_validity`, :func:`condition_calibration`,
-  :func:`condition_for_z`, :func:`conditional_check`, :func:`write_samples`.
+  :func:`spacing_distribution`, :func:`structural_validity`, :func:`conditional_check`,
+  :func:`write_samples`; :mod:`~crystalgrid.models.conditioning`:
+  :func:`condition_calibration`, :func:`condition_for_z`.
 - :mod:`~crystalgrid.models.interpolate`: ``interpolate(checkpoint, a, b, steps=)``
   (:class:`Interpolation`), :func:`resolve_sample`, :func:`write_interpolation`.
 - :mod:`~crystalgrid.models.realism`: :func:`train_realism` (:class:`RealismScorer`),
@@ -32,12 +43,7 @@ The latent space (docs/latent.md):
 - :mod:`~crystalgrid.models.plots`: :func:`show_sample`, :func:`interpolation_strip`,
   :func:`spacing_plot`.
 
-Grids on the GPU (docs/gpu-grids.md):
-
-- :mod:`~crystalgrid.models.gpu_grids`: batched torch placement (:func:`place_batch`), density
-  and species grids (:func:`density_grids`, :func:`species_grids`) that agree with the CPU
-  builder, and :class:`GridSampler`, which draws fresh rotations and crops of the stored
-  crystals every step.
+Fresh grids on the GPU while training: :mod:`crystalgrid.grids.sampler` (docs/gpu-grids.md).
 
 ``train``, ``evaluate`` and ``interpolate`` are functions of the modules of the same name:
 ``from crystalgrid.models.train import train``.
@@ -53,10 +59,11 @@ _EXPORTS = {
     "VAE": "vae",
     "AttentionUNet3D": "unet",
     "ReferenceModel": "losses",
-    "Checkpoint": "train",
-    "load_checkpoint": "train",
-    "save_checkpoint": "train",
-    "measure_loader": "train",
+    "Checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "measure_loader": "loader",
+    "resolve_runtime": "runtime",
     "ClassMap": "decode",
     "decode_atoms": "decode",
     "atoms_to_structure": "decode",
@@ -65,14 +72,22 @@ _EXPORTS = {
     "Scorer": "metrics",
     "to_markdown": "metrics",
     "score_species_grids": "evaluate",
+    "fit_atoms": "peakfit",
+    "score_peak_fit": "peakfit",
+    "load_predictions": "predictions",
+    "score_predictions": "predictions",
+    "write_truth_predictions": "predictions",
+    "BUDGETS": "benchmark",
+    "Budget": "benchmark",
+    "run_benchmark": "benchmark",
     "Samples": "generate",
     "random_draws": "generate",
     "decode_latents": "generate",
     "nearest_neighbour_distances": "generate",
     "spacing_distribution": "generate",
     "structural_validity": "generate",
-    "condition_calibration": "generate",
-    "condition_for_z": "generate",
+    "condition_calibration": "conditioning",
+    "condition_for_z": "conditioning",
     "conditional_check": "generate",
     "write_samples": "generate",
     "Interpolation": "interpolate",
@@ -91,13 +106,6 @@ _EXPORTS = {
     "show_sample": "plots",
     "interpolation_strip": "plots",
     "spacing_plot": "plots",
-    "GridSampler": "gpu_grids",
-    "GridBatch": "gpu_grids",
-    "BatchPlacement": "gpu_grids",
-    "density_grids": "gpu_grids",
-    "species_grids": "gpu_grids",
-    "place_batch": "gpu_grids",
-    "random_transforms": "gpu_grids",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -194,7 +194,7 @@ def _cores() -> int:
 def _versions() -> dict[str, str]:
     import torch
 
-    from crystalgrid import __version__
+    from crystalgrid._version import __version__
 
     versions = {"crystalgrid": __version__, "python": platform.python_version()}
     versions["torch"] = str(torch.__version__)
@@ -226,6 +226,7 @@ def run_benchmark(
     steps: int | None = None,
     crystals: int | None = None,
     device: str | None = None,
+    precision: str | None = None,
     command: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -237,7 +238,8 @@ def run_benchmark(
         source: as ``crystalgrid build --source`` (``None``: the embedded demo set).
         data_dir: where the stores go (reused when they match); default ``out/stores``.
         seed: seeds the build (rotations, splits) and the training.
-        steps, crystals, device: override the budget's (to try a budget small).
+        steps, crystals, device, precision: override the budget's (to try a budget small,
+            or to run it on other hardware).
         command: the command line to record (default: this process's).
         quiet: no progress bars.
 
@@ -247,7 +249,7 @@ def run_benchmark(
     Raises:
         CrystalgridError: for an unknown budget, a bad source, or an ``out`` already used.
     """
-    from crystalgrid.build import BuildConfig, build_representations
+    from crystalgrid.builder import BuildConfig, build_representations
     from crystalgrid.dataset import open_dataset
     from crystalgrid.sources import open_source
 
@@ -260,7 +262,9 @@ def run_benchmark(
         raise CrystalgridError(f"{out} already holds a benchmark (results.json); choose another")
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir) if data_dir is not None else out / "stores"
-    config = budget.train.with_overrides(max_steps=steps, device=device, seed=seed)
+    config = budget.train.with_overrides(
+        max_steps=steps, device=device, precision=precision, seed=seed
+    )
     crystals = crystals if crystals is not None else budget.crystals
     started = time.perf_counter()
 
@@ -319,9 +323,10 @@ def _train_and_score(
     out: Path,
     quiet: bool,
 ) -> dict[str, Any]:
+    from crystalgrid.models.checkpoint import load_checkpoint
     from crystalgrid.models.evaluate import evaluate
     from crystalgrid.models.peakfit import score_peak_fit
-    from crystalgrid.models.train import load_checkpoint, train
+    from crystalgrid.models.train import train
 
     train_view, val_view = dataset.split("train"), dataset.split("val")
     test_view = dataset.split(budget.eval_split)

@@ -14,11 +14,12 @@ to Å^-3 by dividing by it, and the loss weights keep their meaning across datas
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.configs import Config
+from crystalgrid.errors import ConfigError, CrystalgridError
 
 __all__ = ["TrainConfig"]
 
@@ -30,7 +31,7 @@ UNET_INPUTS = ("reconstruction", "truth", "both")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything that defines a training run of the beta-VAE + attention U-Net.
 
     Attributes:
@@ -116,6 +117,8 @@ class TrainConfig:
     prefetch: int = 2
     notes: dict[str, Any] = field(default_factory=dict)
 
+    config_name = "training configuration"
+
     def __post_init__(self) -> None:
         # Lists from JSON become tuples so configs compare equal after a round trip.
         for name in ("encoder_channels", "decoder_channels", "classes"):
@@ -168,24 +171,7 @@ class TrainConfig:
         if self.log_every < 1 or self.checkpoint_every < 0 or self.prefetch < 0:
             problems.append("log_every must be >= 1, checkpoint_every and prefetch >= 0")
         if problems:
-            raise CrystalgridError("invalid training configuration: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (tuples become lists)."""
-        data = asdict(self)
-        for key, value in data.items():
-            if isinstance(value, tuple):
-                data[key] = list(value)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CrystalgridError(f"unknown training-configuration keys: {unknown}")
-        return cls(**data)
+            raise ConfigError("invalid training configuration: " + "; ".join(problems))
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:

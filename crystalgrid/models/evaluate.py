@@ -1,8 +1,10 @@
 """Score a trained checkpoint on a split: reconstruct, segment, decode atoms, compare.
 
 Each sample's density is encoded, the posterior *mean* is decoded (deterministic scores),
-the U-Net segments the reconstruction, :func:`~crystalgrid.models.decode.decode_atoms` turns
-the segmentation into atoms, and :class:`~crystalgrid.models.metrics.Scorer` compares them
+the U-Net scores every voxel of the reconstruction, a decoder turns the scores into atoms
+(by default :func:`~crystalgrid.models.decode.decode_class_scores`; the paper's connected
+components with ``decoder="unet-components"``), and
+:class:`~crystalgrid.models.metrics.Scorer` compares them
 with the sample's ground-truth atoms (``atom_positions``, ``atom_numbers``) and the
 reconstruction with the true density (voxel MSE, Å^-6).
 
@@ -20,30 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.decode import decode_atoms
+from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+from crystalgrid.models.decode import decode_atoms, decode_class_scores
 from crystalgrid.models.metrics import Scorer
 from crystalgrid.models.peakfit import fit_atoms
-from crystalgrid.models.train import Checkpoint, ViewLike, load_checkpoint, resolve_runtime
+from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.spec import GridSpec
 
 __all__ = ["DECODERS", "evaluate", "score_species_grids"]
 
-#: How a reconstruction becomes atoms: the U-Net, or the training-free peak fit.
-DECODERS = ("unet", "peakfit")
-
-
-def _limited(view: ViewLike, batch_size: int, limit: int | None):
-    seen = 0
-    for batch in view.iter_batches(batch_size, shuffle=False):
-        if limit is not None:
-            if seen >= limit:
-                return
-            if seen + len(batch["density"]) > limit:
-                keep = limit - seen
-                batch = {k: v[:keep] for k, v in batch.items()}
-        seen += len(batch["density"])
-        yield batch
+#: How a reconstruction becomes atoms: peaks of the U-Net's atom log-odds (the default), the
+#: paper's connected components of the U-Net's argmax, or the training-free peak fit.
+DECODERS = ("unet-peaks", "unet-components", "peakfit")
 
 
 def evaluate(
@@ -57,7 +49,7 @@ def evaluate(
     limit: int | None = None,
     match_radius: float = 0.5,
     ceiling: bool = True,
-    decoder: str = "unet",
+    decoder: str = "unet-peaks",
     records: list[dict[str, Any]] | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -75,9 +67,11 @@ def evaluate(
         limit: score only the first ``limit`` samples.
         match_radius: Å, for the matched-atom scores.
         ceiling: also score the true species grids of the same samples (``"ceiling"``).
-        decoder: how the reconstruction becomes atoms: ``"unet"`` (the model's segmenter,
-            then connected components) or ``"peakfit"`` (the training-free fit of
-            :mod:`crystalgrid.models.peakfit`, in place of the U-Net).
+        decoder: how the reconstruction becomes atoms: ``"unet-peaks"`` (peaks of the
+            U-Net's atom log-odds, :func:`~crystalgrid.models.decode.decode_class_scores`),
+            ``"unet-components"`` (the paper's: connected components of the U-Net's argmax,
+            :func:`~crystalgrid.models.decode.decode_atoms`) or ``"peakfit"`` (the
+            training-free fit of :mod:`crystalgrid.models.peakfit`, in place of the U-Net).
         records: a list to append each sample's own summary to (``index``, ``n_true``,
             ``n_pred``, ``n_matched``, ...; see :meth:`Scorer.add`).
         quiet: no progress bar.
@@ -106,17 +100,21 @@ def evaluate(
     oracle = Scorer(match_radius=match_radius) if ceiling else None
     total = len(view) if limit is None else min(limit, len(view))
     bar = tqdm(total=total, desc="evaluate", disable=quiet, leave=False)
-    for batch in _limited(view, batch_size, limit):
+    for batch in iter_view(view, batch_size, limit=limit):
         density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
         with runtime.autocast():
-            recon, species = model.reconstruct(density.to(runtime.device))
+            recon, logits = model.reconstruct_scores(density.to(runtime.device))
         recon_np = recon.float().cpu().numpy()
-        species_np = species.to(torch.uint8).cpu().numpy()
+        logits_np = logits.float().cpu().numpy()
         true_density = np.asarray(batch["density"], dtype=np.float32)
         mse = ((recon_np - true_density) ** 2).reshape(len(recon_np), -1).mean(axis=1)
         for i in range(len(recon_np)):
-            if decoder == "unet":
-                pos, z = decode_atoms(species_np[i], ckpt.spec)
+            if decoder == "unet-peaks":
+                pos, z = decode_class_scores(logits_np[i], ckpt.spec, ckpt.class_map)
+            elif decoder == "unet-components":
+                pos, z = decode_atoms(
+                    logits_np[i].argmax(axis=0), ckpt.spec, classes=ckpt.class_map
+                )
             else:
                 pos, z = fit_atoms(recon_np[i], ckpt.spec)
             summary = scorer.add(
@@ -165,7 +163,7 @@ def score_species_grids(
     if not isinstance(spec, GridSpec):
         raise CrystalgridError("pass spec=GridSpec(...): the view has no .spec")
     scorer = Scorer(match_radius=match_radius)
-    for batch in _limited(view, batch_size, limit):
+    for batch in iter_view(view, batch_size, limit=limit):
         for i, grid in enumerate(np.asarray(batch["species"])):
             pos, z = decode_atoms(grid, spec)
             scorer.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])

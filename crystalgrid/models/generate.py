@@ -16,48 +16,41 @@ Validity (CDVAE, Xie et al. 2022): a structure is valid when no two atoms are cl
 atoms has no lattice, so only the distance test applies; a sample with no atom at all is
 counted invalid (there is no structure) and reported as ``n_empty``; one atom is valid.
 
-Conditional generation (appendix G.1). The conditional VAE multiplies the bottleneck's input
-and output by the sample's largest scaled density ``c`` (see
-:meth:`~crystalgrid.models.losses.ReferenceModel.condition`). The density at an atom is
-proportional to its atomic number, so ``c`` stands for the largest atomic number present. To
-ask for a largest atomic number ``Z`` the model needs the ``c`` that the training data
-associates with it: :func:`condition_calibration` measures it on the training split (the
-trainer stores it in conditional checkpoints' metadata) and :func:`condition_for_z` reads it
-back. :func:`conditional_check` reports how closely the generated largest atomic number
-follows the requested one (paper Fig. S10A).
+Conditional generation (appendix G.1). :func:`random_draws` with ``condition_z`` asks a
+conditional checkpoint for a largest atomic number through the calibration of
+:mod:`~crystalgrid.models.conditioning`; :func:`conditional_check` reports how closely the
+generated largest atomic number follows the requested one (paper Fig. S10A).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.models.conditioning import condition_for_z
 from crystalgrid.spec import GridSpec
+from crystalgrid.validity import MIN_DISTANCE, MIN_VOLUME
 
 if TYPE_CHECKING:
     import torch
 
+    from crystalgrid.models.checkpoint import Checkpoint
     from crystalgrid.models.losses import ReferenceModel
-    from crystalgrid.models.train import Checkpoint, Runtime
+    from crystalgrid.models.runtime import Runtime
 
 __all__ = [
-    "MIN_DISTANCE",
-    "MIN_VOLUME",
     "SPACING_EDGES",
     "Samples",
-    "condition_calibration",
-    "condition_for_z",
     "conditional_check",
     "decode_latents",
-    "iter_fields",
     "min_distance",
     "nearest_neighbour_distances",
     "random_draws",
@@ -67,10 +60,6 @@ __all__ = [
     "write_samples",
 ]
 
-#: CDVAE's structural validity: no two atoms closer than this (Å) ...
-MIN_DISTANCE = 0.5
-#: ... and a volume above this (Å^3), where the structure has one.
-MIN_VOLUME = 0.1
 #: Default histogram edges of the spacing distribution, Å (0 to 6 Å by 0.1 Å).
 SPACING_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 10) for i in range(61))
 _PERCENTILES = tuple(range(0, 101, 10))
@@ -219,19 +208,6 @@ def structural_validity(
 # ---- reading a split -----------------------------------------------------------------------
 
 
-def iter_fields(view: Any, batch_size: int, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    """``view.iter_batches`` in store order, reading only ``fields`` when the view can skip the
-    rest (crystalgrid's views take ``fields=``; other view-like objects are called without)."""
-    try:
-        params = inspect.signature(view.iter_batches).parameters
-    except (TypeError, ValueError):
-        params = {}
-    kwargs: dict[str, Any] = {"shuffle": False}
-    if "fields" in params:
-        kwargs["fields"] = fields
-    return view.iter_batches(batch_size, **kwargs)
-
-
 def real_atom_sets(
     view: Any, *, limit: int | None = 2000, batch_size: int = 256
 ) -> list[np.ndarray]:
@@ -241,106 +217,12 @@ def real_atom_sets(
         One ``(n_i, 3)`` array per sample.
     """
     out: list[np.ndarray] = []
-    for batch in iter_fields(view, batch_size, ("atom_positions", "atom_numbers")):
+    for batch in iter_view(view, batch_size, fields=("atom_positions", "atom_numbers")):
         for pos in batch["atom_positions"]:
             if limit is not None and len(out) >= limit:
                 return out
             out.append(np.asarray(pos, dtype=np.float64).reshape(-1, 3))
     return out
-
-
-# ---- conditional calibration ---------------------------------------------------------------
-
-
-def condition_calibration(
-    view: Any, *, density_scale: float = 1.0, limit: int | None = 4096, batch_size: int = 256
-) -> dict[str, Any]:
-    """How the conditional VAE's ``c`` (largest scaled density) relates to the largest atomic
-    number present, measured on a split's grids.
-
-    For each sample: the largest atomic number in its species grid and the largest value of
-    ``density * density_scale``. Per atomic number the median ``c`` is kept; a least-squares
-    line ``c = slope * Z + intercept`` over all samples covers atomic numbers never seen as
-    a sample's largest.
-
-    Args:
-        view: a split yielding ``density`` and ``species`` batches (the training split).
-        density_scale: the model's density scale.
-        limit: read at most this many samples (store order).
-        batch_size: samples per read.
-
-    Returns:
-        JSON-ready ``{"z": [...], "median": [...], "count": [...], "slope", "intercept",
-        "samples", "density_scale"}`` (``c`` in scaled units).
-
-    Raises:
-        CrystalgridError: if the split has no sample with an atom.
-    """
-    zmax: list[np.ndarray] = []
-    cmax: list[np.ndarray] = []
-    seen = 0
-    for batch in iter_fields(view, batch_size, ("density", "species")):
-        species = np.asarray(batch["species"])
-        density = np.asarray(batch["density"], dtype=np.float32)
-        if limit is not None:
-            species, density = species[: limit - seen], density[: limit - seen]
-        b = len(species)
-        zmax.append(species.reshape(b, -1).max(axis=1).astype(np.int64))
-        cmax.append(density.reshape(b, -1).max(axis=1).astype(np.float64) * density_scale)
-        seen += b
-        if limit is not None and seen >= limit:
-            break
-    z = np.concatenate(zmax) if zmax else np.zeros(0, dtype=np.int64)
-    c = np.concatenate(cmax) if cmax else np.zeros(0)
-    keep = z > 0
-    z, c = z[keep], c[keep]
-    if z.size == 0:
-        raise CrystalgridError("no sample with an atom to calibrate the condition on")
-    values = np.unique(z)
-    medians = [float(np.median(c[z == v])) for v in values]
-    counts = [int((z == v).sum()) for v in values]
-    if len(values) >= 2:
-        slope, intercept = np.polyfit(z.astype(np.float64), c, 1)
-    else:  # one atomic number only: a line through the origin
-        slope, intercept = float(np.median(c)) / float(values[0]), 0.0
-    return {
-        "z": [int(v) for v in values],
-        "median": medians,
-        "count": counts,
-        "slope": float(slope),
-        "intercept": float(intercept),
-        "samples": int(z.size),
-        "density_scale": float(density_scale),
-    }
-
-
-def condition_for_z(
-    z: int | Sequence[int],
-    calibration: dict[str, Any] | None,
-    *,
-    spec: GridSpec | None = None,
-    density_scale: float = 1.0,
-) -> np.ndarray:
-    """The condition ``c`` (largest scaled density) to request a largest atomic number ``z``.
-
-    With a calibration (:func:`condition_calibration`): the median ``c`` of the training
-    samples whose largest atomic number is ``z``, or the fitted line for a ``z`` never seen.
-    Without one: the peak of an isolated atom, ``z * density_scale / (sigma^3 (2 pi)^1.5)``
-    (``spec`` gives sigma), which is below what real crystals show (neighbours add to it).
-
-    Returns:
-        ``(k,)`` float32, one ``c`` per requested atomic number.
-    """
-    zs = np.atleast_1d(np.asarray(z, dtype=np.int64))
-    if np.any(zs < 1) or np.any(zs > 118):
-        raise CrystalgridError(f"a condition is an atomic number in 1..118, got {zs.tolist()}")
-    if calibration is None:
-        norm = (spec or GridSpec()).norm
-        return (zs * norm * density_scale).astype(np.float32)
-    table = dict(zip(calibration["z"], calibration["median"], strict=True))
-    line = calibration["slope"] * zs + calibration["intercept"]
-    out = np.array([table.get(int(v), float(x)) for v, x in zip(zs, line, strict=True)])
-    return np.maximum(out, 1e-6).astype(np.float32)
 
 
 def conditional_check(
@@ -517,7 +399,8 @@ def random_draws(
     """
     import torch
 
-    from crystalgrid.models.train import Checkpoint, load_checkpoint, resolve_runtime
+    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+    from crystalgrid.models.runtime import resolve_runtime
 
     if n < 1:
         raise CrystalgridError(f"the number of samples must be >= 1, got {n}")

@@ -40,7 +40,7 @@ def resolve_sample(dataset: Any, ident: str | int) -> int:
         if not 0 <= index < n:
             raise CrystalgridError(f"sample index {index} is out of range (the store has {n})")
         return index
-    for i, mid in enumerate(dataset.group["samples/material_id"][:]):
+    for i, mid in enumerate(dataset.per_sample("material_id")):
         if str(mid) == text:
             return i
     raise CrystalgridError(f"no sample with material id {text!r} in {dataset.location}")
@@ -96,8 +96,9 @@ def interpolate(
     """
     import torch
 
+    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
     from crystalgrid.models.generate import decode_latents
-    from crystalgrid.models.train import Checkpoint, load_checkpoint, resolve_runtime
+    from crystalgrid.models.runtime import resolve_runtime
 
     if steps < 2:
         raise CrystalgridError(f"--steps must be >= 2 (both ends are included), got {steps}")

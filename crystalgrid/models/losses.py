@@ -160,6 +160,18 @@ class ReferenceModel(nn.Module):
         return self.unscale(recon), self.z_of_class[self.segment(recon)]
 
     @torch.no_grad()
+    def reconstruct_scores(self, density: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode, decode (posterior mean) and score every class of every voxel.
+
+        Returns:
+            ``(reconstruction (B, n, n, n) raw Å^-3 float32, U-Net logits (B, classes, n, n,
+            n))``, for :func:`~crystalgrid.models.decode.decode_class_scores`.
+        """
+        x = self.scale(density)
+        recon, _, _ = self.vae(x, self.condition(x), sample=False)
+        return self.unscale(recon), self.unet(recon)
+
+    @torch.no_grad()
     def generate(
         self, z: torch.Tensor, c: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

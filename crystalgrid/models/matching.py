@@ -27,26 +27,27 @@ This module does not import torch (except :func:`match_checkpoint`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.generate import MIN_DISTANCE, MIN_VOLUME
+from crystalgrid.validity import MIN_DISTANCE, MIN_VOLUME
 
 if TYPE_CHECKING:
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.core import Lattice, Structure
 
-    from crystalgrid.models.train import Checkpoint
+    from crystalgrid.models.checkpoint import Checkpoint
 
 __all__ = [
     "CDVAE_MATCHER",
     "LATTICE_NOTE",
     "MatchScorer",
     "cdvae_matcher",
+    "crystal_indices",
     "match_checkpoint",
     "periodic_validity",
     "to_crystal_frame",
@@ -234,27 +235,12 @@ class MatchScorer:
         }
 
 
-def _crystal_indices(view: Any) -> np.ndarray:
+def crystal_indices(view: Any) -> np.ndarray:
+    """``(n_samples,)`` the crystal index of every sample of the view's store."""
     dataset = getattr(view, "dataset", None)
     if dataset is None or not hasattr(dataset, "structure"):
         raise CrystalgridError("structure matching needs a split of a crystalgrid store")
-    return np.asarray(dataset.group["samples/crystal"][:])
-
-
-def _limited(view: Any, batch_size: int, limit: int | None) -> Iterator[dict[str, Any]]:
-    seen = 0
-    for batch in view.iter_batches(batch_size, shuffle=False):
-        n = len(batch["index"])
-        if limit is not None and seen + n > limit:
-            keep = limit - seen
-            batch = {k: v[:keep] for k, v in batch.items()}
-            n = keep
-        if n <= 0:
-            return
-        seen += n
-        yield batch
-        if limit is not None and seen >= limit:
-            return
+    return np.asarray(dataset.per_sample("crystal"))
 
 
 def match_checkpoint(
@@ -306,14 +292,15 @@ def match_checkpoint(
             "structure matching needs single-cell samples (a repeated crop has no cell to "
             f"map back to); this store is {dataset.representation!r}"
         )
-    crystals = _crystal_indices(view)
+    crystals = crystal_indices(view)
     spec = view.spec
     model = runtime = None
     ckpt = None
     if checkpoint is not None:
         import torch
 
-        from crystalgrid.models.train import Checkpoint, load_checkpoint, resolve_runtime
+        from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+        from crystalgrid.models.runtime import resolve_runtime
 
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         if ckpt.spec != spec:
@@ -327,7 +314,7 @@ def match_checkpoint(
     structures: dict[int, Structure] = {}
     total = len(view) if limit is None else min(limit, len(view))
     bar = tqdm(total=total, desc="match", disable=quiet, leave=False)
-    for batch in _limited(view, batch_size, limit):
+    for batch in iter_view(view, batch_size, limit=limit):
         species_pred = None
         if model is not None:
             density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))

@@ -27,12 +27,12 @@ U-Net's decoding. It does not import torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from scipy import ndimage, optimize
 
+from crystalgrid.contracts import iter_view
 from crystalgrid.models.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
@@ -229,19 +229,6 @@ def _merge(
     return positions[kept], amplitudes[kept]
 
 
-def _batches(view: Any, batch_size: int, limit: int | None) -> Iterator[dict[str, Any]]:
-    seen = 0
-    for batch in view.iter_batches(batch_size, shuffle=False):
-        n = len(batch["density"])
-        if limit is not None and seen + n > limit:
-            batch = {k: v[: limit - seen] for k, v in batch.items()}
-            n = limit - seen
-        if n <= 0:
-            return
-        seen += n
-        yield batch
-
-
 def score_peak_fit(
     view: Any,
     spec: GridSpec | None = None,
@@ -273,7 +260,7 @@ def score_peak_fit(
     scorer = Scorer(match_radius=match_radius)
     total = len(view) if limit is None else min(limit, len(view))
     with tqdm(total=total, desc="peak fit", disable=quiet, leave=False) as bar:
-        for batch in _batches(view, batch_size, limit):
+        for batch in iter_view(view, batch_size, limit=limit):
             for i, grid in enumerate(np.asarray(batch["density"])):
                 pos, z = fit_atoms(grid, spec, **fit)
                 scorer.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])

@@ -434,7 +434,7 @@ def reconstruct_one(checkpoint: Any, density: np.ndarray) -> tuple[np.ndarray, n
     """
     import torch
 
-    from crystalgrid.models.train import Checkpoint, load_checkpoint
+    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     model = ckpt.model.eval()
@@ -447,7 +447,7 @@ def reconstruct_batch(checkpoint: Any, density: np.ndarray) -> np.ndarray:
     """Reconstructions (posterior means) of a batch of grids ``(B, n, n, n)`` Å^-3, float32."""
     import torch
 
-    from crystalgrid.models.train import Checkpoint, load_checkpoint
+    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     model = ckpt.model.eval()

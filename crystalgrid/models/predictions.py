@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.decode import decode_atoms
 from crystalgrid.models.metrics import Scorer
@@ -144,17 +145,15 @@ def score_predictions(
     matcher = crystals = None
     structures: dict[int, Any] = {}
     if matching and representation == "single":
-        from crystalgrid.models.matching import MatchScorer, _crystal_indices
+        from crystalgrid.models.matching import MatchScorer, crystal_indices
 
         matcher = MatchScorer()
-        crystals = _crystal_indices(view)
+        crystals = crystal_indices(view)
     scorer = Scorer(match_radius=match_radius)
     seen = 0
     with tqdm(total=wanted, desc="score", disable=quiet, leave=False) as bar:
-        for batch in view.iter_batches(64, shuffle=False):
+        for batch in iter_view(view, 64, limit=wanted):
             for j, sample_index in enumerate(np.asarray(batch["index"])):
-                if seen >= wanted:
-                    break
                 k = row_of.get(int(sample_index))
                 if k is None:
                     raise CrystalgridError(
@@ -182,8 +181,6 @@ def score_predictions(
                     )
                 seen += 1
                 bar.update(1)
-            if seen >= wanted:
-                break
     result = scorer.result()
     if matcher is not None:
         result["structure_matcher"] = matcher.result()
@@ -203,7 +200,7 @@ def write_truth_predictions(path: str | Path, view: Any) -> Path:
     Scoring it gives 100% on every score: a check of the format and of the scorer.
     """
     index, positions, numbers, counts = [], [], [], []
-    for batch in view.iter_batches(64, shuffle=False):
+    for batch in iter_view(view, 64):
         for j, sample_index in enumerate(np.asarray(batch["index"])):
             index.append(int(sample_index))
             positions.append(np.asarray(batch["atom_positions"][j], np.float64).reshape(-1, 3))

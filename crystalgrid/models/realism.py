@@ -38,9 +38,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
+from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.generate import iter_fields
-from crystalgrid.models.train import Checkpoint, load_checkpoint, resolve_runtime
+from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+from crystalgrid.models.runtime import resolve_runtime
 
 __all__ = [
     "REALISM_FORMAT",
@@ -315,7 +316,7 @@ def score_report(
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     parts = []
-    for batch in iter_fields(view, batch_size, ("density",)):
+    for batch in iter_view(view, batch_size, fields=("density",)):
         parts.append(np.asarray(batch["density"], dtype=np.float32))
         if sum(len(p) for p in parts) >= n:
             break

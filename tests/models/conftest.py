@@ -160,10 +160,10 @@ def store(tmp_path_factory):
 def checkpoint(tmp_path_factory):
     """An untrained tiny model saved as a checkpoint: tests of the verbs' plumbing, not quality."""
     torch = pytest.importorskip("torch")
+    from crystalgrid.models.checkpoint import save_checkpoint
     from crystalgrid.models.config import TrainConfig
     from crystalgrid.models.decode import ClassMap
     from crystalgrid.models.losses import ReferenceModel
-    from crystalgrid.models.train import save_checkpoint
     from crystalgrid.spec import GridSpec
 
     tiny = TrainConfig(

@@ -13,17 +13,15 @@ from click.testing import CliRunner
 import crystalgrid
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.generate import (
-    condition_calibration,
-    condition_for_z,
-    conditional_check,
-)
+from crystalgrid.models.conditioning import condition_calibration, condition_for_z
+from crystalgrid.models.generate import conditional_check
 from crystalgrid.spec import GridSpec
 
 torch = pytest.importorskip("torch")
 
+from crystalgrid.models.checkpoint import load_checkpoint  # noqa: E402
 from crystalgrid.models.generate import random_draws  # noqa: E402
-from crystalgrid.models.train import load_checkpoint, train  # noqa: E402
+from crystalgrid.models.train import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from crystalgrid.models.generate import (
 
 torch = pytest.importorskip("torch")
 
+from crystalgrid.models.checkpoint import load_checkpoint  # noqa: E402
 from crystalgrid.models.generate import random_draws  # noqa: E402
-from crystalgrid.models.train import load_checkpoint  # noqa: E402
 
 # ---- spacing and validity on hand-made atom sets ---------------------------------------------
 

@@ -15,9 +15,9 @@ from crystalgrid.errors import CrystalgridError
 
 torch = pytest.importorskip("torch")
 
+from crystalgrid.models.checkpoint import load_checkpoint  # noqa: E402
 from crystalgrid.models.interpolate import interpolate, resolve_sample  # noqa: E402
 from crystalgrid.models.plots import INTERPOLATION_COLUMN  # noqa: E402
-from crystalgrid.models.train import load_checkpoint  # noqa: E402
 
 
 def test_resolve_sample_by_index_and_material_id(store):

@@ -96,7 +96,7 @@ def test_train_then_evaluate_end_to_end(tmp_path, fake_store, tiny_config):
     more = ["train", "--data", str(fake_store), "--out", str(run), "--resume", str(ckpt)]
     result = CliRunner().invoke(main, [*more, "--epochs", "2", "--max-steps", "3", "--quiet"])
     assert result.exit_code == 0, result.output
-    from crystalgrid.models.train import load_checkpoint
+    from crystalgrid.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt)
     assert loaded.step == 3 and loaded.metadata["representation"] == "single"

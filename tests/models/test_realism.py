@@ -15,6 +15,7 @@ from crystalgrid.errors import CrystalgridError
 
 torch = pytest.importorskip("torch")
 
+from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from crystalgrid.models.config import TrainConfig  # noqa: E402
 from crystalgrid.models.decode import ClassMap  # noqa: E402
 from crystalgrid.models.losses import ReferenceModel  # noqa: E402
@@ -27,7 +28,6 @@ from crystalgrid.models.realism import (  # noqa: E402
     score_report,
     train_realism,
 )
-from crystalgrid.models.train import load_checkpoint, save_checkpoint  # noqa: E402
 from crystalgrid.spec import GridSpec  # noqa: E402
 
 LOW_BETA = TrainConfig(

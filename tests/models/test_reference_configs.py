@@ -34,7 +34,7 @@ def test_bad_configs_are_user_errors(tmp_path):
     with pytest.raises(CrystalgridError, match="latent_dim must be >= 1, got 0; lr must be > 0"):
         TrainConfig.from_file(bad)
     bad.write_text('{"nope": 1}')
-    with pytest.raises(CrystalgridError, match="unknown training-configuration keys"):
+    with pytest.raises(CrystalgridError, match="unknown training configuration keys"):
         TrainConfig.from_file(bad)
     bad.write_text("{not json")
     with pytest.raises(CrystalgridError, match="not valid JSON"):

@@ -11,16 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crystalgrid.errors import CrystalgridError  # noqa: E402
+from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from crystalgrid.models.decode import ClassMap  # noqa: E402
+from crystalgrid.models.loader import measure_loader, scan_species  # noqa: E402
 from crystalgrid.models.losses import ReferenceModel  # noqa: E402
-from crystalgrid.models.train import (  # noqa: E402
-    load_checkpoint,
-    measure_loader,
-    resolve_runtime,
-    save_checkpoint,
-    scan_species,
-    train,
-)
+from crystalgrid.models.runtime import resolve_runtime  # noqa: E402
+from crystalgrid.models.train import train  # noqa: E402
 
 
 def _records(out_dir, kind):
@@ -188,3 +184,9 @@ def test_a_checkpoint_without_output_activation_loads_as_relu(tiny_config, tmp_p
     loaded = load_checkpoint(path)
     assert loaded.config.output_activation == "relu"
     assert isinstance(loaded.model.vae.decoder[-1], torch.nn.ReLU)
+
+
+def test_the_test_double_keeps_the_view_contract(make_view):
+    from crystalgrid.contracts import check_view
+
+    check_view(make_view(7, seed=2), batch_size=3)

@@ -13,20 +13,24 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from crystalgrid.grids import density_grid, density_grid_reference, species_grid  # noqa: E402
-from crystalgrid.models import gpu_grids  # noqa: E402
-from crystalgrid.models.gpu_grids import (  # noqa: E402
-    GridSampler,
+from crystalgrid.grids import (  # noqa: E402
+    BACKEND_AGREEMENT,
+    density_grid,
+    density_grid_reference,
+    species_grid,
+)
+from crystalgrid.grids import torch_backend as gpu_grids  # noqa: E402
+from crystalgrid.grids.placement import Crystal, placements  # noqa: E402
+from crystalgrid.grids.sampler import GridSampler, pad_crystals  # noqa: E402
+from crystalgrid.grids.torch_backend import (  # noqa: E402
     density_grids,
     density_grids_naive,
     exact_fp32_matmul,
-    pad_crystals,
     place_batch,
     random_rotations,
     random_transforms,
     species_grids,
 )
-from crystalgrid.placement import Crystal, placements  # noqa: E402
 from crystalgrid.samples import sample_from_placement  # noqa: E402
 from crystalgrid.spec import GridSpec  # noqa: E402
 
@@ -103,10 +107,9 @@ def _check_against_cpu(crystals, representation, rotate, device, n_samples=3):
         want = sample.density
         worst = max(worst, float(np.abs(density[b] - want).max() / want.max()))
         _assert_species_agree(species[b], sample.species, p.atom_positions)
-    assert worst <= 1e-4
     # fp32 products with TF32 off. The CPU builder skips the far side of the box for atoms
     # beyond a face (factors < 1e-5 of their peak): <= ~1.5e-5 observed. TF32 gives ~3e-4.
-    assert worst <= 5e-5
+    assert worst <= BACKEND_AGREEMENT
     return placed
 
 
@@ -168,7 +171,7 @@ def test_density_matches_cpu_and_exact_evaluation(device):
         exact = density_grid_reference(positions[b, :n], numbers[b, :n], SPEC)
         cpu = density_grid(positions[b, :n], numbers[b, :n], SPEC)
         assert np.abs(got[b] - exact).max() <= 1e-5 * exact.max()
-        assert np.abs(got[b] - cpu).max() <= 1e-5 * cpu.max()
+        assert np.abs(got[b] - cpu).max() <= BACKEND_AGREEMENT * cpu.max()
         assert np.abs(naive[b] - exact).max() <= 1e-5 * exact.max()
     # An isolated atom: Z sigma^-3 (2 pi)^-3/2 at its centre (a voxel centre here).
     c = SPEC.centres()[15]
@@ -354,7 +357,7 @@ def test_sampler_draws_are_reproducible_per_seed(crystals, device):
         z = placement.numbers[0].cpu().numpy()
         inside = placement.inside[0].cpu().numpy()
         want = density_grid(p, z, SPEC)
-        assert np.abs(first.density[b].cpu().numpy() - want).max() <= 1e-5 * want.max()
+        assert np.abs(first.density[b].cpu().numpy() - want).max() <= BACKEND_AGREEMENT * want.max()
         truth = species_grid(p[inside], z[inside], SPEC)
         assert np.array_equal(first.species[b].cpu().numpy(), truth)
     given = sampler.sample(3, torch.Generator(device=device).manual_seed(0), crystals=[2, 2, 0])
@@ -369,7 +372,7 @@ def built(tmp_path_factory):
     """Small datasets built by the CPU builder: single, and rotated repeated crops."""
     from pymatgen.core import Lattice, Structure
 
-    from crystalgrid.build import BuildConfig, build
+    from crystalgrid.builder import BuildConfig, build
 
     nacl = Structure.from_spacegroup(
         "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
@@ -413,7 +416,7 @@ def test_sampler_from_dataset_reproduces_the_stored_grids(built, representation,
     stored_density, stored_species = group["density"][:], group["species"][:]
     for b in range(len(crystal)):
         want = stored_density[b]
-        assert np.abs(density[b].cpu().numpy() - want).max() <= 1e-5 * want.max()
+        assert np.abs(density[b].cpu().numpy() - want).max() <= BACKEND_AGREEMENT * want.max()
         assert np.array_equal(species[b].cpu().numpy(), stored_species[b])
     # A split view holds only its own crystals.
     train = GridSampler.from_dataset(dataset.split("train"), device=device)

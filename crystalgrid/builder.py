@@ -27,17 +27,18 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import zarr
 
-from crystalgrid import __version__
-from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid._version import __version__
+from crystalgrid.configs import Config
+from crystalgrid.errors import ConfigError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import FilterConfig
-from crystalgrid.placement import REPRESENTATIONS, Crystal, Representation, placements
+from crystalgrid.grids.placement import REPRESENTATIONS, Crystal, Representation, placements
 from crystalgrid.samples import sample_from_placement
 from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_record
 from crystalgrid.spec import GridSpec
@@ -46,7 +47,9 @@ from crystalgrid.store import (
     BLOCK_ARRAYS,
     CODECS,
     FORMAT,
+    SCHEMA,
     SPLITS,
+    array_schema,
     checksum_whole_array,
     chunk_digest,
     compressor,
@@ -63,7 +66,7 @@ SCAN_SHARD = 64  # records per scan task
 
 
 @dataclass(frozen=True, kw_only=True)
-class BuildConfig:
+class BuildConfig(Config):
     """Everything that decides a dataset's contents (its fingerprint covers all of it).
 
     Attributes:
@@ -94,49 +97,36 @@ class BuildConfig:
     compression_level: int = 5
     filters: FilterConfig = field(default_factory=FilterConfig)
 
+    config_name = "build configuration"
+
     def __post_init__(self) -> None:
         if self.representation not in REPRESENTATIONS:
-            raise CrystalgridError(
+            raise ConfigError(
                 f"representation must be one of {', '.join(REPRESENTATIONS)}, "
                 f"got {self.representation!r}"
             )
         if self.samples_per_crystal < 1:
-            raise CrystalgridError("samples per crystal must be at least 1")
+            raise ConfigError("samples per crystal must be at least 1")
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
-            raise CrystalgridError(
+            raise ConfigError(
                 f"split fractions must be three numbers >= 0 summing to 1, got {fractions}"
             )
         object.__setattr__(self, "split_fractions", fractions)
         if self.chunk_samples < 1 or self.block_samples < 1:
-            raise CrystalgridError("chunk and block sizes must be positive")
+            raise ConfigError("chunk and block sizes must be positive")
         if self.dtype not in ("float32", "float16"):
-            raise CrystalgridError(f"density dtype must be float32 or float16, got {self.dtype!r}")
+            raise ConfigError(f"density dtype must be float32 or float16, got {self.dtype!r}")
         if self.codec not in CODECS:
-            raise CrystalgridError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+            raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if not 1 <= self.compression_level <= 9:
-            raise CrystalgridError("compression level must be in 1..9")
+            raise ConfigError("compression level must be in 1..9")
 
     @property
     def block_crystals(self) -> int:
         """Crystals per task: a whole number of chunks, near ``block_samples`` samples."""
         unit = math.lcm(self.chunk_samples, self.samples_per_crystal)
         return unit * max(1, round(self.block_samples / unit)) // self.samples_per_crystal
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["spec"] = self.spec.to_dict()
-        data["filters"] = self.filters.to_dict()
-        data["split_fractions"] = list(self.split_fractions)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BuildConfig:
-        data = dict(data)
-        data["spec"] = GridSpec.from_dict(data["spec"])
-        data["filters"] = FilterConfig.from_dict(data["filters"])
-        data["split_fractions"] = tuple(data["split_fractions"])
-        return cls(**data)
 
 
 @dataclass
@@ -302,8 +292,10 @@ def _split_of(material_ids: list[str], seed: int, fractions: tuple[float, ...]) 
 # Store creation (driver).
 
 
-def _array(group: zarr.Group, name: str, data: np.ndarray, chunk: int | None = None) -> None:
-    chunk = max(1, min(chunk or max(1, len(data)), max(1, len(data))))
+def _array(group: zarr.Group, name: str, data: np.ndarray) -> None:
+    """Write ``data`` whole as array ``name``, chunked as :data:`~crystalgrid.store.SCHEMA` says
+    (at most the array's length)."""
+    chunk = max(1, min(array_schema(name).chunk, len(data)))
     array = group.create_array(
         name,
         shape=data.shape,
@@ -328,33 +320,29 @@ def _create_store(
     S = config.samples_per_crystal
     ids = np.array([scan.material_ids[i] for i in order], dtype=str)
     counts = np.array([len(scan.numbers[i]) for i in order], dtype=np.int64)
-    _array(group, "crystals/material_id", ids, 4096)
-    _array(group, "crystals/split", split[order], 4096)
-    _array(group, "crystals/source_index", order.astype(np.int64), 4096)
+    _array(group, "crystals/material_id", ids)
+    _array(group, "crystals/split", split[order])
+    _array(group, "crystals/source_index", order.astype(np.int64))
     _array(
         group,
         "crystals/lattice",
         np.array([scan.lattices[i] for i in order]).reshape(n, 3, 3),
-        4096,
     )
-    _array(group, "crystals/site_offset", np.concatenate([[0], np.cumsum(counts)]), 4096)
-    _array(
-        group, "crystals/frac", np.concatenate([scan.fracs[i] for i in order]).reshape(-1, 3), 65536
-    )
+    _array(group, "crystals/site_offset", np.concatenate([[0], np.cumsum(counts)]))
+    _array(group, "crystals/frac", np.concatenate([scan.fracs[i] for i in order]).reshape(-1, 3))
     _array(
         group,
         "crystals/number",
         np.concatenate([scan.numbers[i] for i in order]).astype(np.uint8),
-        65536,
     )
     names = sorted({k for p in scan.properties for k in p})
     for name in names:
         values = np.array([scan.properties[i].get(name, np.nan) for i in order], dtype=np.float64)
-        _array(group, f"crystals/properties/{name}", values, 4096)
+        _array(group, f"crystals/properties/{name}", values)
     rejects = scan.rejects
-    _array(group, "rejects/material_id", np.array([r[0] for r in rejects], dtype=str), 4096)
-    _array(group, "rejects/reason", np.array([r[1] for r in rejects], dtype=str), 4096)
-    _array(group, "rejects/detail", np.array([r[2] for r in rejects], dtype=str), 4096)
+    _array(group, "rejects/material_id", np.array([r[0] for r in rejects], dtype=str))
+    _array(group, "rejects/reason", np.array([r[1] for r in rejects], dtype=str))
+    _array(group, "rejects/detail", np.array([r[2] for r in rejects], dtype=str))
 
     n_samples = n * S
     bins = config.spec.bins
@@ -375,28 +363,35 @@ def _create_store(
         **{**common, "compressors": compressor(config.codec, config.compression_level)},
     )
     group.create_array(
-        "species", shape=(n_samples, bins, bins, bins), chunks=grid_chunks, dtype="uint8", **common
+        "species",
+        shape=(n_samples, bins, bins, bins),
+        chunks=grid_chunks,
+        dtype=array_schema("species").dtype,
+        **common,
     )
-    small = {
-        "samples/crystal": ((), "int32"),
-        "samples/split": ((), "uint8"),
-        "samples/transform": ((4, 4), "float64"),
-        "samples/n_atoms": ((), "int32"),
-        "samples/n_outside": ((), "int32"),
-    }
-    for name, (tail, dtype) in small.items():
-        group.create_array(
-            name, shape=(n_samples, *tail), chunks=(block, *tail), dtype=dtype, **common
-        )
-    group.create_array(
-        "samples/material_id",
-        shape=(n_samples,),
-        chunks=(block,),
-        dtype=str,
-        compressors=compressor(),
-        config={"write_empty_chunks": True},
-        overwrite=True,
-    )
+    # The per-sample arrays, written block by block.
+    for entry in SCHEMA:
+        if entry.chunk != "block":
+            continue
+        tail = entry.tail
+        if entry.dtype == "str":  # strings have no fill value
+            group.create_array(
+                entry.path,
+                shape=(n_samples,),
+                chunks=(block,),
+                dtype=str,
+                compressors=compressor(),
+                config={"write_empty_chunks": True},
+                overwrite=True,
+            )
+        else:
+            group.create_array(
+                entry.path,
+                shape=(n_samples, *tail),
+                chunks=(block, *tail),
+                dtype=entry.dtype,
+                **common,
+            )
     for name in BLOCK_ARRAYS:
         n_chunks = group[name].cdata_shape[0]
         per_block = block // group[name].chunks[0]
@@ -544,7 +539,7 @@ def _finalize(group: zarr.Group, meta: dict[str, Any]) -> None:
     n_atoms = group["samples/n_atoms"][:].astype(np.int64)
     offset = np.concatenate([[0], np.cumsum(n_atoms)])
     total = int(offset[-1])
-    chunk = 1 << 13  # ~100 KB of positions: cheap to decode for one sample
+    chunk = array_schema("atoms/position").chunk  # ~100 KB of positions: cheap per sample
     common = {
         "compressors": compressor(),
         "fill_value": 0,
@@ -552,12 +547,20 @@ def _finalize(group: zarr.Group, meta: dict[str, Any]) -> None:
         "overwrite": True,
     }
     positions = group.create_array(
-        "atoms/position", shape=(total, 3), chunks=(chunk, 3), dtype="float32", **common
+        "atoms/position",
+        shape=(total, 3),
+        chunks=(chunk, 3),
+        dtype=array_schema("atoms/position").dtype,
+        **common,
     )
     numbers = group.create_array(
-        "atoms/number", shape=(total,), chunks=(chunk,), dtype="uint8", **common
+        "atoms/number",
+        shape=(total,),
+        chunks=(array_schema("atoms/number").chunk,),
+        dtype=array_schema("atoms/number").dtype,
+        **common,
     )
-    _array(group, "samples/atom_offset", offset, 1 << 16)
+    _array(group, "samples/atom_offset", offset)
 
     # Stream the blocks' atoms into whole chunks, never holding more than one chunk's worth.
     buf_pos, buf_num, written = [], [], 0

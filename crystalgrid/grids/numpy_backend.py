@@ -1,4 +1,4 @@
-"""Density and species grids of atoms placed in the box (the math; CPU, numpy).
+"""Density and species grids of atoms placed in the box: the numpy backend (the builder's).
 
 Density, Eq. (1) of Hoffmann et al. (2019)::
 
@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from crystalgrid.grids.common import SMALLEST_EXPONENT
 from crystalgrid.spec import GridSpec
 
-__all__ = ["density_grid", "density_grid_reference", "species_grid"]
-
-# Exponents are clipped here: exp(-25) ~ 1e-11 is far inside the tolerance, and keeping every
-# factor above it keeps products of float32 factors out of the subnormal range, where the CPU
-# multiplies tens of times more slowly.
-_SMALLEST_EXPONENT = -25.0
+__all__ = ["axis_factors", "density_grid", "density_grid_reference", "species_grid"]
 
 
 def _check(positions: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +46,7 @@ def axis_factors(positions: np.ndarray, spec: GridSpec, dtype=np.float32) -> np.
     delta = positions.T[:, :, None] - spec.centres()[None, None, :]
     exponent = (delta * delta).astype(dtype)
     exponent *= -0.5 / spec.sigma**2
-    np.maximum(exponent, _SMALLEST_EXPONENT, out=exponent)
+    np.maximum(exponent, SMALLEST_EXPONENT, out=exponent)
     return np.exp(exponent, out=exponent)
 
 

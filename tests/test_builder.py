@@ -1,8 +1,7 @@
-"""The dataset build: sources, filters, determinism, resume, verify, errors."""
+"""The dataset build: sources, filters, determinism, resume, errors."""
 
 from __future__ import annotations
 
-import gzip
 import importlib
 import json
 import os
@@ -21,11 +20,10 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 from crystalgrid import open_dataset
-from crystalgrid.build import BuildConfig, build
+from crystalgrid.builder import BuildConfig, build
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.samples import make_samples
-from crystalgrid.sources import DemoSource, parse_record
 from crystalgrid.store import verify
 
 GRID_ARRAYS = (
@@ -36,38 +34,6 @@ GRID_ARRAYS = (
     "atoms/position",
     "atoms/number",
 )
-
-
-@pytest.fixture(scope="module")
-def demo_records():
-    """30 small demo structures (pymatgen's own), as (id, Structure)."""
-    out = []
-    for record in DemoSource().records():
-        s = parse_record(record)
-        if max(s.lattice.abc) < 10 and len(s) <= 12:
-            out.append((record.material_id, s))
-        if len(out) == 30:
-            break
-    return out
-
-
-@pytest.fixture
-def json_source(tmp_path, demo_records):
-    """A JSON source of the 30 demo structures plus one too big and one too close."""
-    records = [
-        {"material_id": m, "structure": s.as_dict(), "band_gap": 0.1 * i}
-        for i, (m, s) in enumerate(demo_records)
-    ]
-    big = Structure(Lattice.cubic(12.0), ["Cu"], [[0, 0, 0]])
-    close = Structure(Lattice.cubic(4.0), ["O", "O"], [[0, 0, 0], [0.05, 0, 0]])
-    records += [
-        {"material_id": "big", "structure": big.as_dict()},
-        {"material_id": "close", "structure": close.as_dict()},
-    ]
-    path = tmp_path / "structures.json.gz"
-    with gzip.open(path, "wt") as f:
-        json.dump(records, f)
-    return path
 
 
 def _arrays(path):
@@ -178,7 +144,7 @@ def test_rerun_is_a_no_op_and_other_config_is_refused(json_source, tmp_path):
 
 def test_resume_after_a_failed_block(json_source, tmp_path, monkeypatch):
     """A build that died in one block resumes with only the missing blocks, identically."""
-    build_module = importlib.import_module("crystalgrid.build")  # the module, not the function
+    build_module = importlib.import_module("crystalgrid.builder")
 
     config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
     build(json_source, tmp_path / "full.zarr", config=config, quiet=True)
@@ -227,24 +193,6 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert computed <= n_blocks - finished + 1  # only what was missing (the killed block may redo)
     _assert_same(_arrays(full), _arrays(cut))
     assert verify(cut).ok
-
-
-def test_verify_catches_missing_and_corrupted_chunks(json_source, tmp_path):
-    out = tmp_path / "r.zarr"
-    build(json_source, out, config=BuildConfig(samples_per_crystal=2, block_samples=24), quiet=True)
-    runner = CliRunner()
-    ok = runner.invoke(main, ["verify", str(out)])
-    assert ok.exit_code == 0 and "OK" in ok.output
-
-    (out / "species" / "c" / "1" / "0" / "0" / "0").unlink()
-    chunk = out / "density" / "c" / "0" / "0" / "0" / "0"
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    chunk.write_bytes(bytes(data))
-    bad = runner.invoke(main, ["verify", str(out)])
-    assert bad.exit_code == 1
-    assert "missing chunk species/c/1/0/0/0" in bad.output
-    assert "corrupted chunk density/c/0/0/0/0" in bad.output
 
 
 # Writing test CIFs of noble-gas structures makes pymatgen warn about their electronegativity.
@@ -348,7 +296,7 @@ def test_a_block_that_kills_its_workers_is_a_one_line_error(json_source, tmp_pat
     """dask's KilledWorker becomes a CrystalgridError naming the remedy; the store resumes."""
     from distributed import KilledWorker
 
-    build_module = importlib.import_module("crystalgrid.build")
+    build_module = importlib.import_module("crystalgrid.builder")
     real = build_module._grid_block
 
     def killer(location, storage_options, block, config_dict):

@@ -1,8 +1,9 @@
-"""Density and species grids in torch, batched, on any device (CUDA when there is one).
+"""Density and species grids in torch, batched, on any device: the torch backend.
 
-The same math as the CPU builder (:mod:`crystalgrid.placement`, :mod:`crystalgrid.grids`), for
-a whole batch of samples at once, so a trainer can draw fresh rotations and crops of the stored
-structures every epoch instead of reading fixed samples:
+The same math as the numpy builder (:mod:`crystalgrid.grids.placement`,
+:mod:`crystalgrid.grids.numpy_backend`), for a whole batch of samples at once, so a trainer
+can draw fresh rotations and crops of the stored structures every epoch instead of reading
+fixed samples:
 
 - :func:`place_batch`: atoms of ``B`` samples in the box, from each crystal's lattice and
   fractional sites and a (B, 4, 4) transform (crystal Cartesian Å -> box Å). ``single`` places
@@ -22,12 +23,13 @@ structures every epoch instead of reading fixed samples:
   ``BatchPlacement.inside`` as the mask, as :class:`GridSampler` does.
 - :func:`random_transforms` / :func:`random_rotations`: draws from a ``torch.Generator``
   (rotations Haar-distributed, via normalised Gaussian quaternions, as the CPU builder).
-- :class:`GridSampler`: the crystals of a dataset view held on the device;
-  ``sample(batch_size, generator)`` gives fresh (density, species, transforms, crystals).
+
+The sampler that uses these functions to draw fresh grids every step is
+:class:`crystalgrid.grids.sampler.GridSampler`.
 
 Reproducibility: a seeded ``torch.Generator`` gives the same transforms, hence the same
 grids, every time on the same device type; CPU and CUDA generators give different streams,
-and neither is the CPU builder's numpy stream (:func:`crystalgrid.placement.crystal_rng`).
+and neither is the CPU builder's numpy stream (:func:`crystalgrid.grids.placement.crystal_rng`).
 To recompute stored samples exactly, pass their stored transforms
 (``samples/transform``) to :meth:`GridSampler.grids` or :func:`place_batch`.
 
@@ -39,36 +41,27 @@ may hold anything finite.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 import torch
 
-from crystalgrid.placement import REPRESENTATIONS, Crystal
+from crystalgrid.grids.common import SMALLEST_EXPONENT, check_representation, quaternion_matrix
 from crystalgrid.spec import GridSpec
-
-if TYPE_CHECKING:
-    from crystalgrid.dataset import Dataset, DatasetView
 
 __all__ = [
     "BatchPlacement",
-    "GridBatch",
-    "GridSampler",
+    "compact_rows",
     "density_grids",
     "density_grids_naive",
     "exact_fp32_matmul",
-    "pad_crystals",
     "place_batch",
     "random_rotations",
     "random_transforms",
     "species_grids",
 ]
 
-# As crystalgrid.grids: exp(-25) ~ 1e-11 of an atom's peak, and factors never go subnormal.
-_SMALLEST_EXPONENT = -25.0
 
 #: Default atoms per contraction pass of :func:`density_grids`.
 DEFAULT_CHUNK = 256
@@ -143,7 +136,7 @@ def _check_atoms(
     return positions, numbers, mask
 
 
-def _compact(mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def compact_rows(mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Move each row's masked-in entries to the front, in order (a stable partition).
 
     Returns ``(mask, *tensors)`` reordered along dim 1; a no-op when every row is already a
@@ -241,7 +234,7 @@ def density_grids(
     counts = mask.sum(1)
     prefix = torch.arange(positions.shape[1], device=device) < counts[:, None]
     if not torch.equal(prefix, mask):  # padding between atoms: move the atoms to the front
-        mask, positions, numbers = _compact(mask, positions, numbers)
+        mask, positions, numbers = compact_rows(mask, positions, numbers)
     weights = numbers.to(torch.float64) * spec.norm
     weights = torch.where(mask, weights, 0.0).to(torch.float32)
     positions = torch.where(mask[..., None], positions, 0.0)
@@ -315,7 +308,7 @@ def _factors(
     delta = positions[..., None] - centres  # (b, n, 3, bins)
     e = (delta * delta).to(torch.float32)
     e *= scale
-    e.clamp_min_(_SMALLEST_EXPONENT).exp_()
+    e.clamp_min_(SMALLEST_EXPONENT).exp_()
     fx = (e[:, :, 0] * weights[..., None]).transpose(1, 2)  # (b, bins, n)
     plane = (e[:, :, 1, :, None] * e[:, :, 2, None, :]).reshape(e.shape[0], e.shape[1], -1)
     return fx, plane
@@ -517,8 +510,8 @@ def place_batch(
     representation: str,
     spec: GridSpec | None = None,
 ) -> BatchPlacement:
-    """Atoms of ``B`` samples in the box, as :func:`crystalgrid.placement.place_single` /
-    :func:`~crystalgrid.placement.place_repeated` place them, for the given transforms.
+    """Atoms of ``B`` samples in the box, as :func:`crystalgrid.grids.placement.place_single` /
+    :func:`~crystalgrid.grids.placement.place_repeated` place them, for the given transforms.
 
     ``single``: the wrapped unit cell, ``box = T @ [r, 1]``, no images. ``repeated``: every
     periodic image with ``T`` applied, over the CPU builder's image range per sample (the box
@@ -542,8 +535,7 @@ def place_batch(
         A :class:`BatchPlacement`, float64 positions on the lattice's device.
     """
     spec = spec or GridSpec()
-    if representation not in REPRESENTATIONS:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+    check_representation(representation)
     batch = lattice.shape[0]
     if lattice.shape != (batch, 3, 3) or transforms.shape != (batch, 4, 4):
         raise ValueError(
@@ -560,7 +552,7 @@ def place_batch(
     numbers = numbers.to(device)
     if mask is None:
         mask = torch.ones(numbers.shape, dtype=torch.bool, device=device)
-    mask, frac, numbers = _compact(mask.to(device, torch.bool), frac, numbers)
+    mask, frac, numbers = compact_rows(mask.to(device, torch.bool), frac, numbers)
     sites = mask.sum(1)  # (B,)
     rotation, translation = transforms[:, :3, :3], transforms[:, :3, 3]
     # Each site's offset from its cell's origin, in the box frame: (B, S, 3).
@@ -622,19 +614,6 @@ def place_batch(
 # Random transforms
 
 
-def _quaternion_matrix(q: torch.Tensor) -> torch.Tensor:
-    """(n, 3, 3) rotations of unit quaternions (n, 4) ``(w, x, y, z)``, as the CPU builder."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        (
-            torch.stack((1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)), -1),
-            torch.stack((2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)), -1),
-            torch.stack((2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)), -1),
-        ),
-        -2,
-    )
-
-
 def random_rotations(
     n: int,
     generator: torch.Generator | None = None,
@@ -645,12 +624,12 @@ def random_rotations(
     """(n, 3, 3) rotations drawn uniformly (Haar measure on SO(3)).
 
     A normalised 4-D Gaussian is a uniform unit quaternion, as in
-    :func:`crystalgrid.placement.random_rotation`. ``generator`` must live on ``device``.
+    :func:`crystalgrid.grids.placement.random_rotation`. ``generator`` must live on ``device``.
     """
     device = generator.device if generator is not None and device is None else device
     q = torch.randn(n, 4, generator=generator, device=device, dtype=dtype)
     q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
-    return _quaternion_matrix(q)
+    return quaternion_matrix(q, torch)
 
 
 def random_transforms(
@@ -672,8 +651,7 @@ def random_transforms(
     Reproducible for a seed on one device type; not the CPU builder's numpy stream.
     """
     spec = spec or GridSpec()
-    if representation not in REPRESENTATIONS:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+    check_representation(representation)
     rotate = (representation == "single") if rotate is None else rotate
     batch, device = lattice.shape[0], lattice.device
     lattice = lattice.to(torch.float64)
@@ -699,240 +677,3 @@ def random_transforms(
 
 # --------------------------------------------------------------------------------------
 # Crystals on the device, and the sampler
-
-
-def pad_crystals(
-    crystals: Sequence[Crystal], device: torch.device | str | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Padded tensors of crystals: lattice (C, 3, 3) f64, frac (C, S, 3) f64, numbers (C, S)
-    uint8 and mask (C, S) bool, S the largest cell."""
-    width = max((len(c) for c in crystals), default=0)
-    n = len(crystals)
-    lattice = np.zeros((n, 3, 3))
-    frac = np.zeros((n, width, 3))
-    numbers = np.zeros((n, width), dtype=np.uint8)
-    mask = np.zeros((n, width), dtype=bool)
-    for i, c in enumerate(crystals):
-        lattice[i], frac[i, : len(c)], numbers[i, : len(c)] = c.lattice, c.frac, c.numbers
-        mask[i, : len(c)] = True
-    return tuple(torch.from_numpy(a).to(device) for a in (lattice, frac, numbers, mask))  # type: ignore[return-value]
-
-
-class GridBatch(NamedTuple):
-    """Grids of one batch drawn by :class:`GridSampler`.
-
-    Attributes:
-        density: (B, bins, bins, bins) float32, electrons per Å^3.
-        species: (B, bins, bins, bins) uint8 atomic numbers.
-        transforms: (B, 4, 4) float64, crystal Cartesian Å -> box Å.
-        crystals: (B,) int64 index of each sample's crystal in the sampler.
-    """
-
-    density: torch.Tensor
-    species: torch.Tensor
-    transforms: torch.Tensor
-    crystals: torch.Tensor
-
-
-class GridSampler:
-    """Crystals held on a device, gridded afresh every step.
-
-    ``sampler.sample(batch_size, generator)`` draws crystals (uniformly, with replacement, or
-    the ones given), fresh transforms (:func:`random_transforms`), and grids them.
-    ``sampler.grids(crystals, transforms)`` grids explicit transforms (e.g. the stored
-    ``samples/transform``, reproducing a built dataset's grids).
-
-    Args:
-        lattice: (C, 3, 3), frac (C, S, 3), numbers (C, S), mask (C, S): the crystals
-            (see :func:`pad_crystals`), moved to ``device``.
-        representation: ``"single"`` or ``"repeated"``.
-        spec: grid geometry.
-        rotate: rotate the samples (default: True for single, False for repeated).
-        shift: for ``repeated``, random fractional offsets (else the cell origin at the box
-            corner).
-        material_ids: optional ids of the crystals (kept for the user).
-        device: where the crystals live and the grids are made; the lattice's if None.
-        chunk, max_bytes: passed to :func:`density_grids`.
-    """
-
-    def __init__(
-        self,
-        lattice: torch.Tensor,
-        frac: torch.Tensor,
-        numbers: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        representation: str,
-        spec: GridSpec | None = None,
-        rotate: bool | None = None,
-        shift: bool = True,
-        material_ids: Sequence[str] | None = None,
-        device: torch.device | str | None = None,
-        chunk: int = DEFAULT_CHUNK,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> None:
-        if representation not in REPRESENTATIONS:
-            raise ValueError(
-                f"representation must be one of {REPRESENTATIONS}, got {representation!r}"
-            )
-        device = torch.device(device) if device is not None else lattice.device
-        mask, frac, numbers = _compact(mask.to(torch.bool), frac, numbers)
-        self.device = device
-        self.lattice = lattice.to(device, torch.float64)
-        self.frac = frac.to(device, torch.float64)
-        self.numbers = numbers.to(device)
-        self.mask = mask.to(device)
-        self.sites = self.mask.sum(1)
-        if len(self.lattice) == 0:
-            raise ValueError("a GridSampler needs at least one crystal")
-        if int(self.sites.min()) < 1:
-            raise ValueError("every crystal needs at least one site")
-        self.representation = representation
-        self.spec = spec or GridSpec()
-        self.rotate = (representation == "single") if rotate is None else rotate
-        self.shift = shift
-        self.material_ids = list(material_ids) if material_ids is not None else None
-        self.chunk, self.max_bytes = chunk, max_bytes
-        #: Index of each crystal in the store it was read from (``from_dataset``), else None.
-        self.crystal_index: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.lattice)
-
-    def __repr__(self) -> str:
-        return (
-            f"<GridSampler {len(self)} crystals, {self.representation}, rotate={self.rotate}, "
-            f"on {self.device}>"
-        )
-
-    @classmethod
-    def from_crystals(
-        cls,
-        crystals: Sequence[Crystal],
-        *,
-        representation: str,
-        device: torch.device | str | None = None,
-        **kwargs: Any,
-    ) -> GridSampler:
-        """A sampler over :class:`~crystalgrid.placement.Crystal` objects."""
-        lattice, frac, numbers, mask = pad_crystals(crystals, device)
-        return cls(
-            lattice, frac, numbers, mask, representation=representation, device=device, **kwargs
-        )
-
-    @classmethod
-    def from_dataset(
-        cls,
-        data: Dataset | DatasetView,
-        *,
-        device: torch.device | str | None = None,
-        representation: str | None = None,
-        rotate: bool | None = None,
-        spec: GridSpec | None = None,
-        **kwargs: Any,
-    ) -> GridSampler:
-        """The crystals of a dataset view (``open_dataset(path).split("train")``) or dataset.
-
-        Reads the stored structures (``crystals/lattice``, ``site_offset``, ``frac``,
-        ``number``) of the crystals whose samples are in the view; the crystals keep the
-        store's order (``crystal_index`` maps back). Representation, rotation and grid spec
-        default to the dataset's.
-        """
-        view = data.all() if hasattr(data, "all") else data
-        dataset = view.dataset
-        group = dataset.group
-        index = np.unique(group["samples/crystal"][view.start : view.stop]).astype(np.int64)
-        c = group["crystals"]
-        offsets = c["site_offset"][:]
-        frac_all, number_all = c["frac"][:], c["number"][:]
-        lattice = np.asarray(c["lattice"][:])[index]
-        counts = offsets[index + 1] - offsets[index]
-        width = int(counts.max()) if len(index) else 0
-        frac = np.zeros((len(index), width, 3))
-        numbers = np.zeros((len(index), width), dtype=np.uint8)
-        mask = np.arange(width)[None, :] < counts[:, None]
-        take = offsets[index][:, None] + np.minimum(np.arange(width)[None, :], counts[:, None] - 1)
-        frac[mask] = frac_all[take[mask]]
-        numbers[mask] = number_all[take[mask]]
-        ids = [str(m) for m in np.asarray(c["material_id"][:])[index]]
-        if rotate is None:
-            rotate = dataset.attrs.get("rotate")
-        sampler = cls(
-            torch.from_numpy(lattice),
-            torch.from_numpy(frac),
-            torch.from_numpy(numbers),
-            torch.from_numpy(mask),
-            representation=representation or dataset.representation,
-            spec=spec or dataset.spec,
-            rotate=rotate,
-            material_ids=ids,
-            device=device,
-            **kwargs,
-        )
-        sampler.crystal_index = index
-        return sampler
-
-    def _batch(self, crystals: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        width = max(1, int(self.sites[crystals].max()))
-        return (
-            self.lattice[crystals],
-            self.frac[crystals, :width],
-            self.numbers[crystals, :width],
-            self.mask[crystals, :width],
-        )
-
-    def place(self, crystals: torch.Tensor, transforms: torch.Tensor) -> BatchPlacement:
-        """Atoms of crystals ``crystals`` (B,) under ``transforms`` (B, 4, 4)."""
-        crystals = torch.as_tensor(crystals, dtype=torch.int64, device=self.device)
-        lattice, frac, numbers, mask = self._batch(crystals)
-        return place_batch(lattice, frac, numbers, mask, transforms, self.representation, self.spec)
-
-    def grids(
-        self, crystals: torch.Tensor, transforms: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(density, species) grids of crystals ``crystals`` (B,) under ``transforms``.
-
-        As :func:`crystalgrid.samples.sample_from_placement`: the density of every atom
-        placed, the species of the atoms inside the box.
-        """
-        p = self.place(crystals, transforms.to(self.device))
-        density = density_grids(
-            p.positions,
-            p.numbers,
-            p.mask,
-            self.spec,
-            chunk=self.chunk,
-            max_bytes=self.max_bytes,
-        )
-        # As the CPU builder: the density sums every atom near the box, the species grid
-        # labels the sample's own atoms (inside the box), the ground truth.
-        return density, species_grids(p.positions, p.numbers, p.inside, self.spec)
-
-    def sample(
-        self,
-        batch_size: int,
-        generator: torch.Generator | None = None,
-        *,
-        crystals: torch.Tensor | None = None,
-    ) -> GridBatch:
-        """A fresh batch: random crystals (unless given), random transforms, their grids.
-
-        ``generator`` must live on the sampler's device; a seeded one makes the batch
-        reproducible on that device type.
-        """
-        if crystals is None:
-            crystals = torch.randint(
-                len(self), (batch_size,), generator=generator, device=self.device
-            )
-        else:
-            crystals = torch.as_tensor(crystals, dtype=torch.int64, device=self.device)
-        transforms = random_transforms(
-            self.lattice[crystals],
-            self.representation,
-            self.spec,
-            generator=generator,
-            rotate=self.rotate,
-            shift=self.shift,
-        )
-        density, species = self.grids(crystals, transforms)
-        return GridBatch(density, species, transforms, crystals)

@@ -20,17 +20,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crystalgrid.errors import RejectedStructure
+from crystalgrid.grids.common import (
+    REPRESENTATIONS,
+    Representation,
+    check_representation,
+    quaternion_matrix,
+)
 from crystalgrid.spec import GridSpec
+from crystalgrid.validity import MIN_VOLUME
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
 __all__ = [
+    "REPRESENTATIONS",
     "Crystal",
     "Placement",
     "Representation",
@@ -41,9 +49,6 @@ __all__ = [
     "random_rotation",
     "transform_matrix",
 ]
-
-Representation = Literal["single", "repeated"]
-REPRESENTATIONS: tuple[str, ...] = ("single", "repeated")
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class Crystal:
         if len(numbers) != len(frac):
             raise ValueError(f"{len(frac)} positions but {len(numbers)} atomic numbers")
         volume = float(abs(np.linalg.det(lattice)))
-        if not np.all(np.isfinite(lattice)) or not volume > 0.1:
+        if not np.all(np.isfinite(lattice)) or not volume > MIN_VOLUME:
             raise RejectedStructure("zero_volume", f"cell volume {volume:.3g} Å^3")
         if not np.all(np.isfinite(frac)):
             raise RejectedStructure("unparsable", "non-finite fractional coordinates")
@@ -141,14 +146,7 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     """A (3, 3) rotation drawn uniformly (Haar measure on SO(3)), via a unit quaternion."""
     q = rng.standard_normal(4)
     q /= np.linalg.norm(q)
-    w, x, y, z = q
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    return quaternion_matrix(q, np)
 
 
 def transform_matrix(rotation: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -262,8 +260,7 @@ def placements(
     ``repeated``; sample 0 of ``repeated`` is never shifted (cell origin at the box corner)
     but is rotated when ``rotate`` is True.
     """
-    if representation not in REPRESENTATIONS:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+    check_representation(representation)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     rotate = (representation == "single") if rotate is None else rotate

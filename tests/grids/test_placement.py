@@ -12,7 +12,7 @@ from pymatgen.core import Lattice, Structure
 
 from crystalgrid.errors import RejectedStructure
 from crystalgrid.grids import density_grid, density_grid_reference
-from crystalgrid.placement import (
+from crystalgrid.grids.placement import (
     Crystal,
     crystal_rng,
     place_repeated,

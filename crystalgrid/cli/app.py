@@ -1,0 +1,37 @@
+"""The click group every verb registers on, and the one-line error convention."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from crystalgrid._version import __version__
+from crystalgrid.errors import CrystalgridError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["main", "user_errors"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crystalgrid")
+def main() -> None:
+    """Crystal structures to voxel-grid datasets, and the reference models that use them."""
+
+
+def user_errors(func: F) -> F:
+    """Report a :class:`CrystalgridError` as ``crystalgrid: error: ...`` and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CrystalgridError as exc:
+            click.echo(f"crystalgrid: error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]

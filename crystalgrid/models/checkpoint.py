@@ -1,0 +1,196 @@
+"""The checkpoint format of the reference model, and the one function that loads it.
+
+A checkpoint (``torch.save`` of a dict, read with ``weights_only=True``: no code is
+unpickled) holds the networks, the optimiser, the config, the class map, the grid spec, the
+position (epoch, step, batch within the epoch), the torch RNG states, user metadata and the
+versions that wrote it. Files are written atomically (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crystalgrid._version import __version__
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.models.config import TrainConfig
+from crystalgrid.models.decode import ClassMap
+from crystalgrid.models.losses import ReferenceModel
+from crystalgrid.spec import GridSpec
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "atomic_save",
+    "checkpoint_config",
+    "load_checkpoint",
+    "read_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "crystalgrid.models/vae-unet/1"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw dict of a checkpoint file, checked for its format (CPU tensors).
+
+    Raises:
+        CrystalgridError: if the file is missing or is not such a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CrystalgridError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CrystalgridError(f"{path} is not a readable checkpoint: {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CrystalgridError(f"{path} is not a crystalgrid reference-model checkpoint")
+    # Checkpoints written before the output activation was a setting had the paper's ReLU.
+    ckpt["config"].setdefault("output_activation", "relu")
+    return ckpt
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: ReferenceModel,
+    *,
+    spec: GridSpec,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    batch_in_epoch: int = 0,
+    best_val: float = math.inf,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file, fsync, rename).
+
+    Args:
+        path: the file to write.
+        model: the networks; their config and class map are stored with them.
+        spec: the grid geometry the model works on.
+        optimizer: its state, for resuming (``None``: not resumable, still loadable).
+        epoch, step, batch_in_epoch: the training position.
+        best_val: the lowest validation loss so far.
+        metadata: JSON-ready facts to keep (data path, representation, ...).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "config": model.config.to_dict(),
+            "classes": model.class_map.to_list(),
+            "spec": spec.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict() if optimizer is not None else {},
+            "epoch": int(epoch),
+            "step": int(step),
+            "batch_in_epoch": int(batch_in_epoch),
+            "best_val": float(best_val),
+            "rng": _rng_state(),
+            "metadata": dict(metadata or {}),
+            "versions": {"torch": str(torch.__version__), "crystalgrid": __version__},
+        },
+        path,
+    )
+    return path
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        model: the networks, in eval mode, on the requested device.
+        config: the training configuration.
+        class_map: the U-Net's classes.
+        spec: the grid geometry the model was trained on.
+        epoch: completed epochs; step: optimiser steps; batch_in_epoch: batches of the
+            current epoch already used.
+        metadata: what the trainer was given (data path, representation, ...).
+        path: where it was read from.
+    """
+
+    model: ReferenceModel
+    config: TrainConfig
+    class_map: ClassMap
+    spec: GridSpec
+    epoch: int
+    step: int
+    batch_in_epoch: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def checkpoint_config(path: str | Path) -> TrainConfig:
+    """The training configuration stored in a checkpoint.
+
+    Raises:
+        CrystalgridError: if the file is missing or is not such a checkpoint.
+    """
+    return TrainConfig.from_dict(read_checkpoint(path)["config"])
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint (the trainer's ``last.pt`` or ``best.pt``), weights only.
+
+    Every verb that needs a trained model loads it with this function.
+
+    Raises:
+        CrystalgridError: if the file is missing or is not such a checkpoint.
+    """
+    ckpt = read_checkpoint(path)
+    config = TrainConfig.from_dict(ckpt["config"])
+    class_map = ClassMap(ckpt["classes"])
+    spec = GridSpec.from_dict(ckpt["spec"])
+    model = ReferenceModel(config, spec.bins, class_map)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return Checkpoint(
+        model=model,
+        config=config,
+        class_map=class_map,
+        spec=spec,
+        epoch=int(ckpt["epoch"]),
+        step=int(ckpt["step"]),
+        batch_in_epoch=int(ckpt["batch_in_epoch"]),
+        metadata=dict(ckpt.get("metadata") or {}),
+        path=Path(path),
+    )
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set torch's RNG states to those a checkpoint saved (CUDA ones only where they fit)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError, IndexError):  # fewer GPUs than when saved
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,84 @@
+"""Every source and view crystalgrid ships, and the tests' doubles, keep their contracts."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from pymatgen.io.cif import CifWriter
+
+import crystalgrid
+from crystalgrid.builder import BuildConfig
+from crystalgrid.contracts import check_source, check_view
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.sources import (
+    CifDirectorySource,
+    CifFileSource,
+    CsvSource,
+    DemoSource,
+    JsonSource,
+)
+
+
+@pytest.fixture
+def cif_folder(tmp_path, demo_records):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for material_id, structure in demo_records[:6]:
+        CifWriter(structure).write_file(str(folder / f"{material_id}.cif"))
+    return folder
+
+
+@pytest.fixture
+def csv_file(tmp_path, demo_records):
+    path = tmp_path / "train.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["material_id", "cif"])
+        for material_id, structure in demo_records[:6]:
+            writer.writerow([material_id, str(CifWriter(structure))])
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:No Pauling electronegativity:UserWarning")
+@pytest.mark.parametrize("kind", ["demo", "json", "cif-folder", "cif-file", "csv"])
+def test_every_source_keeps_the_contract(kind, json_source, cif_folder, csv_file):
+    source = {
+        "demo": lambda: DemoSource(),
+        "json": lambda: JsonSource(json_source),
+        "cif-folder": lambda: CifDirectorySource(cif_folder),
+        "cif-file": lambda: CifFileSource(next(cif_folder.glob("*.cif"))),
+        "csv": lambda: CsvSource(csv_file),
+    }[kind]()
+    check_source(source)
+
+
+def test_the_store_views_keep_the_contract(json_source, tmp_path):
+    out = tmp_path / "v.zarr"
+    crystalgrid.build(
+        json_source, out, config=BuildConfig(samples_per_crystal=2, chunk_samples=4), quiet=True
+    )
+    dataset = crystalgrid.open_dataset(out)
+    for name in ("train", "val", "test"):
+        check_view(dataset.split(name), batch_size=3)
+    check_view(dataset.all(), batch_size=5)
+
+
+class _BrokenView:
+    """Repeats its first sample: breaks the one-pass coverage."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def iter_batches(self, batch_size, *, shuffle=False, seed=0, drop_last=False):
+        grid = np.zeros((batch_size, 4, 4, 4), np.float32)
+        for _ in range(3):
+            yield {"density": grid, "species": grid.astype(np.uint8)}
+
+
+def test_a_broken_view_is_caught():
+    with pytest.raises(CrystalgridError, match="cover"):
+        check_view(_BrokenView(), batch_size=2)
+    with pytest.raises(CrystalgridError, match="no __len__"):
+        check_view(object())

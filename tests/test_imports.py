@@ -1,0 +1,143 @@
+"""The package's import graph: no cycle anywhere, lazy and type-checking imports included."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import crystalgrid
+
+PACKAGE_DIR = Path(crystalgrid.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def _imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that ``name`` imports anywhere in its body."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            # ``from pkg import sub`` imports the submodule ``pkg.sub``.
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        out.update(t for t in targets if t in modules and t != name)
+    return out
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_cycle() -> None:
+    modules = _modules()
+    graph = {name: _imported(name, path, modules) for name, path in modules.items()}
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("name", sorted(set(_modules()) - {"crystalgrid.__main__"}))
+def test_every_module_imports(name: str) -> None:
+    if name.startswith("crystalgrid.models") or name == "crystalgrid.torch_data":
+        pytest.importorskip("torch")
+    if name == "crystalgrid.sources.mp":
+        pytest.importorskip("mp_api")
+    importlib.import_module(name)
+
+
+def test_inference_does_not_import_the_trainer() -> None:
+    modules = _modules()
+    trainer_users = {
+        name
+        for name, path in modules.items()
+        if "crystalgrid.models.train" in _imported(name, path, modules)
+    }
+    # Only the verbs that train import the trainer.
+    assert trainer_users <= {"crystalgrid.cli.model_verbs", "crystalgrid.models.benchmark"}
+
+
+def test_public_names_resolve() -> None:
+    for name in crystalgrid.__all__:
+        assert getattr(crystalgrid, name) is not None
+    models = importlib.import_module("crystalgrid.models")
+    pytest.importorskip("torch")
+    for name in models.__all__:
+        assert getattr(models, name) is not None
+
+
+def test_architecture_page_lists_every_module() -> None:
+    page = PACKAGE_DIR.parent / "docs" / "architecture.md"
+    if not page.exists():
+        pytest.skip("docs/ is not beside the installed package")
+    text = page.read_text(encoding="utf-8")
+    listed = {
+        str(path.relative_to(PACKAGE_DIR.parent))
+        for path in PACKAGE_DIR.rglob("*.py")
+        if f"`{path.relative_to(PACKAGE_DIR.parent)}`" in text
+    }
+    every = {str(p.relative_to(PACKAGE_DIR.parent)) for p in PACKAGE_DIR.rglob("*.py")}
+    assert sorted(every - listed) == []

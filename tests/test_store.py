@@ -1,0 +1,88 @@
+"""The store format: its schema, the arrays a build writes, and verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from crystalgrid.builder import BuildConfig, build
+from crystalgrid.cli import main
+from crystalgrid.store import BLOCK_ARRAYS, SCHEMA, array_schema, schema_table
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "store-format.md"
+
+
+@pytest.fixture
+def small_store(json_source, tmp_path):
+    out = tmp_path / "s.zarr"
+    config = BuildConfig(representation="single", samples_per_crystal=2, block_samples=24)
+    build(json_source, out, config=config, quiet=True)
+    return out
+
+
+def _arrays(group: zarr.Group, prefix: str = "") -> dict[str, zarr.Array]:
+    found = {}
+    for name, node in group.members():
+        if isinstance(node, zarr.Group):
+            found.update(_arrays(node, f"{prefix}{name}/"))
+        else:
+            found[f"{prefix}{name}"] = node
+    return found
+
+
+def test_the_format_page_shows_the_schema():
+    if not DOCS.exists():
+        pytest.skip("docs/ is not beside the tests")
+    assert schema_table() in DOCS.read_text(encoding="utf-8")
+
+
+def test_a_build_writes_exactly_the_schema(small_store):
+    group = zarr.open_group(str(small_store), mode="r")
+    arrays = _arrays(group)
+    data = {p: a for p, a in arrays.items() if not p.startswith(("checksums/", "_build/"))}
+    assert {array_schema(p).path for p in data} == {a.path for a in SCHEMA}
+    for path, array in data.items():
+        entry = array_schema(path)
+        if entry.dtype == "str":
+            assert array.dtype.kind in "OTU" or str(array.dtype).startswith("StringDType")
+        elif entry.dtype == "density":
+            assert array.dtype == np.float32
+        else:
+            assert array.dtype == np.dtype(entry.dtype), path
+        assert array.shape[1:] == (entry.tail or array.shape[1:]), path
+        if isinstance(entry.chunk, int):
+            assert array.chunks[0] == max(1, min(entry.chunk, array.shape[0])), path
+    # Every array is checksummed: the block ones as written, the others at the end.
+    checksummed = {p.removeprefix("checksums/") for p in arrays if p.startswith("checksums/")}
+    assert checksummed == set(data)
+    assert set(BLOCK_ARRAYS) <= checksummed
+
+
+def test_unknown_paths_are_not_in_the_schema():
+    assert array_schema("crystals/properties/band_gap").path == "crystals/properties/<name>"
+    with pytest.raises(KeyError):
+        array_schema("crystals/properties/a/b")
+    with pytest.raises(KeyError):
+        array_schema("grids/density")
+
+
+def test_verify_catches_missing_and_corrupted_chunks(json_source, tmp_path):
+    out = tmp_path / "r.zarr"
+    build(json_source, out, config=BuildConfig(samples_per_crystal=2, block_samples=24), quiet=True)
+    runner = CliRunner()
+    ok = runner.invoke(main, ["verify", str(out)])
+    assert ok.exit_code == 0 and "OK" in ok.output
+
+    (out / "species" / "c" / "1" / "0" / "0" / "0").unlink()
+    chunk = out / "density" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    bad = runner.invoke(main, ["verify", str(out)])
+    assert bad.exit_code == 1
+    assert "missing chunk species/c/1/0/0/0" in bad.output
+    assert "corrupted chunk density/c/0/0/0/0" in bad.output

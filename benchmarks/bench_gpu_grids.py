@@ -10,7 +10,7 @@ Columns, per case and batch size (grids/s, median of timed repeats after a warm-
 - ``+species``: density and species grids;
 - ``pipeline``: transforms drawn, atoms placed (periodic images), density and species;
 - ``plain sep.``: the plain batched separable evaluation, one ``einsum('bmi,bmj,bmk->bijk')``
-  over the padded batch in sub-batches of 256 (what FIELD-NOTES 3b measured on an H100);
+  over the padded batch in sub-batches of 256 (the method of a reference H100 measurement);
 - ``naive``: every atom against every voxel in torch fp32 (:func:`density_grids_naive`),
   timed on a sub-batch (``--naive-batch``);
 - ``max err``: the largest ``|torch - CPU builder| / max`` over samples placed with the CPU

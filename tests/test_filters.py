@@ -135,17 +135,15 @@ def test_too_close_atom_and_its_own_image():
     assert reason_of(thin) == "too_close"
 
 
-def test_distance_check_is_fast_for_a_few_hundred_atoms():
-    import time
-
+def test_distance_check_accepts_a_few_hundred_atoms_far_enough_apart():
     rng = np.random.default_rng(0)
     # 300 atoms on a jittered grid: no pair closer than ~0.9 Å, so every pair is computed.
     grid = np.stack(np.meshgrid(*[np.arange(7)] * 3, indexing="ij"), -1).reshape(-1, 3)[:300]
     frac = (grid + 0.5 + rng.uniform(-0.1, 0.1, grid.shape)) / 7.0
     crowded = Structure(Lattice.cubic(9.0), ["C"] * 300, frac)
-    start = time.perf_counter()
-    check_structure(crowded)
-    assert time.perf_counter() - start < 2.0
+    check_structure(crowded)  # no RejectedStructure: every pair is above 0.5 Å
+    jammed = Structure(Lattice.cubic(9.0), ["C"] * 300, np.vstack([frac[:-1], frac[:1] + 1e-3]))
+    assert reason_of(jammed) == "too_close"
 
 
 def test_cheap_checks_run_first():

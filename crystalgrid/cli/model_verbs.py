@@ -266,7 +266,7 @@ def evaluate_cmd(
         )
 
 
-# ---- latent space: sample, interpolate, realism, match, show (issue 5) ----------------------
+# ---- latent space: sample, interpolate, realism, match, show ----------------------
 
 
 def _load(checkpoint: Path) -> Any:

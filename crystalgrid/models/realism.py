@@ -13,7 +13,7 @@ random draw" (``lambda = 1``). A small 3-D CNN (:class:`LambdaNet`) learns to pr
 decoded real crystals.
 
 The paper reports 0.90 +- 0.01 for real decoded samples and 0.84 +- 0.05 for random draws
-(FIELD-NOTES section 1). :func:`score_report` gives the same two numbers, plus the scores of
+(appendix G). :func:`score_report` gives the same two numbers, plus the scores of
 the real grids themselves (not decoded) and of out-of-distribution inputs: noise grids with
 the real grids' voxel statistics and real grids with their voxels shuffled.
 

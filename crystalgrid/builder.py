@@ -44,18 +44,18 @@ from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_
 from crystalgrid.spec import GridSpec
 from crystalgrid.store import (
     ATTR,
-    BLOCK_ARRAYS,
     CODECS,
     FORMAT,
-    SCHEMA,
     SPLITS,
-    array_schema,
-    checksum_whole_array,
-    chunk_digest,
+    blocks_done,
     compressor,
+    create_sample_arrays,
+    finalize,
     is_url,
     open_group,
-    write_checksums,
+    read_crystals,
+    write_block,
+    write_whole,
 )
 
 __all__ = ["BuildConfig", "BuildReport", "build", "build_representations", "default_out"]
@@ -292,24 +292,6 @@ def _split_of(material_ids: list[str], seed: int, fractions: tuple[float, ...]) 
 # Store creation (driver).
 
 
-def _array(group: zarr.Group, name: str, data: np.ndarray) -> None:
-    """Write ``data`` whole as array ``name``, chunked as :data:`~crystalgrid.store.SCHEMA` says
-    (at most the array's length)."""
-    chunk = max(1, min(array_schema(name).chunk, len(data)))
-    array = group.create_array(
-        name,
-        shape=data.shape,
-        chunks=(chunk, *data.shape[1:]),
-        dtype=data.dtype if data.dtype.kind != "U" else str,
-        compressors=compressor(),
-        fill_value=None if data.dtype.kind == "U" else 0,
-        config={"write_empty_chunks": True},
-        overwrite=True,
-    )
-    if data.size:
-        array[...] = data
-
-
 def _create_store(
     group: zarr.Group, scan: ScanResult, config: BuildConfig, meta: dict[str, Any]
 ) -> dict[str, Any]:
@@ -320,17 +302,19 @@ def _create_store(
     S = config.samples_per_crystal
     ids = np.array([scan.material_ids[i] for i in order], dtype=str)
     counts = np.array([len(scan.numbers[i]) for i in order], dtype=np.int64)
-    _array(group, "crystals/material_id", ids)
-    _array(group, "crystals/split", split[order])
-    _array(group, "crystals/source_index", order.astype(np.int64))
-    _array(
+    write_whole(group, "crystals/material_id", ids)
+    write_whole(group, "crystals/split", split[order])
+    write_whole(group, "crystals/source_index", order.astype(np.int64))
+    write_whole(
         group,
         "crystals/lattice",
         np.array([scan.lattices[i] for i in order]).reshape(n, 3, 3),
     )
-    _array(group, "crystals/site_offset", np.concatenate([[0], np.cumsum(counts)]))
-    _array(group, "crystals/frac", np.concatenate([scan.fracs[i] for i in order]).reshape(-1, 3))
-    _array(
+    write_whole(group, "crystals/site_offset", np.concatenate([[0], np.cumsum(counts)]))
+    write_whole(
+        group, "crystals/frac", np.concatenate([scan.fracs[i] for i in order]).reshape(-1, 3)
+    )
+    write_whole(
         group,
         "crystals/number",
         np.concatenate([scan.numbers[i] for i in order]).astype(np.uint8),
@@ -338,68 +322,25 @@ def _create_store(
     names = sorted({k for p in scan.properties for k in p})
     for name in names:
         values = np.array([scan.properties[i].get(name, np.nan) for i in order], dtype=np.float64)
-        _array(group, f"crystals/properties/{name}", values)
+        write_whole(group, f"crystals/properties/{name}", values)
     rejects = scan.rejects
-    _array(group, "rejects/material_id", np.array([r[0] for r in rejects], dtype=str))
-    _array(group, "rejects/reason", np.array([r[1] for r in rejects], dtype=str))
-    _array(group, "rejects/detail", np.array([r[2] for r in rejects], dtype=str))
+    write_whole(group, "rejects/material_id", np.array([r[0] for r in rejects], dtype=str))
+    write_whole(group, "rejects/reason", np.array([r[1] for r in rejects], dtype=str))
+    write_whole(group, "rejects/detail", np.array([r[2] for r in rejects], dtype=str))
 
     n_samples = n * S
-    bins = config.spec.bins
     block = config.block_crystals * S
     n_blocks = max(1, math.ceil(n / config.block_crystals))
-    grid_chunks = (config.chunk_samples, bins, bins, bins)
-    common = {
-        "compressors": compressor(),
-        "fill_value": 0,
-        "config": {"write_empty_chunks": True},
-        "overwrite": True,
-    }
-    group.create_array(
-        "density",
-        shape=(n_samples, bins, bins, bins),
-        chunks=grid_chunks,
+    create_sample_arrays(
+        group,
+        n_samples=n_samples,
+        bins=config.spec.bins,
+        chunk_samples=config.chunk_samples,
+        block_samples=block,
+        n_blocks=n_blocks,
         dtype=config.dtype,
-        **{**common, "compressors": compressor(config.codec, config.compression_level)},
+        density_compressor=compressor(config.codec, config.compression_level),
     )
-    group.create_array(
-        "species",
-        shape=(n_samples, bins, bins, bins),
-        chunks=grid_chunks,
-        dtype=array_schema("species").dtype,
-        **common,
-    )
-    # The per-sample arrays, written block by block.
-    for entry in SCHEMA:
-        if entry.chunk != "block":
-            continue
-        tail = entry.tail
-        if entry.dtype == "str":  # strings have no fill value
-            group.create_array(
-                entry.path,
-                shape=(n_samples,),
-                chunks=(block,),
-                dtype=str,
-                compressors=compressor(),
-                config={"write_empty_chunks": True},
-                overwrite=True,
-            )
-        else:
-            group.create_array(
-                entry.path,
-                shape=(n_samples, *tail),
-                chunks=(block, *tail),
-                dtype=entry.dtype,
-                **common,
-            )
-    for name in BLOCK_ARRAYS:
-        n_chunks = group[name].cdata_shape[0]
-        per_block = block // group[name].chunks[0]
-        group.create_array(
-            f"checksums/{name}", shape=(n_chunks,), chunks=(per_block,), dtype="uint64", **common
-        )
-    group.create_array("_build/done", shape=(n_blocks,), chunks=(1,), dtype="uint8", **common)
-    group.create_group("_pending", overwrite=True)
 
     crystal_counts = {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
     ranges, start = {}, 0
@@ -436,14 +377,10 @@ def _grid_block(
     group = open_group(location, mode="r+", storage_options=storage_options)
     S, spec = config.samples_per_crystal, config.spec
     first = block * config.block_crystals
-    n_crystals = group["crystals/material_id"].shape[0]
-    last = min(first + config.block_crystals, n_crystals)
-    offsets = group["crystals/site_offset"][first : last + 1]
-    frac = group["crystals/frac"][offsets[0] : offsets[-1]]
-    number = group["crystals/number"][offsets[0] : offsets[-1]]
-    lattice = group["crystals/lattice"][first:last]
-    ids = group["crystals/material_id"][first:last]
-    split = group["crystals/split"][first:last]
+    offsets, frac, number, lattice, ids, split = read_crystals(
+        group, first, first + config.block_crystals
+    )
+    last = first + len(lattice)
 
     n = (last - first) * S
     bins = spec.bins
@@ -479,7 +416,7 @@ def _grid_block(
 
     start = first * S
     with zarr.config.set({"array.write_empty_chunks": True}):  # verify expects every chunk
-        _write_block(
+        write_block(
             group,
             block,
             start,
@@ -499,110 +436,8 @@ def _grid_block(
     return last - first
 
 
-def _write_block(
-    group: zarr.Group,
-    block: int,
-    start: int,
-    n: int,
-    pos_num: tuple[list[np.ndarray], list[np.ndarray]],
-    values: dict[str, np.ndarray],
-) -> None:
-    positions, numbers = pos_num
-    for name, data in values.items():
-        array = group[name]
-        array[start : start + n] = data
-        step = array.chunks[0]
-        digests = [chunk_digest(data[j : j + step]) for j in range(0, n, step)]
-        write_checksums(group, name, start // step, digests)
-    pos = np.concatenate(positions) if positions else np.zeros((0, 3), np.float32)
-    num = np.concatenate(numbers).astype(np.uint8) if numbers else np.zeros(0, np.uint8)
-    for name, data in (("position", pos.reshape(-1, 3)), ("number", num)):
-        group.create_array(
-            f"_pending/{name}_{block:06d}",
-            shape=data.shape,
-            chunks=(max(1, len(data)), *data.shape[1:]),
-            dtype=data.dtype,
-            compressors=compressor(),
-            fill_value=0,
-            config={"write_empty_chunks": True},
-            overwrite=True,
-        )[...] = data
-    group["_build/done"][block] = 1  # last: the block counts only once all of it is written
-
-
 # --------------------------------------------------------------------------------------
 # Finalize (driver).
-
-
-def _finalize(group: zarr.Group, meta: dict[str, Any]) -> None:
-    """Gather the pending atoms into the ragged ``atoms/`` arrays; mark complete."""
-    n_atoms = group["samples/n_atoms"][:].astype(np.int64)
-    offset = np.concatenate([[0], np.cumsum(n_atoms)])
-    total = int(offset[-1])
-    chunk = array_schema("atoms/position").chunk  # ~100 KB of positions: cheap per sample
-    common = {
-        "compressors": compressor(),
-        "fill_value": 0,
-        "config": {"write_empty_chunks": True},
-        "overwrite": True,
-    }
-    positions = group.create_array(
-        "atoms/position",
-        shape=(total, 3),
-        chunks=(chunk, 3),
-        dtype=array_schema("atoms/position").dtype,
-        **common,
-    )
-    numbers = group.create_array(
-        "atoms/number",
-        shape=(total,),
-        chunks=(array_schema("atoms/number").chunk,),
-        dtype=array_schema("atoms/number").dtype,
-        **common,
-    )
-    _array(group, "samples/atom_offset", offset)
-
-    # Stream the blocks' atoms into whole chunks, never holding more than one chunk's worth.
-    buf_pos, buf_num, written = [], [], 0
-
-    def flush(final: bool) -> None:
-        nonlocal buf_pos, buf_num, written
-        pos = np.concatenate(buf_pos) if buf_pos else np.zeros((0, 3), np.float32)
-        num = np.concatenate(buf_num) if buf_num else np.zeros(0, np.uint8)
-        usable = len(num) if final else (len(num) // chunk) * chunk
-        if usable:
-            positions[written : written + usable] = pos[:usable]
-            numbers[written : written + usable] = num[:usable]
-            written += usable
-        buf_pos, buf_num = [pos[usable:]], [num[usable:]]
-
-    for block in range(meta["n_blocks"]):
-        buf_pos.append(group[f"_pending/position_{block:06d}"][...])
-        buf_num.append(group[f"_pending/number_{block:06d}"][...])
-        if sum(len(b) for b in buf_num) >= chunk:
-            flush(final=False)
-    flush(final=True)
-    if written != total:
-        raise RuntimeError(f"gathered {written} atoms, expected {total}")
-    for name in ("atoms/position", "atoms/number", "samples/atom_offset"):
-        checksum_whole_array(group, name)
-    for name in ("crystals", "rejects"):
-        for path in _arrays_under(group[name], name):
-            checksum_whole_array(group, path)
-    meta = dict(meta, state="complete", n_atoms=total, completed=_now())
-    group.attrs[ATTR] = meta
-    with contextlib.suppress(KeyError):
-        del group["_pending"]
-
-
-def _arrays_under(group: zarr.Group, prefix: str) -> list[str]:
-    out = []
-    for name, node in group.members():
-        if isinstance(node, zarr.Group):
-            out.extend(_arrays_under(node, f"{prefix}/{name}"))
-        else:
-            out.append(f"{prefix}/{name}")
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -770,7 +605,7 @@ def build_representations(
                 meta = _create_store(group, scan, cfg, base)
             todo = _grid_blocks(group, meta, cfg, location, storage_options, client, quiet)
             with zarr.config.set({"array.write_empty_chunks": True}):
-                _finalize(group, meta)
+                finalize(group, meta, completed=_now())
             reports.append(_report(location, dict(group.attrs[ATTR]), todo, resumed, started_one))
     return reports
 
@@ -826,7 +661,7 @@ def _grid_blocks(
     quiet: bool,
 ) -> list[int]:
     """Submit every block not marked done; return the blocks computed."""
-    done = group["_build/done"][:]
+    done = blocks_done(group)
     todo = [b for b in range(meta["n_blocks"]) if not done[b]]
     total = meta["n_crystals"]
     with _progress(total, f"grid {config.representation}", quiet) as bar:

@@ -11,6 +11,7 @@ crystals ordered by split, so each split is one contiguous range of samples.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -24,19 +25,34 @@ from zarr.core.sync import sync
 from crystalgrid.errors import CrystalgridError
 
 __all__ = [
+    "ATTR",
     "BLOCK_ARRAYS",
+    "CODECS",
     "FORMAT",
     "SCHEMA",
     "SPLITS",
     "ArraySchema",
     "VerifyReport",
     "array_schema",
+    "arrays_under",
+    "blocks_done",
+    "checksum_whole_array",
     "chunk_digest",
+    "chunk_key",
+    "chunk_slices",
     "compressor",
+    "create_sample_arrays",
+    "finalize",
+    "is_url",
     "open_group",
+    "open_store",
+    "read_crystals",
     "read_meta",
     "schema_table",
     "verify",
+    "write_block",
+    "write_checksums",
+    "write_whole",
 ]
 
 FORMAT = "crystalgrid-store/1"
@@ -315,6 +331,218 @@ def checksum_whole_array(group: zarr.Group, name: str) -> None:
     )
     if len(digests):
         target[:] = np.array(digests, dtype=np.uint64)
+
+
+def write_whole(group: zarr.Group, name: str, data: np.ndarray) -> None:
+    """Write ``data`` whole as array ``name``, chunked as :data:`SCHEMA` says (at most the
+    array's length)."""
+    chunk = max(1, min(array_schema(name).chunk, len(data)))
+    array = group.create_array(
+        name,
+        shape=data.shape,
+        chunks=(chunk, *data.shape[1:]),
+        dtype=data.dtype if data.dtype.kind != "U" else str,
+        compressors=compressor(),
+        fill_value=None if data.dtype.kind == "U" else 0,
+        config={"write_empty_chunks": True},
+        overwrite=True,
+    )
+    if data.size:
+        array[...] = data
+
+
+def create_sample_arrays(
+    group: zarr.Group,
+    *,
+    n_samples: int,
+    bins: int,
+    chunk_samples: int,
+    block_samples: int,
+    n_blocks: int,
+    dtype: str,
+    density_compressor: BloscCodec,
+) -> None:
+    """Create the empty per-sample arrays of :data:`SCHEMA`, their checksum arrays, the build's
+    ``_build/done`` and ``_pending`` (filled block by block by :func:`write_block`)."""
+    grid_chunks = (chunk_samples, bins, bins, bins)
+    common = {
+        "compressors": compressor(),
+        "fill_value": 0,
+        "config": {"write_empty_chunks": True},
+        "overwrite": True,
+    }
+    group.create_array(
+        "density",
+        shape=(n_samples, bins, bins, bins),
+        chunks=grid_chunks,
+        dtype=dtype,
+        **{**common, "compressors": density_compressor},
+    )
+    group.create_array(
+        "species",
+        shape=(n_samples, bins, bins, bins),
+        chunks=grid_chunks,
+        dtype=array_schema("species").dtype,
+        **common,
+    )
+    block = block_samples
+    # The per-sample arrays, written block by block.
+    for entry in SCHEMA:
+        if entry.chunk != "block":
+            continue
+        tail = entry.tail
+        if entry.dtype == "str":  # strings have no fill value
+            group.create_array(
+                entry.path,
+                shape=(n_samples,),
+                chunks=(block,),
+                dtype=str,
+                compressors=compressor(),
+                config={"write_empty_chunks": True},
+                overwrite=True,
+            )
+        else:
+            group.create_array(
+                entry.path,
+                shape=(n_samples, *tail),
+                chunks=(block, *tail),
+                dtype=entry.dtype,
+                **common,
+            )
+    for name in BLOCK_ARRAYS:
+        n_chunks = group[name].cdata_shape[0]
+        per_block = block // group[name].chunks[0]
+        group.create_array(
+            f"checksums/{name}", shape=(n_chunks,), chunks=(per_block,), dtype="uint64", **common
+        )
+    group.create_array("_build/done", shape=(n_blocks,), chunks=(1,), dtype="uint8", **common)
+    group.create_group("_pending", overwrite=True)
+
+
+def blocks_done(group: zarr.Group) -> np.ndarray:
+    """``(blocks,)`` uint8: 1 for each build block whose samples are all written."""
+    return group["_build/done"][:]
+
+
+def read_crystals(
+    group: zarr.Group, first: int, last: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Crystals ``first:last`` as stored (``last`` clipped to the store): site offsets
+    ``(k + 1,)`` (absolute), fractional sites ``(sites, 3)``, atomic numbers, lattices
+    ``(k, 3, 3)`` Å, material ids, splits."""
+    last = min(last, group["crystals/material_id"].shape[0])
+    offsets = group["crystals/site_offset"][first : last + 1]
+    frac = group["crystals/frac"][offsets[0] : offsets[-1]]
+    number = group["crystals/number"][offsets[0] : offsets[-1]]
+    lattice = group["crystals/lattice"][first:last]
+    ids = group["crystals/material_id"][first:last]
+    split = group["crystals/split"][first:last]
+    return offsets, frac, number, lattice, ids, split
+
+
+def write_block(
+    group: zarr.Group,
+    block: int,
+    start: int,
+    n: int,
+    pos_num: tuple[list[np.ndarray], list[np.ndarray]],
+    values: dict[str, np.ndarray],
+) -> None:
+    """Write one block's samples (``values``: array path -> rows ``start:start + n``) with
+    the digests of their chunks, its atoms to ``_pending/``, and mark the block done last."""
+    positions, numbers = pos_num
+    for name, data in values.items():
+        array = group[name]
+        array[start : start + n] = data
+        step = array.chunks[0]
+        digests = [chunk_digest(data[j : j + step]) for j in range(0, n, step)]
+        write_checksums(group, name, start // step, digests)
+    pos = np.concatenate(positions) if positions else np.zeros((0, 3), np.float32)
+    num = np.concatenate(numbers).astype(np.uint8) if numbers else np.zeros(0, np.uint8)
+    for name, data in (("position", pos.reshape(-1, 3)), ("number", num)):
+        group.create_array(
+            f"_pending/{name}_{block:06d}",
+            shape=data.shape,
+            chunks=(max(1, len(data)), *data.shape[1:]),
+            dtype=data.dtype,
+            compressors=compressor(),
+            fill_value=0,
+            config={"write_empty_chunks": True},
+            overwrite=True,
+        )[...] = data
+    group["_build/done"][block] = 1  # last: the block counts only once all of it is written
+
+
+def finalize(group: zarr.Group, meta: dict[str, Any], *, completed: str) -> None:
+    """Gather the pending atoms into the ragged ``atoms/`` arrays; mark complete."""
+    n_atoms = group["samples/n_atoms"][:].astype(np.int64)
+    offset = np.concatenate([[0], np.cumsum(n_atoms)])
+    total = int(offset[-1])
+    chunk = array_schema("atoms/position").chunk  # ~100 KB of positions: cheap per sample
+    common = {
+        "compressors": compressor(),
+        "fill_value": 0,
+        "config": {"write_empty_chunks": True},
+        "overwrite": True,
+    }
+    positions = group.create_array(
+        "atoms/position",
+        shape=(total, 3),
+        chunks=(chunk, 3),
+        dtype=array_schema("atoms/position").dtype,
+        **common,
+    )
+    numbers = group.create_array(
+        "atoms/number",
+        shape=(total,),
+        chunks=(array_schema("atoms/number").chunk,),
+        dtype=array_schema("atoms/number").dtype,
+        **common,
+    )
+    write_whole(group, "samples/atom_offset", offset)
+
+    # Stream the blocks' atoms into whole chunks, never holding more than one chunk's worth.
+    buf_pos, buf_num, written = [], [], 0
+
+    def flush(final: bool) -> None:
+        nonlocal buf_pos, buf_num, written
+        pos = np.concatenate(buf_pos) if buf_pos else np.zeros((0, 3), np.float32)
+        num = np.concatenate(buf_num) if buf_num else np.zeros(0, np.uint8)
+        usable = len(num) if final else (len(num) // chunk) * chunk
+        if usable:
+            positions[written : written + usable] = pos[:usable]
+            numbers[written : written + usable] = num[:usable]
+            written += usable
+        buf_pos, buf_num = [pos[usable:]], [num[usable:]]
+
+    for block in range(meta["n_blocks"]):
+        buf_pos.append(group[f"_pending/position_{block:06d}"][...])
+        buf_num.append(group[f"_pending/number_{block:06d}"][...])
+        if sum(len(b) for b in buf_num) >= chunk:
+            flush(final=False)
+    flush(final=True)
+    if written != total:
+        raise RuntimeError(f"gathered {written} atoms, expected {total}")
+    for name in ("atoms/position", "atoms/number", "samples/atom_offset"):
+        checksum_whole_array(group, name)
+    for name in ("crystals", "rejects"):
+        for path in arrays_under(group[name], name):
+            checksum_whole_array(group, path)
+    meta = dict(meta, state="complete", n_atoms=total, completed=completed)
+    group.attrs[ATTR] = meta
+    with contextlib.suppress(KeyError):
+        del group["_pending"]
+
+
+def arrays_under(group: zarr.Group, prefix: str) -> list[str]:
+    """Paths (``prefix/...``) of every array under ``group``."""
+    out = []
+    for name, node in group.members():
+        if isinstance(node, zarr.Group):
+            out.extend(arrays_under(node, f"{prefix}/{name}"))
+        else:
+            out.append(f"{prefix}/{name}")
+    return out
 
 
 @dataclass

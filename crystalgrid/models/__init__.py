@@ -17,7 +17,7 @@ Modules:
   :mod:`~crystalgrid.models.loader`: batches read ahead onto the device,
   :func:`measure_loader`.
 - :mod:`~crystalgrid.models.decode`: :func:`decode_atoms`, :class:`ClassMap`,
-  :func:`atoms_to_structure`, :func:`write_cif`.
+  :func:`decode_class_scores`, :func:`atoms_to_structure`, :func:`write_cif`.
 - :mod:`~crystalgrid.models.metrics`: :class:`Scorer`, :func:`to_markdown`.
 - :mod:`~crystalgrid.models.evaluate`: ``evaluate(checkpoint, view)``,
   :func:`score_species_grids`.
@@ -66,6 +66,7 @@ _EXPORTS = {
     "resolve_runtime": "runtime",
     "ClassMap": "decode",
     "decode_atoms": "decode",
+    "decode_class_scores": "decode",
     "atoms_to_structure": "decode",
     "atoms_to_molecule": "decode",
     "write_cif": "decode",

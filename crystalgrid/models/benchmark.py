@@ -132,7 +132,7 @@ BUDGETS: dict[str, Budget] = {
         description="the best baseline 2 CPU cores train in about an hour (single cells)",
         representations=("single",),
         train=OVERFIT_CPU.with_overrides(
-            max_steps=8000, log_every=50, val_max_batches=8, checkpoint_every=1000
+            max_steps=4500, log_every=50, val_max_batches=8, checkpoint_every=1000
         ),
         samples_per_crystal=3,
         eval_limit=None,

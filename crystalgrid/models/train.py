@@ -1,6 +1,6 @@
 """Training of the reference model: a DataLoader-free loop over any "view-like" split.
 
-The trainer needs only this of a split (:class:`~crystalgrid.models.loader.ViewLike`, what
+The trainer needs only this of a split (:class:`~crystalgrid.contracts.ViewLike`, what
 ``crystalgrid.open_dataset(path).split(name)`` returns): ``len(view)`` and
 ``view.iter_batches(...)`` yielding ``"density"`` ``(B, n, n, n)`` float32 (Å^-3) and
 ``"species"`` ``(B, n, n, n)`` uint8. The grid geometry comes from ``spec=`` or ``view.spec``.
@@ -37,18 +37,13 @@ from typing import Any
 
 import torch
 
+from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.jsonio import jsonable
 from crystalgrid.models.checkpoint import read_checkpoint, restore_rng_state, save_checkpoint
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.decode import ClassMap
-from crystalgrid.models.loader import (
-    TRAIN_FIELDS,
-    ViewLike,
-    device_batches,
-    iter_view,
-    scan_species,
-)
+from crystalgrid.models.loader import TRAIN_FIELDS, device_batches, scan_species
 from crystalgrid.models.losses import ReferenceModel
 from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.spec import GridSpec
@@ -297,7 +292,7 @@ def train(
         config: the full configuration (saved in every checkpoint). When resuming, the
             fields that define the networks and the loss must match the checkpoint's; the
             others (epochs, max_steps, device, precision, ...) may change.
-        view_train: the training split (see :class:`~crystalgrid.models.loader.ViewLike`).
+        view_train: the training split (see :class:`~crystalgrid.contracts.ViewLike`).
         view_val: the validation split, scored at the end of each epoch; ``None``: skipped.
         out_dir: where ``log.jsonl``, ``last.pt`` and ``best.pt`` go (created).
         resume: a checkpoint to continue from.

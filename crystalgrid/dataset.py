@@ -24,7 +24,7 @@ import zarr
 
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.spec import GridSpec
-from crystalgrid.store import SPLITS, open_store
+from crystalgrid.store import SPLITS, StoreMeta, open_store
 
 __all__ = ["FIELDS", "Dataset", "DatasetView", "open_dataset"]
 
@@ -71,16 +71,19 @@ class Dataset:
 
     def __init__(self, group: zarr.Group, meta: dict[str, Any], location: str) -> None:
         self.group = group
+        #: The stored ``crystalgrid`` attribute, as written (JSON types).
         self.attrs = meta
+        #: The same, typed.
+        self.meta = StoreMeta.from_attrs(meta)
         self.location = location
-        self.spec = GridSpec.from_dict(meta["grid"])
-        self.representation: str = meta["representation"]
+        self.spec = GridSpec.from_dict(self.meta.grid)
+        self.representation: str = self.meta.representation
         self._cache: dict[str, tuple[int, np.ndarray]] = {}
         self._arrays: dict[str, zarr.Array] = {}
         self._small: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
-        return int(self.attrs["n_samples"])
+        return int(self.meta.n_samples or 0)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k} {len(self.split(k))}" for k in SPLITS)
@@ -95,7 +98,7 @@ class Dataset:
         """The samples of ``"train"``, ``"val"`` or ``"test"``."""
         if name not in SPLITS:
             raise CrystalgridError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
-        start, stop = self.attrs["splits"][name]["samples"]
+        start, stop = self.meta.split_range(name)
         return DatasetView(self, start, stop, name)
 
     def all(self) -> DatasetView:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "SCHEMA",
     "SPLITS",
     "ArraySchema",
+    "StoreMeta",
     "VerifyReport",
     "array_schema",
     "arrays_under",
@@ -202,8 +203,8 @@ def array_schema(path: str) -> ArraySchema:
     for entry in SCHEMA:
         if entry.path == path:
             return entry
-        prefix, _, rest = entry.path.partition("<name>")
-        if rest == "" and _ and path.startswith(prefix) and "/" not in path[len(prefix) :]:
+        prefix, placeholder, rest = entry.path.partition("<name>")
+        if placeholder and not rest and path.startswith(prefix) and "/" not in path[len(prefix) :]:
             return entry
     raise KeyError(f"{path!r} is not an array of {FORMAT}")
 
@@ -272,6 +273,67 @@ def open_store(
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise CrystalgridError(f"no dataset at {location}") from exc
     return group, read_meta(group)
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """The ``crystalgrid`` attribute of a store, typed (docs/store-format.md, "Attributes").
+
+    Built by :meth:`from_attrs` from the stored dict, which stays the source of truth (the
+    builder writes it in stages: counts appear once the crystals are scanned, ``n_atoms`` and
+    ``completed`` at the end). Counts are ``None`` until known.
+    """
+
+    format: str
+    state: str
+    representation: str
+    grid: dict[str, Any]
+    seed: int
+    samples_per_crystal: int
+    rotate: bool | None
+    split_fractions: tuple[float, ...]
+    config: dict[str, Any]
+    source: dict[str, Any]
+    source_fingerprint: str
+    fingerprint: str
+    licence: str | None
+    citation: str | None
+    crystalgrid_version: str
+    created: str
+    splits: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    rejects: dict[str, int] = field(default_factory=dict)
+    properties: tuple[str, ...] = ()
+    n_crystals: int | None = None
+    n_samples: int | None = None
+    n_atoms: int | None = None
+    n_blocks: int | None = None
+    block_crystals: int | None = None
+    completed: str | None = None
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> StoreMeta:
+        """Type the stored attribute (unknown keys are ignored, for newer writers).
+
+        Raises:
+            CrystalgridError: when a key every store has is missing.
+        """
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in attrs.items() if k in names}
+        values["split_fractions"] = tuple(values.get("split_fractions", ()))
+        values["properties"] = tuple(values.get("properties", ()))
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise CrystalgridError(f"the store's attributes are incomplete: {exc}") from None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+    def split_range(self, name: str, unit: str = "samples") -> tuple[int, int]:
+        """``(start, stop)`` of a split in ``"samples"`` or ``"crystals"``."""
+        start, stop = self.splits[name][unit]
+        return int(start), int(stop)
 
 
 def read_meta(group: zarr.Group) -> dict[str, Any]:

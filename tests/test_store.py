@@ -86,3 +86,21 @@ def test_verify_catches_missing_and_corrupted_chunks(json_source, tmp_path):
     assert bad.exit_code == 1
     assert "missing chunk species/c/1/0/0/0" in bad.output
     assert "corrupted chunk density/c/0/0/0/0" in bad.output
+
+
+def test_the_attributes_are_typed(small_store):
+    from crystalgrid.dataset import open_dataset
+    from crystalgrid.errors import CrystalgridError
+    from crystalgrid.store import StoreMeta
+
+    dataset = open_dataset(small_store)
+    meta = dataset.meta
+    assert meta.complete and meta.representation == "single"
+    assert meta.n_samples == len(dataset) == 2 * meta.n_crystals
+    assert meta.n_atoms == int(dataset.atom_offset[-1])
+    assert sum(b - a for a, b in (meta.split_range(s) for s in ("train", "val", "test"))) == len(
+        dataset
+    )
+    assert meta.grid == dataset.spec.to_dict()
+    with pytest.raises(CrystalgridError, match="incomplete"):
+        StoreMeta.from_attrs({"format": "crystalgrid-store/1", "state": "complete"})

@@ -196,39 +196,38 @@ def build(
 @user_errors
 def info(path: str, as_json: bool) -> None:
     """Counts, splits, rejects by reason and attributes of a dataset."""
-    from crystalgrid.store import open_store
+    from crystalgrid.store import StoreMeta, open_store
 
-    _, meta = open_store(path)
+    _, attrs = open_store(path)
     if as_json:
-        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        click.echo(json.dumps(attrs, indent=2, sort_keys=True))
         return
+    meta = StoreMeta.from_attrs(attrs)
     lines = [
         f"dataset        {path}",
-        f"state          {meta.get('state')}",
-        f"representation {meta.get('representation')}",
-        f"crystals       {meta.get('n_crystals', '?')}",
-        f"samples        {meta.get('n_samples', '?')} "
-        f"({meta.get('samples_per_crystal')} per crystal)",
+        f"state          {meta.state}",
+        f"representation {meta.representation}",
+        f"crystals       {meta.n_crystals if meta.n_crystals is not None else '?'}",
+        f"samples        {meta.n_samples if meta.n_samples is not None else '?'} "
+        f"({meta.samples_per_crystal} per crystal)",
     ]
-    for name, ranges in meta.get("splits", {}).items():
-        c0, c1 = ranges["crystals"]
-        s0, s1 = ranges["samples"]
+    for name in meta.splits:
+        c0, c1 = meta.split_range(name, "crystals")
+        s0, s1 = meta.split_range(name)
         lines.append(f"  {name:5s}        {c1 - c0} crystals, {s1 - s0} samples")
-    rejects = meta.get("rejects", {})
-    lines.append(f"rejected       {sum(rejects.values())}")
-    for reason, count in sorted(rejects.items(), key=lambda kv: -kv[1]):
+    lines.append(f"rejected       {sum(meta.rejects.values())}")
+    for reason, count in sorted(meta.rejects.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {reason:12s} {count}")
-    grid = meta.get("grid", {})
-    source = meta.get("source", {})
+    grid, source = meta.grid, meta.source
     lines += [
         f"grid           {grid.get('bins')}^3 voxels over {grid.get('side')} Å, "
         f"sigma {grid.get('sigma')} Å, species radius {grid.get('species_radius')} Å",
-        f"seed           {meta.get('seed')}",
+        f"seed           {meta.seed}",
         f"source         {source.get('kind')} {source.get('location', '')}",
-        f"licence        {meta.get('licence') or 'not stated by the source'}",
-        f"citation       {meta.get('citation') or '-'}",
-        f"built with     crystalgrid {meta.get('crystalgrid_version')} on {meta.get('created')}",
-        f"fingerprint    {meta.get('fingerprint')}",
+        f"licence        {meta.licence or 'not stated by the source'}",
+        f"citation       {meta.citation or '-'}",
+        f"built with     crystalgrid {meta.crystalgrid_version} on {meta.created}",
+        f"fingerprint    {meta.fingerprint}",
     ]
     click.echo("\n".join(lines))
 

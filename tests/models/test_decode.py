@@ -1,4 +1,4 @@
-"""Atoms from species grids (paper appendix D) and atoms to pymatgen / CIF."""
+"""Atoms from species grids (paper appendix D) or class scores, and atoms to pymatgen / CIF."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from crystalgrid.models.decode import (
     atoms_to_molecule,
     atoms_to_structure,
     decode_atoms,
+    decode_class_scores,
     write_cif,
 )
 from crystalgrid.spec import GridSpec
@@ -106,3 +107,53 @@ def test_structure_molecule_and_cif(tmp_path):
     assert sorted(site.specie.Z for site in back) == sorted(NUMBERS.tolist())
     with pytest.raises(CrystalgridError, match="no atoms"):
         write_cif(tmp_path / "empty.cif", np.zeros((0, 3)), np.zeros(0), SPEC)
+
+
+def _scores(
+    atoms: np.ndarray, numbers: np.ndarray, cmap: ClassMap, width: float = 0.45, height=12.0
+):
+    """Logits of a segmenter that is sure near each atom (a Gaussian bump of log-odds)."""
+    c = SPEC.centres()
+    grid = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1)
+    logits = np.zeros((cmap.n_classes, *SPEC.shape))
+    logits[0] = 4.0  # "no atom" everywhere ...
+    for position, z in zip(atoms, numbers, strict=True):
+        bump = height * np.exp(-((grid - position) ** 2).sum(-1) / (2 * width**2))
+        logits[cmap.class_of_z[z]] += bump  # ... unless an atom is near
+    return logits
+
+
+def test_class_scores_give_the_atoms():
+    cmap = ClassMap(NUMBERS)
+    pos, z = decode_class_scores(_scores(ATOMS, NUMBERS, cmap), SPEC, cmap)
+    j = _match(pos, ATOMS)
+    assert sorted(j) == list(range(len(ATOMS)))
+    assert np.abs(pos - ATOMS[j]).max() < 0.5 * SPEC.voxel
+    assert np.array_equal(z, NUMBERS[j])
+
+
+def test_touching_atoms_stay_two_where_components_merge_them():
+    atoms = np.array([[5.0, 5.0, 5.0], [6.2, 5.0, 5.0]])  # 1.2 Å apart
+    numbers = np.array([8, 8], dtype=np.uint8)
+    cmap = ClassMap([8])
+    logits = _scores(atoms, numbers, cmap, width=0.4, height=40.0)  # wide, sure segments
+    merged, _ = decode_atoms(logits.argmax(axis=0), SPEC, classes=cmap)
+    assert len(merged) == 1  # one connected component
+    pos, z = decode_class_scores(logits, SPEC, cmap)
+    assert len(pos) == 2 and list(z) == [8, 8]
+    assert np.abs(np.sort(pos[:, 0]) - atoms[:, 0]).max() < 0.2
+
+
+def test_class_scores_plateaus_threshold_and_errors():
+    cmap = ClassMap([26])
+    logits = np.zeros((2, *SPEC.shape))
+    logits[0] = 8.0
+    logits[1, 10:12, 10:12, 10:12] = 30.0  # a flat 2x2x2 plateau: one atom, at its centre
+    pos, z = decode_class_scores(logits, SPEC, cmap)
+    assert len(pos) == 1 and z[0] == 26
+    np.testing.assert_allclose(pos[0], 11.0 * SPEC.voxel, atol=0.05)
+    assert len(decode_class_scores(logits, SPEC, cmap, threshold=25.0)[0]) == 0
+    with pytest.raises(ValueError, match="logits of shape"):
+        decode_class_scores(logits[:, :10], SPEC, cmap)
+    with pytest.raises(ValueError, match="odd"):
+        decode_class_scores(logits, SPEC, cmap, window=4)

@@ -70,6 +70,20 @@ from crystalgrid.cli.app import main, user_errors
     default=None,
     help="Materials per request and per page file. [default: 250]",
 )
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Wait at most this long for a connection and for each answer. [default: 20]",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retries per request (rate limits, server errors, timeouts), with backoff. [default: 5]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @user_errors
 def fetch_command(
@@ -82,6 +96,8 @@ def fetch_command(
     limit: int | None,
     include_gnome: bool,
     page_size: int | None,
+    timeout_s: float | None,
+    retries: int | None,
     quiet: bool,
 ) -> None:
     """Download Materials Project structures into a local collection.
@@ -106,6 +122,8 @@ def fetch_command(
         limit=limit,
         include_gnome=include_gnome,
         page_size=page_size if page_size is not None else mp.DEFAULT_PAGE_SIZE,
+        timeout_s=timeout_s,
+        retries=retries,
         quiet=quiet,
     )
     for failure in report.failed:

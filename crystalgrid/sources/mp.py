@@ -23,7 +23,14 @@ JSON, no pydantic round trip): :meth:`count` for the total and ``_query_resource
 ``num_chunks=1`` for one page, the same call ``search`` makes for its first page. The
 client's HTTP session gets a wider retry policy than mp-api's own (which retries 429, 502 and
 504 three times): 429, 500, 502, 503 and 504 and connection errors are retried ``retries``
-times with exponential backoff, honouring ``Retry-After``.
+times with exponential backoff and jitter, honouring ``Retry-After``.
+
+Nothing waits forever. Every request has a connect and read timeout (``timeout_s``). Before
+the client starts, crystalgrid calls the endpoint's heartbeat itself, with that timeout,
+retrying for at most :data:`HEARTBEAT_DEADLINE_S` (mp-api's own heartbeat call has no
+timeout, so a server that accepts the connection and never answers would hang it). A request
+that times out during the download stops the fetch with a one-line error; the pages already
+written stay, and the same command resumes.
 
 The API key is never written: not to the collection, the report, or any message.
 """
@@ -74,6 +81,11 @@ DEFAULT_PAGE_SIZE = 250
 MAX_PAGE_SIZE = 1000
 DEFAULT_RETRIES = 5
 DEFAULT_BACKOFF_S = 1.0
+#: Seconds to wait for a connection and for each answer (``--timeout``).
+DEFAULT_TIMEOUT_S = 20.0
+#: How long the first contact (the heartbeat) may take in all, retries included, before a
+#: stalled or unreachable endpoint is reported.
+HEARTBEAT_DEADLINE_S = 120.0
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_CONSECUTIVE_FAILURES = 3
 GNOME_BATCH_ID = "gnome_r2scan_statics"
@@ -364,8 +376,53 @@ def _plan(
     return _Plan(criteria, int(page_size), limit, id_list, bool(include_gnome))
 
 
-def _open_client(key: str, endpoint: str | None, retries: int, backoff_s: float) -> Any:
-    """An ``MPRester`` (plain-dict documents, quiet) with the wider retry policy mounted."""
+def _heartbeat(url: str, shown: str, timeout_s: float, retries: int, backoff_s: float) -> None:
+    """Call ``url`` (the endpoint's heartbeat) until it answers: at most ``retries + 1`` tries
+    and :data:`HEARTBEAT_DEADLINE_S` in all; each try waits ``timeout_s`` at most.
+
+    Raises:
+        CrystalgridError: the endpoint never answered (stalled, refused, unreachable).
+    """
+    import random
+
+    import requests
+
+    deadline = time.monotonic() + HEARTBEAT_DEADLINE_S
+    attempt, last = 0, "no answer"
+    while attempt <= retries:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        wait = min(timeout_s, remaining)
+        try:
+            answer = requests.get(url, timeout=(wait, wait))
+        except requests.Timeout:
+            last = f"no answer within {wait:.0f} s"
+        except requests.ConnectionError as exc:
+            last = f"connection failed ({type(exc).__name__})"
+        else:
+            if answer.status_code not in RETRY_STATUSES:
+                return  # an answer: the client takes it from here (403 and others included)
+            last = f"HTTP {answer.status_code}"
+            after = answer.headers.get("Retry-After", "")
+            if after.isdigit():
+                time.sleep(min(float(after), max(0.0, deadline - time.monotonic())))
+                attempt += 1
+                continue
+        attempt += 1
+        pause = min(60.0, backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+    raise CrystalgridError(
+        f"the Materials Project API at {shown} did not answer ({attempt} tries, last: {last}); "
+        "check the network or MP_API_ENDPOINT, then run the same command again"
+    )
+
+
+def _open_client(
+    key: str, endpoint: str | None, retries: int, backoff_s: float, timeout_s: float
+) -> Any:
+    """An ``MPRester`` (plain-dict documents, quiet, ``timeout_s`` per request) with the wider
+    retry policy mounted, after the endpoint's heartbeat answered (:func:`_heartbeat`)."""
     try:
         import requests
         from mp_api.client import MPRester
@@ -377,10 +434,15 @@ def _open_client(key: str, endpoint: str | None, retries: int, backoff_s: float)
         raise CrystalgridError(
             f"crystalgrid fetch needs mp-api ({exc.name} is missing): pip install 'crystalgrid[mp]'"
         ) from exc
-    shown = _display_url(endpoint or MAPI_CLIENT_SETTINGS.ENDPOINT)
+    base = endpoint or MAPI_CLIENT_SETTINGS.ENDPOINT
+    shown = _display_url(base)
+    _heartbeat(base.rstrip("/") + "/heartbeat", shown, timeout_s, retries, backoff_s)
     try:
         client = MPRester(
-            api_key=key, endpoint=endpoint, use_document_model=False, mute_progress_bars=True
+            api_key=key,
+            endpoint=endpoint,
+            use_document_model=False,
+            mute_progress_bars=True,
         )
     except MPRestError as exc:
         raise CrystalgridError(
@@ -404,10 +466,20 @@ def _open_client(key: str, endpoint: str | None, retries: int, backoff_s: float)
         allowed_methods=frozenset({"GET", "HEAD"}),
         backoff_factor=backoff_s,
         backoff_max=60.0,
+        backoff_jitter=backoff_s,
         respect_retry_after_header=True,
         raise_on_status=False,  # the last answer reaches mp-api, which names its status
     )
-    adapter = HTTPAdapter(max_retries=retry)
+
+    class TimeoutAdapter(HTTPAdapter):
+        """Every request of the session waits ``timeout_s`` at most to connect and per read
+        (mp-api's sub-clients each pass their own default otherwise)."""
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            kwargs["timeout"] = (timeout_s, timeout_s)
+            return super().send(request, **kwargs)
+
+    adapter = TimeoutAdapter(max_retries=retry)
     client.session.mount("http://", adapter)
     client.session.mount("https://", adapter)
     return client
@@ -453,6 +525,7 @@ def _fetch_page(
     rester: Any, plan: _Plan, index: int, target: int, total: int | None, key: str, retries: int
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Download one page: ``(records, ids asked for and not returned)``; raises _PageError."""
+    import requests
     from mp_api.client.core import MPRestError
 
     criteria = plan.page_criteria(index, target)
@@ -462,6 +535,8 @@ def _fetch_page(
             num_chunks=1,
             chunk_size=criteria["_limit"],
         )
+    except requests.RequestException as exc:  # a timeout or a dropped connection, retried
+        raise _PageError(f"{_request_failure(exc)} after {retries} retries", fatal=True) from None
     except MPRestError as exc:
         status, reason = _describe(exc, key)
         if status in RETRY_STATUSES or status is None:
@@ -515,6 +590,7 @@ def fetch(
     page_size: int = DEFAULT_PAGE_SIZE,
     retries: int | None = None,
     backoff_s: float | None = None,
+    timeout_s: float | None = None,
     quiet: bool = False,
 ) -> FetchReport:
     """Download Materials Project structures into a collection, resuming what is there.
@@ -532,6 +608,7 @@ def fetch(
         page_size: documents per request and per page file (1 to 1000).
         retries: retries per request for 429, 5xx and connection errors (default 5).
         backoff_s: backoff factor (s): waits grow as backoff_s * 2**n, at most 60 s.
+        timeout_s: seconds to wait for a connection and for each answer (default 20).
         quiet: no progress bar.
 
     Returns:
@@ -562,6 +639,7 @@ def fetch(
             ),
             retries=DEFAULT_RETRIES if retries is None else int(retries),
             backoff_s=DEFAULT_BACKOFF_S if backoff_s is None else float(backoff_s),
+            timeout_s=DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s),
             quiet=quiet,
             started=started,
         )
@@ -572,6 +650,16 @@ def fetch(
         raise
 
 
+def _request_failure(exc: BaseException) -> str:
+    """A failed HTTP request in a few words (timeouts named as such)."""
+    import requests
+
+    text = str(exc).lower()
+    if isinstance(exc, requests.Timeout) or "timed out" in text or "timeout" in text:
+        return "no answer within the timeout (--timeout)"
+    return f"{type(exc).__name__}"
+
+
 def _fetch(
     out: Path,
     *,
@@ -580,9 +668,11 @@ def _fetch(
     plan: _Plan,
     retries: int,
     backoff_s: float,
+    timeout_s: float,
     quiet: bool,
     started: float,
 ) -> FetchReport:
+    import requests
     from mp_api.client.core import MPRestError
 
     query = plan.query
@@ -610,7 +700,7 @@ def _fetch(
                     complete=True,
                 )
 
-    client = _open_client(key, endpoint, retries, backoff_s)
+    client = _open_client(key, endpoint, retries, backoff_s, timeout_s)
     shown = _display_url(client.endpoint)
     db_version = client.db_version or None
     rester = client.materials.summary
@@ -630,6 +720,11 @@ def _fetch(
         probe["material_ids"] = ",".join(plan.page_ids(0))
     try:
         count = int(rester.count(probe))
+    except requests.RequestException as exc:
+        raise CrystalgridError(
+            f"the Materials Project API at {shown} stopped answering: {_request_failure(exc)}; "
+            "run the same command again"
+        ) from None
     except MPRestError as exc:
         status, reason = _describe(exc, key)
         if status in (401, 403):

@@ -154,6 +154,8 @@ class Faults:
         reject_key: answer every summary request with :attr:`reject_status`.
         reject_status: 401 or 403.
         delay_s: seconds to sleep before answering each summary request.
+        delay_from: summary requests answered at once before ``delay_s`` applies (a server
+            that stalls in the middle of a download).
         retry_after: the ``Retry-After`` header sent with 429 and 503 answers (seconds).
     """
 
@@ -162,6 +164,7 @@ class Faults:
     reject_key: bool = False
     reject_status: int = 401
     delay_s: float = 0.0
+    delay_from: int = 0
     retry_after: str = "0"
 
 
@@ -183,6 +186,7 @@ class FakeMaterialsProject:
         self.faults = Faults()
         self.log: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._summary_count = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -259,7 +263,10 @@ class FakeMaterialsProject:
         if path != "/materials/summary/":
             return 404, {"detail": "Not Found"}, {}
         faults = self.faults
-        if faults.delay_s:
+        with self._lock:
+            self._summary_count += 1
+            seen = self._summary_count
+        if faults.delay_s and seen > faults.delay_from:
             time.sleep(faults.delay_s)
         if headers.get("x-api-key") != self.api_key or faults.reject_key:
             status = faults.reject_status if faults.reject_key else 401

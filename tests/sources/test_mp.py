@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -384,3 +385,67 @@ def test_live_fetch(tmp_path: Path, monkeypatch) -> None:
         assert len(parse_record(record)) <= 2
     assert source.provenance()["database_version"]
     assert_key_absent(out)
+
+
+def test_a_stalled_endpoint_is_a_bounded_one_line_error(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers: exit 2 with one line, no hang."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    env = {
+        **os.environ,
+        "MP_API_ENDPOINT": f"http://127.0.0.1:{port}/",
+        "MP_API_KEY": KEY,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    args = ["fetch", "--out", str(tmp_path / "c"), "--limit", "3", "--timeout", "0.5"]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "crystalgrid", *args, "--retries", "1", "-q"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,  # a hang fails the test here
+            cwd=tmp_path,
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "did not answer (2 tries" in lines[0]
+    assert KEY not in proc.stderr
+
+
+def test_a_stall_during_the_download_stops_then_resumes(server, mp_docs, tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    args = ["--out", str(out), "--limit", "40", "--page-size", "10", "--timeout", "0.5"]
+    server.faults.delay_s = 3.0
+    server.faults.delay_from = 3  # the count and two pages, then every answer stalls
+    first = run_cli(*args, "--retries", "1")
+    assert first.exit_code == 1  # incomplete: the pages before the stall are kept
+    assert "timed out" in first.output
+    kept = ids_of(out)
+    assert 0 < len(kept) < 40  # the pages before the stall are saved
+    server.faults.delay_s = 0.0
+    second = run_cli(*args, "-q")
+    assert second.exit_code == 0, second.output
+    assert ids_of(out) == [d["material_id"] for d in expected(mp_docs)][:40]

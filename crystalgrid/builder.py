@@ -39,6 +39,7 @@ from crystalgrid.configs import Config
 from crystalgrid.errors import ConfigError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import FilterConfig
 from crystalgrid.grids.placement import REPRESENTATIONS, Crystal, Representation, placements
+from crystalgrid.lock import store_lock
 from crystalgrid.samples import sample_from_placement
 from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_record
 from crystalgrid.spec import GridSpec
@@ -577,10 +578,42 @@ def build_representations(
     if not hasattr(source, "records"):
         source = open_source(source)  # type: ignore[arg-type]
     source_fingerprint = source.fingerprint()  # type: ignore[union-attr]
+    locations = {
+        r: os.fspath(out) if out is not None else default_out(r) for r, out in outs.items()
+    }
+    with contextlib.ExitStack() as locks:
+        for location in locations.values():  # one writer per store
+            locks.enter_context(store_lock(location, storage_options))
+        return _build_locked(
+            source,  # type: ignore[arg-type]
+            locations,
+            source_fingerprint,
+            config=config,
+            workers=workers,
+            scheduler=scheduler,
+            storage_options=storage_options,
+            overwrite=overwrite,
+            quiet=quiet,
+            started=started,
+        )
+
+
+def _build_locked(
+    source: Source,
+    locations: dict[str, str],
+    source_fingerprint: str,
+    *,
+    config: BuildConfig,
+    workers: int,
+    scheduler: str | None,
+    storage_options: dict[str, Any] | None,
+    overwrite: bool,
+    quiet: bool,
+    started: float,
+) -> list[BuildReport]:
     plans = []
-    for representation, out in outs.items():
+    for representation, location in locations.items():
         cfg = replace(config, representation=representation)  # type: ignore[arg-type]
-        location = os.fspath(out) if out is not None else default_out(representation)
         fingerprint = _fingerprint(cfg, source_fingerprint)
         group, meta = _existing(location, storage_options, fingerprint, overwrite)
         plans.append((cfg, location, fingerprint, group, meta))
@@ -598,9 +631,9 @@ def build_representations(
                 continue
             if meta is None:
                 if scan is None:
-                    scan = _scan_source(source, cfg, client, quiet)  # type: ignore[arg-type]
+                    scan = _scan_source(source, cfg, client, quiet)
                 group = open_group_for_writing(location, storage_options)
-                base = _base_meta(source, cfg, fingerprint, source_fingerprint)  # type: ignore[arg-type]
+                base = _base_meta(source, cfg, fingerprint, source_fingerprint)
                 group.attrs[ATTR] = base
                 meta = _create_store(group, scan, cfg, base)
             todo = _grid_blocks(group, meta, cfg, location, storage_options, client, quiet)

@@ -55,6 +55,7 @@ from crystalgrid.store import (
     is_url,
     open_group,
     read_crystals,
+    remote_errors,
     write_block,
     write_whole,
 )
@@ -575,13 +576,14 @@ def build_representations(
     """
     started = time.perf_counter()
     config = config or BuildConfig()
-    if not hasattr(source, "records"):
-        source = open_source(source)  # type: ignore[arg-type]
-    source_fingerprint = source.fingerprint()  # type: ignore[union-attr]
     locations = {
         r: os.fspath(out) if out is not None else default_out(r) for r, out in outs.items()
     }
-    with contextlib.ExitStack() as locks:
+    named = source if isinstance(source, str | os.PathLike) else None
+    with remote_errors(*locations.values(), named), contextlib.ExitStack() as locks:
+        if not hasattr(source, "records"):
+            source = open_source(source)  # type: ignore[arg-type]
+        source_fingerprint = source.fingerprint()  # type: ignore[union-attr]
         for location in locations.values():  # one writer per store
             locks.enter_context(store_lock(location, storage_options))
         return _build_locked(

@@ -6,7 +6,7 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "CrystalgridError", "RejectedStructure"]
+__all__ = ["ConfigError", "CrystalgridError", "RejectedStructure", "RemoteStorageError"]
 
 
 class CrystalgridError(Exception):
@@ -19,6 +19,12 @@ class ConfigError(CrystalgridError, ValueError):
     Both a :class:`CrystalgridError` (one line from the CLI) and a ``ValueError`` (what
     Python code expects of a bad argument).
     """
+
+
+class RemoteStorageError(CrystalgridError):
+    """Remote storage (an ``s3://`` or other fsspec URL) failed: the endpoint is unreachable,
+    the credentials are refused or missing, the bucket does not exist, or access is denied.
+    The message is one line and names the location, never a credential."""
 
 
 class RejectedStructure(ValueError):  # noqa: N818 - it names what happened to the structure

@@ -134,6 +134,8 @@ def store_lock(location: str, storage_options: dict[str, Any] | None = None) -> 
         try:
             created = _write(fs, fs_path, record, exclusive=True)
         except OSError as exc:
+            if not _is_local(fs):
+                raise  # a remote store's failure: the caller names it (store.remote_errors)
             raise CrystalgridError(f"cannot write the build lock {path}: {exc}") from None
         holder = _read(fs, fs_path) if created else None
         if created and holder and holder.get("token") == token:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -22,7 +23,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, RemoteStorageError
 
 __all__ = [
     "ATTR",
@@ -244,6 +245,62 @@ def is_url(location: str | os.PathLike[str]) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
 
 
+#: botocore error codes, in words.
+_S3_CODES = {
+    "AccessDenied": "access denied",
+    "AllAccessDisabled": "access denied",
+    "NoSuchBucket": "no such bucket",
+    "InvalidAccessKeyId": "the access key is not known to the endpoint",
+    "SignatureDoesNotMatch": "the secret key does not match the access key",
+    "ExpiredToken": "the credentials have expired",
+    "InvalidToken": "the credentials are invalid",
+}
+
+
+def _remote_reason(exc: BaseException) -> str | None:
+    """A remote-storage failure in a few words, or ``None`` when ``exc`` is something else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        module = type(current).__module__ or ""
+        code = (
+            getattr(current, "response", {}).get("Error", {}).get("Code")
+            if hasattr(current, "response") and isinstance(getattr(current, "response", None), dict)
+            else None
+        )
+        if code:
+            return _S3_CODES.get(code, f"the endpoint answered {code}")
+        if name == "NoCredentialsError":
+            return "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"
+        if name in ("EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError"):
+            return "cannot connect to the endpoint (check AWS_ENDPOINT_URL and the network)"
+        if isinstance(current, PermissionError):
+            return "access denied"
+        if module.startswith(("botocore", "aiobotocore", "aiohttp")):
+            return f"{name}: {str(current).splitlines()[0] if str(current) else ''}".rstrip(": ")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def remote_errors(*locations: Any) -> Iterator[None]:
+    """Turn a remote-storage failure into a one-line
+    :class:`~crystalgrid.errors.RemoteStorageError` naming the URL among ``locations``;
+    anything else (and anything when no location is a URL) passes unchanged."""
+    urls = [str(loc) for loc in locations if loc is not None and is_url(str(loc))]
+    try:
+        yield
+    except CrystalgridError:
+        raise
+    except Exception as exc:
+        reason = _remote_reason(exc) if urls else None
+        if reason is None:
+            raise
+        raise RemoteStorageError(f"{' or '.join(urls)}: {reason}") from None
+
+
 def open_group(
     location: str | os.PathLike[str],
     *,
@@ -256,7 +313,8 @@ def open_group(
     ``AWS_ENDPOINT_URL``) or ``storage_options``; none are stored.
     """
     if is_url(location):
-        return zarr.open_group(str(location), mode=mode, storage_options=storage_options or {})
+        with remote_errors(location):
+            return zarr.open_group(str(location), mode=mode, storage_options=storage_options or {})
     return zarr.open_group(os.fspath(location), mode=mode)
 
 
@@ -644,6 +702,11 @@ def verify(
     the store itself; a chunk that no longer decodes, or decodes to other values, is
     reported as corrupted.
     """
+    with remote_errors(location):
+        return _verify(location, storage_options)
+
+
+def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> VerifyReport:
     report = VerifyReport(location=str(location))
     group, meta = open_store(location, storage_options=storage_options)
     if meta.get("state") != "complete":

@@ -293,3 +293,50 @@ def test_no_credentials_in_the_store(s3, s3_build):
         if key.endswith("zarr.json"):
             text = s3.cat_file(key).decode()
             assert KEY_ID not in text and SECRET not in text, key
+
+
+@pytest.mark.parametrize("verb", ["info", "verify", "build"])
+def test_an_unreachable_endpoint_is_one_line(verb, json_file, tmp_path):
+    """Every verb that touches a store by URL ends in one line and exit 2, in a fresh process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",  # nothing listens there
+        "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+    }
+    url = f"s3://{BUCKET}/nowhere.zarr"
+    args = {"info": [url], "verify": [url], "build": ["--source", str(json_file), "--out", url]}
+    proc = subprocess.run(
+        [sys.executable, "-m", "crystalgrid", verb, *args[verb], "-q"]
+        if verb != "info"
+        else [sys.executable, "-m", "crystalgrid", verb, *args[verb]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "cannot connect to the endpoint" in lines[0] and url in lines[0]
+    assert SECRET not in proc.stderr
+
+
+def test_a_missing_bucket_is_one_line(s3, json_file):
+    from crystalgrid.errors import RemoteStorageError
+
+    url = "s3://no-such-bucket-here/x.zarr"
+    with pytest.raises(RemoteStorageError, match="no such bucket"):
+        build(json_file, url, config=CONFIG, quiet=True)
+    result = CliRunner().invoke(main, ["build", "--source", str(json_file), "--out", url, "-q"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"crystalgrid: error: {url}: no such bucket"]

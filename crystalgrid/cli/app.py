@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import sys
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from crystalgrid._version import __version__
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, RemoteStorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +33,23 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except CrystalgridError as exc:
             click.echo(f"crystalgrid: error: {exc}", err=True)
+            if isinstance(exc, RemoteStorageError):
+                _drop_abandoned_requests()
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _drop_abandoned_requests() -> None:
+    """After a remote-storage error, zarr's event loop still holds the requests it had
+    started; closing them at exit makes botocore complain about its context variables
+    ("Exception ignored in: <coroutine ...>"), once per request. The error is already
+    printed in one line, so those coroutine closings are not reported; anything else is."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.object, types.CoroutineType):
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook

@@ -24,7 +24,7 @@ import zarr
 
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.spec import GridSpec
-from crystalgrid.store import SPLITS, StoreMeta, open_store
+from crystalgrid.store import SPLITS, StoreMeta, open_array, open_store, read_rows
 
 __all__ = ["FIELDS", "Dataset", "DatasetView", "open_dataset"]
 
@@ -127,9 +127,8 @@ class Dataset:
         ``site_offset[c]:site_offset[c + 1]``), ``frac`` (sites, 3) fractional, ``number``
         (sites,) atomic numbers, ``material_id`` (C,).
         """
-        c = self.group["crystals"]
         names = ("lattice", "site_offset", "frac", "number", "material_id")
-        return {name: np.asarray(c[name][:]) for name in names}
+        return {name: np.asarray(self._read(f"crystals/{name}", slice(None))) for name in names}
 
     def per_sample(self, name: str) -> np.ndarray:
         """One per-sample array of every sample, e.g. ``"crystal"`` (crystal index of each
@@ -139,17 +138,21 @@ class Dataset:
     @cached_property
     def atom_offset(self) -> np.ndarray:
         """(n + 1,) int64: the atoms of sample i are ``atom_offset[i]:atom_offset[i + 1]``."""
-        return self.group["samples/atom_offset"][:]
+        return self._read("samples/atom_offset", slice(None))
 
     def _array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            self._arrays[name] = open_array(self.group, name, self.location)
         return self._arrays[name]
+
+    def _read(self, name: str, selection: Any) -> np.ndarray:
+        """Rows of array ``name``; a damaged store is a one-line error, not a traceback."""
+        return read_rows(self._array(name), selection, self.location)
 
     def _per_sample(self, name: str) -> np.ndarray:
         """A small per-sample array (ids, transforms, counts), read whole once (~150 B/sample)."""
         if name not in self._small:
-            self._small[name] = self.group[f"samples/{name}"][:]
+            self._small[name] = self._read(f"samples/{name}", slice(None))
         return self._small[name]
 
     def _chunk(self, name: str, index: int) -> tuple[np.ndarray, int]:
@@ -159,14 +162,16 @@ class Dataset:
         number = index // step
         cached = self._cache.get(name)
         if cached is None or cached[0] != number:
-            cached = (number, array[number * step : min((number + 1) * step, array.shape[0])])
+            rows = slice(number * step, min((number + 1) * step, array.shape[0]))
+            cached = (number, self._read(name, rows))
             self._cache[name] = cached
         return cached[1], number * step
 
     def _atoms(self, start: int, stop: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         offset = self.atom_offset[start : stop + 1]
-        positions = self._array("atoms/position")[offset[0] : offset[-1]].astype(np.float64)
-        numbers = self._array("atoms/number")[offset[0] : offset[-1]]
+        rows = slice(int(offset[0]), int(offset[-1]))
+        positions = self._read("atoms/position", rows).astype(np.float64)
+        numbers = self._read("atoms/number", rows)
         cuts = offset - offset[0]
         return (
             [positions[a:b] for a, b in itertools.pairwise(cuts)],
@@ -182,9 +187,11 @@ class Dataset:
         _check_fields(fields)
         out: dict[str, Any] = {"index": np.arange(start, stop)}
         if "density" in fields:
-            out["density"] = self._array("density")[start:stop].astype(np.float32, copy=False)
+            out["density"] = self._read("density", slice(start, stop)).astype(
+                np.float32, copy=False
+            )
         if "species" in fields:
-            out["species"] = self._array("species")[start:stop]
+            out["species"] = self._read("species", slice(start, stop))
         if "atom_positions" in fields or "atom_numbers" in fields:
             positions, numbers = self._atoms(start, stop)
             out["atom_positions"], out["atom_numbers"] = positions, numbers

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -46,10 +47,12 @@ __all__ = [
     "create_sample_arrays",
     "finalize",
     "is_url",
+    "open_array",
     "open_group",
     "open_store",
     "read_crystals",
     "read_meta",
+    "read_rows",
     "schema_table",
     "verify",
     "write_block",
@@ -330,7 +333,55 @@ def open_store(
         group = open_group(location, mode="r", storage_options=storage_options)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise CrystalgridError(f"no dataset at {location}") from exc
+    except METADATA_ERRORS as exc:
+        raise CrystalgridError(
+            f"{location}: the store's zarr.json is damaged ({_first_line(exc)}); restore it or "
+            "build the store again"
+        ) from None
     return group, read_meta(group)
+
+
+#: What zarr raises for a metadata document (``zarr.json``) that is cut short or not JSON.
+METADATA_ERRORS = (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def open_array(group: zarr.Group, name: str, location: str) -> zarr.Array:
+    """Array ``name`` of a store.
+
+    Raises:
+        CrystalgridError: its metadata is missing or damaged (one line; ``verify`` lists all).
+    """
+    try:
+        return group[name]
+    except METADATA_ERRORS as exc:
+        raise CrystalgridError(
+            f"{location}: the metadata of {name} is missing or damaged ({_first_line(exc)}); "
+            "run crystalgrid verify, then restore or rebuild the store"
+        ) from None
+
+
+def read_rows(array: zarr.Array, selection: Any, location: str) -> np.ndarray:
+    """``array[selection]``.
+
+    Raises:
+        CrystalgridError: a chunk does not decode (truncated or corrupted), in one line.
+    """
+    try:
+        return array[selection]
+    except CrystalgridError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a codec's failure: any exception type
+        if is_url(location) and _remote_reason(exc) is not None:
+            raise RemoteStorageError(f"{location}: {_remote_reason(exc)}") from None
+        raise CrystalgridError(
+            f"{location}: a chunk of {array.path} does not decode ({_first_line(exc)}); "
+            "run crystalgrid verify, then restore or rebuild the store"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -717,9 +768,18 @@ def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> V
     if fs is not None:  # an fsspec store: look at the objects now, not at cached listings
         fs.invalidate_cache()
     base = group.path.strip("/")
-    for name in _checksummed_arrays(group):
-        array = group[name]
-        recorded = group[f"checksums/{name}"][:]
+    try:
+        names = _checksummed_arrays(group)
+    except METADATA_ERRORS as exc:
+        report.problems.append(f"damaged metadata under checksums/ ({_first_line(exc)})")
+        return report
+    for name in names:
+        try:
+            array = group[name]
+            recorded = group[f"checksums/{name}"][:]
+        except METADATA_ERRORS as exc:
+            report.problems.append(f"damaged metadata {name}/zarr.json ({_first_line(exc)})")
+            continue
         for index in range(array.cdata_shape[0]):
             report.chunks_checked += 1
             key = chunk_key(array, index)

@@ -104,3 +104,39 @@ def test_the_attributes_are_typed(small_store):
     assert meta.grid == dataset.spec.to_dict()
     with pytest.raises(CrystalgridError, match="incomplete"):
         StoreMeta.from_attrs({"format": "crystalgrid-store/1", "state": "complete"})
+
+
+def test_damaged_metadata_is_one_line_everywhere(small_store):
+    from crystalgrid.dataset import open_dataset
+    from crystalgrid.errors import CrystalgridError
+
+    (small_store / "species" / "zarr.json").write_text("{cut sho")
+    runner = CliRunner()
+    result = runner.invoke(main, ["verify", str(small_store)])
+    assert result.exit_code == 1
+    assert "damaged metadata species/zarr.json" in result.output
+    dataset = open_dataset(small_store)  # the group's own metadata is intact
+    with pytest.raises(CrystalgridError, match="metadata of species is missing or damaged"):
+        dataset.batch(0, 2, fields=("species",))
+    (small_store / "zarr.json").write_text("")
+    for verb in ("info", "verify"):
+        result = runner.invoke(main, [verb, str(small_store)])
+        assert result.exit_code == 2
+        assert len(result.output.strip().splitlines()) == 1
+        assert "zarr.json is damaged" in result.output
+    with pytest.raises(CrystalgridError, match=r"zarr\.json is damaged"):
+        open_dataset(small_store)
+
+
+def test_a_truncated_chunk_is_named_by_verify_and_by_a_read(small_store):
+    from crystalgrid.dataset import open_dataset
+    from crystalgrid.errors import CrystalgridError
+
+    chunk = small_store / "density" / "c" / "0" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    result = CliRunner().invoke(main, ["verify", str(small_store)])
+    assert result.exit_code == 1 and "corrupted chunk density/c/0/0/0/0" in result.output
+    dataset = open_dataset(small_store)
+    step = dataset.group["density"].chunks[0]
+    with pytest.raises(CrystalgridError, match="a chunk of density does not decode"):
+        dataset.batch(0, step, fields=("density",))  # one chunk, decoded alone

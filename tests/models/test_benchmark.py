@@ -38,6 +38,9 @@ def test_smoke_writes_results_beside_the_paper(smoke):
     assert single["ceiling"]["true_within_radius"] > 0.95  # true species grids decoded
     assert single["peakfit_on_true_density"]["true_within_radius"] > 0.9
     assert single["peakfit_on_reconstruction"]["decoder"] == "peakfit"
+    assert single["scores"]["decoder"] == "unet-peaks"
+    assert single["unet_components"]["decoder"] == "unet-components"
+    assert single["unet_components"]["n_samples"] == single["scores"]["n_samples"]
     assert single["paper"]["count_exact"] == 0.90
     md = (out / "results.md").read_text()
     assert "paper (single cells)" in md and "decoding ceiling" in md and "peak fit" in md

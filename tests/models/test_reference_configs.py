@@ -41,12 +41,15 @@ def test_bad_configs_are_user_errors(tmp_path):
         TrainConfig.from_file(bad)
 
 
-def test_overfit_config_is_the_benchmark_budget():
+@pytest.mark.parametrize(
+    ("name", "budget_name"), [("overfit-cpu", "overfit-cpu"), ("baseline-1h-cpu", "1h-cpu")]
+)
+def test_cpu_configs_are_the_benchmark_budgets(name, budget_name):
     from crystalgrid.models.benchmark import BUDGETS
 
-    config = TrainConfig.from_file(MODELS / "overfit-cpu.json")
-    assert (MODELS / "overfit-cpu.md").is_file()
-    budget = BUDGETS["overfit-cpu"].train
+    config = TrainConfig.from_file(MODELS / f"{name}.json")
+    assert (MODELS / f"{name}.md").is_file()
+    budget = BUDGETS[budget_name].train
     assert config.with_overrides(notes=budget.notes) == budget
     # What made the chain learn on a CPU (models/overfit-cpu.md says why).
     assert config.output_activation == "softplus" and not config.ce_into_decoder

@@ -13,7 +13,8 @@ Three phases, each safe to interrupt:
 
 The same source, configuration and seed give byte-identical arrays for any number of
 workers: every sample depends only on (seed, material id, sample index), and every task pins
-BLAS to one thread so sums are taken in one order.
+BLAS to one thread so sums are taken in one order. The arrays and how they are written belong
+to :mod:`crystalgrid.store`; one build writes a store at a time (:mod:`crystalgrid.lock`).
 """
 
 from __future__ import annotations

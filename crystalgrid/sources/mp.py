@@ -29,8 +29,9 @@ Nothing waits forever. Every request has a connect and read timeout (``timeout_s
 the client starts, crystalgrid calls the endpoint's heartbeat itself, with that timeout,
 retrying for at most :data:`HEARTBEAT_DEADLINE_S` (mp-api's own heartbeat call has no
 timeout, so a server that accepts the connection and never answers would hang it). A request
-that times out during the download stops the fetch with a one-line error; the pages already
-written stay, and the same command resumes.
+that still times out after its retries during the download stops the fetch after that page
+(exit status 1, the page listed as failed); the pages already written stay, and the same
+command resumes.
 
 The API key is never written: not to the collection, the report, or any message.
 """
@@ -388,7 +389,7 @@ def _heartbeat(url: str, shown: str, timeout_s: float, retries: int, backoff_s: 
     import requests
 
     deadline = time.monotonic() + HEARTBEAT_DEADLINE_S
-    attempt, last = 0, "no answer"
+    attempt, last, stalled = 0, "no answer", True
     while attempt <= retries:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -397,13 +398,13 @@ def _heartbeat(url: str, shown: str, timeout_s: float, retries: int, backoff_s: 
         try:
             answer = requests.get(url, timeout=(wait, wait))
         except requests.Timeout:
-            last = f"no answer within {wait:.0f} s"
+            last, stalled = f"no answer within {wait:g} s", True
         except requests.ConnectionError as exc:
-            last = f"connection failed ({type(exc).__name__})"
+            last, stalled = _describe(exc, "")[1], False
         else:
             if answer.status_code not in RETRY_STATUSES:
                 return  # an answer: the client takes it from here (403 and others included)
-            last = f"HTTP {answer.status_code}"
+            last, stalled = f"HTTP {answer.status_code}", False
             after = answer.headers.get("Retry-After", "")
             if after.isdigit():
                 time.sleep(min(float(after), max(0.0, deadline - time.monotonic())))
@@ -412,9 +413,14 @@ def _heartbeat(url: str, shown: str, timeout_s: float, retries: int, backoff_s: 
         attempt += 1
         pause = min(60.0, backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+    if stalled:
+        raise CrystalgridError(
+            f"the Materials Project API at {shown} did not answer ({attempt} tries, last: "
+            f"{last}); check the network or MP_API_ENDPOINT, then run the same command again"
+        )
     raise CrystalgridError(
-        f"the Materials Project API at {shown} did not answer ({attempt} tries, last: {last}); "
-        "check the network or MP_API_ENDPOINT, then run the same command again"
+        f"cannot reach the Materials Project API at {shown}: {last} ({attempt} tries); check "
+        "the network or MP_API_ENDPOINT, then run the same command again"
     )
 
 

@@ -38,7 +38,7 @@ def fake_store(tmp_path, make_view, monkeypatch):
         "val": make_view(4, seed=1),
         "test": make_view(4, seed=2),
     }
-    monkeypatch.setattr(crystalgrid, "open_dataset", lambda path: _Dataset(views), raising=False)
+    monkeypatch.setattr(crystalgrid.dataset, "open_dataset", lambda path: _Dataset(views))
     return store
 
 

@@ -103,6 +103,8 @@ def _write(fs: Any, path: str, record: dict[str, Any], *, exclusive: bool) -> bo
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         return True
+    if exclusive and fs.exists(path):  # object stores: look, then write (not atomic)
+        return False
     with fs.open(path, "wb") as fh:
         fh.write(data)
     return True

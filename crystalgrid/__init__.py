@@ -7,17 +7,24 @@ The public API:
 - :func:`build`, :class:`BuildConfig`: a Zarr dataset from a collection of structures.
 - :func:`open_dataset`: load a built dataset by split.
 - :func:`open_source`: structures from a collection, CIF folder, CSV, JSON or the demo set.
+- :class:`CrystalgridError` and its kinds :class:`ConfigError` (also a ``ValueError``) and
+  :class:`RemoteStorageError`; :class:`RejectedStructure` for a structure that cannot be gridded.
+
+The build's module is :mod:`crystalgrid.builder` (``crystalgrid.build`` is the function); the
+models are in :mod:`crystalgrid.models`, the gridding backends in :mod:`crystalgrid.grids`.
 """
 
 from __future__ import annotations
 
 from crystalgrid._version import __version__
-
-# ``build`` is both a module and the function it defines: importing the function here, after
-# the module, makes ``crystalgrid.build`` the function (the module stays importable by name).
 from crystalgrid.builder import BuildConfig, build
 from crystalgrid.dataset import open_dataset
-from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.errors import (
+    ConfigError,
+    CrystalgridError,
+    RejectedStructure,
+    RemoteStorageError,
+)
 from crystalgrid.grids import density_grid, species_grid
 from crystalgrid.samples import make_samples
 from crystalgrid.sources import open_source
@@ -25,9 +32,11 @@ from crystalgrid.spec import GridSpec
 
 __all__ = [
     "BuildConfig",
+    "ConfigError",
     "CrystalgridError",
     "GridSpec",
     "RejectedStructure",
+    "RemoteStorageError",
     "__version__",
     "build",
     "density_grid",

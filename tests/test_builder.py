@@ -311,3 +311,29 @@ def test_a_block_that_kills_its_workers_is_a_one_line_error(json_source, tmp_pat
         build(json_source, tmp_path / "k.zarr", config=config, quiet=True)
     monkeypatch.setattr(build_module, "_grid_block", real)
     assert build(json_source, tmp_path / "k.zarr", config=config, quiet=True).resumed
+
+
+def test_a_build_that_dies_in_finalize_resumes_identically(json_source, tmp_path, monkeypatch):
+    """Killed after gathering the atoms, before the store is marked complete: the same
+    command finalizes again and gives the uninterrupted build's arrays."""
+    store_module = importlib.import_module("crystalgrid.store")
+    config = BuildConfig(samples_per_crystal=2, block_samples=24)
+    full, cut = tmp_path / "full.zarr", tmp_path / "cut.zarr"
+    build(json_source, full, config=config, quiet=True)
+    real = store_module.checksum_whole_array
+
+    def dies(group, name):
+        raise KeyboardInterrupt("killed in finalize")
+
+    monkeypatch.setattr(store_module, "checksum_whole_array", dies)
+    with pytest.raises(KeyboardInterrupt):
+        build(json_source, cut, config=config, quiet=True)
+    assert zarr.open_group(str(cut)).attrs["crystalgrid"]["state"] == "gridding"
+    assert not (tmp_path / "cut.zarr.lock").exists()  # released on the way out
+    with pytest.raises(CrystalgridError, match="unfinished build"):
+        open_dataset(cut)
+    monkeypatch.setattr(store_module, "checksum_whole_array", real)
+    report = build(json_source, cut, config=config, quiet=True)
+    assert report.resumed
+    _assert_same(_arrays(full), _arrays(cut))
+    assert verify(cut).ok

@@ -542,8 +542,10 @@ def build(
         quiet: no progress bars.
 
     Raises:
-        CrystalgridError: missing source, no usable structure, or an existing store from a
-            different configuration (without ``overwrite``).
+        CrystalgridError: missing source, no usable structure, an existing store from a
+            different configuration (without ``overwrite``), or another build writing the
+            store (:mod:`crystalgrid.lock`). A remote store or source that fails is a
+            :class:`~crystalgrid.errors.RemoteStorageError`.
     """
     config = config or BuildConfig()
     return build_representations(

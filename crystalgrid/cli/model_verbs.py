@@ -687,6 +687,12 @@ def match_cmd(
     type=click.Choice(["auto", "fp32", "bf16"]),
     help="Override the budget's precision (bf16 autocast also runs on CPUs).",
 )
+@click.option(
+    "--licence",
+    default=None,
+    help="Licence of the source data, when the source does not state it (e.g. CC-BY-4.0).",
+)
+@click.option("--citation", default=None, help="How to cite the source data.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def benchmark_cmd(
@@ -699,6 +705,8 @@ def benchmark_cmd(
     crystals: int | None,
     device: str | None,
     precision: str | None,
+    licence: str | None,
+    citation: str | None,
     quiet: bool,
 ) -> None:
     """Build the stores, train the reference model, score it on the test split, report.
@@ -719,6 +727,8 @@ def benchmark_cmd(
         crystals=crystals,
         device=device,
         precision=precision,
+        licence=licence,
+        citation=citation,
         quiet=quiet,
     )
     for representation, rep in results["representations"].items():

@@ -231,6 +231,8 @@ def run_benchmark(
     crystals: int | None = None,
     device: str | None = None,
     precision: str | None = None,
+    licence: str | None = None,
+    citation: str | None = None,
     command: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -244,6 +246,8 @@ def run_benchmark(
         seed: seeds the build (rotations, splits) and the training.
         steps, crystals, device, precision: override the budget's (to try a budget small,
             or to run it on other hardware).
+        licence, citation: of the source data, when the source does not state them (as
+            ``crystalgrid build --licence``); recorded in the stores and the results.
         command: the command line to record (default: this process's).
         quiet: no progress bars.
 
@@ -272,7 +276,12 @@ def run_benchmark(
     crystals = crystals if crystals is not None else budget.crystals
     started = time.perf_counter()
 
-    src = open_source(source)
+    stated = {k: v for k, v in (("licence", licence), ("citation", citation)) if v}
+    if stated and source is None:
+        raise CrystalgridError(
+            "the demo set's licence and citation are fixed; drop --licence/--citation"
+        )
+    src = open_source(source, **stated)
     if crystals is not None:
         src = _FirstRecords(src, crystals)
     workers = budget.workers or _cores()

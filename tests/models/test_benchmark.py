@@ -92,6 +92,10 @@ def test_unknown_budget_and_bad_source(tmp_path):
         main, ["benchmark", "--source", str(tmp_path / "none.json"), "--out", str(tmp_path / "y")]
     )
     assert result.exit_code == 2 and "source not found" in result.stderr
+    result = CliRunner().invoke(
+        main, ["benchmark", "--licence", "CC-BY-4.0", "--out", str(tmp_path / "z")]
+    )
+    assert result.exit_code == 2 and "demo set's licence" in result.stderr
 
 
 def test_the_gpu_budget_plans_the_paper_model():

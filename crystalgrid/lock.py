@@ -95,9 +95,8 @@ def _write(fs: Any, path: str, record: dict[str, Any], *, exclusive: bool) -> bo
     """Write the lock; with ``exclusive``, only if none exists (atomic on local disks)."""
     data = json.dumps(record).encode()
     if exclusive and _is_local(fs):
-        local = path
         try:
-            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as fh:

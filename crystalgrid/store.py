@@ -269,11 +269,8 @@ def _remote_reason(exc: BaseException) -> str | None:
         seen.add(id(current))
         name = type(current).__name__
         module = type(current).__module__ or ""
-        code = (
-            getattr(current, "response", {}).get("Error", {}).get("Code")
-            if hasattr(current, "response") and isinstance(getattr(current, "response", None), dict)
-            else None
-        )
+        response = getattr(current, "response", None)  # botocore's ClientError carries it
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
         if code:
             return _S3_CODES.get(code, f"the endpoint answered {code}")
         if name == "NoCredentialsError":
@@ -283,7 +280,7 @@ def _remote_reason(exc: BaseException) -> str | None:
         if isinstance(current, PermissionError):
             return "access denied"
         if module.startswith(("botocore", "aiobotocore", "aiohttp")):
-            return f"{name}: {str(current).splitlines()[0] if str(current) else ''}".rstrip(": ")
+            return _first_line(current)
         current = current.__cause__ or current.__context__
     return None
 
@@ -377,8 +374,9 @@ def read_rows(array: zarr.Array, selection: Any, location: str) -> np.ndarray:
     except CrystalgridError:
         raise
     except Exception as exc:  # noqa: BLE001 - a codec's failure: any exception type
-        if is_url(location) and _remote_reason(exc) is not None:
-            raise RemoteStorageError(f"{location}: {_remote_reason(exc)}") from None
+        reason = _remote_reason(exc) if is_url(location) else None
+        if reason is not None:
+            raise RemoteStorageError(f"{location}: {reason}") from None
         raise CrystalgridError(
             f"{location}: a chunk of {array.path} does not decode ({_first_line(exc)}); "
             "run crystalgrid verify, then restore or rebuild the store"

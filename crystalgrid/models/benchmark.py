@@ -374,18 +374,9 @@ def _train_and_score(
         device=config.device,
         quiet=quiet,
         records=per_sample,
+        also=("unet-components",),  # the paper's decoding of the same reconstructions
     )
     eval_s = time.perf_counter() - t0
-    # The same model decoded the paper's way (connected components of the U-Net's argmax).
-    components = evaluate(
-        ckpt,
-        test_view,
-        limit=budget.eval_limit,
-        device=config.device,
-        ceiling=False,
-        decoder="unet-components",
-        quiet=quiet,
-    )
     t0 = time.perf_counter()
     peakfit = score_peak_fit(test_view, limit=budget.peakfit_limit, quiet=quiet)
     peakfit_s = time.perf_counter() - t0
@@ -415,9 +406,9 @@ def _train_and_score(
             "final": {k: steps[-1].get(k) for k in ("loss", "mse", "kl", "ce")} if steps else {},
         },
         "evaluate_seconds": eval_s,
-        "scores": {k: v for k, v in scores.items() if k != "ceiling"},
+        "scores": {k: v for k, v in scores.items() if k not in ("ceiling", "also")},
         "ceiling": scores.get("ceiling"),
-        "unet_components": components,
+        "unet_components": scores["also"]["unet-components"],
         "peakfit_on_true_density": {**peakfit, "seconds": peakfit_s},
         "peakfit_on_reconstruction": peakfit_recon,
         "paper": PAPER_SINGLE if representation == "single" else PAPER_REPEATED,

@@ -50,6 +50,7 @@ def evaluate(
     match_radius: float = 0.5,
     ceiling: bool = True,
     decoder: str = "unet-peaks",
+    also: tuple[str, ...] = (),
     records: list[dict[str, Any]] | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -72,6 +73,8 @@ def evaluate(
             ``"unet-components"`` (the paper's: connected components of the U-Net's argmax,
             :func:`~crystalgrid.models.decode.decode_atoms`) or ``"peakfit"`` (the
             training-free fit of :mod:`crystalgrid.models.peakfit`, in place of the U-Net).
+        also: more decoders scored on the same reconstructions (one forward pass for all),
+            returned under ``"also"`` by name.
         records: a list to append each sample's own summary to (``index``, ``n_true``,
             ``n_pred``, ``n_matched``, ...; see :meth:`Scorer.add`).
         quiet: no progress bar.
@@ -85,8 +88,9 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    if decoder not in DECODERS:
-        raise CrystalgridError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    for name in (decoder, *also):
+        if name not in DECODERS:
+            raise CrystalgridError(f"decoder must be one of {', '.join(DECODERS)}, got {name!r}")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     spec = spec or getattr(view, "spec", None) or ckpt.spec
     if spec != ckpt.spec:
@@ -97,7 +101,9 @@ def evaluate(
     runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
     model = ckpt.model.to(runtime.device).eval()
     scorer = Scorer(match_radius=match_radius)
+    others = {name: Scorer(match_radius=match_radius) for name in also}
     oracle = Scorer(match_radius=match_radius) if ceiling else None
+    needs_scores = any(name.startswith("unet") for name in (decoder, *also))
     total = len(view) if limit is None else min(limit, len(view))
     bar = tqdm(total=total, desc="evaluate", disable=quiet, leave=False)
     for batch in iter_view(view, batch_size, limit=limit):
@@ -105,31 +111,23 @@ def evaluate(
         with runtime.autocast():
             recon, logits = model.reconstruct_scores(density.to(runtime.device))
         recon_np = recon.float().cpu().numpy()
-        logits_np = logits.float().cpu().numpy()
+        logits_np = logits.float().cpu().numpy() if needs_scores else None
         true_density = np.asarray(batch["density"], dtype=np.float32)
         mse = ((recon_np - true_density) ** 2).reshape(len(recon_np), -1).mean(axis=1)
+        truth = (batch["atom_positions"], batch["atom_numbers"])
         for i in range(len(recon_np)):
-            if decoder == "unet-peaks":
-                pos, z = decode_class_scores(logits_np[i], ckpt.spec, ckpt.class_map)
-            elif decoder == "unet-components":
-                pos, z = decode_atoms(
-                    logits_np[i].argmax(axis=0), ckpt.spec, classes=ckpt.class_map
-                )
-            else:
-                pos, z = fit_atoms(recon_np[i], ckpt.spec)
-            summary = scorer.add(
-                pos,
-                z,
-                batch["atom_positions"][i],
-                batch["atom_numbers"][i],
-                voxel_mse=float(mse[i]),
-            )
+            scores_i = logits_np[i] if logits_np is not None else None
+            pos, z = _decode(decoder, scores_i, recon_np[i], ckpt)
+            summary = scorer.add(pos, z, truth[0][i], truth[1][i], voxel_mse=float(mse[i]))
+            for name, other in others.items():
+                pos, z = _decode(name, scores_i, recon_np[i], ckpt)
+                other.add(pos, z, truth[0][i], truth[1][i], voxel_mse=float(mse[i]))
             if records is not None:
                 index = int(batch["index"][i]) if "index" in batch else None
                 records.append({"index": index, **summary})
             if oracle is not None:
                 pos, z = decode_atoms(np.asarray(batch["species"][i]), ckpt.spec)
-                oracle.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])
+                oracle.add(pos, z, truth[0][i], truth[1][i])
         bar.update(len(recon_np))
     bar.close()
     result = scorer.result()
@@ -143,7 +141,21 @@ def evaluate(
     result["decoder"] = decoder
     if oracle is not None:
         result["ceiling"] = oracle.result()
+    if others:
+        result["also"] = {name: {**o.result(), "decoder": name} for name, o in others.items()}
     return result
+
+
+def _decode(
+    decoder: str, scores: np.ndarray | None, reconstruction: np.ndarray, ckpt: Checkpoint
+) -> tuple[np.ndarray, np.ndarray]:
+    """Atoms of one sample by ``decoder`` (:data:`DECODERS`) from its U-Net logits
+    ``(classes, n, n, n)`` or its reconstructed density ``(n, n, n)``."""
+    if decoder == "unet-peaks":
+        return decode_class_scores(scores, ckpt.spec, ckpt.class_map)
+    if decoder == "unet-components":
+        return decode_atoms(scores.argmax(axis=0), ckpt.spec, classes=ckpt.class_map)
+    return fit_atoms(reconstruction, ckpt.spec)
 
 
 def score_species_grids(

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import zarr
 
+from crystalgrid.chunk_reader import ChunkReader
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.sampling import epoch_order, share, span_edges
 from crystalgrid.spec import GridSpec
 from crystalgrid.store import SPLITS, StoreMeta, open_array, open_store, read_rows
 
@@ -39,8 +41,11 @@ FIELDS = (
 )
 
 
-#: Chunks of the grid arrays read together by :meth:`DatasetView.iter_batches`.
+#: Chunks of the grid arrays read together by the fast paths (a "span").
 CHUNKS_PER_READ = 4
+
+#: Spans whose samples a shuffled order mixes (see :mod:`crystalgrid.sampling`).
+WINDOW = 4
 
 
 def _check_fields(fields: tuple[str, ...]) -> None:
@@ -80,6 +85,7 @@ class Dataset:
         self.representation: str = self.meta.representation
         self._cache: dict[str, tuple[int, np.ndarray]] = {}
         self._arrays: dict[str, zarr.Array] = {}
+        self._readers: dict[str, ChunkReader] = {}
         self._small: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -149,6 +155,13 @@ class Dataset:
         """Rows of array ``name``; a damaged store is a one-line error, not a traceback."""
         return read_rows(self._array(name), selection, self.location)
 
+    def _grids(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of a grid array (``density`` as float32), decoded in place."""
+        if name not in self._readers:
+            self._readers[name] = ChunkReader(self._array(name), self.location)
+        rows = self._readers[name].read(start, stop)
+        return rows.astype(np.float32, copy=False) if name == "density" else rows
+
     def _per_sample(self, name: str) -> np.ndarray:
         """A small per-sample array (ids, transforms, counts), read whole once (~150 B/sample)."""
         if name not in self._small:
@@ -157,13 +170,11 @@ class Dataset:
 
     def _chunk(self, name: str, index: int) -> tuple[np.ndarray, int]:
         """The decoded chunk of ``name`` holding sample ``index`` (one chunk kept per array)."""
-        array = self._array(name)
-        step = array.chunks[0]
+        step = self._array(name).chunks[0]
         number = index // step
         cached = self._cache.get(name)
         if cached is None or cached[0] != number:
-            rows = slice(number * step, min((number + 1) * step, array.shape[0]))
-            cached = (number, self._read(name, rows))
+            cached = (number, self._grids(name, number * step, (number + 1) * step))
             self._cache[name] = cached
         return cached[1], number * step
 
@@ -186,12 +197,9 @@ class Dataset:
         """
         _check_fields(fields)
         out: dict[str, Any] = {"index": np.arange(start, stop)}
-        if "density" in fields:
-            out["density"] = self._read("density", slice(start, stop)).astype(
-                np.float32, copy=False
-            )
-        if "species" in fields:
-            out["species"] = self._read("species", slice(start, stop))
+        for name in ("density", "species"):
+            if name in fields:
+                out[name] = self._grids(name, start, stop)
         if "atom_positions" in fields or "atom_numbers" in fields:
             positions, numbers = self._atoms(start, stop)
             out["atom_positions"], out["atom_numbers"] = positions, numbers
@@ -202,23 +210,57 @@ class Dataset:
                 out[name] = self._per_sample(name)[start:stop]
         return out
 
-    def sample(self, index: int) -> dict[str, Any]:
-        """Sample ``index`` of the whole store (a dict, see the module docstring)."""
-        grids = {}
+    def sample(self, index: int, fields: tuple[str, ...] = FIELDS) -> dict[str, Any]:
+        """Sample ``index`` of the whole store (a dict, see the module docstring); ``fields``
+        as in :meth:`batch`. The grids come from a decoded chunk kept per array, so reading
+        samples in order decodes each chunk once."""
+        _check_fields(fields)
+        out: dict[str, Any] = {}
         for name in ("density", "species"):
-            chunk, first = self._chunk(name, index)
-            grids[name] = chunk[index - first]
-        positions, numbers = self._atoms(index, index + 1)
-        return {
-            "density": grids["density"].astype(np.float32, copy=False),
-            "species": grids["species"],
-            "atom_positions": positions[0],
-            "atom_numbers": numbers[0],
-            "material_id": str(self._per_sample("material_id")[index]),
-            "transform": self._per_sample("transform")[index],
-            "n_outside": int(self._per_sample("n_outside")[index]),
-            "index": index,
-        }
+            if name in fields:
+                chunk, first = self._chunk(name, index)
+                out[name] = chunk[index - first]
+        if "atom_positions" in fields or "atom_numbers" in fields:
+            positions, numbers = self._atoms(index, index + 1)
+            out["atom_positions"], out["atom_numbers"] = positions[0], numbers[0]
+        if "material_id" in fields:
+            out["material_id"] = str(self._per_sample("material_id")[index])
+        if "transform" in fields:
+            out["transform"] = self._per_sample("transform")[index]
+        if "n_outside" in fields:
+            out["n_outside"] = int(self._per_sample("n_outside")[index])
+        out["index"] = index
+        return out
+
+    def rows_in_order(
+        self, order: np.ndarray, span: int, fields: tuple[str, ...] = FIELDS
+    ) -> Iterator[dict[str, Any]]:
+        """One dict per sample of ``order`` (store indices), as :meth:`sample` gives.
+
+        Reads spans of ``span`` samples (aligned to multiples of ``span``) whole and keeps
+        each decoded span until the last sample of ``order`` that needs it: a chunk-wise
+        order (:mod:`crystalgrid.sampling`) keeps a few spans in memory and decodes each
+        once. Grids are views into the decoded span.
+        """
+        _check_fields(fields)
+        order = np.asarray(order, dtype=np.int64)
+        if not len(order):
+            return
+        spans = order // span
+        unique, first_from_end = np.unique(spans[::-1], return_index=True)
+        last_use = dict(
+            zip(unique.tolist(), (len(order) - 1 - first_from_end).tolist(), strict=True)
+        )
+        decoded: dict[int, dict[str, Any]] = {}
+        for position, (index, k) in enumerate(zip(order.tolist(), spans.tolist(), strict=True)):
+            piece = decoded.get(k)
+            if piece is None:
+                a = max(k * span, 0)
+                piece = decoded[k] = self.batch(a, min((k + 1) * span, len(self)), fields)
+            row = index - k * span
+            yield {name: value[row] for name, value in piece.items()}
+            if last_use[k] == position:
+                del decoded[k]
 
 
 class DatasetView:
@@ -257,43 +299,76 @@ class DatasetView:
         for i in range(len(self)):
             yield self[i]
 
+    def span(self) -> int:
+        """Samples per read of the fast paths: :data:`CHUNKS_PER_READ` chunks."""
+        return int(self.dataset._array("density").chunks[0]) * CHUNKS_PER_READ
+
+    def order(
+        self,
+        *,
+        shuffle: bool,
+        seed: int | Sequence[int] = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        window: int = WINDOW,
+    ) -> np.ndarray:
+        """The store indices this rank reads in one epoch (see :mod:`crystalgrid.sampling`).
+
+        Shuffled, the order is chunk-wise: spans of :meth:`span` samples are permuted and the
+        samples of every ``window`` spans are permuted together. With ``world_size`` > 1 the
+        epoch is cut into equal contiguous parts, one per rank, the first samples repeated
+        to fill the last part (``drop_last``: the remainder is left out instead).
+        """
+        order = epoch_order(
+            self.start, self.stop, self.span(), shuffle=shuffle, seed=seed, window=window
+        )
+        return share(order, rank, world_size, drop_last=drop_last)
+
     def iter_batches(
         self,
         batch_size: int,
         *,
         shuffle: bool = False,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         drop_last: bool = False,
         fields: tuple[str, ...] = FIELDS,
+        rank: int = 0,
+        world_size: int = 1,
+        window: int = WINDOW,
     ) -> Iterator[dict[str, Any]]:
         """Batches read whole chunks at a time (the fast way to train).
 
-        With ``shuffle``, the order of the chunks is permuted and samples are mixed within a
-        buffer of a few chunks; the order is a function of ``seed`` (pass the epoch).
+        With ``shuffle``, the order is chunk-wise (:meth:`order`): a batch mixes samples of
+        ``window`` random spans of whole chunks; it is a function of ``seed`` (pass the
+        epoch). ``rank``/``world_size`` give each rank of a multi-GPU job its equal share;
+        ``drop_last`` leaves out the last short batch (and, across ranks, the remainder).
         ``fields`` as in :meth:`Dataset.batch`.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         _check_fields(fields)
-        step = self.dataset._array("density").chunks[0]
-        # Reads of ``CHUNKS_PER_READ`` whole chunks (clipped to the view): one call decodes
-        # them together, in parallel, and amortises zarr's per-call overhead.
-        span = step * CHUNKS_PER_READ
-        first = (self.start // span) * span
-        edges = [self.start, *range(first + span, self.stop, span), self.stop]
-        spans = [(a, b) for a, b in itertools.pairwise(edges) if b > a]
-        rng = np.random.default_rng(seed)
-        if shuffle:
-            spans = [spans[i] for i in rng.permutation(len(spans))]
-        # Batches are views into the decoded reads; only a batch that straddles two reads
-        # is copied. Shuffling permutes each read once (one copy) before it is cut.
+        if shuffle or world_size != 1:
+            order = self.order(
+                shuffle=shuffle,
+                seed=seed,
+                rank=rank,
+                world_size=world_size,
+                drop_last=drop_last,
+                window=window,
+            )
+            rows = self.dataset.rows_in_order(order, self.span(), fields)
+            while taken := list(itertools.islice(rows, batch_size)):
+                if len(taken) == batch_size or not drop_last:
+                    yield _stack(taken)
+            return
+        # In order: batches are views into reads of whole chunks; only a batch that
+        # straddles two reads is copied.
+        edges = span_edges(self.start, self.stop, self.span())
         pending: list[dict[str, Any]] = []
         count = 0
-        for a, b in spans:
-            piece = self.dataset.batch(a, b, fields)
-            if shuffle:
-                piece = _take(piece, rng.permutation(b - a))
-            pending.append(piece)
+        for a, b in itertools.pairwise(edges.tolist()):
+            pending.append(self.dataset.batch(a, b, fields))
             count += b - a
             while count >= batch_size:
                 batch, pending = _cut(pending, batch_size)
@@ -315,16 +390,54 @@ class DatasetView:
             "crystal": da.from_zarr(g["samples/crystal"])[sl],
         }
 
-    def to_torch(self, fields: tuple[str, ...] = ("density", "species")) -> Any:
-        """A ``torch.utils.data.Dataset`` of this view.
+    def to_torch(
+        self,
+        fields: tuple[str, ...] = ("density", "species"),
+        *,
+        shuffle: bool | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        batch_size: int | None = None,
+        window: int = WINDOW,
+        species_dtype: str = "int64",
+    ) -> Any:
+        """This view for a ``torch.utils.data.DataLoader``.
 
         Each item is a dict of tensors for ``fields`` (density float32 (B, B, B), species
-        int64 (B, B, B)) plus ``index``; ragged atoms are left out unless asked for (then
-        pass a ``collate_fn`` that keeps lists).
-        """
-        from crystalgrid.torch_data import TorchView
+        (B, B, B) as ``species_dtype``) plus ``index``; ragged atoms are left out unless asked
+        for (then pass a ``collate_fn`` that keeps lists). ``species_dtype="uint8"`` moves an
+        eighth of the bytes through the DataLoader (cast with ``.long()`` on the device).
 
-        return TorchView(self, fields)
+        - ``to_torch()``: a map-style dataset. Read in order it decodes each chunk once;
+          with ``DataLoader(shuffle=True)`` every item decodes a whole chunk (slow).
+        - ``to_torch(shuffle=True, seed=...)`` (or ``shuffle=False``): an iterable dataset
+          that reads whole chunks in the chunk-wise order of :meth:`order` and splits the
+          epoch among the DataLoader's workers; every sample comes once per epoch, the
+          order depends on ``seed`` and the epoch (``set_epoch``) only. ``rank`` and
+          ``world_size`` give each rank of a multi-GPU job its equal share (as
+          ``DistributedSampler``). Pass the DataLoader's ``batch_size`` so that workers
+          split at batch boundaries (one short batch per epoch, not one per worker).
+        """
+        if shuffle is None and world_size == 1 and rank == 0:
+            from crystalgrid.torch_data import TorchView
+
+            return TorchView(self, fields, species_dtype=species_dtype)
+        from crystalgrid.torch_data import TorchStream
+
+        return TorchStream(
+            self,
+            fields,
+            shuffle=bool(shuffle),
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+            batch_size=batch_size,
+            window=window,
+            species_dtype=species_dtype,
+        )
 
 
 def _rows(batch: dict[str, Any]) -> int:
@@ -363,5 +476,11 @@ def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _take(batch: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
-    return {k: [v[i] for i in index] if isinstance(v, list) else v[index] for k, v in batch.items()}
+def _stack(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows (dicts of one sample) as a batch: arrays stacked, ragged fields and ids as lists."""
+    out: dict[str, Any] = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        ragged = key in ("atom_positions", "atom_numbers", "material_id")
+        out[key] = values if ragged else np.stack(values)
+    return out

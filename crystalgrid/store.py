@@ -52,10 +52,12 @@ __all__ = [
     "open_group",
     "open_store",
     "read_crystals",
+    "read_error",
     "read_meta",
     "read_rows",
     "schema_table",
     "verify",
+    "whole_blosc_frame",
     "write_block",
     "write_checksums",
     "write_whole",
@@ -374,13 +376,19 @@ def read_rows(array: zarr.Array, selection: Any, location: str) -> np.ndarray:
     except CrystalgridError:
         raise
     except Exception as exc:  # noqa: BLE001 - a codec's failure: any exception type
-        reason = _remote_reason(exc) if is_url(location) else None
-        if reason is not None:
-            raise RemoteStorageError(f"{location}: {reason}") from None
-        raise CrystalgridError(
-            f"{location}: a chunk of {array.path} does not decode ({_first_line(exc)}); "
-            "run crystalgrid verify, then restore or rebuild the store"
-        ) from None
+        raise read_error(exc, array.path, location) from None
+
+
+def read_error(exc: BaseException, path: str, location: str) -> CrystalgridError:
+    """The one-line error for a failed read of array ``path``: a remote-storage failure, or
+    a chunk that does not decode."""
+    reason = _remote_reason(exc) if is_url(location) else None
+    if reason is not None:
+        return RemoteStorageError(f"{location}: {reason}")
+    return CrystalgridError(
+        f"{location}: a chunk of {path} does not decode ({_first_line(exc)}); "
+        "run crystalgrid verify, then restore or rebuild the store"
+    )
 
 
 @dataclass(frozen=True)
@@ -731,7 +739,7 @@ class VerifyReport:
 _PROTOTYPE = default_buffer_prototype()
 
 
-def _whole_blosc_frame(raw: bytes) -> bool:
+def whole_blosc_frame(raw: bytes | memoryview) -> bool:
     """Whether ``raw`` is as long as the compressed size its Blosc header states (every
     array of the store ends in Blosc). A frame cut short fails; one of the right length
     is left to decoding and the checksum."""
@@ -798,7 +806,7 @@ def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> V
             if raw is None:
                 report.problems.append(f"missing chunk {key}")
                 continue
-            if not _whole_blosc_frame(raw.to_bytes()):
+            if not whole_blosc_frame(raw.to_bytes()):
                 # Not decoded: Blosc reads past the end of a cut frame (it can crash).
                 report.problems.append(f"corrupted chunk {key} (truncated)")
                 continue

@@ -134,19 +134,36 @@ def test_batches_carry_the_right_rows(store):
         next(view.iter_batches(4, fields=("density", "charge")))
 
 
-def test_to_dask_and_to_torch(store):
-    torch = pytest.importorskip("torch")
+def test_to_dask(store):
     view = open_dataset(store).split("val")
     arrays = view.to_dask()
     assert arrays["density"].shape == (len(view), 30, 30, 30)
     np.testing.assert_array_equal(arrays["species"][1].compute(), view[1]["species"])
-    data = view.to_torch()
-    item = data[0]
-    assert len(data) == len(view) and item["density"].dtype == torch.float32
-    assert item["species"].dtype == torch.int64 and item["density"].shape == (30, 30, 30)
-    loader = torch.utils.data.DataLoader(data, batch_size=2)
-    first = next(iter(loader))
-    assert first["density"].shape == (2, 30, 30, 30)
+
+
+def test_iter_batches_shares_an_epoch_among_ranks(store):
+    view = open_dataset(store).split("train")
+    for drop_last in (False, True):
+        shares = [
+            np.concatenate(
+                [
+                    b["index"]
+                    for b in view.iter_batches(
+                        4, shuffle=True, seed=5, rank=r, world_size=3, drop_last=drop_last
+                    )
+                ]
+            )
+            for r in range(3)
+        ]
+        sizes = {len(s) for s in shares}
+        assert len(sizes) == 1  # equal steps on every rank
+        together = np.concatenate(shares).tolist()
+        if drop_last:
+            assert len(set(together)) == len(together) and sizes.pop() % 4 == 0
+        else:
+            assert set(together) == set(range(view.start, view.stop))
+    one = np.concatenate([b["index"] for b in view.iter_batches(4, shuffle=True, seed=5)])
+    np.testing.assert_array_equal(one, view.order(shuffle=True, seed=5))
 
 
 def test_rejects_and_source_structures(store):

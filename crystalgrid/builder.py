@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,7 @@ from crystalgrid.lock import store_lock
 from crystalgrid.samples import sample_from_placement
 from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_record
 from crystalgrid.spec import GridSpec
+from crystalgrid.splits import METHODS, assign, read_split_file, resolve, split_file_digest
 from crystalgrid.store import (
     ATTR,
     CODECS,
@@ -79,6 +80,9 @@ class BuildConfig(Config):
         seed: seeds every random choice (rotations, offsets, splits).
         rotate: rotate samples; None means the representation's default.
         split_fractions: train, val, test fractions of crystals.
+        split_by: how crystals are split (:mod:`crystalgrid.splits`): ``"auto"`` (the
+            source's splits when it has them, else ``"random"``), ``"random"``,
+            ``"composition"``, ``"chemsys"`` or ``"source"``.
         chunk_samples: samples per chunk of the grid arrays (match training batches).
         block_samples: target samples per task; rounded to whole chunks and crystals.
         dtype: ``"float32"`` or ``"float16"`` for the density.
@@ -93,6 +97,7 @@ class BuildConfig(Config):
     seed: int = 0
     rotate: bool | None = None
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_by: str = "auto"
     chunk_samples: int = 24
     block_samples: int = 240
     dtype: str = "float32"
@@ -116,6 +121,10 @@ class BuildConfig(Config):
                 f"split fractions must be three numbers >= 0 summing to 1, got {fractions}"
             )
         object.__setattr__(self, "split_fractions", fractions)
+        if self.split_by not in METHODS:
+            raise ConfigError(
+                f"split method must be one of {', '.join(METHODS)}, got {self.split_by!r}"
+            )
         if self.chunk_samples < 1 or self.block_samples < 1:
             raise ConfigError("chunk and block sizes must be positive")
         if self.dtype not in ("float32", "float16"):
@@ -124,6 +133,14 @@ class BuildConfig(Config):
             raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if not 1 <= self.compression_level <= 9:
             raise ConfigError("compression level must be in 1..9")
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`Config.to_dict`, without ``split_by`` when it is ``"auto"``: fields added
+        later are left out at their default, so stores built before keep their fingerprint."""
+        data = super().to_dict()
+        if data["split_by"] == "auto":
+            del data["split_by"]
+        return data
 
     @property
     def block_crystals(self) -> int:
@@ -179,6 +196,7 @@ class ScanResult:
     fracs: list[np.ndarray] = field(default_factory=list)
     numbers: list[np.ndarray] = field(default_factory=list)
     properties: list[dict[str, Any]] = field(default_factory=list)
+    given_splits: list[str | None] = field(default_factory=list)
     rejects: list[tuple[str, str, str]] = field(default_factory=list)
 
 
@@ -204,7 +222,15 @@ def _scan_shard(records: list[RawRecord], filters: dict[str, Any]) -> list[tuple
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         }
         out.append(
-            ("ok", record.material_id, crystal.lattice, crystal.frac, crystal.numbers, props)
+            (
+                "ok",
+                record.material_id,
+                crystal.lattice,
+                crystal.frac,
+                crystal.numbers,
+                props,
+                record.split,
+            )
         )
     return out
 
@@ -255,6 +281,7 @@ def _scan(source: Source, config: BuildConfig, client: Any, progress: Any) -> Sc
                     result.fracs.append(row[3])
                     result.numbers.append(row[4])
                     result.properties.append(row[5])
+                    result.given_splits.append(row[6])
             progress.update(len(rows) + len(early))
             next_to_merge += 1
 
@@ -274,21 +301,29 @@ def _scan(source: Source, config: BuildConfig, client: Any, progress: Any) -> Sc
     return result
 
 
-def _split_of(material_ids: list[str], seed: int, fractions: tuple[float, ...]) -> np.ndarray:
-    """Split index (0 train, 1 val, 2 test) per crystal: a seeded ranking of the ids.
-
-    A crystal's rank depends only on (seed, id), so the assignment is stable when other
-    crystals are added or removed, and the counts follow the fractions exactly.
-    """
-    keys = [hashlib.sha256(f"{seed}\x00{m}".encode()).digest() for m in material_ids]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    n = len(order)
-    n_train = round(fractions[0] * n)
-    n_val = min(n - n_train, round(fractions[1] * n))
-    split = np.full(n, 2, dtype=np.uint8)
-    split[order[:n_train]] = 0
-    split[order[n_train : n_train + n_val]] = 1
-    return split
+def _split_scan(scan: ScanResult, config: BuildConfig, table: dict[str, str] | None) -> np.ndarray:
+    """The split code of every kept crystal; crystals a split file does not list are moved
+    to the rejects (``not_in_splits``)."""
+    split, keep = assign(
+        scan.material_ids,
+        scan.numbers,
+        scan.given_splits,
+        method=config.split_by,
+        seed=config.seed,
+        fractions=config.split_fractions,
+        table=table,
+    )
+    if keep.all():
+        return split
+    for i in np.flatnonzero(~keep):
+        scan.rejects.append((scan.material_ids[i], "not_in_splits", "the split file omits it"))
+    kept = np.flatnonzero(keep).tolist()
+    for name in ("material_ids", "lattices", "fracs", "numbers", "properties", "given_splits"):
+        values = getattr(scan, name)
+        setattr(scan, name, [values[i] for i in kept])
+    if not kept:
+        raise CrystalgridError("the split file lists none of the source's structures")
+    return split[keep]
 
 
 # --------------------------------------------------------------------------------------
@@ -296,10 +331,16 @@ def _split_of(material_ids: list[str], seed: int, fractions: tuple[float, ...]) 
 
 
 def _create_store(
-    group: zarr.Group, scan: ScanResult, config: BuildConfig, meta: dict[str, Any]
+    group: zarr.Group,
+    scan: ScanResult,
+    split: np.ndarray,
+    config: BuildConfig,
+    meta: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write the crystals table, rejects and empty sample arrays; return the metadata."""
-    split = _split_of(scan.material_ids, config.seed, config.split_fractions)
+    """Write the crystals table, rejects and empty sample arrays; return the metadata.
+
+    ``split`` holds the split code (0 train, 1 val, 2 test) of every crystal of ``scan``.
+    """
     order = np.lexsort((np.arange(len(split)), split))  # by split, then source order
     n = len(order)
     S = config.samples_per_crystal
@@ -510,11 +551,27 @@ def _progress(total: int, desc: str, quiet: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="crystal", disable=quiet, smoothing=0.1)
 
 
-def _fingerprint(config: BuildConfig, source_fingerprint: str) -> str:
-    payload = json.dumps(
-        {"format": FORMAT, "config": config.to_dict(), "source": source_fingerprint}, sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+def _fingerprint(
+    config: BuildConfig, source_fingerprint: str, table: dict[str, str] | None = None
+) -> str:
+    content = {"format": FORMAT, "config": config.to_dict(), "source": source_fingerprint}
+    if table:
+        content["splits"] = split_file_digest(table)
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _split_table(
+    splits: str | os.PathLike[str] | Mapping[str, str] | None,
+) -> dict[str, str] | None:
+    """``{id: split}`` from a split file or a mapping (checked), or None."""
+    if splits is None:
+        return None
+    if not isinstance(splits, Mapping):
+        return read_split_file(splits)
+    bad = {v for v in splits.values()} - set(SPLITS)
+    if bad:
+        raise CrystalgridError(f"splits must map ids to {', '.join(SPLITS)}, got {sorted(bad)}")
+    return dict(splits)
 
 
 def build(
@@ -527,6 +584,7 @@ def build(
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    splits: str | os.PathLike[str] | Mapping[str, str] | None = None,
 ) -> BuildReport:
     """Build (or resume) the dataset of one representation.
 
@@ -540,6 +598,9 @@ def build(
         storage_options: fsspec options for URL outputs (credentials stay in the environment).
         overwrite: replace a store built from another configuration or source.
         quiet: no progress bars.
+        splits: a split file (``crystalgrid splits STORE --out FILE``) or ``{id: split}``:
+            every crystal takes the split listed; crystals not listed are left out
+            (rejects, reason ``not_in_splits``). Otherwise ``config.split_by`` decides.
 
     Raises:
         CrystalgridError: missing source, no usable structure, an existing store from a
@@ -557,6 +618,7 @@ def build(
         storage_options=storage_options,
         overwrite=overwrite,
         quiet=quiet,
+        splits=splits,
     )[0]
 
 
@@ -570,6 +632,7 @@ def build_representations(
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    splits: str | os.PathLike[str] | Mapping[str, str] | None = None,
 ) -> list[BuildReport]:
     """Build several representations of one source (``{"single": out, "repeated": out}``).
 
@@ -579,6 +642,7 @@ def build_representations(
     """
     started = time.perf_counter()
     config = config or BuildConfig()
+    table = _split_table(splits)
     locations = {
         r: os.fspath(out) if out is not None else default_out(r) for r, out in outs.items()
     }
@@ -600,6 +664,7 @@ def build_representations(
             overwrite=overwrite,
             quiet=quiet,
             started=started,
+            table=table,
         )
 
 
@@ -615,11 +680,12 @@ def _build_locked(
     overwrite: bool,
     quiet: bool,
     started: float,
+    table: dict[str, str] | None,
 ) -> list[BuildReport]:
     plans = []
     for representation, location in locations.items():
         cfg = replace(config, representation=representation)  # type: ignore[arg-type]
-        fingerprint = _fingerprint(cfg, source_fingerprint)
+        fingerprint = _fingerprint(cfg, source_fingerprint, table)
         group, meta = _existing(location, storage_options, fingerprint, overwrite)
         plans.append((cfg, location, fingerprint, group, meta))
 
@@ -627,6 +693,7 @@ def _build_locked(
     if all(meta is not None and meta.get("state") == "complete" for *_, meta in plans):
         return [_report(loc, meta, [], True, started) for _, loc, _, _, meta in plans]
     scan: ScanResult | None = None
+    split = np.empty(0, dtype=np.uint8)
     with _client(workers, scheduler) as client:
         for cfg, location, fingerprint, group, meta in plans:
             started_one = time.perf_counter()
@@ -637,10 +704,14 @@ def _build_locked(
             if meta is None:
                 if scan is None:
                     scan = _scan_source(source, cfg, client, quiet)
+                    split = _split_scan(scan, cfg, table)
                 group = open_group_for_writing(location, storage_options)
                 base = _base_meta(source, cfg, fingerprint, source_fingerprint)
+                base["split_by"] = "file" if table else resolve(cfg.split_by, scan.given_splits)
+                if table:
+                    base["split_file"] = {"sha256": split_file_digest(table), "ids": len(table)}
                 group.attrs[ATTR] = base
-                meta = _create_store(group, scan, cfg, base)
+                meta = _create_store(group, scan, split, cfg, base)
             todo = _grid_blocks(group, meta, cfg, location, storage_options, client, quiet)
             with zarr.config.set({"array.write_empty_chunks": True}):
                 finalize(group, meta, completed=_now())

@@ -116,6 +116,12 @@ class Dataset:
         g = self.group["rejects"]
         return list(zip(g["material_id"][:], g["reason"][:], g["detail"][:], strict=True))
 
+    def split_ids(self) -> dict[str, list[str]]:
+        """The material ids of each split's crystals (what a split file holds)."""
+        ids = self._read("crystals/material_id", slice(None))
+        codes = self._read("crystals/split", slice(None))
+        return {name: [str(m) for m in ids[codes == i]] for i, name in enumerate(SPLITS)}
+
     def structure(self, crystal: int):
         """The source structure of crystal ``crystal`` as a pymatgen ``Structure``."""
         from pymatgen.core import Lattice, Structure

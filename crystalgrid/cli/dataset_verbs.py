@@ -80,6 +80,23 @@ def _fractions(text: str) -> tuple[float, float, float]:
     help="Train,val,test fractions of crystals.",
 )
 @click.option(
+    "--split-by",
+    type=click.Choice(["auto", "random", "composition", "chemsys", "source"]),
+    default="auto",
+    show_default=True,
+    help="random: by material id; composition/chemsys: all crystals of one reduced formula "
+    "(element set) in one split; source: the source's own (a folder of train/val/test.csv); "
+    "auto: source when the source has splits, else random.",
+)
+@click.option(
+    "--splits",
+    "split_file",
+    default=None,
+    metavar="FILE",
+    help="Take every crystal's split from a split file (crystalgrid splits STORE --out FILE); "
+    "crystals it does not list are left out.",
+)
+@click.option(
     "--chunk",
     "chunk_samples",
     type=int,
@@ -137,6 +154,8 @@ def build(
     max_side,
     min_distance,
     split,
+    split_by,
+    split_file,
     chunk_samples,
     dtype,
     codec,
@@ -165,6 +184,7 @@ def build(
         seed=seed,
         rotate=rotate,
         split_fractions=_fractions(split),
+        split_by=split_by,
         chunk_samples=chunk_samples,
         block_samples=block_samples,
         dtype=dtype,
@@ -185,6 +205,7 @@ def build(
         scheduler=scheduler,
         overwrite=overwrite,
         quiet=quiet,
+        splits=split_file,
     )
     for report in reports:
         click.echo(report.summary())
@@ -215,6 +236,7 @@ def info(path: str, as_json: bool) -> None:
         c0, c1 = meta.split_range(name, "crystals")
         s0, s1 = meta.split_range(name)
         lines.append(f"  {name:5s}        {c1 - c0} crystals, {s1 - s0} samples")
+    lines.append(f"split by       {attrs.get('split_by', 'random')}")
     lines.append(f"rejected       {sum(meta.rejects.values())}")
     for reason, count in sorted(meta.rejects.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {reason:12s} {count}")
@@ -230,6 +252,33 @@ def info(path: str, as_json: bool) -> None:
         f"fingerprint    {meta.fingerprint}",
     ]
     click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("path")
+@click.option(
+    "--out", default=None, metavar="FILE", help="Write the split file here (default: stdout)."
+)
+@user_errors
+def splits(path: str, out: str | None) -> None:
+    """Export which crystals are in train, val and test, for build --splits FILE."""
+    from crystalgrid.dataset import open_dataset
+    from crystalgrid.splits import split_document, write_split_file
+
+    dataset = open_dataset(path)
+    ids = dataset.split_ids()
+    about = {
+        "store": path,
+        "split_by": dataset.attrs.get("split_by", "random"),
+        "source": dataset.meta.source,
+        "source_fingerprint": dataset.meta.source_fingerprint,
+    }
+    if out is None:
+        click.echo(json.dumps(split_document(ids, about), indent=1))
+        return
+    write_split_file(out, ids, about)
+    counts = ", ".join(f"{name} {len(v)}" for name, v in ids.items())
+    click.echo(f"{out}: {counts} crystals")
 
 
 @main.command()

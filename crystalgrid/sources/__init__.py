@@ -4,6 +4,8 @@
 - :class:`CifDirectorySource`: a directory of ``*.cif`` (CGCNN folders included).
 - :class:`CifFileSource`: a single ``.cif`` file.
 - :class:`CsvSource`: a CSV with ``material_id`` and ``cif`` columns (CDVAE / MP-20).
+- :class:`CsvSplitsSource`: a folder of ``train.csv``, ``val.csv``, ``test.csv`` (CDVAE's
+  benchmarks), whose records carry their split.
 - :class:`JsonSource`: a ``.json`` / ``.json.gz`` list or dict of structure records.
 - a crystalgrid collection (a directory with ``collection.json``), opened through
   ``crystalgrid.collection.open_collection``.
@@ -21,6 +23,7 @@ from crystalgrid.sources.files import (
     CifDirectorySource,
     CifFileSource,
     CsvSource,
+    CsvSplitsSource,
     JsonSource,
     RemotePath,
     _is_url,
@@ -33,6 +36,7 @@ __all__ = [
     "CifDirectorySource",
     "CifFileSource",
     "CsvSource",
+    "CsvSplitsSource",
     "DemoSource",
     "JsonSource",
     "RawRecord",
@@ -46,6 +50,7 @@ __all__ = [
 #: What :func:`open_source` accepts, for messages.
 ACCEPTED = (
     "a directory of .cif files, a crystalgrid collection (directory with collection.json), "
+    "a folder of train.csv, val.csv and test.csv, "
     "a .cif, .csv, .json or .json.gz file, or nothing for the demo collection"
 )
 
@@ -55,7 +60,8 @@ def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
 
     Args:
         location: ``None`` for :class:`DemoSource`; a directory holding ``collection.json``
-            (a crystalgrid collection); another directory (:class:`CifDirectorySource`); a
+            (a crystalgrid collection); a directory holding ``train.csv``
+            (:class:`CsvSplitsSource`); another directory (:class:`CifDirectorySource`); a
             ``.cif`` (:class:`CifFileSource`), ``.csv`` (:class:`CsvSource`), ``.json`` or
             ``.json.gz`` file (:class:`JsonSource`). Extensions are matched case-insensitively.
             An fsspec URL (``s3://bucket/structures.json.gz``, ``s3://bucket/cifs/``) is
@@ -86,6 +92,8 @@ def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
             from crystalgrid.collection import open_collection
 
             return open_collection(path, **kw)
+        if (path / "train.csv").is_file():
+            return CsvSplitsSource(path, **kw)
         return CifDirectorySource(path, **kw)
     name = path.name.lower()
     if name.endswith(".cif"):

@@ -35,6 +35,7 @@ class RawRecord:
         payload: the CIF text or the structure dict.
         origin: where it came from, for messages (a path, ``file.csv:row 12``).
         properties: scalar properties that travel with the structure (formation energy, ...).
+        split: the split the source puts it in (``"train"``, ``"val"``, ``"test"``), if any.
     """
 
     material_id: str
@@ -42,6 +43,7 @@ class RawRecord:
     payload: str | dict[str, Any]
     origin: str = ""
     properties: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
 
 
 @dataclass(frozen=True)

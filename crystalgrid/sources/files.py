@@ -1,4 +1,5 @@
-"""Sources that read structures from files: CIF folders, CDVAE-style CSVs, JSON lists.
+"""Sources that read structures from files: CIF folders, CDVAE-style CSVs (one file, or a
+folder of train/val/test files), JSON lists.
 
 Files are local paths or fsspec URLs (``s3://bucket/structures.json.gz``, a CIF folder as
 ``s3://bucket/cifs/``): a URL is opened through :class:`RemotePath`, with credentials and
@@ -32,6 +33,7 @@ import json
 import math
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -551,6 +553,68 @@ class CsvSource(_FileSource):
                 if value is not None:
                     properties[column] = value
             yield RawRecord(material_id, "cif", cif, origin=origin, properties=properties)
+
+
+class CsvSplitsSource(_FileSource):
+    """A folder of ``train.csv``, ``val.csv`` and ``test.csv`` (the CDVAE layout of MP-20,
+    perov-5 and carbon-24); every record carries its file's split.
+
+    The files are read in that order, each as a :class:`CsvSource`; an id already seen in an
+    earlier file is rejected (``duplicate_id``). A build keeps these splits (``split_by``
+    ``"auto"`` or ``"source"``).
+    """
+
+    kind = "csv-splits"
+    FILES = ("train.csv", "val.csv", "test.csv")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | RemotePath,
+        *,
+        name: str | None = None,
+        licence: str | None = None,
+        citation: str | None = None,
+    ) -> None:
+        """Open the folder and check that the three CSVs are there and have the columns.
+
+        Raises:
+            CrystalgridError: not a folder, a CSV missing, or a CSV without the columns.
+        """
+        resolved = _resolve(path)
+        if not resolved.is_dir():
+            raise CrystalgridError(f"not a folder: {path}")
+        super().__init__(resolved, name=name, licence=licence, citation=citation)
+        missing = [f for f in self.FILES if not (resolved / f).is_file()]
+        if missing:
+            raise CrystalgridError(
+                f"{resolved}: a folder of splits needs {', '.join(self.FILES)}; "
+                f"{', '.join(missing)} missing"
+            )
+        self.parts = {f.removesuffix(".csv"): CsvSource(resolved / f) for f in self.FILES}
+
+    def _files(self) -> list[Path | RemotePath]:
+        return [part.path for part in self.parts.values()]
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the three files' names and bytes."""
+        return _hash_files(self._files(), names=True)
+
+    def records(self) -> Iterator[RawRecord | Rejected]:
+        """The records of train.csv, val.csv, then test.csv, each with its ``split``."""
+        seen: dict[str, str] = {}
+        for split, part in self.parts.items():
+            for item in part.records():
+                if isinstance(item, Rejected):
+                    yield item
+                elif item.material_id in seen:
+                    yield Rejected(
+                        item.material_id,
+                        "duplicate_id",
+                        f"{item.origin} repeats an id of {seen[item.material_id]}",
+                    )
+                else:
+                    seen[item.material_id] = f"{split}.csv"
+                    yield replace(item, split=split)
 
 
 class JsonSource(_FileSource):

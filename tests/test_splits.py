@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections import Counter
 
@@ -112,7 +113,7 @@ def test_a_grouped_build_never_puts_one_group_in_two_splits(poly_json, tmp_path,
     table = ds.crystal_table()
     codes = ds.group["crystals/split"][:]
     splits_of: dict[str, set[int]] = {}
-    for c, (a, b) in enumerate(zip(table["site_offset"][:-1], table["site_offset"][1:])):
+    for c, (a, b) in enumerate(itertools.pairwise(table["site_offset"])):
         splits_of.setdefault(group_key(table["number"][a:b], by), set()).add(int(codes[c]))
     assert all(len(s) == 1 for s in splits_of.values())
     assert len(set(codes.tolist())) == 3  # every split got groups

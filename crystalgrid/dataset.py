@@ -26,7 +26,14 @@ from crystalgrid.chunk_reader import ChunkReader
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.sampling import epoch_order, share, span_edges
 from crystalgrid.spec import GridSpec
-from crystalgrid.store import SPLITS, StoreMeta, open_array, open_store, read_rows
+from crystalgrid.store import (
+    SPLITS,
+    StoreMeta,
+    has_named_dimensions,
+    open_array,
+    open_store,
+    read_rows,
+)
 
 __all__ = ["FIELDS", "Dataset", "DatasetView", "open_dataset"]
 
@@ -115,6 +122,34 @@ class Dataset:
         """(material id, reason, detail) of every structure the build left out."""
         g = self.group["rejects"]
         return list(zip(g["material_id"][:], g["reason"][:], g["detail"][:], strict=True))
+
+    def to_xarray(self) -> Any:
+        """The grids and per-sample arrays as one ``xarray.Dataset`` (lazy, dask-backed).
+
+        Variables ``density``, ``species`` (sample, x, y, z) and those of ``samples/``
+        (``crystal``, ``material_id``, ``split``, ``transform`` (sample, row, column), ...).
+        ``xarray.open_zarr(path)`` and ``xarray.open_datatree(path, engine="zarr")`` work
+        too; this adds the per-sample arrays to the grids.
+
+        Raises:
+            CrystalgridError: a store built before named dimensions (run ``crystalgrid
+                upgrade``), or xarray not installed.
+        """
+        try:
+            import xarray as xr
+        except ImportError:
+            raise CrystalgridError("to_xarray() needs xarray: pip install xarray") from None
+        if not has_named_dimensions(self.group):
+            raise CrystalgridError(
+                f"{self.location} was built before stores named their dimensions; "
+                f"run crystalgrid upgrade {self.location} (rewrites metadata only)"
+            )
+        store = self.group.store
+        grids = xr.open_zarr(store, group=self.group.path or None, consolidated=True)
+        per_sample = xr.open_zarr(
+            store, group=f"{self.group.path}/samples".lstrip("/"), consolidated=False
+        )
+        return xr.merge([grids, per_sample.drop_vars("atom_offset", errors="ignore")])
 
     def split_ids(self) -> dict[str, list[str]]:
         """The material ids of each split's crystals (what a split file holds)."""
@@ -395,6 +430,10 @@ class DatasetView:
             "transform": da.from_zarr(g["samples/transform"])[sl],
             "crystal": da.from_zarr(g["samples/crystal"])[sl],
         }
+
+    def to_xarray(self) -> Any:
+        """This view's samples of :meth:`Dataset.to_xarray`."""
+        return self.dataset.to_xarray().isel(sample=slice(self.start, self.stop))
 
     def to_torch(
         self,

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -45,8 +46,11 @@ __all__ = [
     "chunk_key",
     "chunk_slices",
     "compressor",
+    "consolidate",
     "create_sample_arrays",
+    "dimension_names",
     "finalize",
+    "has_named_dimensions",
     "is_url",
     "open_array",
     "open_group",
@@ -56,6 +60,7 @@ __all__ = [
     "read_meta",
     "read_rows",
     "schema_table",
+    "upgrade",
     "verify",
     "whole_blosc_frame",
     "write_block",
@@ -83,6 +88,7 @@ class ArraySchema:
         checksum: ``"block"`` (each chunk digested by the block that writes it) or
             ``"final"`` (digested when the build finalises).
         notes: what it holds.
+        dims: the names of its dimensions (Zarr's ``dimension_names``, what xarray reads).
     """
 
     path: str
@@ -91,6 +97,7 @@ class ArraySchema:
     chunk: int | str
     checksum: str
     notes: str
+    dims: tuple[str, ...] = ()
 
     @property
     def tail(self) -> tuple[int, ...]:
@@ -108,6 +115,7 @@ SCHEMA: tuple[ArraySchema, ...] = (
         "grid",
         "block",
         "electrons per Å^3; blosc lz4 + shuffle by default",
+        dims=("sample", "x", "y", "z"),
     ),
     ArraySchema(
         "species",
@@ -117,10 +125,29 @@ SCHEMA: tuple[ArraySchema, ...] = (
         "block",
         "atomic number of the nearest ground-truth atom (inside the box) within the "
         "species radius, else 0; blosc zstd",
+        dims=("sample", "x", "y", "z"),
     ),
-    ArraySchema("samples/crystal", "(n,)", "int32", "block", "block", "index into `crystals/`"),
-    ArraySchema("samples/material_id", "(n,)", "str", "block", "block", "the crystal's id"),
-    ArraySchema("samples/split", "(n,)", "uint8", "block", "block", "0 train, 1 val, 2 test"),
+    ArraySchema(
+        "samples/crystal",
+        "(n,)",
+        "int32",
+        "block",
+        "block",
+        "index into `crystals/`",
+        dims=("sample",),
+    ),
+    ArraySchema(
+        "samples/material_id", "(n,)", "str", "block", "block", "the crystal's id", dims=("sample",)
+    ),
+    ArraySchema(
+        "samples/split",
+        "(n,)",
+        "uint8",
+        "block",
+        "block",
+        "0 train, 1 val, 2 test",
+        dims=("sample",),
+    ),
     ArraySchema(
         "samples/transform",
         "(n, 4, 4)",
@@ -128,9 +155,16 @@ SCHEMA: tuple[ArraySchema, ...] = (
         "block",
         "block",
         "crystal Cartesian Å -> box Å",
+        dims=("sample", "row", "column"),
     ),
     ArraySchema(
-        "samples/n_atoms", "(n,)", "int32", "block", "block", "ground-truth atoms inside the box"
+        "samples/n_atoms",
+        "(n,)",
+        "int32",
+        "block",
+        "block",
+        "ground-truth atoms inside the box",
+        dims=("sample",),
     ),
     ArraySchema(
         "samples/n_outside",
@@ -139,6 +173,7 @@ SCHEMA: tuple[ArraySchema, ...] = (
         "block",
         "block",
         "`single`: cell atoms outside the box; 0 for `repeated`",
+        dims=("sample",),
     ),
     ArraySchema(
         "samples/atom_offset",
@@ -147,13 +182,30 @@ SCHEMA: tuple[ArraySchema, ...] = (
         1 << 16,
         "final",
         "atoms of sample s: `atom_offset[s]:atom_offset[s+1]`",
+        dims=("sample_edge",),
     ),
     ArraySchema(
-        "atoms/position", "(m, 3)", "float32", 1 << 13, "final", "box Å, atoms inside `[0, side)^3`"
+        "atoms/position",
+        "(m, 3)",
+        "float32",
+        1 << 13,
+        "final",
+        "box Å, atoms inside `[0, side)^3`",
+        dims=("atom", "axis"),
     ),
-    ArraySchema("atoms/number", "(m,)", "uint8", 1 << 13, "final", "atomic numbers"),
-    ArraySchema("crystals/material_id", "(c,)", "str", 4096, "final", ""),
-    ArraySchema("crystals/split", "(c,)", "uint8", 4096, "final", "the split of each crystal"),
+    ArraySchema(
+        "atoms/number", "(m,)", "uint8", 1 << 13, "final", "atomic numbers", dims=("atom",)
+    ),
+    ArraySchema("crystals/material_id", "(c,)", "str", 4096, "final", "", dims=("crystal",)),
+    ArraySchema(
+        "crystals/split",
+        "(c,)",
+        "uint8",
+        4096,
+        "final",
+        "the split of each crystal",
+        dims=("crystal",),
+    ),
     ArraySchema(
         "crystals/source_index",
         "(c,)",
@@ -161,9 +213,16 @@ SCHEMA: tuple[ArraySchema, ...] = (
         4096,
         "final",
         "position of the crystal in the source, among those kept",
+        dims=("crystal",),
     ),
     ArraySchema(
-        "crystals/lattice", "(c, 3, 3)", "float64", 4096, "final", "rows are lattice vectors, Å"
+        "crystals/lattice",
+        "(c, 3, 3)",
+        "float64",
+        4096,
+        "final",
+        "rows are lattice vectors, Å",
+        dims=("crystal", "vector", "axis"),
     ),
     ArraySchema(
         "crystals/site_offset",
@@ -172,6 +231,7 @@ SCHEMA: tuple[ArraySchema, ...] = (
         4096,
         "final",
         "ragged index into `frac` / `number`",
+        dims=("crystal_edge",),
     ),
     ArraySchema(
         "crystals/frac",
@@ -180,8 +240,11 @@ SCHEMA: tuple[ArraySchema, ...] = (
         1 << 16,
         "final",
         "fractional coordinates as given by the source",
+        dims=("site", "axis"),
     ),
-    ArraySchema("crystals/number", "(s,)", "uint8", 1 << 16, "final", "atomic numbers"),
+    ArraySchema(
+        "crystals/number", "(s,)", "uint8", 1 << 16, "final", "atomic numbers", dims=("site",)
+    ),
     ArraySchema(
         "crystals/properties/<name>",
         "(c,)",
@@ -189,10 +252,21 @@ SCHEMA: tuple[ArraySchema, ...] = (
         4096,
         "final",
         "numeric properties of the source (NaN if missing)",
+        dims=("crystal",),
     ),
-    ArraySchema("rejects/material_id", "(r,)", "str", 4096, "final", "every structure left out"),
-    ArraySchema("rejects/reason", "(r,)", "str", 4096, "final", "a stable word (below)"),
-    ArraySchema("rejects/detail", "(r,)", "str", 4096, "final", "a sentence"),
+    ArraySchema(
+        "rejects/material_id",
+        "(r,)",
+        "str",
+        4096,
+        "final",
+        "every structure left out",
+        dims=("reject",),
+    ),
+    ArraySchema(
+        "rejects/reason", "(r,)", "str", 4096, "final", "a stable word (below)", dims=("reject",)
+    ),
+    ArraySchema("rejects/detail", "(r,)", "str", 4096, "final", "a sentence", dims=("reject",)),
 )
 # (Also in every store: ``checksums/<array path>`` (chunks,) uint64, the BLAKE2b-64 digest of
 # each chunk's values, and ``_build/done`` (blocks,) uint8, build bookkeeping.)
@@ -214,6 +288,20 @@ def array_schema(path: str) -> ArraySchema:
         if placeholder and not rest and path.startswith(prefix) and "/" not in path[len(prefix) :]:
             return entry
     raise KeyError(f"{path!r} is not an array of {FORMAT}")
+
+
+def dimension_names(path: str) -> tuple[str, ...]:
+    """The dimension names of any array of a finished store: :data:`SCHEMA`'s, then
+    ``checksums/.../<name>`` -> ``("<name>_chunk",)`` and ``_build/done`` -> ``("block",)``.
+
+    Raises:
+        KeyError: for a path the format does not have.
+    """
+    if path.startswith("checksums/"):
+        return (f"{path.rsplit('/', 1)[-1]}_chunk",)
+    if path == "_build/done":
+        return ("block",)
+    return array_schema(path).dims
 
 
 def schema_table() -> str:
@@ -309,28 +397,41 @@ def open_group(
     *,
     mode: str = "r",
     storage_options: dict[str, Any] | None = None,
+    consolidated: bool | None = None,
 ) -> zarr.Group:
     """Open the group at a local path or an fsspec URL (``s3://bucket/x.zarr``).
 
     Credentials for URLs come from the usual environment (e.g. ``AWS_ACCESS_KEY_ID``,
-    ``AWS_ENDPOINT_URL``) or ``storage_options``; none are stored.
+    ``AWS_ENDPOINT_URL``) or ``storage_options``; none are stored. ``consolidated=False``
+    reads each array's own zarr.json rather than the group's consolidated copy.
     """
     if is_url(location):
         with remote_errors(location):
-            return zarr.open_group(str(location), mode=mode, storage_options=storage_options or {})
-    return zarr.open_group(os.fspath(location), mode=mode)
+            return zarr.open_group(
+                str(location),
+                mode=mode,
+                storage_options=storage_options or {},
+                use_consolidated=consolidated,
+            )
+    return zarr.open_group(os.fspath(location), mode=mode, use_consolidated=consolidated)
 
 
 def open_store(
-    location: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+    location: str | os.PathLike[str],
+    *,
+    storage_options: dict[str, Any] | None = None,
+    consolidated: bool | None = None,
 ) -> tuple[zarr.Group, dict[str, Any]]:
-    """Open a crystalgrid store read-only: its group and its ``crystalgrid`` attribute.
+    """Open a crystalgrid store read-only: its group and its ``crystalgrid`` attribute
+    (``consolidated`` as in :func:`open_group`).
 
     Raises:
         CrystalgridError: nothing at ``location``, or a group that is not a crystalgrid store.
     """
     try:
-        group = open_group(location, mode="r", storage_options=storage_options)
+        group = open_group(
+            location, mode="r", storage_options=storage_options, consolidated=consolidated
+        )
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise CrystalgridError(f"no dataset at {location}") from exc
     except METADATA_ERRORS as exc:
@@ -506,6 +607,7 @@ def checksum_whole_array(group: zarr.Group, name: str) -> None:
         dtype="uint64",
         fill_value=0,
         config={"write_empty_chunks": True},
+        dimension_names=dimension_names(f"checksums/{name}"),
     )
     if len(digests):
         target[:] = np.array(digests, dtype=np.uint64)
@@ -524,6 +626,7 @@ def write_whole(group: zarr.Group, name: str, data: np.ndarray) -> None:
         fill_value=None if data.dtype.kind == "U" else 0,
         config={"write_empty_chunks": True},
         overwrite=True,
+        dimension_names=dimension_names(name),
     )
     if data.size:
         array[...] = data
@@ -554,6 +657,7 @@ def create_sample_arrays(
         shape=(n_samples, bins, bins, bins),
         chunks=grid_chunks,
         dtype=dtype,
+        dimension_names=dimension_names("density"),
         **{**common, "compressors": density_compressor},
     )
     group.create_array(
@@ -561,6 +665,7 @@ def create_sample_arrays(
         shape=(n_samples, bins, bins, bins),
         chunks=grid_chunks,
         dtype=array_schema("species").dtype,
+        dimension_names=dimension_names("species"),
         **common,
     )
     block = block_samples
@@ -578,6 +683,7 @@ def create_sample_arrays(
                 compressors=compressor(),
                 config={"write_empty_chunks": True},
                 overwrite=True,
+                dimension_names=entry.dims,
             )
         else:
             group.create_array(
@@ -585,15 +691,28 @@ def create_sample_arrays(
                 shape=(n_samples, *tail),
                 chunks=(block, *tail),
                 dtype=entry.dtype,
+                dimension_names=entry.dims,
                 **common,
             )
     for name in BLOCK_ARRAYS:
         n_chunks = group[name].cdata_shape[0]
         per_block = block // group[name].chunks[0]
         group.create_array(
-            f"checksums/{name}", shape=(n_chunks,), chunks=(per_block,), dtype="uint64", **common
+            f"checksums/{name}",
+            shape=(n_chunks,),
+            chunks=(per_block,),
+            dtype="uint64",
+            dimension_names=dimension_names(f"checksums/{name}"),
+            **common,
         )
-    group.create_array("_build/done", shape=(n_blocks,), chunks=(1,), dtype="uint8", **common)
+    group.create_array(
+        "_build/done",
+        shape=(n_blocks,),
+        chunks=(1,),
+        dtype="uint8",
+        dimension_names=dimension_names("_build/done"),
+        **common,
+    )
     group.create_group("_pending", overwrite=True)
 
 
@@ -668,6 +787,7 @@ def finalize(group: zarr.Group, meta: dict[str, Any], *, completed: str) -> None
         shape=(total, 3),
         chunks=(chunk, 3),
         dtype=array_schema("atoms/position").dtype,
+        dimension_names=dimension_names("atoms/position"),
         **common,
     )
     numbers = group.create_array(
@@ -675,6 +795,7 @@ def finalize(group: zarr.Group, meta: dict[str, Any], *, completed: str) -> None
         shape=(total,),
         chunks=(array_schema("atoms/number").chunk,),
         dtype=array_schema("atoms/number").dtype,
+        dimension_names=dimension_names("atoms/number"),
         **common,
     )
     write_whole(group, "samples/atom_offset", offset)
@@ -710,6 +831,76 @@ def finalize(group: zarr.Group, meta: dict[str, Any], *, completed: str) -> None
     group.attrs[ATTR] = meta
     with contextlib.suppress(KeyError):
         del group["_pending"]
+    consolidate(group)
+
+
+def consolidate(group: zarr.Group) -> None:
+    """Copy every array's metadata into the group's own zarr.json, so that a reader (zarr,
+    xarray) opens the whole store with one read; each array keeps its zarr.json too."""
+    with warnings.catch_warnings():
+        # zarr notes that consolidated metadata is not yet part of the Zarr 3 specification;
+        # zarr-python and xarray read it, and other readers read each array's zarr.json.
+        warnings.filterwarnings(
+            "ignore", message="Consolidated metadata is currently not part", category=UserWarning
+        )
+        zarr.consolidate_metadata(group.store, path=group.path)
+
+
+def has_named_dimensions(group: zarr.Group) -> bool:
+    """Whether the store's arrays carry dimension names (stores built before they were
+    added need ``crystalgrid upgrade``)."""
+    return group["density"].metadata.dimension_names is not None
+
+
+def upgrade(
+    location: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+) -> list[str]:
+    """Give a finished store built before named dimensions its ``dimension_names`` and
+    consolidated metadata, in place. Only metadata documents are rewritten (chunks, and so
+    checksums and ``verify``, are untouched); a store that has both is left as it is.
+
+    Returns:
+        The paths of the arrays that got dimension names.
+
+    Raises:
+        CrystalgridError: no finished crystalgrid store there.
+    """
+    with remote_errors(location):
+        _, meta = open_store(location, storage_options=storage_options)
+        if meta.get("state") != "complete":
+            raise CrystalgridError(
+                f"{location} is an unfinished build; run the same crystalgrid build command "
+                "to complete it (finished stores have named dimensions)"
+            )
+        group = open_group(location, mode="r+", storage_options=storage_options)
+        consolidated = group.metadata.consolidated_metadata is not None
+        changed = []
+        base = group.path.strip("/")
+        try:
+            paths = [p.lstrip("/") for p in arrays_under(group, "")]
+        except METADATA_ERRORS as exc:
+            raise CrystalgridError(
+                f"{location}: damaged metadata ({_first_line(exc)}); run crystalgrid verify, "
+                "then restore or rebuild the store"
+            ) from None
+        for path in paths:
+            key = f"{base}/{path}/zarr.json" if base else f"{path}/zarr.json"
+            try:
+                document = json.loads(sync(group.store.get(key, prototype=_PROTOTYPE)).to_bytes())
+            except (*METADATA_ERRORS, AttributeError) as exc:  # AttributeError: no document
+                raise CrystalgridError(
+                    f"{location}: the metadata of {path} is missing or damaged "
+                    f"({_first_line(exc)}); run crystalgrid verify, then restore or rebuild "
+                    "the store"
+                ) from None
+            if document.get("dimension_names") is None:
+                document["dimension_names"] = list(dimension_names(path))
+                payload = json.dumps(document, indent=2).encode()
+                sync(group.store.set(key, _PROTOTYPE.buffer.from_bytes(payload)))
+                changed.append(path)
+        if changed or not consolidated:
+            consolidate(open_group(location, mode="r+", storage_options=storage_options))
+        return changed
 
 
 def arrays_under(group: zarr.Group, prefix: str) -> list[str]:
@@ -778,7 +969,8 @@ def verify(
 
 def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> VerifyReport:
     report = VerifyReport(location=str(location))
-    group, meta = open_store(location, storage_options=storage_options)
+    # Each array's own zarr.json, as every Zarr reader can read it (not the consolidated copy).
+    group, meta = open_store(location, storage_options=storage_options, consolidated=False)
     if meta.get("state") != "complete":
         report.problems.append(f"the build is not complete (state: {meta.get('state')})")
         return report

@@ -256,6 +256,20 @@ def info(path: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("path")
+@user_errors
+def upgrade(path: str) -> None:
+    """Name the dimensions of a store built before they were named (for xarray), in place."""
+    from crystalgrid.store import upgrade as upgrade_store
+
+    changed = upgrade_store(path)
+    if changed:
+        click.echo(f"{path}: named the dimensions of {len(changed)} arrays; metadata consolidated")
+    else:
+        click.echo(f"{path}: already has named dimensions; nothing to do")
+
+
+@main.command()
+@click.argument("path")
 @click.option(
     "--out", default=None, metavar="FILE", help="Write the split file here (default: stdout)."
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,12 +25,22 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise CrystalgridError("to_torch() needs PyTorch: pip install 'crystalgrid[models]'") from exc
 
-if TYPE_CHECKING:
-    from crystalgrid.dataset import DatasetView
-
 __all__ = ["TorchStream", "TorchView"]
 
 _FIELDS = ("density", "species", "atom_positions", "atom_numbers", "transform", "material_id")
+
+
+class DatasetView(Protocol):
+    """What these datasets read: a :class:`crystalgrid.dataset.DatasetView`."""
+
+    start: int
+    dataset: Any  # a crystalgrid.dataset.Dataset: sample() and rows_in_order()
+
+    def __len__(self) -> int: ...
+
+    def span(self) -> int: ...
+
+    def order(self, **options: Any) -> np.ndarray: ...
 
 
 def _check(fields: tuple[str, ...]) -> tuple[str, ...]:

@@ -94,7 +94,7 @@ def measure(key: str, store: str, limit: int) -> float | None:
         shuffle = "shuffle" in key
         cap = limit if shuffle else n
         return passes(lambda: loader(view.to_torch(), shuffle=shuffle, **common), cap)
-    extra = {"species_dtype": "uint8"} if "u8" in key else {}
+    extra = {"species_dtype": "int64"} if "i64" in key else {}
     try:
         data = view.to_torch(shuffle=True, seed=0, batch_size=BATCH, **extra)
     except TypeError:  # an older crystalgrid

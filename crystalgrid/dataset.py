@@ -276,32 +276,76 @@ class Dataset:
     def rows_in_order(
         self, order: np.ndarray, span: int, fields: tuple[str, ...] = FIELDS
     ) -> Iterator[dict[str, Any]]:
-        """One dict per sample of ``order`` (store indices), as :meth:`sample` gives.
-
-        Reads spans of ``span`` samples (aligned to multiples of ``span``) whole and keeps
-        each decoded span until the last sample of ``order`` that needs it: a chunk-wise
-        order (:mod:`crystalgrid.sampling`) keeps a few spans in memory and decodes each
-        once. Grids are views into the decoded span.
-        """
+        """One dict per sample of ``order`` (store indices), as :meth:`sample` gives; the
+        grids are views into the decoded span (see :class:`_Spans`)."""
         _check_fields(fields)
+        spans = _Spans(self, order, span, fields)
+        for position, (index, k) in enumerate(zip(spans.order, spans.ids, strict=True)):
+            piece = spans.get(k)
+            yield {name: value[index - k * span] for name, value in piece.items()}
+            spans.release(position)
+
+    def batches_in_order(
+        self, order: np.ndarray, span: int, batch_size: int, fields: tuple[str, ...] = FIELDS
+    ) -> Iterator[dict[str, Any]]:
+        """Batches of ``batch_size`` samples of ``order`` (the last one shorter), stacked as
+        :meth:`batch` gives them; each batch's rows are gathered span by span."""
+        _check_fields(fields)
+        spans = _Spans(self, order, span, fields)
+        ids, rows = np.asarray(spans.ids), np.asarray(spans.order) - np.asarray(spans.ids) * span
+        for a in range(0, len(ids), batch_size):
+            b = min(a + batch_size, len(ids))
+            out: dict[str, Any] = {}
+            for k in dict.fromkeys(ids[a:b].tolist()):
+                piece = spans.get(k)
+                where = np.flatnonzero(ids[a:b] == k)
+                taken = rows[a:b][where]
+                for name, value in piece.items():
+                    if isinstance(value, list):
+                        target = out.setdefault(name, [None] * (b - a))
+                        for w, r in zip(where.tolist(), taken.tolist(), strict=True):
+                            target[w] = value[r]
+                    else:
+                        if name not in out:
+                            out[name] = np.empty((b - a, *value.shape[1:]), dtype=value.dtype)
+                        out[name][where] = value[taken]
+            spans.release(b - 1)
+            yield out
+
+
+class _Spans:
+    """The decoded spans an order reads, each kept until the last position that needs it.
+
+    Spans are ``span`` samples aligned to multiples of ``span`` (read whole with
+    :meth:`Dataset.batch`). A chunk-wise order (:mod:`crystalgrid.sampling`) so keeps a few
+    spans in memory and decodes each once.
+    """
+
+    def __init__(
+        self, dataset: Dataset, order: np.ndarray, span: int, fields: tuple[str, ...]
+    ) -> None:
         order = np.asarray(order, dtype=np.int64)
-        if not len(order):
-            return
-        spans = order // span
-        unique, first_from_end = np.unique(spans[::-1], return_index=True)
-        last_use = dict(
+        ids = order // span
+        unique, first_from_end = np.unique(ids[::-1], return_index=True)
+        self.last_use = dict(
             zip(unique.tolist(), (len(order) - 1 - first_from_end).tolist(), strict=True)
         )
-        decoded: dict[int, dict[str, Any]] = {}
-        for position, (index, k) in enumerate(zip(order.tolist(), spans.tolist(), strict=True)):
-            piece = decoded.get(k)
-            if piece is None:
-                a = max(k * span, 0)
-                piece = decoded[k] = self.batch(a, min((k + 1) * span, len(self)), fields)
-            row = index - k * span
-            yield {name: value[row] for name, value in piece.items()}
-            if last_use[k] == position:
-                del decoded[k]
+        self.order, self.ids = order.tolist(), ids.tolist()
+        self.dataset, self.span, self.fields = dataset, span, fields
+        self.decoded: dict[int, dict[str, Any]] = {}
+
+    def get(self, k: int) -> dict[str, Any]:
+        """Span ``k``, decoded on first use."""
+        piece = self.decoded.get(k)
+        if piece is None:
+            stop = min((k + 1) * self.span, len(self.dataset))
+            piece = self.decoded[k] = self.dataset.batch(k * self.span, stop, self.fields)
+        return piece
+
+    def release(self, position: int) -> None:
+        """Drop the spans no position after ``position`` needs."""
+        for k in [k for k in self.decoded if self.last_use[k] <= position]:
+            del self.decoded[k]
 
 
 class DatasetView:
@@ -398,10 +442,9 @@ class DatasetView:
                 drop_last=drop_last,
                 window=window,
             )
-            rows = self.dataset.rows_in_order(order, self.span(), fields)
-            while taken := list(itertools.islice(rows, batch_size)):
-                if len(taken) == batch_size or not drop_last:
-                    yield _stack(taken)
+            for batch in self.dataset.batches_in_order(order, self.span(), batch_size, fields):
+                if len(batch["index"]) == batch_size or not drop_last:
+                    yield batch
             return
         # In order: batches are views into reads of whole chunks; only a batch that
         # straddles two reads is copied.
@@ -446,14 +489,15 @@ class DatasetView:
         drop_last: bool = False,
         batch_size: int | None = None,
         window: int = WINDOW,
-        species_dtype: str = "int64",
+        species_dtype: str = "uint8",
     ) -> Any:
         """This view for a ``torch.utils.data.DataLoader``.
 
         Each item is a dict of tensors for ``fields`` (density float32 (B, B, B), species
-        (B, B, B) as ``species_dtype``) plus ``index``; ragged atoms are left out unless asked
-        for (then pass a ``collate_fn`` that keeps lists). ``species_dtype="uint8"`` moves an
-        eighth of the bytes through the DataLoader (cast with ``.long()`` on the device).
+        (B, B, B) uint8 as stored) plus ``index``; ragged atoms are left out unless asked for
+        (then pass a ``collate_fn`` that keeps lists). Cast species with ``.long()`` on the
+        device for ``cross_entropy``: ``species_dtype="int64"`` does it in the loader, at 8x
+        the bytes through its workers.
 
         - ``to_torch()``: a map-style dataset. Read in order it decodes each chunk once;
           with ``DataLoader(shuffle=True)`` every item decodes a whole chunk (slow).
@@ -518,14 +562,4 @@ def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = [x for p in parts for x in p[key]]
         else:
             out[key] = np.concatenate([p[key] for p in parts])
-    return out
-
-
-def _stack(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rows (dicts of one sample) as a batch: arrays stacked, ragged fields and ids as lists."""
-    out: dict[str, Any] = {}
-    for key in rows[0]:
-        values = [row[key] for row in rows]
-        ragged = key in ("atom_positions", "atom_numbers", "material_id")
-        out[key] = values if ragged else np.stack(values)
     return out

@@ -71,7 +71,8 @@ def _tensor(name: str, value: Any, *, copy: bool, species: str) -> Any:
 
 
 class TorchView(_TorchDataset):
-    """Items are dicts of tensors: density float32 (B, B, B), species int64 (B, B, B), ...
+    """Items are dicts of tensors: density float32 (B, B, B), species (B, B, B) uint8 as
+    stored (int64 with ``species_dtype="int64"``), ...
 
     Indexing reads through the view's one-chunk cache, so a sequential sampler decodes each
     chunk once; with ``shuffle=True`` in a DataLoader every item decodes a whole chunk (use
@@ -79,7 +80,7 @@ class TorchView(_TorchDataset):
     """
 
     def __init__(
-        self, view: DatasetView, fields: tuple[str, ...], *, species_dtype: str = "int64"
+        self, view: DatasetView, fields: tuple[str, ...], *, species_dtype: str = "uint8"
     ) -> None:
         self.view = view
         self.fields = _check(fields)
@@ -122,7 +123,7 @@ class TorchStream(_TorchIterable):
         drop_last: bool,
         batch_size: int | None,
         window: int,
-        species_dtype: str = "int64",
+        species_dtype: str = "uint8",
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")

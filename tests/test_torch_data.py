@@ -45,10 +45,10 @@ def test_the_map_style_dataset_reads_only_what_is_asked(view):
     item = data[0]
     assert set(item) == {"index", "density", "species"} and len(data) == len(view)
     assert item["density"].dtype == torch.float32 and item["density"].shape == (30, 30, 30)
-    assert item["species"].dtype == torch.int64
+    assert item["species"].dtype == torch.uint8
     np.testing.assert_array_equal(item["species"].numpy(), view[0]["species"])
-    small = view.to_torch(("species",), species_dtype="uint8")[3]
-    assert set(small) == {"index", "species"} and small["species"].dtype == torch.uint8
+    small = view.to_torch(("species",), species_dtype="int64")[3]
+    assert set(small) == {"index", "species"} and small["species"].dtype == torch.int64
     item["density"][...] = -1  # items are copies: the cached chunk is untouched
     np.testing.assert_array_equal(data[1]["density"].numpy(), view[1]["density"])
     assert _indices(DataLoader(data, batch_size=5)) == list(range(view.start, view.stop))
@@ -99,7 +99,7 @@ def test_stream_items_carry_their_sample(view):
         np.testing.assert_array_equal(item["density"].numpy(), sample["density"])
         np.testing.assert_array_equal(item["species"].numpy(), sample["species"])
         np.testing.assert_array_equal(item["transform"].numpy(), sample["transform"])
-        assert item["species"].dtype == torch.int64
+        assert item["species"].dtype == torch.uint8
 
 
 @pytest.mark.parametrize("drop_last", [False, True])

@@ -43,8 +43,8 @@ ROWS = (
     ("map-2", "the same, `num_workers=2`"),
     ("stream-0", "`DataLoader(view.to_torch(shuffle=True, seed=0, batch_size=24), 24)`"),
     ("stream-2", "the same, `num_workers=2`"),
-    ("stream-u8-0", 'the same with `species_dtype="uint8"`, 0 workers'),
-    ("stream-u8-2", 'the same with `species_dtype="uint8"`, `num_workers=2`'),
+    ("stream-i64-0", 'the same with `species_dtype="int64"`, 0 workers'),
+    ("stream-i64-2", 'the same with `species_dtype="int64"`, `num_workers=2`'),
 )
 
 

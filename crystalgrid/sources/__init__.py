@@ -6,7 +6,8 @@
 - :class:`CsvSource`: a CSV with ``material_id`` and ``cif`` columns (CDVAE / MP-20).
 - :class:`CsvSplitsSource`: a folder of ``train.csv``, ``val.csv``, ``test.csv`` (CDVAE's
   benchmarks), whose records carry their split.
-- :class:`JsonSource`: a ``.json`` / ``.json.gz`` list or dict of structure records.
+- :class:`JsonSource`: a ``.json`` / ``.json.gz`` list or dict of structure records, or JSON
+  Lines (``.jsonl[.gz]``), read one record at a time.
 - a crystalgrid collection (a directory with ``collection.json``), opened through
   ``crystalgrid.collection.open_collection``.
 """
@@ -51,7 +52,7 @@ __all__ = [
 ACCEPTED = (
     "a directory of .cif files, a crystalgrid collection (directory with collection.json), "
     "a folder of train.csv, val.csv and test.csv, "
-    "a .cif, .csv, .json or .json.gz file, or nothing for the demo collection"
+    "a .cif, .csv, .json, .json.gz, .jsonl or .jsonl.gz file, or nothing for the demo collection"
 )
 
 
@@ -62,8 +63,9 @@ def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
         location: ``None`` for :class:`DemoSource`; a directory holding ``collection.json``
             (a crystalgrid collection); a directory holding ``train.csv``
             (:class:`CsvSplitsSource`); another directory (:class:`CifDirectorySource`); a
-            ``.cif`` (:class:`CifFileSource`), ``.csv`` (:class:`CsvSource`), ``.json`` or
-            ``.json.gz`` file (:class:`JsonSource`). Extensions are matched case-insensitively.
+            ``.cif`` (:class:`CifFileSource`), ``.csv`` (:class:`CsvSource`), ``.json``,
+            ``.json.gz``, ``.jsonl`` or ``.jsonl.gz`` file (:class:`JsonSource`). Extensions
+            are matched case-insensitively.
             An fsspec URL (``s3://bucket/structures.json.gz``, ``s3://bucket/cifs/``) is
             dispatched the same way, read through fsspec with credentials from the
             environment; a collection by URL is not supported (copy it to a local folder).
@@ -100,6 +102,6 @@ def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
         return CifFileSource(path, **kw)
     if name.endswith(".csv"):
         return CsvSource(path, **kw)
-    if name.endswith((".json", ".json.gz")):
+    if name.endswith((".json", ".json.gz", ".jsonl", ".jsonl.gz")):
         return JsonSource(path, **kw)
     raise CrystalgridError(f"unknown source type: {location} (accepted: {ACCEPTED})")

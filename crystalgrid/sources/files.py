@@ -25,10 +25,12 @@ that is not JSON) raise :class:`~crystalgrid.errors.CrystalgridError` with a one
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import sys
@@ -36,16 +38,24 @@ import zlib
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.jsonstream import iter_json
 from crystalgrid.sources.base import RawRecord, Rejected
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Iterable, Iterator
 
-__all__ = ["CifDirectorySource", "CifFileSource", "CsvSource", "JsonSource", "RemotePath"]
+__all__ = [
+    "CifDirectorySource",
+    "CifFileSource",
+    "CsvSource",
+    "CsvSplitsSource",
+    "JsonSource",
+    "RemotePath",
+]
 
 #: Columns a CSV source must have (the CDVAE / MP-20 layout).
 CSV_REQUIRED = ("material_id", "cif")
@@ -618,7 +628,8 @@ class CsvSplitsSource(_FileSource):
 
 
 class JsonSource(_FileSource):
-    """Structures in a ``.json`` or ``.json.gz`` file.
+    """Structures in a ``.json`` or ``.json.gz`` file, or JSON Lines (``.jsonl[.gz]``: one
+    record per line), read one record at a time (memory does not grow with the file).
 
     Accepted shapes (``structure`` is a pymatgen ``Structure.as_dict()``, or CIF text):
 
@@ -633,7 +644,9 @@ class JsonSource(_FileSource):
 
     Other scalar keys of a record (str, bool, int, finite float: formula, energies ...) go
     into its properties. Records are yielded in file order. The file is read when
-    :meth:`records` is called (not at construction), so a broken file is reported then.
+    :meth:`records` is called (not at construction), so a broken file is reported then, when
+    the reading reaches the break; a JSON Lines line that is not JSON is a reject
+    (``unreadable``) and the reading goes on.
     """
 
     kind = "json"
@@ -661,15 +674,20 @@ class JsonSource(_FileSource):
         if not resolved.is_file():
             raise CrystalgridError(f"not a file: {path}")
         super().__init__(resolved, name=name, licence=licence, citation=citation)
+        self.lines = resolved.name.lower().removesuffix(".gz").endswith(".jsonl")
 
-    def _load(self) -> Any:
+    @contextlib.contextmanager
+    def _text(self) -> Iterator[IO[str]]:
+        """The file as text (gunzipped for ``.gz``); read errors become one line."""
         compressed = self.path.name.lower().endswith(".gz")
         try:
-            if compressed:
-                with self.path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
-                    return json.load(fh)
-            with self.path.open(encoding="utf-8") as fh:
-                return json.load(fh)
+            with self.path.open("rb") as raw:
+                if compressed:
+                    with gzip.open(raw, "rt", encoding="utf-8") as fh:
+                        yield fh
+                else:
+                    with io.TextIOWrapper(raw, encoding="utf-8") as fh:
+                        yield fh
         except json.JSONDecodeError as exc:
             raise CrystalgridError(
                 f"{self.path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
@@ -680,41 +698,76 @@ class JsonSource(_FileSource):
             what = "gzip file" if compressed else "file"
             raise CrystalgridError(f"{self.path}: not a readable {what} ({exc})") from None
 
+    def _entries(self, fh: IO[str]) -> Iterator[tuple[str, str, Any] | Rejected]:
+        """``(id, origin, item)`` of every top-level record, read one at a time."""
+        name = self.path.name
+        if self.lines:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                origin = f"{name}:line {number}"
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield Rejected(origin, "unreadable", f"{origin} is not valid JSON ({exc.msg})")
+                    continue
+                yield _list_id(item), origin, item
+            return
+        top = iter_json(fh)
+        if top.kind == "list":
+            for index, item in enumerate(top.items()):
+                yield _list_id(item), f"{name}[{index}]", item
+            return
+        if top.kind != "object":
+            kind = type(next(iter(top.items()))).__name__
+            raise CrystalgridError(
+                f"{self.path}: expected a JSON list or object of records, got {kind}"
+            )
+        pairs = top.items()
+        first = next(pairs, None)
+        if first is not None and first[0] in _STRUCTURE_KEYS:
+            # The whole file is one Structure dict (it starts with one of its keys): small.
+            data = dict([first, *pairs])
+            if _is_structure_dict(data):
+                yield self.name, name, data
+                return
+            pairs = iter(data.items())
+        elif first is not None:
+            pairs = itertools.chain([first], pairs)
+        for key, value in pairs:
+            yield str(key), f"{name}:{key}", value
+
     def records(self) -> Iterator[RawRecord | Rejected]:
-        """The file's records in file order (see the class docstring).
+        """The file's records in file order (see the class docstring), read one at a time.
 
         Raises:
-            CrystalgridError: the file is not valid JSON, or holds neither a list nor a dict.
+            CrystalgridError: the file is not valid JSON (raised when the reading gets
+                there), or holds neither a list nor an object.
         """
-        data = self._load()
-        if isinstance(data, dict) and _is_structure_dict(data):
-            entries: Iterable[tuple[str, str, Any]] = [(self.name, self.path.name, data)]
-        elif isinstance(data, dict):
-            entries = ((str(key), f"{self.path.name}:{key}", value) for key, value in data.items())
-        elif isinstance(data, list):
-            entries = (
-                (_list_id(item), f"{self.path.name}[{index}]", item)
-                for index, item in enumerate(data)
-            )
-        else:
-            raise CrystalgridError(
-                f"{self.path}: expected a JSON list or object of records, got {type(data).__name__}"
-            )
         seen: dict[str, str] = {}
-        for material_id, origin, item in entries:
-            if not material_id:
-                yield Rejected(origin, "no_id", f"{origin} has no material_id")
-                continue
-            for record in _expand(material_id, origin, item):
-                if record.material_id in seen:
-                    yield Rejected(
-                        record.material_id,
-                        "duplicate_id",
-                        f"{origin} repeats the id of {seen[record.material_id]}",
-                    )
+        with self._text() as fh:
+            for entry in self._entries(fh):
+                if isinstance(entry, Rejected):
+                    yield entry
                     continue
-                seen[record.material_id] = origin
-                yield record
+                material_id, origin, item = entry
+                if not material_id:
+                    yield Rejected(origin, "no_id", f"{origin} has no material_id")
+                    continue
+                for record in _expand(material_id, origin, item):
+                    if record.material_id in seen:
+                        yield Rejected(
+                            record.material_id,
+                            "duplicate_id",
+                            f"{origin} repeats the id of {seen[record.material_id]}",
+                        )
+                        continue
+                    seen[record.material_id] = origin
+                    yield record
+
+
+#: Keys a pymatgen ``Structure.as_dict()`` starts with (a file holding one structure).
+_STRUCTURE_KEYS = ("@module", "@class", "charge", "lattice", "sites", "properties")
 
 
 def _is_structure_dict(value: Any) -> bool:

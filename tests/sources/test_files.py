@@ -13,6 +13,7 @@ from pymatgen.io.cif import CifWriter
 
 from crystalgrid.errors import CrystalgridError, RejectedStructure
 from crystalgrid.filters import check_structure
+from crystalgrid.sources import open_source
 from crystalgrid.sources.base import RawRecord, Rejected, parse_record
 from crystalgrid.sources.files import CifDirectorySource, CifFileSource, CsvSource, JsonSource
 
@@ -402,6 +403,43 @@ def test_json_errors(tmp_path):
     number.write_text("3")
     with pytest.raises(CrystalgridError, match="expected a JSON list or object"):
         list(JsonSource(number).records())
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_json_lines(tmp_path, suffix, nacl, triclinic):
+    lines = [json.dumps(r) for r in json_records(nacl, triclinic)[:2]]
+    text = "\n".join([lines[0], "", "{not json", lines[1]]) + "\n"
+    path = tmp_path / f"records{suffix}"
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    source = open_source(path)
+    assert isinstance(source, JsonSource) and source.name == "records"
+    records = list(source.records())
+    assert [type(r).__name__ for r in records] == ["RawRecord", "Rejected", "RawRecord"]
+    assert records[1].reason == "unreadable" and "line 3" in records[1].detail
+    assert [records[0].material_id, records[2].material_id] == ["mp-22862", "mp-1"]
+    assert same_structure(parse_record(records[2]), triclinic)
+
+
+def test_json_is_read_one_record_at_a_time(tmp_path, nacl, monkeypatch):
+    from crystalgrid import jsonstream
+
+    monkeypatch.setattr(jsonstream, "_BLOCK", 64)  # every record spans several reads
+    good = {"material_id": "mp-1", "structure": nacl.as_dict()}
+    path = tmp_path / "cut.json"
+    path.write_text("[\n" + json.dumps(good, indent=1) + ",\n" + '{"material_id": "mp-2", ]')
+    records = JsonSource(path).records()
+    assert next(records).material_id == "mp-1"  # yielded before the break is read
+    with pytest.raises(CrystalgridError, match="not valid JSON") as info:
+        next(records)
+    line = 2 + json.dumps(good, indent=1).count("\n") + 1
+    assert f"at line {line}, column 25" in str(info.value)  # the whole file's line and column
+    # An object of records streams too, and a whole-file Structure is still one record.
+    keyed = tmp_path / "keyed.json"
+    keyed.write_text(json.dumps({"a": good, "b": {"structure": nacl.as_dict()}}))
+    assert [r.material_id for r in JsonSource(keyed).records()] == ["a", "b"]
+    single = tmp_path / "NaCl.json"
+    single.write_text(json.dumps(nacl.as_dict()))
+    assert [r.material_id for r in JsonSource(single).records()] == ["NaCl"]
 
 
 def test_json_deterministic_and_fingerprint(tmp_path, nacl, triclinic):

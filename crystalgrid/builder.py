@@ -20,6 +20,7 @@ to :mod:`crystalgrid.store`; one build writes a store at a time (:mod:`crystalgr
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -653,6 +654,7 @@ def build_representations(
         source_fingerprint = source.fingerprint()  # type: ignore[union-attr]
         for location in locations.values():  # one writer per store
             locks.enter_context(store_lock(location, storage_options))
+        locks.enter_context(_disk_errors(locations.values()))
         return _build_locked(
             source,  # type: ignore[arg-type]
             locations,
@@ -666,6 +668,26 @@ def build_representations(
             started=started,
             table=table,
         )
+
+
+#: Write failures a build can resume from once the disk is sorted out.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
+
+
+@contextlib.contextmanager
+def _disk_errors(locations: Iterable[str]) -> Iterator[None]:
+    """A full (or read-only, or failing) disk as a one-line error: what happened, that the
+    finished blocks are kept, and how to resume."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        where = " or ".join(locations)
+        raise CrystalgridError(
+            f"{where}: {os.strerror(exc.errno)} while writing the store; finished blocks are "
+            "kept: free space (or fix the disk), then run the same command to resume"
+        ) from None
 
 
 def _build_locked(

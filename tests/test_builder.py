@@ -337,3 +337,45 @@ def test_a_build_that_dies_in_finalize_resumes_identically(json_source, tmp_path
     assert report.resumed
     _assert_same(_arrays(full), _arrays(cut))
     assert verify(cut).ok
+
+
+def test_a_full_disk_is_one_line_and_the_build_resumes_identically(json_source, tmp_path):
+    """ENOSPC after N writes (the store's file writes fail as on a full disk): one line, exit
+    2; with space again, the same command resumes to the uninterrupted build's arrays."""
+    import errno
+
+    local = importlib.import_module("zarr.storage._local")
+    config = ["--repr", "repeated", "--samples", "3", "--block", "24", "--quiet"]
+    full, cut = tmp_path / "full.zarr", tmp_path / "cut.zarr"
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            main, ["build", "--source", str(json_source), "--out", str(full), *config]
+        ).exit_code
+        == 0
+    )
+    real = local._put
+    writes = {"n": 0}
+
+    def fills_up(path, value, exclusive=False):
+        writes["n"] += 1
+        if writes["n"] > 150:  # past the crystal table, in the middle of the blocks
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, value, exclusive=exclusive)
+
+    args = ["build", "--source", str(json_source), "--out", str(cut), *config]
+    local._put = fills_up
+    try:
+        result = runner.invoke(main, args)
+    finally:
+        local._put = real
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "No space left on device while writing the store" in result.output
+    assert "run the same command to resume" in result.output
+    done = zarr.open_group(str(cut))["_build/done"][:]
+    assert 0 < done.sum() < len(done)  # it died in the middle of the blocks
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0 and "resumed" in result.output
+    _assert_same(_arrays(full), _arrays(cut))
+    assert verify(cut).ok

@@ -348,30 +348,39 @@ _S3_CODES = {
     "SignatureDoesNotMatch": "the secret key does not match the access key",
     "ExpiredToken": "the credentials have expired",
     "InvalidToken": "the credentials are invalid",
+    # Answers to HEAD requests carry no body, only the status.
+    "403": "access denied (HTTP 403: the keys are wrong, or lack permission)",
+    "404": "not found (HTTP 404)",
 }
 
 
 def _remote_reason(exc: BaseException) -> str | None:
-    """A remote-storage failure in a few words, or ``None`` when ``exc`` is something else."""
-    seen: set[int] = set()
+    """A remote-storage failure in a few words, or ``None`` when ``exc`` is something else.
+
+    The endpoint's own error code wins wherever it is in the chain of causes (s3fs raises a
+    ``PermissionError`` for every refusal, with botocore's error as its cause).
+    """
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        name = type(current).__name__
-        module = type(current).__module__ or ""
-        response = getattr(current, "response", None)  # botocore's ClientError carries it
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for error in chain:
+        response = getattr(error, "response", None)  # botocore's ClientError carries it
         code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
         if code:
             return _S3_CODES.get(code, f"the endpoint answered {code}")
+    for error in chain:
+        name = type(error).__name__
+        module = type(error).__module__ or ""
         if name == "NoCredentialsError":
             return "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"
         if name in ("EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError"):
             return "cannot connect to the endpoint (check AWS_ENDPOINT_URL and the network)"
-        if isinstance(current, PermissionError):
+        if isinstance(error, PermissionError):
             return "access denied"
         if module.startswith(("botocore", "aiobotocore", "aiohttp")):
-            return _first_line(current)
-        current = current.__cause__ or current.__context__
+            return _first_line(error)
     return None
 
 

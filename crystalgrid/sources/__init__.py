@@ -29,6 +29,7 @@ from crystalgrid.sources.files import (
     RemotePath,
     _is_url,
 )
+from crystalgrid.store import remote_errors
 
 if TYPE_CHECKING:
     import os
@@ -80,6 +81,11 @@ def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
     """
     if location is None:
         return DemoSource(**kw)
+    with remote_errors(location):
+        return _open_source(location, **kw)
+
+
+def _open_source(location: str | os.PathLike[str], **kw: Any) -> Source:
     url = _is_url(location)
     path = RemotePath(str(location)) if url else Path(location).expanduser()
     if not path.exists():

@@ -63,6 +63,7 @@ def main() -> None:
     from crystalgrid.builder import BuildConfig, build_representations
     from crystalgrid.sources import JsonSource, parse_record
     from crystalgrid.spec import GridSpec
+    from crystalgrid.stages import DRIVER, WORKER, StageTimes
 
     src_path = SHARED / "mp_binaries" / "mp_binaries.json.gz"
     tmp = Path(tempfile.mkdtemp(prefix="cg-bench-"))
@@ -79,6 +80,7 @@ def main() -> None:
     )
     print("| workers | crystals kept | samples | seconds | crystals/s | paper set (46,744) |")
     print("|---|---|---|---|---|---|")
+    stages = {}
     for workers in [int(w) for w in args.workers.split(",")]:
         out = tmp / f"w{workers}"
         start = time.perf_counter()
@@ -96,7 +98,18 @@ def main() -> None:
         print(
             f"| {workers} | {kept} | {samples} | {seconds:.1f} | {rate:.0f} | {projected:.1f} min |"
         )
+        stages[workers] = StageTimes()
+        for report in reports:
+            stages[workers].add(report.timings)
         shutil.rmtree(out)
+
+    print("\nWhere the time goes (seconds; driver stages are wall time, worker stages summed):\n")
+    print("| stage | where | " + " | ".join(f"{w} worker(s)" for w in stages) + " |")
+    print("|---|---|" + "---|" * len(stages))
+    for names, where in ((DRIVER, "driver"), (WORKER, "workers")):
+        for name in names:
+            cells = " | ".join(f"{t.get(name, 0.0):.2f}" for t in stages.values())
+            print(f"| {name} | {where} | {cells} |")
 
     spec = GridSpec()
     rng = np.random.default_rng(0)

@@ -46,6 +46,7 @@ from crystalgrid.samples import sample_from_placement
 from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_record
 from crystalgrid.spec import GridSpec
 from crystalgrid.splits import METHODS, assign, read_split_file, resolve, split_file_digest
+from crystalgrid.stages import StageTimes
 from crystalgrid.store import (
     ATTR,
     CODECS,
@@ -164,6 +165,9 @@ class BuildReport:
     blocks_computed: int
     resumed: bool
     seconds: float
+    #: Seconds per stage (:mod:`crystalgrid.stages`); the scan and the cluster's start-up
+    #: are counted in the first store of a multi-representation build.
+    timings: StageTimes = field(default_factory=StageTimes)
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
@@ -198,18 +202,25 @@ class ScanResult:
     numbers: list[np.ndarray] = field(default_factory=list)
     properties: list[dict[str, Any]] = field(default_factory=list)
     given_splits: list[str | None] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
     rejects: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def _scan_shard(records: list[RawRecord], filters: dict[str, Any]) -> list[tuple]:
-    """Parse and filter records; one result tuple per record, in order (runs on a worker)."""
+def _scan_shard(
+    records: list[RawRecord], filters: dict[str, Any], times: StageTimes | None = None
+) -> list[tuple]:
+    """Parse and filter records; one result tuple per record, in order (runs on a worker).
+    ``times`` gets the seconds spent parsing and filtering."""
     config = FilterConfig.from_dict(filters)
+    times = StageTimes() if times is None else times
     out: list[tuple] = []
     for record in records:
         try:
-            structure = parse_record(record)
-            config.check(structure)
-            crystal = Crystal.from_structure(structure)
+            with times.stage("parse"):
+                structure = parse_record(record)
+            with times.stage("filter"):
+                config.check(structure)
+                crystal = Crystal.from_structure(structure)
         except RejectedStructure as exc:
             out.append(("reject", record.material_id, exc.reason, exc.detail))
             continue
@@ -234,6 +245,14 @@ def _scan_shard(records: list[RawRecord], filters: dict[str, Any]) -> list[tuple
             )
         )
     return out
+
+
+def _scan_shard_timed(
+    records: list[RawRecord], filters: dict[str, Any]
+) -> tuple[list[tuple], StageTimes]:
+    """:func:`_scan_shard`, with its stage times (what the build's workers run)."""
+    times = StageTimes()
+    return _scan_shard(records, filters, times), times
 
 
 def _shards(source: Source) -> Iterator[tuple[list[RawRecord], list[Rejected]]]:
@@ -288,11 +307,13 @@ def _scan(source: Source, config: BuildConfig, client: Any, progress: Any) -> Sc
 
     def collect(future: Any) -> None:
         index, early = pending.pop(future.key)
-        done[index] = (future.result(), early)
+        rows, times = future.result()
+        result.times.add(times)
+        done[index] = (rows, early)
         merge_ready()
 
     for index, (shard, early) in enumerate(_shards(source)):
-        future = client.submit(_scan_shard, shard, filters, pure=False)
+        future = client.submit(_scan_shard_timed, shard, filters, pure=False)
         pending[future.key] = (index, early)
         running.add(future)
         while running.count() >= window:
@@ -414,17 +435,20 @@ def _create_store(
 
 def _grid_block(
     location: str, storage_options: dict | None, block: int, config_dict: dict[str, Any]
-) -> int:
-    """Make and write the samples of one block of crystals; return the crystals done."""
+) -> tuple[int, StageTimes]:
+    """Make and write the samples of one block of crystals; return the crystals done and
+    the seconds of each stage."""
     from threadpoolctl import threadpool_limits
 
+    times = StageTimes()
     config = BuildConfig.from_dict(config_dict)
-    group = open_group(location, mode="r+", storage_options=storage_options)
     S, spec = config.samples_per_crystal, config.spec
     first = block * config.block_crystals
-    offsets, frac, number, lattice, ids, split = read_crystals(
-        group, first, first + config.block_crystals
-    )
+    with times.stage("read"):
+        group = open_group(location, mode="r+", storage_options=storage_options)
+        offsets, frac, number, lattice, ids, split = read_crystals(
+            group, first, first + config.block_crystals
+        )
     last = first + len(lattice)
 
     n = (last - first) * S
@@ -439,18 +463,20 @@ def _grid_block(
         for c in range(last - first):
             lo, hi = offsets[c] - offsets[0], offsets[c + 1] - offsets[0]
             crystal = Crystal(lattice[c], frac[lo:hi], number[lo:hi])
-            found = placements(
-                crystal,
-                str(ids[c]),
-                config.representation,
-                spec,
-                n_samples=S,
-                seed=config.seed,
-                rotate=config.rotate,
-            )
+            with times.stage("placement"):
+                found = placements(
+                    crystal,
+                    str(ids[c]),
+                    config.representation,
+                    spec,
+                    n_samples=S,
+                    seed=config.seed,
+                    rotate=config.rotate,
+                )
             for k, placement in enumerate(found):
                 i = c * S + k
-                sample = sample_from_placement(placement, str(ids[c]), spec)
+                with times.stage("grids"):
+                    sample = sample_from_placement(placement, str(ids[c]), spec)
                 density[i] = sample.density
                 species[i] = sample.species
                 transform[i] = sample.transform
@@ -460,7 +486,10 @@ def _grid_block(
                 numbers.append(sample.atom_numbers)
 
     start = first * S
-    with zarr.config.set({"array.write_empty_chunks": True}):  # verify expects every chunk
+    with (
+        times.stage("write"),
+        zarr.config.set({"array.write_empty_chunks": True}),  # verify expects every chunk
+    ):
         write_block(
             group,
             block,
@@ -478,11 +507,7 @@ def _grid_block(
                 "samples/n_outside": n_outside,
             },
         )
-    return last - first
-
-
-# --------------------------------------------------------------------------------------
-# Finalize (driver).
+    return last - first, times
 
 
 # --------------------------------------------------------------------------------------
@@ -716,28 +741,42 @@ def _build_locked(
         return [_report(loc, meta, [], True, started) for _, loc, _, _, meta in plans]
     scan: ScanResult | None = None
     split = np.empty(0, dtype=np.uint8)
+    opened = time.perf_counter()
     with _client(workers, scheduler) as client:
+        startup = time.perf_counter() - opened
         for cfg, location, fingerprint, group, meta in plans:
             started_one = time.perf_counter()
+            times = StageTimes(startup=startup) if not reports else StageTimes()
             resumed = meta is not None
             if meta is not None and meta.get("state") == "complete":
                 reports.append(_report(location, meta, [], resumed, started_one))
                 continue
             if meta is None:
                 if scan is None:
-                    scan = _scan_source(source, cfg, client, quiet)
-                    split = _split_scan(scan, cfg, table)
-                group = open_group_for_writing(location, storage_options)
-                base = _base_meta(source, cfg, fingerprint, source_fingerprint)
-                base["split_by"] = "file" if table else resolve(cfg.split_by, scan.given_splits)
-                if table:
-                    base["split_file"] = {"sha256": split_file_digest(table), "ids": len(table)}
-                group.attrs[ATTR] = base
-                meta = _create_store(group, scan, split, cfg, base)
-            todo = _grid_blocks(group, meta, cfg, location, storage_options, client, quiet)
-            with zarr.config.set({"array.write_empty_chunks": True}):
+                    with times.stage("scan"):
+                        scan = _scan_source(source, cfg, client, quiet)
+                        split = _split_scan(scan, cfg, table)
+                    times.add(scan.times)
+                with times.stage("create"):
+                    group = open_group_for_writing(location, storage_options)
+                    base = _base_meta(source, cfg, fingerprint, source_fingerprint)
+                    base["split_by"] = "file" if table else resolve(cfg.split_by, scan.given_splits)
+                    if table:
+                        base["split_file"] = {
+                            "sha256": split_file_digest(table),
+                            "ids": len(table),
+                        }
+                    group.attrs[ATTR] = base
+                    meta = _create_store(group, scan, split, cfg, base)
+            with times.stage("gridding"):
+                todo = _grid_blocks(
+                    group, meta, cfg, location, storage_options, client, quiet, times
+                )
+            with times.stage("finalize"), zarr.config.set({"array.write_empty_chunks": True}):
                 finalize(group, meta, completed=_now())
-            reports.append(_report(location, dict(group.attrs[ATTR]), todo, resumed, started_one))
+            report = _report(location, dict(group.attrs[ATTR]), todo, resumed, started_one)
+            report.timings = times
+            reports.append(report)
     return reports
 
 
@@ -790,8 +829,10 @@ def _grid_blocks(
     storage_options: dict[str, Any] | None,
     client: Any,
     quiet: bool,
+    times: StageTimes,
 ) -> list[int]:
-    """Submit every block not marked done; return the blocks computed."""
+    """Submit every block not marked done; return the blocks computed (their stage times
+    are added to ``times``)."""
     done = blocks_done(group)
     todo = [b for b in range(meta["n_blocks"]) if not done[b]]
     total = meta["n_crystals"]
@@ -811,13 +852,15 @@ def _grid_blocks(
 
             for future in as_completed(futures):
                 try:
-                    bar.update(future.result())
+                    crystals, block_times = future.result()
                 except KilledWorker as exc:
                     raise CrystalgridError(
                         f"a block of {location} killed the Dask workers that ran it ({exc}); "
                         "finished blocks are kept: give workers more memory, then run the "
                         "same command to resume"
                     ) from exc
+                bar.update(crystals)
+                times.add(block_times)
     return todo
 
 

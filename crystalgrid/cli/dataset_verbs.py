@@ -143,6 +143,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 )
 @click.option("--overwrite", is_flag=True, help="Replace a store built from another configuration.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--timings", is_flag=True, help="Print the seconds of each stage of the build.")
 @user_errors
 def build(
     source,
@@ -166,6 +167,7 @@ def build(
     citation,
     overwrite,
     quiet,
+    timings,
 ) -> None:
     """Build the voxel-grid dataset (resumes an interrupted build with the same command)."""
     from crystalgrid.builder import BuildConfig, build_representations, default_out
@@ -209,6 +211,8 @@ def build(
     )
     for report in reports:
         click.echo(report.summary())
+        if timings and report.timings:
+            click.echo(report.timings.table())
 
 
 @main.command()

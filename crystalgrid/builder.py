@@ -37,6 +37,7 @@ import numpy as np
 import zarr
 
 from crystalgrid._version import __version__
+from crystalgrid.chunk_io import ChunkWriter
 from crystalgrid.configs import Config
 from crystalgrid.errors import ConfigError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import FilterConfig
@@ -505,6 +506,9 @@ def _grid_block(
                 "samples/transform": transform,
                 "samples/n_atoms": n_atoms,
                 "samples/n_outside": n_outside,
+            },
+            writers={
+                name: ChunkWriter(group[name], location).write for name in ("density", "species")
             },
         )
     return last - first, times

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from crystalgrid.chunk_reader import ChunkReader
+from crystalgrid.chunk_io import ChunkReader
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.sampling import epoch_order, share, span_edges
 from crystalgrid.spec import GridSpec

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -579,7 +579,8 @@ def chunk_digest(data: np.ndarray) -> int:
     if data.dtype.kind in "OUT":  # strings: digest their UTF-8 with separators
         payload = "\x1f".join(str(x) for x in np.asarray(data).reshape(-1)).encode()
     else:
-        payload = np.ascontiguousarray(data).tobytes()
+        # The array's bytes, without a copy (reshape(-1) of a contiguous array is a view).
+        payload = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     digest = hashlib.blake2b(payload, digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
@@ -753,13 +754,20 @@ def write_block(
     n: int,
     pos_num: tuple[list[np.ndarray], list[np.ndarray]],
     values: dict[str, np.ndarray],
+    writers: Mapping[str, Callable[[int, np.ndarray], None]] | None = None,
 ) -> None:
     """Write one block's samples (``values``: array path -> rows ``start:start + n``) with
-    the digests of their chunks, its atoms to ``_pending/``, and mark the block done last."""
+    the digests of their chunks, its atoms to ``_pending/``, and mark the block done last.
+    ``writers`` may write some arrays instead of zarr (``writers[name](start, rows)``: the
+    grids' :class:`~crystalgrid.chunk_io.ChunkWriter`)."""
     positions, numbers = pos_num
+    writers = writers or {}
     for name, data in values.items():
         array = group[name]
-        array[start : start + n] = data
+        if name in writers:
+            writers[name](start, data)
+        else:
+            array[start : start + n] = data
         step = array.chunks[0]
         digests = [chunk_digest(data[j : j + step]) for j in range(0, n, step)]
         write_checksums(group, name, start // step, digests)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
-from crystalgrid.chunk_reader import ChunkReader
+from crystalgrid.chunk_io import ChunkReader
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.store import compressor
 
@@ -81,3 +83,47 @@ def test_other_encodings_are_read_through_zarr(tmp_path):
     reader = ChunkReader(array, str(tmp_path))
     assert not reader.direct
     np.testing.assert_array_equal(reader.read(3, 14), values[3:14])
+
+
+@pytest.mark.parametrize("store_kind", ["local", "memory"])
+def test_the_writer_writes_the_bytes_zarr_writes(tmp_path, store_kind):
+    from crystalgrid.chunk_io import ChunkWriter
+
+    rng = np.random.default_rng(1)
+    values = {
+        "density": rng.random((50, 4, 4, 4), dtype=np.float32),
+        "species": rng.integers(0, 5, (50, 4, 4, 4), dtype=np.uint8),
+    }
+    stores = {}
+    for how in ("zarr", "writer"):
+        if store_kind == "local":
+            store = zarr.storage.LocalStore(str(tmp_path / f"{how}.zarr"))
+        else:
+            store = zarr.storage.MemoryStore()
+        group = zarr.open_group(store, mode="w", path="deep/group")
+        for name, data in values.items():
+            codec = compressor("lz4" if name == "density" else "zstd")
+            array = group.create_array(
+                name, shape=data.shape, chunks=(8, 4, 4, 4), dtype=data.dtype, compressors=codec
+            )
+            if how == "zarr":
+                array[...] = data
+            else:
+                writer = ChunkWriter(array, "test")
+                assert writer.direct
+                writer.write(0, data[:16])
+                writer.write(16, data[16:48])
+                writer.write(48, data[48:])  # the last chunk, partial: padded as zarr pads it
+                writer.write(3, data[3:5])  # not whole chunks: through zarr
+            np.testing.assert_array_equal(array[...], data)
+        stores[how] = store
+    for name in values:
+        for number in range(7):
+            key = f"deep/group/{name}/c/{number}/0/0/0"
+            got = [
+                sync(stores[how].get(key, prototype=default_buffer_prototype())).to_bytes()
+                for how in ("zarr", "writer")
+            ]
+            assert got[0] == got[1], (name, number)
+    if store_kind == "local":  # no partial files left behind
+        assert not list((tmp_path / "writer.zarr").rglob("*.partial"))

@@ -65,7 +65,14 @@ from crystalgrid.store import (
     write_whole,
 )
 
-__all__ = ["BuildConfig", "BuildReport", "build", "build_representations", "default_out"]
+__all__ = [
+    "BuildConfig",
+    "BuildReport",
+    "build",
+    "build_representations",
+    "default_out",
+    "resolve_workers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -534,7 +541,7 @@ LOG_LENGTH = 16
 
 
 @contextlib.contextmanager
-def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
+def _client(workers: int | str, scheduler: str | None) -> Iterator[Any]:
     """A dask.distributed client: the given scheduler, or a local cluster of ``workers``."""
     import dask
     import distributed  # noqa: F401 - loads its config defaults, before dask.config.set
@@ -547,7 +554,7 @@ def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _connect(workers: int, scheduler: str | None) -> Iterator[Any]:
+def _connect(workers: int | str, scheduler: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -560,8 +567,7 @@ def _connect(workers: int, scheduler: str | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    if workers < 1:
-        raise CrystalgridError(f"--workers must be at least 1, got {workers}")
+    workers = resolve_workers(workers)
     with (
         LocalCluster(
             n_workers=workers,
@@ -573,6 +579,32 @@ def _connect(workers: int, scheduler: str | None) -> Iterator[Any]:
         Client(cluster) as client,
     ):
         yield client
+
+
+#: The most local workers ``"auto"`` starts (each holds ~0.3 GB: pymatgen, zarr, a block).
+AUTO_WORKERS_MAX = 8
+
+
+def resolve_workers(workers: int | str) -> int:
+    """The number of local workers: ``workers``, or for ``"auto"`` the cores this process may
+    use, at most :data:`AUTO_WORKERS_MAX`.
+
+    Raises:
+        CrystalgridError: neither ``"auto"`` nor a whole number >= 1.
+    """
+    if workers == "auto":
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS, Windows
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, AUTO_WORKERS_MAX))
+    try:
+        count = int(workers)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1 or str(count) != str(workers).strip():
+        raise CrystalgridError(f"--workers must be 'auto' or a whole number >= 1, got {workers!r}")
+    return count
 
 
 def _progress(total: int, desc: str, quiet: bool) -> Any:
@@ -609,7 +641,7 @@ def build(
     out: str | os.PathLike[str] | None = None,
     *,
     config: BuildConfig | None = None,
-    workers: int = 1,
+    workers: int | str = 1,
     scheduler: str | None = None,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
@@ -623,7 +655,8 @@ def build(
             folder, CSV, JSON), or None for the embedded demo collection.
         out: store path or URL; ``./crystalgrid-data/<repr>.zarr`` by default.
         config: what to build (representation, samples, seed, ...).
-        workers: local worker processes (ignored with ``scheduler``).
+        workers: local worker processes, or ``"auto"`` (:func:`resolve_workers`: the cores
+            available, at most 8); 1 runs in this process (ignored with ``scheduler``).
         scheduler: address of a running ``dask.distributed`` scheduler.
         storage_options: fsspec options for URL outputs (credentials stay in the environment).
         overwrite: replace a store built from another configuration or source.
@@ -657,7 +690,7 @@ def build_representations(
     outs: dict[str, str | os.PathLike[str] | None],
     *,
     config: BuildConfig | None = None,
-    workers: int = 1,
+    workers: int | str = 1,
     scheduler: str | None = None,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
@@ -672,6 +705,7 @@ def build_representations(
     """
     started = time.perf_counter()
     config = config or BuildConfig()
+    workers = resolve_workers(workers)
     table = _split_table(splits)
     locations = {
         r: os.fspath(out) if out is not None else default_out(r) for r, out in outs.items()

@@ -345,7 +345,8 @@ def test_a_full_disk_is_one_line_and_the_build_resumes_identically(json_source, 
     import errno
 
     local = importlib.import_module("zarr.storage._local")
-    config = ["--repr", "repeated", "--samples", "3", "--block", "24", "--quiet"]
+    # One worker: the build runs in this process, where the store's writes are patched.
+    config = ["--repr", "repeated", "--samples", "3", "--block", "24", "--quiet", "--workers", "1"]
     full, cut = tmp_path / "full.zarr", tmp_path / "cut.zarr"
     runner = CliRunner()
     assert (
@@ -379,3 +380,16 @@ def test_a_full_disk_is_one_line_and_the_build_resumes_identically(json_source, 
     assert result.exit_code == 0 and "resumed" in result.output
     _assert_same(_arrays(full), _arrays(cut))
     assert verify(cut).ok
+
+
+def test_workers_auto_is_the_cores_available_at_most_eight():
+    from crystalgrid.builder import AUTO_WORKERS_MAX, resolve_workers
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert resolve_workers("auto") == min(cores, AUTO_WORKERS_MAX) >= 1
+    assert resolve_workers(3) == resolve_workers("3") == 3
+    for bad in (0, -1, "x", "1.5", None):
+        with pytest.raises(CrystalgridError, match="--workers must be 'auto' or a whole number"):
+            resolve_workers(bad)
+    result = CliRunner().invoke(main, ["build", "--workers", "none", "-q"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1

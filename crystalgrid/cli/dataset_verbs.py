@@ -126,7 +126,13 @@ def _fractions(text: str) -> tuple[float, float, float]:
     show_default=True,
     help="Samples per Dask task (rounded to whole chunks and crystals).",
 )
-@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
+@click.option(
+    "--workers",
+    default="auto",
+    show_default=True,
+    help="Local worker processes: a number, or auto (the cores available, at most 8; "
+    "1 runs in this process).",
+)
 @click.option(
     "--scheduler",
     default=None,

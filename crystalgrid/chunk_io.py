@@ -52,8 +52,8 @@ def _plain_blosc(array: zarr.Array) -> bool:
     )
 
 
-class ChunkReader:
-    """Rows ``start:stop`` of one array chunked along axis 0 (the grids of a store).
+class _ChunkedArray:
+    """One array chunked along axis 0, and where its chunks live.
 
     Args:
         array: the zarr array.
@@ -64,10 +64,19 @@ class ChunkReader:
         self.array = array
         self.location = location
         self.step = int(array.chunks[0])
+        #: Whether chunks are read or written as Blosc frames (else through zarr).
         self.direct = _plain_blosc(array)
         self._store = array.store_path.store
-        self._row_shape = tuple(array.shape[1:])
+        #: A local store's folder: chunk files are read and written directly.
         self._root = Path(self._store.root) if isinstance(self._store, LocalStore) else None
+
+
+class ChunkReader(_ChunkedArray):
+    """Rows ``start:stop`` of one array chunked along axis 0 (the grids of a store)."""
+
+    def __init__(self, array: zarr.Array, location: str) -> None:
+        super().__init__(array, location)
+        self._row_shape = tuple(array.shape[1:])
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (a fresh array; a view into it when the range does not start on
@@ -133,22 +142,12 @@ class ChunkReader:
             raise read_error(exc, self.array.path, self.location) from None
 
 
-class ChunkWriter:
+class ChunkWriter(_ChunkedArray):
     """Rows of one array chunked along axis 0, written as whole Blosc frames (the bytes zarr
-    would write: the same codec and parameters, a last chunk padded with the fill value).
-
-    Args:
-        array: the zarr array.
-        location: the store's location, for messages.
-    """
+    would write: the same codec and parameters, a last chunk padded with the fill value)."""
 
     def __init__(self, array: zarr.Array, location: str) -> None:
-        self.array = array
-        self.location = location
-        self.step = int(array.chunks[0])
-        self.direct = _plain_blosc(array)
-        self._store = array.store_path.store
-        self._root = Path(self._store.root) if isinstance(self._store, LocalStore) else None
+        super().__init__(array, location)
         if self.direct:
             codec = array.metadata.codecs[1]
             self._cname = str(getattr(codec.cname, "value", codec.cname)).encode()

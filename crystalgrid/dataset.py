@@ -501,7 +501,8 @@ class DatasetView:
 
         - ``to_torch()``: a map-style dataset. Read in order it decodes each chunk once;
           with ``DataLoader(shuffle=True)`` every item decodes a whole chunk (slow).
-        - ``to_torch(shuffle=True, seed=...)`` (or ``shuffle=False``): an iterable dataset
+        - ``to_torch(shuffle=True, seed=...)`` (or ``shuffle=False``, or any of ``rank``,
+          ``world_size``, ``batch_size``): an iterable dataset
           that reads whole chunks in the chunk-wise order of :meth:`order` and splits the
           epoch among the DataLoader's workers; every sample comes once per epoch, the
           order depends on ``seed`` and the epoch (``set_epoch``) only. ``rank`` and
@@ -509,7 +510,7 @@ class DatasetView:
           ``DistributedSampler``). Pass the DataLoader's ``batch_size`` so that workers
           split at batch boundaries (one short batch per epoch, not one per worker).
         """
-        if shuffle is None and world_size == 1 and rank == 0:
+        if shuffle is None and world_size == 1 and rank == 0 and batch_size is None:
             from crystalgrid.torch_data import TorchView
 
             return TorchView(self, fields, species_dtype=species_dtype)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.store import SPLITS
 
 __all__ = [
     "FILE_FORMAT",
@@ -49,7 +50,6 @@ __all__ = [
     "write_split_file",
 ]
 
-SPLITS = ("train", "val", "test")
 METHODS = ("auto", "random", "composition", "chemsys", "source")
 FILE_FORMAT = "crystalgrid-splits/1"
 

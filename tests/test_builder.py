@@ -393,3 +393,17 @@ def test_workers_auto_is_the_cores_available_at_most_eight():
             resolve_workers(bad)
     result = CliRunner().invoke(main, ["build", "--workers", "none", "-q"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_report_says_where_the_time_went(json_source, tmp_path):
+    from crystalgrid.stages import DRIVER, WORKER
+
+    report = build(json_source, tmp_path / "t.zarr", quiet=True)
+    assert set(report.timings) == set(DRIVER) | set(WORKER)
+    assert all(seconds >= 0 for seconds in report.timings.values())
+    assert report.timings["grids"] > 0 and report.timings["gridding"] <= report.seconds
+    out = str(tmp_path / "u.zarr")
+    args = ["build", "--source", str(json_source), "--out", out, "-q", "--workers", "1"]
+    result = CliRunner().invoke(main, [*args, "--timings"])
+    assert result.exit_code == 0
+    assert "| grids |" in result.output and "| scan |" in result.output

@@ -514,9 +514,7 @@ def _grid_block(
                 "samples/n_atoms": n_atoms,
                 "samples/n_outside": n_outside,
             },
-            writers={
-                name: ChunkWriter(group[name], location).write for name in ("density", "species")
-            },
+            writer=lambda array: ChunkWriter(array, location).write,
         )
     return last - first, times
 

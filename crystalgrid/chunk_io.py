@@ -42,10 +42,11 @@ def _plain_blosc(array: zarr.Array) -> bool:
     if len(codecs) != 2 or not isinstance(codecs[1], BloscCodec):
         return False
     first = codecs[0]
+    if not isinstance(first, BytesCodec):  # e.g. variable-length strings
+        return False
     little = getattr(first.endian, "value", first.endian) in ("little", None)
     return (
-        isinstance(first, BytesCodec)
-        and (little or array.dtype.itemsize == 1)
+        (little or array.dtype.itemsize == 1)
         and sys.byteorder == "little"
         and array.dtype.kind in "biuf"
         and tuple(array.chunks[1:]) == tuple(array.shape[1:])
@@ -181,14 +182,19 @@ class ChunkWriter(_ChunkedArray):
         if self._root is None:
             sync(self._store.set(key, _PROTOTYPE.buffer.from_bytes(frame)))
             return
-        path = self._root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:  # atomic, as zarr writes a key: a reader never sees half a chunk
-            partial.write_bytes(frame)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_file(self._root / key, frame)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, as zarr writes a key: a reader never sees half
+    a chunk (folders are made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 _SHUFFLES = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -64,7 +64,6 @@ __all__ = [
     "verify",
     "whole_blosc_frame",
     "write_block",
-    "write_checksums",
     "write_whole",
 ]
 
@@ -599,13 +598,6 @@ def chunk_key(array: zarr.Array, index: int) -> str:
     return f"{array.path}/c/{index}" + (f"/{zeros}" if zeros else "")
 
 
-def write_checksums(group: zarr.Group, name: str, first_chunk: int, digests: list[int]) -> None:
-    """Record the digests of chunks ``first_chunk ...`` of array ``name``."""
-    group[f"checksums/{name}"][first_chunk : first_chunk + len(digests)] = np.array(
-        digests, dtype=np.uint64
-    )
-
-
 def checksum_whole_array(group: zarr.Group, name: str) -> None:
     """Digest every chunk of ``name`` now (arrays written once at the end of a build)."""
     array = group[name]
@@ -754,23 +746,28 @@ def write_block(
     n: int,
     pos_num: tuple[list[np.ndarray], list[np.ndarray]],
     values: dict[str, np.ndarray],
-    writers: Mapping[str, Callable[[int, np.ndarray], None]] | None = None,
+    writer: Callable[[zarr.Array], Callable[[int, np.ndarray], None]] | None = None,
 ) -> None:
     """Write one block's samples (``values``: array path -> rows ``start:start + n``) with
     the digests of their chunks, its atoms to ``_pending/``, and mark the block done last.
-    ``writers`` may write some arrays instead of zarr (``writers[name](start, rows)``: the
-    grids' :class:`~crystalgrid.chunk_io.ChunkWriter`)."""
-    positions, numbers = pos_num
-    writers = writers or {}
-    for name, data in values.items():
+
+    ``writer(array)`` gives the function that writes rows of an array (``put(start, rows)``;
+    the build's :class:`~crystalgrid.chunk_io.ChunkWriter`); by default zarr writes them.
+    """
+
+    def put(name: str, first: int, rows: np.ndarray) -> None:
         array = group[name]
-        if name in writers:
-            writers[name](start, data)
+        if writer is None:
+            array[first : first + len(rows)] = rows
         else:
-            array[start : start + n] = data
-        step = array.chunks[0]
+            writer(array)(first, rows)
+
+    positions, numbers = pos_num
+    for name, data in values.items():
+        put(name, start, data)
+        step = group[name].chunks[0]
         digests = [chunk_digest(data[j : j + step]) for j in range(0, n, step)]
-        write_checksums(group, name, start // step, digests)
+        put(f"checksums/{name}", start // step, np.array(digests, dtype=np.uint64))
     pos = np.concatenate(positions) if positions else np.zeros((0, 3), np.float32)
     num = np.concatenate(numbers).astype(np.uint8) if numbers else np.zeros(0, np.uint8)
     for name, data in (("position", pos.reshape(-1, 3)), ("number", num)):
@@ -784,7 +781,8 @@ def write_block(
             config={"write_empty_chunks": True},
             overwrite=True,
         )[...] = data
-    group["_build/done"][block] = 1  # last: the block counts only once all of it is written
+    # Last: the block counts only once all of it is written.
+    put("_build/done", block, np.ones(1, dtype=np.uint8))
 
 
 def finalize(group: zarr.Group, meta: dict[str, Any], *, completed: str) -> None:

@@ -340,36 +340,41 @@ def test_a_build_that_dies_in_finalize_resumes_identically(json_source, tmp_path
 
 
 def test_a_full_disk_is_one_line_and_the_build_resumes_identically(json_source, tmp_path):
-    """ENOSPC after N writes (the store's file writes fail as on a full disk): one line, exit
-    2; with space again, the same command resumes to the uninterrupted build's arrays."""
+    """ENOSPC after N writes (every file write of the store, zarr's and the grid writer's,
+    fails as on a full disk): one line, exit 2; with space again, the same command resumes
+    to the uninterrupted build's arrays."""
     import errno
 
     local = importlib.import_module("zarr.storage._local")
+    chunk_io = importlib.import_module("crystalgrid.chunk_io")
     # One worker: the build runs in this process, where the store's writes are patched.
     config = ["--repr", "repeated", "--samples", "3", "--block", "24", "--quiet", "--workers", "1"]
     full, cut = tmp_path / "full.zarr", tmp_path / "cut.zarr"
     runner = CliRunner()
-    assert (
-        runner.invoke(
-            main, ["build", "--source", str(json_source), "--out", str(full), *config]
-        ).exit_code
-        == 0
-    )
-    real = local._put
+    args = ["build", "--source", str(json_source), "--out", str(full), *config]
+    assert runner.invoke(main, args).exit_code == 0
+    real_put, real_write = local._put, chunk_io.write_file
     writes = {"n": 0}
 
-    def fills_up(path, value, exclusive=False):
+    def disk_fills_up() -> None:
         writes["n"] += 1
         if writes["n"] > 150:  # past the crystal table, in the middle of the blocks
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, value, exclusive=exclusive)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def put(path, value, exclusive=False):
+        disk_fills_up()
+        return real_put(path, value, exclusive=exclusive)
+
+    def write_file(path, data):
+        disk_fills_up()
+        return real_write(path, data)
 
     args = ["build", "--source", str(json_source), "--out", str(cut), *config]
-    local._put = fills_up
+    local._put, chunk_io.write_file = put, write_file
     try:
         result = runner.invoke(main, args)
     finally:
-        local._put = real
+        local._put, chunk_io.write_file = real_put, real_write
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert "No space left on device while writing the store" in result.output

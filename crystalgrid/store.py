@@ -755,17 +755,20 @@ def write_block(
     the build's :class:`~crystalgrid.chunk_io.ChunkWriter`); by default zarr writes them.
     """
 
+    arrays: dict[str, zarr.Array] = {}  # each opened once (a metadata read)
+
     def put(name: str, first: int, rows: np.ndarray) -> None:
-        array = group[name]
+        if name not in arrays:
+            arrays[name] = group[name]
         if writer is None:
-            array[first : first + len(rows)] = rows
+            arrays[name][first : first + len(rows)] = rows
         else:
-            writer(array)(first, rows)
+            writer(arrays[name])(first, rows)
 
     positions, numbers = pos_num
     for name, data in values.items():
         put(name, start, data)
-        step = group[name].chunks[0]
+        step = arrays[name].chunks[0]
         digests = [chunk_digest(data[j : j + step]) for j in range(0, n, step)]
         put(f"checksums/{name}", start // step, np.array(digests, dtype=np.uint64))
     pos = np.concatenate(positions) if positions else np.zeros((0, 3), np.float32)

@@ -50,6 +50,7 @@ from crystalgrid.splits import METHODS, assign, read_split_file, resolve, split_
 from crystalgrid.stages import StageTimes
 from crystalgrid.store import (
     ATTR,
+    CHECKSUM,
     CODECS,
     FORMAT,
     SPLITS,
@@ -61,6 +62,7 @@ from crystalgrid.store import (
     open_group,
     read_crystals,
     remote_errors,
+    store_checksum,
     write_block,
     write_whole,
 )
@@ -454,6 +456,7 @@ def _grid_block(
     first = block * config.block_crystals
     with times.stage("read"):
         group = open_group(location, mode="r+", storage_options=storage_options)
+        checksum = store_checksum(group.attrs[ATTR])
         offsets, frac, number, lattice, ids, split = read_crystals(
             group, first, first + config.block_crystals
         )
@@ -515,6 +518,7 @@ def _grid_block(
                 "samples/n_outside": n_outside,
             },
             writer=lambda array: ChunkWriter(array, location).write,
+            checksum=checksum,
         )
     return last - first, times
 
@@ -852,6 +856,7 @@ def _base_meta(
         "config": config.to_dict(),
         "source": provenance,
         "source_fingerprint": source_fingerprint,
+        "checksum": CHECKSUM,
         "licence": provenance.get("licence"),
         "citation": provenance.get("citation"),
     }

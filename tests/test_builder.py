@@ -322,7 +322,7 @@ def test_a_build_that_dies_in_finalize_resumes_identically(json_source, tmp_path
     build(json_source, full, config=config, quiet=True)
     real = store_module.checksum_whole_array
 
-    def dies(group, name):
+    def dies(group, name, **options):
         raise KeyboardInterrupt("killed in finalize")
 
     monkeypatch.setattr(store_module, "checksum_whole_array", dies)
@@ -412,3 +412,40 @@ def test_the_report_says_where_the_time_went(json_source, tmp_path):
     result = CliRunner().invoke(main, [*args, "--timings"])
     assert result.exit_code == 0
     assert "| grids |" in result.output and "| scan |" in result.output
+
+
+def test_a_build_started_before_the_checksum_attribute_resumes_with_its_digest(
+    json_source, tmp_path, monkeypatch
+):
+    """An unfinished store whose attributes predate ``checksum`` (BLAKE2b-64 digests) is
+    resumed with BLAKE2b-64, so that verify agrees with every block, old and new."""
+    from crystalgrid.store import arrays_under, chunk_digest, chunk_slices
+
+    build_module = importlib.import_module("crystalgrid.builder")
+    config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
+    real = build_module._grid_block
+
+    def dies_in_block_2(location, storage_options, block, config_dict):
+        if block == 2:
+            raise MemoryError("simulated worker death")
+        return real(location, storage_options, block, config_dict)
+
+    out = tmp_path / "old.zarr"
+    monkeypatch.setattr(build_module, "_grid_block", dies_in_block_2)
+    with pytest.raises(MemoryError):
+        build(json_source, out, config=config, quiet=True)
+    group = zarr.open_group(str(out), mode="r+")
+    meta = dict(group.attrs["crystalgrid"])
+    del meta["checksum"]  # as written before the attribute existed
+    group.attrs["crystalgrid"] = meta
+    done = group["_build/done"][:]
+    for name in (p.lstrip("/") for p in arrays_under(group["checksums"], "")):
+        array, recorded = group[name], group[f"checksums/{name}"]
+        assert array.cdata_shape[0] == len(done)  # blocks of 24 samples: one chunk each
+        for i in np.flatnonzero(done):
+            recorded[i] = chunk_digest(array[chunk_slices(array, int(i))], "blake2b-64")
+    monkeypatch.setattr(build_module, "_grid_block", real)
+    report = build(json_source, out, config=config, quiet=True)
+    assert report.resumed and 1 <= report.blocks_computed < report.blocks_total
+    assert "checksum" not in open_dataset(out).attrs
+    assert verify(out).ok

@@ -150,3 +150,37 @@ def test_a_chunk_that_does_not_decode_is_one_line_from_a_read():
 
     with pytest.raises(CrystalgridError, match="a chunk of density does not decode"):
         read_rows(Undecodable(), slice(0, 2), "/data/x.zarr")
+
+
+def test_stores_with_either_checksum_verify_and_catch_damage(small_store):
+    """New stores digest chunks with CRC-32; stores built before (no ``checksum`` attribute)
+    hold BLAKE2b-64 digests, and verify reads each with its own."""
+    import zarr as z
+
+    from crystalgrid.errors import CrystalgridError
+    from crystalgrid.store import arrays_under, chunk_digest, chunk_slices, verify
+
+    group = z.open_group(str(small_store), mode="r+")
+    meta = dict(group.attrs["crystalgrid"])
+    assert meta["checksum"] == "crc32" and verify(small_store).ok
+    values = group["density"][:2]
+    assert chunk_digest(values, "crc32") != chunk_digest(values, "blake2b-64")
+    # Rewrite the store as one built before: BLAKE2b-64 digests, no attribute.
+    for name in (p.lstrip("/") for p in arrays_under(group["checksums"], "")):
+        array = group[name]
+        digests = [
+            chunk_digest(array[chunk_slices(array, i)], "blake2b-64")
+            for i in range(array.cdata_shape[0])
+        ]
+        group[f"checksums/{name}"][:] = np.array(digests, dtype=np.uint64)
+    del meta["checksum"]
+    group.attrs["crystalgrid"] = meta
+    z.consolidate_metadata(str(small_store))
+    assert verify(small_store).ok
+    group["species"][0] = group["species"][0] + 1  # damage that decodes
+    result = verify(small_store)
+    assert not result.ok and any("checksum mismatch" in p for p in result.problems)
+    meta["checksum"] = "sha3-512"
+    group.attrs["crystalgrid"] = meta
+    with pytest.raises(CrystalgridError, match="unknown chunk checksum 'sha3-512'"):
+        verify(small_store)

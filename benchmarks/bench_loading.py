@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 BATCH = 24
 GRIDS = ("density", "species")
 
@@ -37,6 +39,9 @@ ROWS = (
     ("zarr", "straightforward: zarr slicing of density + species per batch"),
     ("iter", "`iter_batches(24, fields=grids)`"),
     ("iter-shuffle", "`iter_batches(24, shuffle=True, fields=grids)`"),
+    ("iter-all", "`iter_batches(24)`, every field (ragged atoms, ids, transforms)"),
+    ("slices", "`view[a:a+24]`, every field"),
+    ("singles", "random single samples `view[i]` (a chunk decoded per sample)"),
     ("map-shuffle-0", "`DataLoader(view.to_torch(), batch_size=24, shuffle=True)`"),
     ("map-shuffle-2", "the same, `num_workers=2`"),
     ("map-0", "`DataLoader(view.to_torch(), batch_size=24)` (no shuffle)"),
@@ -84,8 +89,14 @@ def measure(key: str, store: str, limit: int) -> float | None:
         return passes(lambda: _Again(slices))
     if key.startswith("iter"):
         shuffle = key == "iter-shuffle"
-        return passes(
-            lambda: _Again(lambda: view.iter_batches(BATCH, shuffle=shuffle, fields=GRIDS))
+        fields = {"fields": GRIDS} if key != "iter-all" else {}
+        return passes(lambda: _Again(lambda: view.iter_batches(BATCH, shuffle=shuffle, **fields)))
+    if key == "slices":
+        return passes(lambda: _Again(lambda: (view[a : a + BATCH] for a in range(0, n, BATCH))))
+    if key == "singles":
+        picks = np.random.default_rng(0).integers(0, n, size=min(n, 300)).tolist()
+        return passes(  # one sample per "batch"
+            lambda: _Again(lambda: ({"index": [view[i]["index"]]} for i in picks)), len(picks)
         )
     loader = torch.utils.data.DataLoader
     workers = int(key.rsplit("-", 1)[1])

@@ -1,14 +1,9 @@
-"""Store speed and size: compressors for the grids, and loader throughput.
+"""Store speed and size: compressors for the grids.
 
 Builds a ``repeated`` store from the Materials Project binaries in ../shared/data (or the demo
-set), then:
-
-1. for each compressor candidate, bytes per sample and write/read samples per second of the
-   density and species grids (the same grids each time);
-2. loader throughput of ``open_dataset(...).split("train")``: sequential batches of 24 through
-   ``iter_batches`` (grids only, and every field), shuffled batches, slices ``view[a:b]``,
-   random single samples, and in the same run the straightforward read (``zarr`` slicing of
-   ``density`` and ``species`` per batch).
+set), then, for each compressor candidate, bytes per sample and write/read samples per second
+of the density and species grids (the same grids each time). Loader throughput is measured by
+``benchmarks/bench_loading.py`` on such a store.
 
 Run::
 
@@ -71,63 +66,6 @@ def compressors(density: np.ndarray, species: np.ndarray, tmp: Path) -> None:
             shutil.rmtree(path)
 
 
-def rate(func, count: int, repeat: int = 3) -> float:
-    """Best of ``repeat`` runs of ``func()``, in items per second."""
-    best = 0.0
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        best = max(best, count / (time.perf_counter() - start))
-    return best
-
-
-def loader(location: Path) -> None:
-    from crystalgrid import open_dataset
-
-    view = open_dataset(location).split("train")
-    n = len(view)
-    group = zarr.open_group(str(location), mode="r")
-    density, species = group["density"], group["species"]
-    grids = ("density", "species")
-
-    def straightforward():
-        for s in range(view.start, view.stop, 24):
-            density[s : s + 24]
-            species[s : s + 24]
-
-    def batches(**kw):
-        return lambda: sum(len(b["index"]) for b in view.iter_batches(24, **kw))
-
-    def slices():
-        for s in range(0, n, 24):
-            view[s : s + 24]
-
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, n, size=min(n, 300))
-
-    def singles():
-        for i in picks:
-            view[int(i)]
-
-    print(f"\n## Loader ({n} training samples of {location.name}, batches of 24)\n")
-    print("| read | samples/s |")
-    print("|---|---|")
-    rows = [
-        ("straightforward: zarr slicing of density + species per batch", straightforward, n),
-        ("iter_batches(24), density + species", batches(fields=grids), n),
-        ("iter_batches(24), every field (atoms, ids, transforms)", batches(), n),
-        (
-            "iter_batches(24, shuffle=True), density + species",
-            batches(shuffle=True, fields=grids),
-            n,
-        ),
-        ("view[a:a+24], every field", slices, n),
-        ("random single samples view[i]", singles, len(picks)),
-    ]
-    for label, func, count in rows:
-        print(f"| {label} | {rate(func, count):,.0f} |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="use the embedded demo set")
@@ -152,7 +90,6 @@ def main() -> None:
     group = zarr.open_group(str(location), mode="r")
     count = min(1536, group["density"].shape[0])
     compressors(group["density"][:count], group["species"][:count], tmp)
-    loader(Path(location))
     shutil.rmtree(tmp)
 
 

@@ -217,12 +217,12 @@ class ScanResult:
 
 
 def _scan_shard(
-    records: list[RawRecord], filters: dict[str, Any], times: StageTimes | None = None
-) -> list[tuple]:
-    """Parse and filter records; one result tuple per record, in order (runs on a worker).
-    ``times`` gets the seconds spent parsing and filtering."""
+    records: list[RawRecord], filters: dict[str, Any]
+) -> tuple[list[tuple], StageTimes]:
+    """Parse and filter records (runs on a worker): one result tuple per record, in order, and
+    the seconds spent parsing and filtering."""
     config = FilterConfig.from_dict(filters)
-    times = StageTimes() if times is None else times
+    times = StageTimes()
     out: list[tuple] = []
     for record in records:
         try:
@@ -254,15 +254,7 @@ def _scan_shard(
                 record.split,
             )
         )
-    return out
-
-
-def _scan_shard_timed(
-    records: list[RawRecord], filters: dict[str, Any]
-) -> tuple[list[tuple], StageTimes]:
-    """:func:`_scan_shard`, with its stage times (what the build's workers run)."""
-    times = StageTimes()
-    return _scan_shard(records, filters, times), times
+    return out, times
 
 
 def _shards(source: Source) -> Iterator[tuple[list[RawRecord], list[Rejected]]]:
@@ -323,7 +315,7 @@ def _scan(source: Source, config: BuildConfig, client: Any, progress: Any) -> Sc
         merge_ready()
 
     for index, (shard, early) in enumerate(_shards(source)):
-        future = client.submit(_scan_shard_timed, shard, filters, pure=False)
+        future = client.submit(_scan_shard, shard, filters, pure=False)
         pending[future.key] = (index, early)
         running.add(future)
         while running.count() >= window:

@@ -353,7 +353,6 @@ _S3_CODES = {
     "InvalidToken": "the credentials are invalid",
     # Answers to HEAD requests carry no body, only the status.
     "403": "access denied (HTTP 403: the keys are wrong, or lack permission)",
-    "404": "not found (HTTP 404)",
 }
 
 

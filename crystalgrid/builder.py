@@ -41,6 +41,7 @@ from crystalgrid.chunk_io import ChunkWriter
 from crystalgrid.configs import Config
 from crystalgrid.errors import ConfigError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import FilterConfig
+from crystalgrid.grids.numpy_backend import DENSITY_METHOD
 from crystalgrid.grids.placement import REPRESENTATIONS, Crystal, Representation, placements
 from crystalgrid.lock import store_lock
 from crystalgrid.samples import sample_from_placement
@@ -53,6 +54,7 @@ from crystalgrid.store import (
     CHECKSUM,
     CODECS,
     FORMAT,
+    LEGACY_DENSITY_METHOD,
     SPLITS,
     blocks_done,
     compressor,
@@ -610,7 +612,12 @@ def _progress(total: int, desc: str, quiet: bool) -> Any:
 def _fingerprint(
     config: BuildConfig, source_fingerprint: str, table: dict[str, str] | None = None
 ) -> str:
-    content = {"format": FORMAT, "config": config.to_dict(), "source": source_fingerprint}
+    content = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "source": source_fingerprint,
+        "density_method": DENSITY_METHOD,
+    }
     if table:
         content["splits"] = split_file_digest(table)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
@@ -849,6 +856,7 @@ def _base_meta(
         "source": provenance,
         "source_fingerprint": source_fingerprint,
         "checksum": CHECKSUM,
+        "density_method": DENSITY_METHOD,
         "licence": provenance.get("licence"),
         "citation": provenance.get("citation"),
     }
@@ -942,6 +950,13 @@ def _existing(
     if meta.get("fingerprint") != fingerprint:
         if overwrite:
             return None, None
+        method = meta.get("density_method", LEGACY_DENSITY_METHOD)
+        if method != DENSITY_METHOD:
+            raise CrystalgridError(
+                f"{location} was gridded by an earlier crystalgrid (density {method}; this one "
+                f"computes {DENSITY_METHOD}) and cannot be resumed with it; "
+                "choose another --out or pass --overwrite"
+            )
         raise CrystalgridError(
             f"{location} holds a dataset built from another source or configuration; "
             "choose another --out or pass --overwrite"

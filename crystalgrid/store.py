@@ -36,6 +36,7 @@ __all__ = [
     "CHECKSUMS",
     "CODECS",
     "FORMAT",
+    "LEGACY_DENSITY_METHOD",
     "SCHEMA",
     "SPLITS",
     "ArraySchema",
@@ -73,6 +74,9 @@ __all__ = [
 
 FORMAT = "crystalgrid-store/1"
 ATTR = "crystalgrid"
+#: The density evaluation of stores without a ``density_method`` attribute (built before it
+#: was recorded): one matrix product of each atom's full per-axis factors.
+LEGACY_DENSITY_METHOD = "separable/1"
 SPLITS = ("train", "val", "test")
 
 
@@ -539,6 +543,9 @@ class StoreMeta:
     completed: str | None = None
     #: The digest of ``checksums/`` (absent from stores that predate it: BLAKE2b-64).
     checksum: str = "blake2b-64"
+    #: How the density was evaluated (absent from stores that predate it: one product of the
+    #: full factors); see :data:`crystalgrid.grids.numpy_backend.DENSITY_METHOD`.
+    density_method: str = LEGACY_DENSITY_METHOD
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StoreMeta:

@@ -449,3 +449,23 @@ def test_a_build_started_before_the_checksum_attribute_resumes_with_its_digest(
     assert report.resumed and 1 <= report.blocks_computed < report.blocks_total
     assert "checksum" not in open_dataset(out).attrs
     assert verify(out).ok
+
+
+def test_a_store_gridded_by_the_earlier_density_method_is_not_resumed(json_source, tmp_path):
+    """Stores record their density evaluation; one without the record (built before it) is
+    refused by name rather than finished with grids computed another way."""
+    out = tmp_path / "earlier.zarr"
+    build(json_source, out, quiet=True)
+    assert open_dataset(out).attrs["density_method"] == "separable-low-rank/1"
+    group = zarr.open_group(str(out), mode="r+")
+    meta = dict(group.attrs["crystalgrid"])
+    del meta["density_method"]
+    meta["fingerprint"] = "0" * 64  # the fingerprint of then did not cover the method
+    group.attrs["crystalgrid"] = meta
+    with pytest.raises(CrystalgridError, match=r"earlier crystalgrid \(density separable/1"):
+        build(json_source, out, quiet=True)
+    result = CliRunner().invoke(main, ["build", "--source", str(json_source), "--out", str(out)])
+    assert result.exit_code != 0 and "--overwrite" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    report = build(json_source, out, overwrite=True, quiet=True)
+    assert not report.resumed and verify(out).ok

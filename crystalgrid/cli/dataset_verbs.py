@@ -254,6 +254,7 @@ def info(path: str, as_json: bool) -> None:
     lines += [
         f"grid           {grid.get('bins')}^3 voxels over {grid.get('side')} Å, "
         f"sigma {grid.get('sigma')} Å, species radius {grid.get('species_radius')} Å",
+        f"density        {meta.density_method}",
         f"seed           {meta.seed}",
         f"source         {source.get('kind')} {source.get('location', '')}",
         f"licence        {meta.licence or 'not stated by the source'}",

@@ -6,8 +6,10 @@ Density, Eq. (1) of Hoffmann et al. (2019)::
 
 with ``c_ijk`` the voxel centre (Å). A Gaussian factorises along the axes,
 ``exp(-|r - c|^2 / 2 s^2) = gx[i] gy[j] gz[k]``, so one atom costs ``3 * bins`` exponentials
-and the grid is a matrix product ``(bins x N) @ (N x bins^2)`` (:func:`density_grid`), split in
-at most nine products so that atoms beyond a face skip the far side of the box.
+and the grid is a matrix product ``(bins x N) @ (N x bins^2)`` (:func:`density_grid`). For crops
+(hundreds of atoms with the margin of periodic images) the factors are first expressed in small
+orthonormal bases (:func:`factor_bases`), which cuts the products per atom from ``bins^3`` to
+~20^3 inside the box and ~6 x 21 x 6 beyond its faces (:func:`low_rank_density`).
 :func:`density_grid_reference` is the straightforward evaluation (every atom against every
 voxel, float64) kept as the yardstick for tests and benchmarks.
 
@@ -19,12 +21,25 @@ Positions are box coordinates (Å), shape (N, 3); numbers are atomic numbers, sh
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 
 from crystalgrid.grids.common import SMALLEST_EXPONENT
 from crystalgrid.spec import GridSpec
 
-__all__ = ["axis_factors", "density_grid", "density_grid_reference", "species_grid"]
+__all__ = [
+    "DENSITY_METHOD",
+    "LOW_RANK_MIN_ATOMS",
+    "FactorBases",
+    "axis_factors",
+    "density_grid",
+    "density_grid_reference",
+    "factor_bases",
+    "low_rank_density",
+    "species_grid",
+]
 
 
 def _check(positions: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,57 +70,164 @@ def density_grid(
 ) -> np.ndarray:
     """Density grid, shape ``spec.shape``, in electrons per Å^3 (Z-weighted Gaussians).
 
-    The placement leaves out atoms farther than ``spec.cutoff`` from every voxel centre. In
-    large sets (crops with their margin of periodic images), atoms beyond a face of the box
-    along x or z are evaluated only on the voxels within the cutoff of that face, which saves
-    a fifth of the work; everything else is evaluated in full. Computed in ``dtype`` (float32
-    default: ~1e-6 relative rounding).
+    Up to :data:`LOW_RANK_MIN_ATOMS` atoms (single cells), one matrix product of the per-axis
+    factors. From there on (crops with their margin of periodic images), the factors are
+    expanded in the small bases of :func:`factor_bases` first (:func:`low_rank_density`).
+    Computed in ``dtype`` (float32 default: ~1e-6 relative rounding).
     """
     positions, numbers = _check(positions, numbers)
-    bins = spec.bins
     if len(positions) == 0:
         return np.zeros(spec.shape, dtype=dtype)
+    weights = numbers.astype(np.float64) * spec.norm
+    if len(positions) >= LOW_RANK_MIN_ATOMS and (bases := factor_bases(spec)) is not None:
+        return low_rank_density(positions, weights, bases, spec, dtype=dtype)
     fx, fy, fz = axis_factors(positions, spec, dtype)
-    fx *= (numbers.astype(np.float64) * spec.norm).astype(dtype)[:, None]
-    if len(positions) < _GROUPING_MIN_ATOMS:  # one product: grouping costs more than it saves
-        plane = np.einsum("mj,mk->mjk", fy, fz).reshape(len(positions), bins * bins)
-        return (fx.T @ plane).reshape(spec.shape)
-    grid = np.zeros(spec.shape, dtype=dtype)
-    # Group atoms by side of the box along x and along z: below (0), inside (1), above (2).
-    reach = min(bins, int(np.floor(spec.cutoff / spec.voxel - 0.5)) + 1)
-    windows = ((0, reach), (0, bins), (bins - reach, bins))
-    side_x = np.searchsorted([0.0, spec.side], positions[:, 0], side="right")
-    side_z = np.searchsorted([0.0, spec.side], positions[:, 2], side="right")
-    group = side_x * 3 + side_z
+    fx *= weights.astype(dtype)[:, None]
+    plane = np.einsum("mj,mk->mjk", fy, fz).reshape(len(positions), spec.bins * spec.bins)
+    return (fx.T @ plane).reshape(spec.shape)
+
+
+#: Atom counts from which :func:`density_grid` works in the small bases (measured with
+#: ``benchmarks/bench_grids.py --ab``: the fixed cost of the bases' expansion pays from ~200
+#: atoms; single cells stay below).
+LOW_RANK_MIN_ATOMS = 200
+
+#: The version of the density evaluation. A store records the one it was gridded with
+#: (stores without the record: ``separable/1``, one product of the full factors), and builds
+#: resume only stores of the same version: the two agree within the tolerance, not bit for bit.
+DENSITY_METHOD = "separable-low-rank/1"
+
+
+@dataclass(frozen=True)
+class FactorBases:
+    """Orthonormal bases of the per-axis Gaussian factors of atoms on each side of the box.
+
+    ``factor(u) = exp(-(c - u)^2 / (2 sigma^2))``, the ``bins`` values of an atom at ``u`` Å
+    along one axis, is a smooth function of ``u``: the factors of all atoms below the box
+    (``u < 0``), inside it or above it (``u >= side``) lie within :attr:`residual` of a
+    subspace of a few dimensions (at the defaults 6, 20 and 6 of the 30), and those of any atom
+    within the cutoff in a subspace of :attr:`whole` rows (21).
+
+    Attributes:
+        sides: the three bases stacked, shape ``(rank_below + rank_inside + rank_above, bins)``,
+            float64, orthonormal rows within each side.
+        starts: row offsets of the three sides in :attr:`sides` and the total, 4 ints.
+        whole: one basis for every position within the cutoff, shape ``(rank, bins)``.
+        residual: the largest distance of a factor from its side's subspace, as a fraction of
+            the factor's peak (``tolerance / 100`` at most).
+    """
+
+    sides: np.ndarray
+    starts: tuple[int, int, int, int]
+    whole: np.ndarray
+    residual: float
+
+
+@functools.lru_cache(maxsize=8)
+def factor_bases(spec: GridSpec) -> FactorBases | None:
+    """The bases of :class:`FactorBases` for ``spec``, or None where one would need every voxel.
+
+    Each basis is the leading right singular vectors of the factors of positions spaced 1/16
+    voxel over its range; its rank is the smallest whose largest residual, over positions
+    spaced 1/64 voxel, is at most ``spec.tolerance / 100`` of the peak. Computed once per
+    process and spec (milliseconds at the defaults).
+    """
+    centres = spec.centres()
+    low, high = centres[0] - spec.cutoff, centres[-1] + spec.cutoff
+    target = spec.tolerance / 100
+    ranges = ((low, 0.0), (0.0, spec.side), (spec.side, high), (low, high))
+    bases, residual = [], 0.0
+    for start, stop in ranges:
+        step = spec.voxel / 16
+        fit = _factors_at(np.arange(start, stop + step, step), centres, spec.sigma)
+        check = _factors_at(np.arange(start, stop + step, step / 4), centres, spec.sigma)
+        rows = np.linalg.svd(fit, full_matrices=False)[2]
+        for rank in range(1, spec.bins):
+            basis = rows[:rank]
+            worst = float(np.abs(check - (check @ basis.T) @ basis).max(initial=0.0))
+            if worst <= target:
+                break
+        else:
+            return None  # no subspace smaller than the voxels themselves
+        bases.append(basis)
+        residual = max(residual, worst)
+    ranks = [len(b) for b in bases[:3]]
+    starts = (0, ranks[0], ranks[0] + ranks[1], sum(ranks))
+    return FactorBases(np.vstack(bases[:3]), starts, bases[3], residual)
+
+
+def _factors_at(u: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian factors of positions ``u`` (Å, shape (M,)) at ``centres``, shape (M, bins)."""
+    return np.exp(-((u[:, None] - centres[None, :]) ** 2) / (2 * sigma**2))
+
+
+def low_rank_density(
+    positions: np.ndarray,
+    weights: np.ndarray,
+    bases: FactorBases,
+    spec: GridSpec,
+    *,
+    dtype=np.float32,
+) -> np.ndarray:
+    """The density of :func:`density_grid` through the small bases of the factors.
+
+    With ``P = B f`` an atom's factors in the bases (x and z: its side's basis, y: the whole
+    one), the grid is ``sum_m w_m f_x f_y f_z ~= C x_x Bx x_y By x_z Bz`` with the core
+    ``C = sum_m w_m P_x P_y P_z``: ``r_x r_y r_z`` products per atom instead of ``bins^3``
+    (at the defaults 20 x 21 x 20 for atoms inside the box along x and z, 6 x 21 x 6 beyond
+    faces). Atoms are grouped by side along x and z; each group adds one matrix product to
+    its block of ``C``. The error stays within ``3 * bases.residual`` of each atom's peak.
+
+    ``positions`` (N, 3) Å in box coordinates, ``weights`` (N,) the atoms' peaks divided by
+    the unit Gaussian's (``Z * spec.norm``). Returns shape ``spec.shape``, ``dtype``.
+    """
+    bins, starts = spec.bins, bases.starts
+    # Sort the atoms by side along z, then x: every group is a contiguous run.
+    side = np.searchsorted(np.array([0.0, spec.side]), positions[:, ::2], side="right")
+    group = side[:, 1] * 3 + side[:, 0]
     order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(10))
-    for g in range(9):
-        if bounds[g] < bounds[g + 1]:
-            atoms = order[bounds[g] : bounds[g + 1]]
-            _add_product(grid, fx, fy, fz, atoms, windows[g // 3], windows[g % 3])
-    return grid
+    bounds = np.searchsorted(group[order], np.arange(10)).tolist()
+    factors = _factors_atoms_last(positions[order], spec, dtype)  # (3, bins, N)
+    factors[0] *= weights[order].astype(dtype)
+    sides = bases.sides.astype(dtype)
+    whole = bases.whole.astype(dtype)
+    along_x = factors[0].T @ sides.T  # (N, ranks): atoms first, the products' right operand
+    along_y = whole @ factors[1]  # (rank_y, N)
+    along_z = sides @ factors[2]  # (ranks, N)
+    core = np.zeros((len(whole), starts[3], starts[3]), dtype=dtype)  # (y, z, x)
+    for z_side in range(3):
+        first, last = bounds[3 * z_side], bounds[3 * z_side + 3]
+        if first == last:
+            continue
+        z0, z1 = starts[z_side], starts[z_side + 1]
+        # (rank_y, rank_z, atoms), atoms last: one broadcast multiply over long rows.
+        plane = (along_y[:, None, first:last] * along_z[None, z0:z1, first:last]).reshape(
+            -1, last - first
+        )
+        for x_side in range(3):
+            a0, a1 = bounds[3 * z_side + x_side], bounds[3 * z_side + x_side + 1]
+            if a0 == a1:
+                continue
+            x0, x1 = starts[x_side], starts[x_side + 1]
+            block = plane[:, a0 - first : a1 - first] @ along_x[a0:a1, x0:x1]
+            core[:, z0:z1, x0:x1] += block.reshape(len(whole), z1 - z0, x1 - x0)
+    # Back to voxels: x, then z, then y.
+    rank_y, ranks = core.shape[0], starts[3]
+    grid = core.reshape(rank_y * ranks, ranks) @ sides  # (y, z, x)
+    grid = grid.reshape(rank_y, ranks, bins).transpose(0, 2, 1).reshape(-1, ranks) @ sides
+    grid = (whole.T @ grid.reshape(rank_y, bins * bins)).reshape(bins, bins, bins)  # (y, x, z)
+    return np.ascontiguousarray(grid.transpose(1, 0, 2))
 
 
-#: Atom counts from which :func:`density_grid` groups atoms by side of the box (measured with
-#: ``benchmarks/bench_grids.py --ab``: it pays from ~500 atoms, costs up to 2x for single cells).
-_GROUPING_MIN_ATOMS = 512
-
-
-def _add_product(
-    grid: np.ndarray,
-    fx: np.ndarray,
-    fy: np.ndarray,
-    fz: np.ndarray,
-    atoms: slice | np.ndarray,
-    x_window: tuple[int, int],
-    z_window: tuple[int, int],
-) -> None:
-    """``grid[x, :, z] += sum over atoms of fx[x] fy fz[z]`` inside the two windows."""
-    (i0, i1), (k0, k1) = x_window, z_window
-    ys = fy[atoms]
-    plane = np.einsum("mj,mk->mjk", ys, fz[atoms, k0:k1]).reshape(len(ys), -1)
-    part = fx[atoms, i0:i1].T @ plane
-    grid[i0:i1, :, k0:k1] += part.reshape(i1 - i0, grid.shape[1], k1 - k0)
+def _factors_atoms_last(positions: np.ndarray, spec: GridSpec, dtype) -> np.ndarray:
+    """:func:`axis_factors` laid out ``(3, bins, N)`` and computed in ``dtype`` throughout."""
+    scalar = np.dtype(dtype).type
+    coords = positions.T.astype(dtype)
+    exponent = spec.centres().astype(dtype)[None, :, None] - coords[:, None, :]
+    exponent *= exponent
+    exponent *= scalar(-0.5 / spec.sigma**2)
+    np.maximum(exponent, scalar(SMALLEST_EXPONENT), out=exponent)
+    return np.exp(exponent, out=exponent)
 
 
 def density_grid_reference(

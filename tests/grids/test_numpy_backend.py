@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 
 from crystalgrid.grids import density_grid, density_grid_reference, species_grid
+from crystalgrid.grids.numpy_backend import (
+    LOW_RANK_MIN_ATOMS,
+    axis_factors,
+    factor_bases,
+    low_rank_density,
+)
 from crystalgrid.spec import GridSpec
 
 SPEC = GridSpec()
@@ -118,3 +124,66 @@ def test_spec_validation_and_round_trip():
         GridSpec(sigma=0)
     with pytest.raises(ValueError, match="unknown"):
         GridSpec.from_dict({"side": 10, "colour": "red"})
+
+
+def _crop_cloud(n_atoms: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Atoms of a crop: inside the box and in the margin within the cutoff, some on the faces."""
+    rng = np.random.default_rng(seed)
+    low, high = SPEC.centres()[0] - SPEC.cutoff, SPEC.centres()[-1] + SPEC.cutoff
+    positions = rng.uniform(low, high, size=(n_atoms, 3))
+    positions[:6, 0] = positions[6:12, 2] = 0.0  # on the lower faces (inside the box)
+    positions[12:18, 0] = positions[18:24, 2] = SPEC.side  # on the upper faces (beyond it)
+    return positions, rng.integers(1, 95, size=n_atoms)
+
+
+def test_factor_bases_are_orthonormal_small_and_close_to_every_factor():
+    bases = factor_bases(SPEC)
+    low, high = SPEC.centres()[0] - SPEC.cutoff, SPEC.centres()[-1] + SPEC.cutoff
+    ranges = ((low, 0.0), (0.0, SPEC.side), (SPEC.side, high))
+    rng = np.random.default_rng(0)
+    for side, (start, stop) in enumerate(ranges):
+        basis = bases.sides[bases.starts[side] : bases.starts[side + 1]]
+        np.testing.assert_allclose(basis @ basis.T, np.eye(len(basis)), atol=1e-12)
+        assert len(basis) < SPEC.bins // (1 if side == 1 else 3)
+        u = rng.uniform(start, stop, 2000)
+        factors = np.exp(-((u[:, None] - SPEC.centres()) ** 2) / (2 * SPEC.sigma**2))
+        residual = factors - (factors @ basis.T) @ basis
+        # The residual is checked every 1/64 voxel: random positions come within 1% of it.
+        assert np.abs(residual).max() <= 1.01 * bases.residual <= 1.01 * SPEC.tolerance / 100
+    assert len(bases.whole) < SPEC.bins
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_low_rank_density_equals_the_full_product(seed):
+    positions, numbers = _crop_cloud(700, seed)
+    weights = numbers * SPEC.norm
+    fx, fy, fz = axis_factors(positions, SPEC, np.float64)
+    full = np.einsum("mi,mj,mk->ijk", fx * weights[:, None], fy, fz)
+    low = low_rank_density(positions, weights, factor_bases(SPEC), SPEC, dtype=np.float64)
+    assert low.dtype == np.float64 and low.shape == SPEC.shape
+    # Each atom's error is at most 3 residuals of its peak; they do not add up in practice.
+    assert np.abs(low - full).max() <= 3 * factor_bases(SPEC).residual * full.max()
+    # The builder's float32 grid, through density_grid, within the tolerance of the exact one.
+    fast = density_grid(positions, numbers, SPEC)
+    assert len(positions) >= LOW_RANK_MIN_ATOMS and fast.dtype == np.float32
+    np.testing.assert_array_equal(
+        fast, low_rank_density(positions, weights, factor_bases(SPEC), SPEC)
+    )
+    exact = density_grid_reference(positions, numbers, SPEC)
+    assert np.abs(fast - exact).max() <= SPEC.tolerance / 10 * exact.max()
+
+
+@pytest.mark.parametrize(
+    "spec", [GridSpec(side=14.0, bins=56), GridSpec(bins=20, sigma=1.5), GridSpec(sigma=0.3)]
+)
+def test_other_specs_keep_the_tolerance(spec):
+    """Finer voxels get their own bases; narrow Gaussians, which need every voxel, get none
+    and are computed as one product."""
+    assert (factor_bases(spec) is None) == (spec.sigma == 0.3)
+    rng = np.random.default_rng(5)
+    positions = rng.uniform(-spec.cutoff, spec.side + spec.cutoff, size=(400, 3))
+    positions[0] = spec.side / 2
+    numbers = rng.integers(1, 95, size=400)
+    fast = density_grid(positions, numbers, spec)
+    exact = density_grid_reference(positions, numbers, spec)
+    assert np.abs(fast - exact).max() <= spec.tolerance * exact.max()

@@ -9,6 +9,7 @@ Run (one core, as the figures in docs/benchmarks.md)::
 
     python benchmarks/bench_grids.py            # real MP crystals from ../shared/data
     python benchmarks/bench_grids.py --demo     # structures shipped with pymatgen
+    python benchmarks/bench_grids.py --ab [--before /tmp/before]  # + crops, A/B interleaved
 
 BLAS is pinned to one thread so the figures are per core.
 """
@@ -22,6 +23,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import gzip  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
@@ -93,6 +95,9 @@ def main() -> None:
         action="store_true",
         help="also time crops through one product and through the small bases, interleaved",
     )
+    parser.add_argument(
+        "--before", default=None, help="with --ab: also time the density of this source tree"
+    )
     args = parser.parse_args()
     spec = GridSpec()
     print(f"# crystalgrid grid benchmark, {platform.processor() or platform.machine()}, 1 thread")
@@ -125,29 +130,45 @@ def main() -> None:
                 f"| {spc:,.0f} | {plc:,.0f} | {naive:,.0f} | {fast / naive:.0f}x | {err:.1e} |"
             )
     if args.ab:
-        low_rank_ab(crystals, spec)
+        low_rank_ab(crystals, spec, args.before)
 
 
-def low_rank_ab(crystals: dict, spec: GridSpec, rounds: int = 8) -> None:
-    """Repeated crops: one product of the full factors vs the small bases, interleaved."""
+def earlier_density(tree: str):
+    """``density_grid`` of the numpy backend in another source tree (an earlier crystalgrid)."""
+    path = Path(tree) / "crystalgrid" / "grids" / "numpy_backend.py"
+    module_spec = importlib.util.spec_from_file_location("earlier_numpy_backend", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.density_grid
+
+
+def low_rank_ab(crystals: dict, spec: GridSpec, before: str | None, rounds: int = 8) -> None:
+    """Repeated crops: one product of the full factors vs the small bases (and the density of
+    an earlier tree), interleaved."""
     import crystalgrid.grids.numpy_backend as grids
 
-    print("\n| crystal | atoms computed | one product grids/s | small bases grids/s | speed-up |")
-    print("|---|---|---|---|---|")
+    earlier = earlier_density(before) if before else None
+    extra = " before grids/s |" if earlier else ""
+    print(f"\n| crystal | atoms computed |{extra} one product grids/s | small bases grids/s |")
+    print("|---|---|---|---|" + ("---|" if earlier else ""))
     saved = grids.LOW_RANK_MIN_ATOMS
     try:
         for mid, structure in crystals.values():
             p = placements(Crystal.from_structure(structure), mid, "repeated", spec, n_samples=2)[1]
             if len(p.positions) < saved:
                 continue
-            one, low = [], []
+            one, low, old = [], [], []
             for _ in range(rounds):
+                if earlier:
+                    old.append(rate(lambda p=p: earlier(p.positions, p.numbers, spec), 0.4))
                 grids.LOW_RANK_MIN_ATOMS = 10**9
                 one.append(rate(lambda p=p: density_grid(p.positions, p.numbers, spec), 0.4))
                 grids.LOW_RANK_MIN_ATOMS = saved
                 low.append(rate(lambda p=p: density_grid(p.positions, p.numbers, spec), 0.4))
-            a, b = np.median(one), np.median(low)
-            print(f"| {mid} | {len(p.positions)} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |")
+            cells = [np.median(rates) for rates in (old, one, low) if rates]
+            print(
+                f"| {mid} | {len(p.positions)} | " + " | ".join(f"{c:,.0f}" for c in cells) + " |"
+            )
     finally:
         grids.LOW_RANK_MIN_ATOMS = saved
 

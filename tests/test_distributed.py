@@ -292,3 +292,24 @@ def test_a_worker_killed_mid_build_changes_nothing(cluster, local_build, tmp_pat
     assert [w["name"] for w in remaining.values()] == ["w1"]  # the survivor did the rest
     _assert_identical(local_build, out)
     assert verify(out).ok
+
+
+def _allocator_environ() -> dict[str, str | None]:
+    return {
+        name: os.environ.get(name) for name in ("MALLOC_TRIM_THRESHOLD_", "OPENBLAS_NUM_THREADS")
+    }
+
+
+def test_local_workers_keep_the_default_allocator(monkeypatch):
+    """Local build workers run without Dask's MALLOC_TRIM_THRESHOLD_ (it made every large
+    temporary a fresh mmap) and still with one BLAS thread each."""
+    from crystalgrid.builder import _client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with _client(2, None) as client:
+        seen = client.run(_allocator_environ)
+    assert len(seen) == 2
+    assert all(
+        env == {"MALLOC_TRIM_THRESHOLD_": None, "OPENBLAS_NUM_THREADS": "1"}
+        for env in seen.values()
+    )

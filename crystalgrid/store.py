@@ -75,7 +75,7 @@ __all__ = [
 FORMAT = "crystalgrid-store/1"
 ATTR = "crystalgrid"
 #: The density evaluation of stores without a ``density_method`` attribute (built before it
-#: was recorded): one matrix product of each atom's full per-axis factors.
+#: was recorded): matrix products of the atoms' full per-axis factors.
 LEGACY_DENSITY_METHOD = "separable/1"
 SPLITS = ("train", "val", "test")
 

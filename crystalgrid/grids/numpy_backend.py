@@ -93,7 +93,7 @@ def density_grid(
 LOW_RANK_MIN_ATOMS = 200
 
 #: The version of the density evaluation. A store records the one it was gridded with
-#: (stores without the record: ``separable/1``, one product of the full factors), and builds
+#: (stores without the record: ``separable/1``, products of the full factors), and builds
 #: resume only stores of the same version: the two agree within the tolerance, not bit for bit.
 DENSITY_METHOD = "separable-low-rank/1"
 
@@ -136,9 +136,9 @@ def factor_bases(spec: GridSpec) -> FactorBases | None:
     low, high = centres[0] - spec.cutoff, centres[-1] + spec.cutoff
     target = spec.tolerance / 100
     ranges = ((low, 0.0), (0.0, spec.side), (spec.side, high), (low, high))
+    step = spec.voxel / 16
     bases, residual = [], 0.0
     for start, stop in ranges:
-        step = spec.voxel / 16
         fit = _factors_at(np.arange(start, stop + step, step), centres, spec.sigma)
         check = _factors_at(np.arange(start, stop + step, step / 4), centres, spec.sigma)
         rows = np.linalg.svd(fit, full_matrices=False)[2]
@@ -176,7 +176,8 @@ def low_rank_density(
     ``C = sum_m w_m P_x P_y P_z``: ``r_x r_y r_z`` products per atom instead of ``bins^3``
     (at the defaults 20 x 21 x 20 for atoms inside the box along x and z, 6 x 21 x 6 beyond
     faces). Atoms are grouped by side along x and z; each group adds one matrix product to
-    its block of ``C``. The error stays within ``3 * bases.residual`` of each atom's peak.
+    its block of ``C``. The error stays within about ``3 * bases.residual`` of each atom's
+    peak, plus the rounding of ``dtype``.
 
     ``positions`` (N, 3) Å in box coordinates, ``weights`` (N,) the atoms' peaks divided by
     the unit Gaussian's (``Z * spec.norm``). Returns shape ``spec.shape``, ``dtype``.

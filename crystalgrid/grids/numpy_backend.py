@@ -264,24 +264,41 @@ def species_grid(positions: np.ndarray, numbers: np.ndarray, spec: GridSpec) -> 
     gap = np.maximum(np.maximum(0.5 * h - positions, positions - (spec.side - 0.5 * h)), 0.0)
     near = (gap * gap).sum(axis=1) <= radius * radius
     atom_index = np.flatnonzero(near)
-    positions = positions[near]
-    if len(positions) == 0 or radius == 0:
+    if len(atom_index) == 0 or radius == 0:
         return grid
-    # Candidate voxels of each atom: indices whose centres lie within +-radius per axis.
-    first = np.ceil((positions - radius) / h - 0.5).astype(np.int64)
+    coords = positions[near].T  # (3, N)
+    # Candidate voxels of each atom along each axis: the indices whose centres lie within
+    # +-radius, shape (3, span, N), and their squared offsets from the atom (Å^2). Atoms are
+    # the last axis throughout, so every operation runs over long rows.
     span = int(np.floor(2 * radius / h + 1e-9)) + 1
-    steps = np.stack(np.meshgrid(*[np.arange(span)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    idx = first[:, None, :] + steps[None, :, :]  # (N, span^3, 3)
-    offset = (idx + 0.5) * h - positions[:, None, :]
-    dist2 = (offset * offset).sum(axis=-1)
-    valid = np.all((idx >= 0) & (idx < bins), axis=-1) & (dist2 <= radius * radius)
-    atom, cand = np.nonzero(valid)
+    first = np.ceil((coords - radius) / h - 0.5).astype(np.int64)
+    index = first[:, None, :] + np.arange(span)[None, :, None]
+    offset = (index + 0.5) * h - coords[:, None, :]
+    offset *= offset
+    inside = (index >= 0) & (index < bins)
+    # Squared distances of every candidate, (span, span, span, N), summed x + y + z.
+    dist2 = offset[0][:, None, None, :] + offset[1][None, :, None, :]
+    dist2 = dist2 + offset[2][None, None, :, :]
+    valid = dist2 <= radius * radius
+    valid &= inside[0][:, None, None, :] & inside[1][None, :, None, :] & inside[2][None, None, :]
+    sx, sy, sz, atom = np.nonzero(valid)
     if len(atom) == 0:
         return grid
-    flat = np.ravel_multi_index(tuple(idx[atom, cand].T), spec.shape)
-    # Nearest atom first per voxel; equal distances keep the lower atom index.
-    order = np.lexsort((atom, dist2[atom, cand], flat))
-    flat, atom = flat[order], atom[order]
-    winners = np.r_[True, flat[1:] != flat[:-1]]
-    grid.reshape(-1)[flat[winners]] = numbers[atom_index[atom[winners]]]
+    flat = (index[0, sx, atom] * bins + index[1, sy, atom]) * bins + index[2, sz, atom]
+    dist2 = dist2[sx, sy, sz, atom]
+    # Voxels within reach of several atoms (rare: atoms closer than twice the radius) go to
+    # the nearest, ties to the lower atom index; all others to their only atom.
+    order = np.argsort(flat, kind="stable")
+    repeated = flat[order[1:]] == flat[order[:-1]]
+    if repeated.any():
+        shared = np.zeros(len(flat), dtype=bool)
+        shared[order[1:][repeated]] = True
+        shared[order[:-1][repeated]] = True
+        contested = np.flatnonzero(shared)
+        ranked = contested[np.lexsort((atom[contested], dist2[contested], flat[contested]))]
+        nearest = np.r_[True, flat[ranked[1:]] != flat[ranked[:-1]]]
+        keep = ~shared
+        keep[ranked[nearest]] = True
+        flat, atom = flat[keep], atom[keep]
+    grid.reshape(-1)[flat] = numbers[atom_index[atom]]
     return grid

@@ -187,3 +187,34 @@ def test_other_specs_keep_the_tolerance(spec):
     fast = density_grid(positions, numbers, spec)
     exact = density_grid_reference(positions, numbers, spec)
     assert np.abs(fast - exact).max() <= spec.tolerance * exact.max()
+
+
+def _species_brute_force(positions: np.ndarray, numbers: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Every voxel against every atom: the nearest within the radius, ties to the first."""
+    c = spec.centres()
+    voxels = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 1, 3)
+    offset = voxels - positions[None, :, :]
+    dist2 = offset[..., 0] ** 2 + offset[..., 1] ** 2 + offset[..., 2] ** 2
+    nearest = dist2.argmin(axis=1)  # the first of equal minima
+    hit = dist2[np.arange(len(voxels)), nearest] <= spec.species_radius**2
+    return np.where(hit, numbers[nearest], 0).astype(np.uint8).reshape(spec.shape)
+
+
+@pytest.mark.parametrize("case", ["crop", "mirrored ties", "close pairs"])
+@pytest.mark.parametrize(
+    "spec", [SPEC, GridSpec(species_radius=1.1), GridSpec(side=7.0, bins=17)], ids=str
+)
+def test_species_equals_every_voxel_against_every_atom(case, spec):
+    rng = np.random.default_rng(len(case))
+    if case == "crop":
+        positions = rng.uniform(-1.0, spec.side + 1.0, size=(120, 3))
+    elif case == "mirrored ties":  # pairs at equal distance from a voxel centre
+        centre = (rng.integers(0, spec.bins, size=(40, 3)) + 0.5) * spec.voxel
+        shift = rng.uniform(-0.4, 0.4, size=(40, 3)) * rng.integers(0, 2, size=(40, 3))
+        positions = np.concatenate([centre + shift, centre - shift])
+    else:  # atoms closer than twice the radius, and exact duplicates
+        base = rng.uniform(0.0, spec.side, size=(40, 3))
+        positions = np.concatenate([base, base + rng.normal(0, 0.2, base.shape), base[:5]])
+    numbers = rng.integers(1, 100, size=len(positions))
+    expected = _species_brute_force(positions, numbers, spec)
+    np.testing.assert_array_equal(species_grid(positions, numbers, spec), expected)

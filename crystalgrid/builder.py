@@ -525,8 +525,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+#: Scheduler metadata key: the workers a local cluster will have once all have joined.
+PLANNED_WORKERS = "crystalgrid-planned-workers"
+
+
 def _n_workers(client: Any) -> int:
-    return max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+    """The workers running, or for a local cluster the workers it will have once all joined."""
+    running = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+    return max(1, running, int(client.get_metadata(PLANNED_WORKERS, 0)))
 
 
 #: Messages per connection that dask.distributed keeps for debugging (its
@@ -563,7 +569,7 @@ def _client(workers: int | str, scheduler: str | None) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _connect(workers: int | str, scheduler: str | None) -> Iterator[Any]:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, Worker
 
     if scheduler:
         try:
@@ -576,17 +582,22 @@ def _connect(workers: int | str, scheduler: str | None) -> Iterator[Any]:
             yield client
         return
     workers = resolve_workers(workers)
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=workers > 1,
-            dashboard_address=":0",  # any free port: never clashes with a running cluster
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    # One worker runs in this process, from the start; the others are processes, which take
+    # ~0.5 s to start: the build does not wait for them, they take tasks as they join.
+    with LocalCluster(
+        n_workers=0,
+        threads_per_worker=1,
+        processes=workers > 1,
+        dashboard_address=":0",  # any free port: never clashes with a running cluster
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        cluster.worker_spec["in-process"] = {"cls": Worker, "options": {"nthreads": 1}}
+        cluster.scale(workers)
+        # By address: a client of the cluster object would wait for every worker.
+        with Client(cluster.scheduler_address) as client:
+            client.wait_for_workers(1)
+            client.set_metadata(PLANNED_WORKERS, workers)
+            yield client
 
 
 #: The most local workers ``"auto"`` starts (each holds ~0.3 GB: pymatgen, zarr, a block).

@@ -294,22 +294,29 @@ def test_a_worker_killed_mid_build_changes_nothing(cluster, local_build, tmp_pat
     assert verify(out).ok
 
 
-def _allocator_environ() -> dict[str, str | None]:
+def _allocator_environ() -> dict[str, str | int | None]:
     return {
-        name: os.environ.get(name) for name in ("MALLOC_TRIM_THRESHOLD_", "OPENBLAS_NUM_THREADS")
+        "pid": os.getpid(),
+        **{
+            name: os.environ.get(name)
+            for name in ("MALLOC_TRIM_THRESHOLD_", "OPENBLAS_NUM_THREADS")
+        },
     }
 
 
 def test_local_workers_keep_the_default_allocator(monkeypatch):
     """Local build workers run without Dask's MALLOC_TRIM_THRESHOLD_ (it made every large
-    temporary a fresh mmap) and still with one BLAS thread each."""
-    from crystalgrid.builder import _client
+    temporary a fresh mmap) and still with one BLAS thread each; one of them runs in this
+    process, the others join as they start."""
+    from crystalgrid.builder import _client, _n_workers
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with _client(2, None) as client:
-        seen = client.run(_allocator_environ)
-    assert len(seen) == 2
-    assert all(
-        env == {"MALLOC_TRIM_THRESHOLD_": None, "OPENBLAS_NUM_THREADS": "1"}
-        for env in seen.values()
-    )
+    with _client(3, None) as client:
+        assert _n_workers(client) == 3  # planned, before every worker has joined
+        client.wait_for_workers(3, timeout=60)
+        seen = list(client.run(_allocator_environ).values())
+    assert sum(env["pid"] == os.getpid() for env in seen) == 1
+    others = [env for env in seen if env["pid"] != os.getpid()]
+    assert len(others) == 2
+    assert all(env["MALLOC_TRIM_THRESHOLD_"] is None for env in others)
+    assert all(env["OPENBLAS_NUM_THREADS"] == "1" for env in others)

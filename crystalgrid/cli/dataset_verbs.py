@@ -130,8 +130,8 @@ def _fractions(text: str) -> tuple[float, float, float]:
     "--workers",
     default="auto",
     show_default=True,
-    help="Local worker processes: a number, or auto (the cores available, at most 8; "
-    "1 runs in this process).",
+    help="Local workers: a number, or auto (the cores available, at most 8). The first runs "
+    "in this process, the others in their own.",
 )
 @click.option(
     "--scheduler",

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -569,7 +570,7 @@ def _client(workers: int | str, scheduler: str | None) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _connect(workers: int | str, scheduler: str | None) -> Iterator[Any]:
-    from distributed import Client, LocalCluster, Worker
+    from distributed import Client
 
     if scheduler:
         try:
@@ -583,7 +584,27 @@ def _connect(workers: int | str, scheduler: str | None) -> Iterator[Any]:
         return
     workers = resolve_workers(workers)
     # One worker runs in this process, from the start; the others are processes, which take
-    # ~0.5 s to start: the build does not wait for them, they take tasks as they join.
+    # ~0.5 s to start: the build does not wait for them, they take tasks as they join. Those
+    # that fail to start are reported in one line below, not by tornado's traceback.
+    tornado_log = logging.getLogger("tornado.application")
+    tornado_log.addFilter(_hide_worker_start_failures)
+    try:
+        with _local_cluster(workers) as client:
+            yield client
+    finally:
+        tornado_log.removeFilter(_hide_worker_start_failures)
+
+
+def _hide_worker_start_failures(record: logging.LogRecord) -> bool:
+    """Logging filter: drop tornado's traceback of a local worker that failed to start."""
+    return "_correct_state" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _local_cluster(workers: int) -> Iterator[Any]:
+    from distributed import Client, LocalCluster, Worker
+    from distributed.core import Status
+
     with LocalCluster(
         n_workers=0,
         threads_per_worker=1,
@@ -598,6 +619,15 @@ def _connect(workers: int | str, scheduler: str | None) -> Iterator[Any]:
             client.wait_for_workers(1)
             client.set_metadata(PLANNED_WORKERS, workers)
             yield client
+        failed = [w for w in cluster.workers.values() if w.status == Status.failed]
+        if failed:
+            warnings.warn(
+                f"{len(failed)} of {workers} local workers failed to start and the build ran "
+                "without them (a script that builds with workers > 1 must do so under "
+                "`if __name__ == '__main__':`)",
+                RuntimeWarning,
+                stacklevel=1,
+            )
 
 
 #: The most local workers ``"auto"`` starts (each holds ~0.3 GB: pymatgen, zarr, a block).

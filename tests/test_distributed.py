@@ -320,3 +320,21 @@ def test_local_workers_keep_the_default_allocator(monkeypatch):
     assert len(others) == 2
     assert all(env["MALLOC_TRIM_THRESHOLD_"] is None for env in others)
     assert all(env["OPENBLAS_NUM_THREADS"] == "1" for env in others)
+
+
+def test_an_unguarded_script_builds_on_the_workers_that_start(json_source, tmp_path):
+    """Without the ``__main__`` guard, spawned workers fail to start (they rerun the script);
+    the build goes on without them and says so in one line."""
+    out = tmp_path / "unguarded.zarr"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from crystalgrid.builder import build\n"
+        f"build({str(json_source)!r}, {str(out)!r}, workers=2, quiet=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 of 2 local workers failed to start" in done.stderr
+    assert "tornado.application" not in done.stderr
+    assert verify(out).ok

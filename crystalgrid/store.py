@@ -762,18 +762,25 @@ def blocks_done(group: zarr.Group) -> np.ndarray:
 
 
 def read_crystals(
-    group: zarr.Group, first: int, last: int
+    group: zarr.Group, first: int, last: int, arrays: dict[str, zarr.Array] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Crystals ``first:last`` as stored (``last`` clipped to the store): site offsets
     ``(k + 1,)`` (absolute), fractional sites ``(sites, 3)``, atomic numbers, lattices
-    ``(k, 3, 3)`` Å, material ids, splits."""
-    last = min(last, group["crystals/material_id"].shape[0])
-    offsets = group["crystals/site_offset"][first : last + 1]
-    frac = group["crystals/frac"][offsets[0] : offsets[-1]]
-    number = group["crystals/number"][offsets[0] : offsets[-1]]
-    lattice = group["crystals/lattice"][first:last]
-    ids = group["crystals/material_id"][first:last]
-    split = group["crystals/split"][first:last]
+    ``(k, 3, 3)`` Å, material ids, splits. ``arrays``: as for :func:`write_block`."""
+    arrays = {} if arrays is None else arrays
+
+    def array(name: str) -> zarr.Array:
+        if name not in arrays:
+            arrays[name] = group[name]
+        return arrays[name]
+
+    last = min(last, array("crystals/material_id").shape[0])
+    offsets = array("crystals/site_offset")[first : last + 1]
+    frac = array("crystals/frac")[offsets[0] : offsets[-1]]
+    number = array("crystals/number")[offsets[0] : offsets[-1]]
+    lattice = array("crystals/lattice")[first:last]
+    ids = array("crystals/material_id")[first:last]
+    split = array("crystals/split")[first:last]
     return offsets, frac, number, lattice, ids, split
 
 
@@ -786,15 +793,17 @@ def write_block(
     values: dict[str, np.ndarray],
     writer: Callable[[zarr.Array], Callable[[int, np.ndarray], None]] | None = None,
     checksum: str = CHECKSUM,
+    arrays: dict[str, zarr.Array] | None = None,
 ) -> None:
     """Write one block's samples (``values``: array path -> rows ``start:start + n``) with
     the digests of their chunks, its atoms to ``_pending/``, and mark the block done last.
 
     ``writer(array)`` gives the function that writes rows of an array (``put(start, rows)``;
     the build's :class:`~crystalgrid.chunk_io.ChunkWriter`); by default zarr writes them.
+    ``arrays`` holds arrays of ``group`` already opened, by path (each opening reads
+    metadata); the ones opened here are added to it.
     """
-
-    arrays: dict[str, zarr.Array] = {}  # each opened once (a metadata read)
+    arrays = {} if arrays is None else arrays
 
     def put(name: str, first: int, rows: np.ndarray) -> None:
         if name not in arrays:

@@ -543,7 +543,7 @@ class StoreMeta:
     completed: str | None = None
     #: The digest of ``checksums/`` (absent from stores that predate it: BLAKE2b-64).
     checksum: str = "blake2b-64"
-    #: How the density was evaluated (absent from stores that predate it: one product of the
+    #: How the density was evaluated (absent from stores that predate it: matrix products of the
     #: full factors); see :data:`crystalgrid.grids.numpy_backend.DENSITY_METHOD`.
     density_method: str = LEGACY_DENSITY_METHOD
 

@@ -149,14 +149,6 @@ class BuildConfig(Config):
         if not 1 <= self.compression_level <= 9:
             raise ConfigError("compression level must be in 1..9")
 
-    def to_dict(self) -> dict[str, Any]:
-        """As :meth:`Config.to_dict`, without ``split_by`` when it is ``"auto"``: fields added
-        later are left out at their default, so stores built before keep their fingerprint."""
-        data = super().to_dict()
-        if data["split_by"] == "auto":
-            del data["split_by"]
-        return data
-
     @property
     def block_crystals(self) -> int:
         """Crystals per task: a whole number of chunks, near ``block_samples`` samples."""

@@ -10,6 +10,7 @@ Run (one core, as the figures in docs/benchmarks.md)::
     python benchmarks/bench_grids.py            # real MP crystals from ../shared/data
     python benchmarks/bench_grids.py --demo     # structures shipped with pymatgen
     python benchmarks/bench_grids.py --ab [--before /tmp/before]  # + crops, A/B interleaved
+    python benchmarks/bench_grids.py --accuracy # error of the small bases, every MP crop
 
 BLAS is pinned to one thread so the figures are per core.
 """
@@ -98,8 +99,16 @@ def main() -> None:
     parser.add_argument(
         "--before", default=None, help="with --ab: also time the density of this source tree"
     )
+    parser.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="only the error of the small bases over every crop of the MP binaries",
+    )
     args = parser.parse_args()
     spec = GridSpec()
+    if args.accuracy:
+        low_rank_accuracy(spec)
+        return
     print(f"# crystalgrid grid benchmark, {platform.processor() or platform.machine()}, 1 thread")
     print(f"# numpy {np.__version__}, spec {spec.to_dict()}, cutoff {spec.cutoff:.2f} Å")
     header = (
@@ -131,6 +140,36 @@ def main() -> None:
             )
     if args.ab:
         low_rank_ab(crystals, spec, args.before)
+
+
+def low_rank_accuracy(spec: GridSpec, reference_every: int = 30) -> None:
+    """The density of every crop that goes through the small bases (2 per MP binary), against
+    one float64 product of the full factors, and every ``reference_every``-th crystal's
+    against the straightforward evaluation; errors as fractions of the grid's maximum."""
+    import crystalgrid.grids.numpy_backend as grids
+
+    with gzip.open(SHARED / "mp_binaries" / "mp_binaries.json.gz") as f:
+        records = json.load(f)
+    full, exact = [], []
+    for i, record in enumerate(records):
+        structure = Structure.from_dict(record["structure"])
+        if not structure.is_ordered:
+            continue
+        crystal = Crystal.from_structure(structure)
+        for p in placements(crystal, record["material_id"], "repeated", spec, n_samples=2, seed=i):
+            if len(p.positions) < grids.LOW_RANK_MIN_ATOMS:
+                continue
+            fast = density_grid(p.positions, p.numbers, spec)
+            fx, fy, fz = grids.axis_factors(p.positions, spec, np.float64)
+            weights = (p.numbers * spec.norm)[:, None]
+            product = np.einsum("mi,mj,mk->ijk", fx * weights, fy, fz, optimize=True)
+            full.append(np.abs(fast - product).max() / product.max())
+            if i % reference_every == 0:
+                ref = density_grid_reference(p.positions, p.numbers, spec)
+                exact.append(np.abs(fast - ref).max() / ref.max())
+    print("| crops | against | max err / max | median |\n|---|---|---|---|")
+    print(f"| {len(full):,} | one float64 product | {max(full):.1e} | {np.median(full):.1e} |")
+    print(f"| {len(exact):,} | exact evaluation | {max(exact):.1e} | {np.median(exact):.1e} |")
 
 
 def earlier_density(tree: str):

@@ -562,7 +562,7 @@ LOG_LENGTH = 16
 
 
 @contextlib.contextmanager
-def _client(workers: int | str, scheduler: str | None) -> Iterator[Any]:
+def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
     """A dask.distributed client: the given scheduler, or a local cluster of ``workers``."""
     import dask
     import distributed  # noqa: F401 - loads its config defaults, before dask.config.set
@@ -587,7 +587,7 @@ def _client(workers: int | str, scheduler: str | None) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _connect(workers: int | str, scheduler: str | None) -> Iterator[Any]:
+def _connect(workers: int, scheduler: str | None) -> Iterator[Any]:
     from distributed import Client
 
     if scheduler:
@@ -600,7 +600,6 @@ def _connect(workers: int | str, scheduler: str | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    workers = resolve_workers(workers)
     # One worker runs in this process, from the start; the others are processes, which take
     # ~0.5 s to start: the build does not wait for them, they take tasks as they join. Those
     # that fail to start are reported in one line below, not by tornado's traceback.

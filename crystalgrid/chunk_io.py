@@ -24,16 +24,19 @@ import numpy as np
 import zarr
 from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec
-from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.store import chunk_key, read_error, read_rows, whole_blosc_frame
+from crystalgrid.store import (
+    BUFFER_PROTOTYPE,
+    chunk_key,
+    read_error,
+    read_rows,
+    whole_blosc_frame,
+)
 
 __all__ = ["ChunkReader", "ChunkWriter"]
-
-_PROTOTYPE = default_buffer_prototype()
 
 
 def _plain_blosc(array: zarr.Array) -> bool:
@@ -107,7 +110,9 @@ class ChunkReader(_ChunkedArray):
             return [self._read_file(k) for k in keys]
 
         async def get_all() -> list:
-            return await asyncio.gather(*(self._store.get(k, prototype=_PROTOTYPE) for k in keys))
+            return await asyncio.gather(
+                *(self._store.get(k, prototype=BUFFER_PROTOTYPE) for k in keys)
+            )
 
         try:
             buffers = sync(get_all())
@@ -180,7 +185,7 @@ class ChunkWriter(_ChunkedArray):
 
     def _put(self, key: str, frame: bytes) -> None:
         if self._root is None:
-            sync(self._store.set(key, _PROTOTYPE.buffer.from_bytes(frame)))
+            sync(self._store.set(key, BUFFER_PROTOTYPE.buffer.from_bytes(frame)))
             return
         write_file(self._root / key, frame)
 

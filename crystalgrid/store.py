@@ -32,10 +32,12 @@ from crystalgrid.errors import CrystalgridError, RemoteStorageError
 __all__ = [
     "ATTR",
     "BLOCK_ARRAYS",
+    "BUFFER_PROTOTYPE",
     "CHECKSUM",
     "CHECKSUMS",
     "CODECS",
     "FORMAT",
+    "LEGACY_CHECKSUM",
     "LEGACY_DENSITY_METHOD",
     "SCHEMA",
     "SPLITS",
@@ -77,7 +79,11 @@ ATTR = "crystalgrid"
 #: The density evaluation of stores without a ``density_method`` attribute (built before it
 #: was recorded): matrix products of the atoms' full per-axis factors.
 LEGACY_DENSITY_METHOD = "separable/1"
+#: The chunk digest of stores without a ``checksum`` attribute (built before it was recorded).
+LEGACY_CHECKSUM = "blake2b-64"
 SPLITS = ("train", "val", "test")
+#: zarr's default buffers, for reading and writing store keys directly.
+BUFFER_PROTOTYPE = default_buffer_prototype()
 
 
 @dataclass(frozen=True)
@@ -542,7 +548,7 @@ class StoreMeta:
     block_crystals: int | None = None
     completed: str | None = None
     #: The digest of ``checksums/`` (absent from stores that predate it: BLAKE2b-64).
-    checksum: str = "blake2b-64"
+    checksum: str = LEGACY_CHECKSUM
     #: How the density was evaluated (absent from stores that predate it: matrix products of the
     #: full factors); see :data:`crystalgrid.grids.numpy_backend.DENSITY_METHOD`.
     density_method: str = LEGACY_DENSITY_METHOD
@@ -588,14 +594,14 @@ def read_meta(group: zarr.Group) -> dict[str, Any]:
 #: The digests a store's ``checksums/`` can hold, named by its ``checksum`` attribute.
 CHECKSUMS = ("crc32", "blake2b-64")
 #: What new stores use: CRC-32 runs ~5x faster than BLAKE2b here and detects damage as well
-#: (it is not meant to resist tampering). Stores without the attribute used BLAKE2b-64.
+#: (it is not meant to resist tampering).
 CHECKSUM = "crc32"
 
 
 def store_checksum(meta: dict[str, Any]) -> str:
     """The digest a store's ``checksums/`` hold (``blake2b-64`` for stores that predate the
     ``checksum`` attribute)."""
-    return str(meta.get("checksum", "blake2b-64"))
+    return str(meta.get("checksum", LEGACY_CHECKSUM))
 
 
 def chunk_digest(data: np.ndarray, checksum: str = CHECKSUM) -> int:
@@ -770,9 +776,7 @@ def read_crystals(
     arrays = {} if arrays is None else arrays
 
     def array(name: str) -> zarr.Array:
-        if name not in arrays:
-            arrays[name] = group[name]
-        return arrays[name]
+        return _opened(group, arrays, name)
 
     last = min(last, array("crystals/material_id").shape[0])
     offsets = array("crystals/site_offset")[first : last + 1]
@@ -782,6 +786,13 @@ def read_crystals(
     ids = array("crystals/material_id")[first:last]
     split = array("crystals/split")[first:last]
     return offsets, frac, number, lattice, ids, split
+
+
+def _opened(group: zarr.Group, arrays: dict[str, zarr.Array], name: str) -> zarr.Array:
+    """Array ``name`` of ``group``, opened once (a metadata read) and kept in ``arrays``."""
+    if name not in arrays:
+        arrays[name] = group[name]
+    return arrays[name]
 
 
 def write_block(
@@ -806,12 +817,11 @@ def write_block(
     arrays = {} if arrays is None else arrays
 
     def put(name: str, first: int, rows: np.ndarray) -> None:
-        if name not in arrays:
-            arrays[name] = group[name]
+        array = _opened(group, arrays, name)
         if writer is None:
-            arrays[name][first : first + len(rows)] = rows
+            array[first : first + len(rows)] = rows
         else:
-            writer(arrays[name])(first, rows)
+            writer(array)(first, rows)
 
     positions, numbers = pos_num
     for name, data in values.items():
@@ -953,7 +963,9 @@ def upgrade(
         for path in paths:
             key = f"{base}/{path}/zarr.json" if base else f"{path}/zarr.json"
             try:
-                document = json.loads(sync(group.store.get(key, prototype=_PROTOTYPE)).to_bytes())
+                document = json.loads(
+                    sync(group.store.get(key, prototype=BUFFER_PROTOTYPE)).to_bytes()
+                )
             except (*METADATA_ERRORS, AttributeError) as exc:  # AttributeError: no document
                 raise CrystalgridError(
                     f"{location}: the metadata of {path} is missing or damaged "
@@ -963,7 +975,7 @@ def upgrade(
             if document.get("dimension_names") is None:
                 document["dimension_names"] = list(dimension_names(path))
                 payload = json.dumps(document, indent=2).encode()
-                sync(group.store.set(key, _PROTOTYPE.buffer.from_bytes(payload)))
+                sync(group.store.set(key, BUFFER_PROTOTYPE.buffer.from_bytes(payload)))
                 changed.append(path)
         if changed or not consolidated:
             consolidate(open_group(location, mode="r+", storage_options=storage_options))
@@ -992,9 +1004,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-_PROTOTYPE = default_buffer_prototype()
 
 
 def whole_blosc_frame(raw: bytes | memoryview) -> bool:
@@ -1062,7 +1071,7 @@ def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> V
         for index in range(array.cdata_shape[0]):
             report.chunks_checked += 1
             key = chunk_key(array, index)
-            raw = sync(store.get(f"{base}/{key}" if base else key, prototype=_PROTOTYPE))
+            raw = sync(store.get(f"{base}/{key}" if base else key, prototype=BUFFER_PROTOTYPE))
             if raw is None:
                 report.problems.append(f"missing chunk {key}")
                 continue

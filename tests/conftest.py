@@ -79,3 +79,18 @@ def json_source(tmp_path, demo_records):
     with gzip.open(path, "wt") as f:
         json.dump(records, f)
     return path
+
+
+@pytest.fixture
+def small_build(json_source, tmp_path):
+    """``small_build(representation)``: a store of ``json_source`` built with 2 samples per
+    crystal in blocks of 24, at ``tmp_path/s.zarr`` (single) or ``r.zarr`` (repeated)."""
+    from crystalgrid import BuildConfig, build
+
+    def make(representation: str) -> Path:
+        out = tmp_path / f"{representation[0]}.zarr"
+        config = BuildConfig(representation=representation, samples_per_crystal=2, block_samples=24)
+        build(json_source, out, config=config, quiet=True)
+        return out
+
+    return make

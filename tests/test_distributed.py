@@ -108,12 +108,16 @@ class Cluster:
             ],
         )
         deadline = time.monotonic() + START_TIMEOUT
-        while not info.is_file() and time.monotonic() < deadline:
+        scheduler = None
+        while scheduler is None and time.monotonic() < deadline:
             self._check_alive()
+            # The scheduler creates the file before it writes it: wait for a whole document.
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                scheduler = json.loads(info.read_text())
             time.sleep(0.05)
-        if not info.is_file():
+        if scheduler is None:
             raise TimeoutError(f"the scheduler did not start in {START_TIMEOUT} s")
-        self.address = json.loads(info.read_text())["address"]
+        self.address = scheduler["address"]
         assert self.address.startswith("tcp://127.0.0.1:")
         for i in range(n_workers):
             worker = self._spawn(

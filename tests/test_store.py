@@ -17,11 +17,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "store-format.md"
 
 
 @pytest.fixture
-def small_store(json_source, tmp_path):
-    out = tmp_path / "s.zarr"
-    config = BuildConfig(representation="single", samples_per_crystal=2, block_samples=24)
-    build(json_source, out, config=config, quiet=True)
-    return out
+def small_store(small_build):
+    return small_build("single")
 
 
 def _arrays(group: zarr.Group, prefix: str = "") -> dict[str, zarr.Array]:

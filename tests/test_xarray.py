@@ -9,7 +9,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from crystalgrid import BuildConfig, CrystalgridError, build, open_dataset
+from crystalgrid import CrystalgridError, open_dataset
 from crystalgrid.cli import main
 from crystalgrid.store import SCHEMA, dimension_names, has_named_dimensions
 
@@ -17,11 +17,8 @@ xr = pytest.importorskip("xarray")
 
 
 @pytest.fixture
-def store(json_source, tmp_path):
-    out = tmp_path / "r.zarr"
-    config = BuildConfig(representation="repeated", samples_per_crystal=2, block_samples=24)
-    build(json_source, out, config=config, quiet=True)
-    return out
+def store(small_build):
+    return small_build("repeated")
 
 
 def _as_built_before(path):

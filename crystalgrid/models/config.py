@@ -28,6 +28,8 @@ _PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 #: What the U-Net can be trained on (see ``TrainConfig.unet_input``).
 UNET_INPUTS = ("reconstruction", "truth", "both")
+#: Training-time augmentations (see ``TrainConfig.augment``).
+AUGMENTATIONS = ("none", "cube")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,9 @@ class TrainConfig(Config):
             density (paper appendix G.1).
         output_activation: the decoder's last activation, ``"softplus"`` (default) or
             ``"relu"`` (the paper's, which can die: see :mod:`crystalgrid.models.vae`).
+        input_norm: BatchNorm after the first convolution of the encoder and of the U-Net
+            (the paper's). ``False`` leaves those layers unnormalised, so a sample's absolute
+            amplitudes (which carry Z) are not divided by statistics of its batch-mates.
         density_scale: the networks see ``density * density_scale`` (see module docstring).
         classes: atomic numbers of the U-Net's species classes, ascending, without 0 (class 0
             is "no atom"). ``None``: the species present in the training split.
@@ -56,6 +61,16 @@ class TrainConfig(Config):
         unet_input: what the U-Net is trained on: ``"reconstruction"`` (the paper's: the
             VAE's output), ``"truth"`` (the true density) or ``"both"`` (the mean of the two
             cross-entropies). At inference it always segments the reconstruction.
+        vae_stage: the fraction of the run's steps that trains the VAE alone; ``0`` (the
+            paper's) trains both networks in every step. In ``(0, 1)`` the run has two stages:
+            the VAE (MSE + beta KL, its own cosine schedule), then the VAE frozen and the U-Net
+            trained on its posterior-mean reconstructions (and the truth, per ``unet_input``)
+            with a schedule of its own starting at ``lr * unet_lr_scale``, so the U-Net learns
+            from the reconstructions it is scored on, at full learning rate.
+        augment: ``"cube"`` maps each training sample by one of the 48 symmetries of the cube
+            (axis permutations and flips), drawn per sample and step from the seed; they send
+            voxel centres onto voxel centres, so density and species stay exact. ``"none"``:
+            the stored samples as they are.
         atom_weight: cross-entropy weight of every atom class relative to "no atom" (paper:
             1). Atom voxels are ~0.3% of a grid; on the overfit set 10 did better than 1 and
             30 (models/overfit-cpu.md).
@@ -89,6 +104,7 @@ class TrainConfig(Config):
     unet_levels: int = 4
     conditional: bool = False
     output_activation: str = "softplus"
+    input_norm: bool = True
     density_scale: float = 1.0
     classes: tuple[int, ...] | None = None
     # loss
@@ -96,7 +112,9 @@ class TrainConfig(Config):
     gamma: float = 0.1
     ce_into_decoder: bool = False
     unet_input: str = "reconstruction"
+    vae_stage: float = 0.0
     atom_weight: float = 1.0
+    augment: str = "none"
     # optimiser
     lr: float = 1e-5
     unet_lr_scale: float = 1.0
@@ -152,6 +170,10 @@ class TrainConfig(Config):
             problems.append("beta and gamma must be >= 0")
         if self.unet_input not in UNET_INPUTS:
             problems.append(f"unet_input must be one of {UNET_INPUTS}, got {self.unet_input!r}")
+        if not 0 <= self.vae_stage < 1:
+            problems.append(f"vae_stage must be in [0, 1), got {self.vae_stage}")
+        if self.augment not in AUGMENTATIONS:
+            problems.append(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if not self.atom_weight > 0:
             problems.append(f"atom_weight must be > 0, got {self.atom_weight}")
         if not self.lr > 0:

@@ -15,6 +15,10 @@ this trains the U-Net on CE exactly as the paper's separate ``L_UNet = CE`` woul
 Adam's epsilon). With ``ce_into_decoder=True`` (the default, the paper's joint training) the
 CE's gradient also flows through ``M^`` into the decoder and encoder, pushing reconstructions
 towards grids the U-Net can segment; ``False`` detaches ``M^`` first.
+
+Staged training (``TrainConfig.vae_stage``) calls the same forward with ``stage="vae"``
+(``MSE + beta KL`` only, the U-Net not run) and then ``stage="unet"`` (the VAE frozen and
+evaluated on the posterior mean, the loss ``CE`` alone).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from crystalgrid.models.decode import ClassMap
 from crystalgrid.models.unet import AttentionUNet3D
 from crystalgrid.models.vae import VAE, kl_divergence
 
-__all__ = ["IGNORE_INDEX", "ReferenceModel"]
+__all__ = ["IGNORE_INDEX", "STAGES", "ReferenceModel"]
 
 IGNORE_INDEX = -100
+#: What one training step trains: both networks, the VAE alone, or the U-Net alone.
+STAGES = ("joint", "vae", "unet")
 
 
 class ReferenceModel(nn.Module):
@@ -54,9 +60,13 @@ class ReferenceModel(nn.Module):
             decoder_channels=config.decoder_channels,
             conditional=config.conditional,
             output=config.output_activation,
+            input_norm=config.input_norm,
         )
         self.unet = AttentionUNet3D(
-            class_map.n_classes, base_channels=config.unet_base_channels, levels=config.unet_levels
+            class_map.n_classes,
+            base_channels=config.unet_base_channels,
+            levels=config.unet_levels,
+            input_norm=config.input_norm,
         )
         lut = torch.from_numpy(class_map.to_classes(range(256), unknown=IGNORE_INDEX))
         self.register_buffer("class_of_z", lut.long(), persistent=False)
@@ -89,12 +99,17 @@ class ReferenceModel(nn.Module):
         return self.class_of_z[species.long()]
 
     # ---- training -----------------------------------------------------------------------
-    def forward(self, density: torch.Tensor, species: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, density: torch.Tensor, species: torch.Tensor, stage: str = "joint"
+    ) -> dict[str, torch.Tensor]:
         """The loss and its terms for one batch.
 
         Args:
             density: ``(B, n, n, n)`` raw density, Å^-3.
             species: ``(B, n, n, n)`` atomic number per voxel (0: no atom).
+            stage: ``"joint"`` (both networks), ``"vae"`` (``MSE + beta KL``; no ``ce``
+                returned) or ``"unet"`` (``CE`` of the U-Net on the frozen VAE's posterior
+                mean; the VAE must be in eval mode and gets no gradient).
 
         Returns:
             Scalar tensors ``loss``, ``mse``, ``kl``, ``ce``; in eval mode also ``acc_atoms``
@@ -103,11 +118,17 @@ class ReferenceModel(nn.Module):
         """
         x = self.scale(density)
         c = self.condition(x)
-        recon, mu, logvar = self.vae(x, c, sample=self.training)
-        seg_in = recon if self.ce_into_decoder else recon.detach()
-        target = self.targets(species)
+        if stage == "unet":
+            with torch.no_grad():
+                recon, mu, logvar = self.vae(x, c, sample=False)
+        else:
+            recon, mu, logvar = self.vae(x, c, sample=self.training)
         mse = F.mse_loss(recon.float(), x)
         kl = kl_divergence(mu, logvar)
+        if stage == "vae":
+            return {"loss": mse + self.beta * kl, "mse": mse, "kl": kl}
+        seg_in = recon if self.ce_into_decoder and stage == "joint" else recon.detach()
+        target = self.targets(species)
         unet_input = self.config.unet_input if self.training else "reconstruction"
         if unet_input == "both":
             # One U-Net pass over the true and the decoded grids together (BatchNorm sees
@@ -120,7 +141,10 @@ class ReferenceModel(nn.Module):
         else:
             logits = self.unet(x if unet_input == "truth" else seg_in)
             ce = self._ce(logits, target)
-        out = {"loss": mse + self.beta * kl + self.gamma * ce, "mse": mse, "kl": kl, "ce": ce}
+        if stage == "unet":
+            out = {"loss": ce, "mse": mse.detach(), "kl": kl.detach(), "ce": ce}
+        else:
+            out = {"loss": mse + self.beta * kl + self.gamma * ce, "mse": mse, "kl": kl, "ce": ce}
         if not self.training:
             with torch.no_grad():
                 pred = logits.argmax(dim=1)

@@ -19,6 +19,11 @@ Files written in ``out_dir``:
   the stop); ``best.pt``: the one with the lowest validation loss
   (:mod:`~crystalgrid.models.checkpoint`).
 
+With ``config.vae_stage`` the run has two stages (see :class:`TrainConfig`): the first
+``stage_boundary`` steps train the VAE alone, the rest the U-Net alone on the frozen VAE's
+reconstructions; each stage has its own learning-rate schedule. With ``config.augment ==
+"cube"`` each batch is mapped by random symmetries of the cube (:mod:`.augment`) on the device.
+
 Resuming restores the networks, the optimiser, the position and the RNG states, skips the
 batches of the interrupted epoch already seen (same seeded shuffle), drops log records past
 the checkpoint's step and appends.
@@ -40,6 +45,7 @@ import torch
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.jsonio import jsonable
+from crystalgrid.models.augment import apply_cube_symmetry, cube_symmetries
 from crystalgrid.models.checkpoint import read_checkpoint, restore_rng_state, save_checkpoint
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.decode import ClassMap
@@ -48,7 +54,7 @@ from crystalgrid.models.losses import ReferenceModel
 from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.spec import GridSpec
 
-__all__ = ["learning_rate", "train", "validation_loss"]
+__all__ = ["learning_rate", "stage_boundary", "train", "validation_loss"]
 
 # Fields that define the networks and the loss: a resumed run must keep them.
 _FROZEN_ON_RESUME = (
@@ -65,6 +71,9 @@ _FROZEN_ON_RESUME = (
     "ce_into_decoder",
     "atom_weight",
     "unet_input",
+    "input_norm",
+    "vae_stage",
+    "augment",
     "batch_size",
     "seed",
 )
@@ -165,23 +174,26 @@ class _Position:
 
 
 class _RunningMeans:
-    """Sums of the loss terms over steps (kept as tensors: no device sync per step)."""
+    """Sums of the loss terms over steps (kept as tensors: no device sync per step).
+
+    Each term is averaged over the steps that reported it (a VAE-only step has no ``ce``).
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.steps = 0
         self.t0 = time.perf_counter()
 
     def add(self, out: dict[str, torch.Tensor]) -> None:
         for key, value in out.items():
             self.sums[key] = self.sums.get(key, 0) + value.detach().float()
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.steps += 1
 
     def means(self, prefix: str = "") -> dict[str, float | None]:
         """The mean of each term (``None`` where not finite)."""
-        if not self.steps:
-            return {}
-        return {f"{prefix}{k}": _finite(float(v) / self.steps) for k, v in self.sums.items()}
+        return {f"{prefix}{k}": _finite(float(v) / self.counts[k]) for k, v in self.sums.items()}
 
     def samples_per_s(self, batch_size: int) -> float | None:
         seconds = time.perf_counter() - self.t0
@@ -345,6 +357,7 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    boundary = stage_boundary(config, total_steps)
     meta = _run_metadata(metadata, ckpt, config, view_train)
     log = _Log(out_dir / "log.jsonl", keep_until_step=pos.step if ckpt is not None else None)
     last = out_dir / "last.pt"
@@ -407,8 +420,13 @@ def train(
                 leave=False,
             )
             for density, species in device_batches(source, runtime, config.prefetch):
+                stage = _enter_stage(model, config, pos.step, boundary)
+                if config.augment == "cube":
+                    symmetry = cube_symmetries(len(density), seed=config.seed, step=pos.step)
+                    density = apply_cube_symmetry(density, symmetry)
+                    species = apply_cube_symmetry(species, symmetry)
                 with runtime.autocast():
-                    out = step_fn(density, species)
+                    out = step_fn(density, species, stage)
                 optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 if config.grad_clip is not None:
@@ -483,8 +501,37 @@ def train(
     return last
 
 
+def stage_boundary(config: TrainConfig, total_steps: int) -> int:
+    """The first step of the U-Net stage of a staged run (0: joint training throughout)."""
+    if not config.vae_stage:
+        return 0
+    return min(max(1, round(config.vae_stage * total_steps)), max(1, total_steps - 1))
+
+
+def _enter_stage(model: ReferenceModel, config: TrainConfig, step: int, boundary: int) -> str:
+    """The stage of step ``step``; at the U-Net stage the VAE is frozen (eval mode, no grad)."""
+    if not boundary:
+        return "joint"
+    if step < boundary:
+        return "vae"
+    if model.vae.training:
+        model.vae.eval()
+        model.vae.requires_grad_(False)
+    return "unet"
+
+
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """The learning rate of optimiser step ``step`` (0-based) of a run of ``total_steps``."""
+    """The learning rate of optimiser step ``step`` (0-based) of a run of ``total_steps``.
+
+    A staged run (``config.vae_stage``) restarts the schedule at the U-Net stage: each stage
+    decays from ``lr`` over its own steps (the groups' ``lr_scale`` applies on top).
+    """
+    boundary = stage_boundary(config, total_steps)
+    if boundary:
+        if step >= boundary:
+            step, total_steps = step - boundary, total_steps - boundary
+        else:
+            total_steps = boundary
     if config.lr_schedule == "constant" or total_steps <= 1:
         return config.lr
     progress = min(step, total_steps - 1) / (total_steps - 1)

@@ -26,10 +26,10 @@ BACKGROUND_PRIOR = 0.99
 
 
 class _DoubleConv(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, *, first_norm: bool = True) -> None:
         super().__init__(
-            nn.Conv3d(c_in, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm3d(c_out),
+            nn.Conv3d(c_in, c_out, 3, padding=1, bias=not first_norm),
+            nn.BatchNorm3d(c_out) if first_norm else nn.Identity(),
             nn.ReLU(inplace=True),
             nn.Conv3d(c_out, c_out, 3, padding=1, bias=False),
             nn.BatchNorm3d(c_out),
@@ -81,10 +81,18 @@ class AttentionUNet3D(nn.Module):
         base_channels: channels at the finest level; doubled per level.
         levels: number of 2x poolings (the bottleneck is ``levels`` poolings down).
         attention: gate the skip connections (``False``: a plain U-Net, for ablations).
+        input_norm: BatchNorm after the first convolution; ``False`` keeps each sample's
+            absolute amplitudes (which carry Z) instead of normalising them by its batch's.
     """
 
     def __init__(
-        self, n_classes: int, *, base_channels: int = 16, levels: int = 4, attention: bool = True
+        self,
+        n_classes: int,
+        *,
+        base_channels: int = 16,
+        levels: int = 4,
+        attention: bool = True,
+        input_norm: bool = True,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -92,7 +100,7 @@ class AttentionUNet3D(nn.Module):
         self.n_classes = n_classes
         self.levels = levels
         ch = [base_channels * 2**i for i in range(levels + 1)]
-        self.down = nn.ModuleList([_DoubleConv(1, ch[0])])
+        self.down = nn.ModuleList([_DoubleConv(1, ch[0], first_norm=input_norm)])
         self.down.extend(_DoubleConv(ch[i - 1], ch[i]) for i in range(1, levels + 1))
         self.ups = nn.ModuleList(_UpConv(ch[i + 1], ch[i]) for i in range(levels))
         self.gates = nn.ModuleList(

@@ -116,6 +116,9 @@ class VAE(nn.Module):
         decoder_channels: channels of the three upsampling convolutions.
         conditional: multiply the bottleneck input and output by a per-sample scalar.
         output: the last activation, ``"softplus"`` or ``"relu"`` (see the module docstring).
+        input_norm: BatchNorm after the first convolution (the paper's); ``False`` keeps the
+            absolute amplitudes of each sample (an identity in its place, so the parameter
+            names do not move).
 
     Raises:
         ValueError: for a grid size the encoder or decoder cannot map.
@@ -130,6 +133,7 @@ class VAE(nn.Module):
         decoder_channels: tuple[int, ...] = (64, 32, 16),
         conditional: bool = False,
         output: str = "softplus",
+        input_norm: bool = True,
     ) -> None:
         super().__init__()
         if output not in OUTPUT_ACTIVATIONS:
@@ -140,10 +144,13 @@ class VAE(nn.Module):
 
         layers: list[nn.Module] = []
         size, c_in = bins, 1
-        for c_out, k, s in zip(encoder_channels, _ENC_KERNELS, _ENC_STRIDES, strict=True):
+        for i, (c_out, k, s) in enumerate(
+            zip(encoder_channels, _ENC_KERNELS, _ENC_STRIDES, strict=True)
+        ):
+            norm = nn.BatchNorm3d(c_out) if i > 0 or input_norm else nn.Identity()
             layers += [
                 nn.Conv3d(c_in, c_out, k, stride=s, padding=k // 2),
-                nn.BatchNorm3d(c_out),
+                norm,
                 nn.LeakyReLU(0.01),
             ]
             size, c_in = _conv_out(size, k, s, k // 2), c_out

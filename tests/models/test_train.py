@@ -190,3 +190,67 @@ def test_the_test_double_keeps_the_view_contract(make_view):
     from crystalgrid.contracts import check_view
 
     check_view(make_view(7, seed=2), batch_size=3)
+
+
+def test_a_staged_run_trains_the_vae_then_only_the_unet(tiny_config, views, tmp_path, monkeypatch):
+    """First stage: MSE + KL only; second: the VAE frozen (weights and BatchNorm statistics)
+    and the U-Net trained on its reconstructions, each stage with its own schedule."""
+    import shutil
+
+    import crystalgrid.models.train as train_module
+
+    saved = {}
+    original = train_module.save_checkpoint
+
+    def keep_each(path, model, **kwargs):  # a copy of every checkpoint, by step
+        original(path, model, **kwargs)
+        saved[kwargs["step"]] = shutil.copy(path, tmp_path / f"step{kwargs['step']}.pt")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", keep_each)
+    config = tiny_config.with_overrides(
+        epochs=6, vae_stage=0.5, unet_input="both", lr_schedule="cosine", checkpoint_every=6
+    )
+    train(config, views[0], views[1], out_dir=tmp_path / "run", quiet=True)
+    steps = _records(tmp_path / "run", "step")
+    assert [("ce" in r) for r in steps] == [False] * 6 + [True] * 6
+    lrs = [r["lr"] for r in steps]
+    assert lrs[0] == pytest.approx(config.lr) and lrs[6] == pytest.approx(config.lr)
+    assert lrs[5] == pytest.approx(config.lr / 100) and lrs[11] == pytest.approx(config.lr / 100)
+    assert all(r["loss"] == pytest.approx(r["ce"]) for r in steps[6:])
+    boundary, final = load_checkpoint(saved[6]), load_checkpoint(saved[12])
+    vae_0, vae_1 = boundary.model.vae.state_dict(), final.model.vae.state_dict()
+    assert all(torch.equal(vae_0[k], vae_1[k]) for k in vae_0)  # running stats included
+    unet_0, unet_1 = boundary.model.unet.state_dict(), final.model.unet.state_dict()
+    assert any(not torch.equal(unet_0[k], unet_1[k]) for k in unet_0)
+
+
+def test_the_staged_schedule_restarts_at_the_boundary():
+    from crystalgrid.models.config import TrainConfig
+    from crystalgrid.models.train import learning_rate, stage_boundary
+
+    config = TrainConfig(lr=1e-3, lr_schedule="cosine", vae_stage=0.25)
+    assert stage_boundary(config, 100) == 25 and stage_boundary(TrainConfig(), 100) == 0
+    assert learning_rate(config, 24, 100) == pytest.approx(1e-5)
+    assert learning_rate(config, 25, 100) == pytest.approx(1e-3)
+    assert learning_rate(config, 99, 100) == pytest.approx(1e-5)
+    with pytest.raises(CrystalgridError, match="vae_stage"):
+        TrainConfig(vae_stage=1.0)
+    with pytest.raises(CrystalgridError, match="augment"):
+        TrainConfig(augment="rotate")
+
+
+def test_without_input_norm_the_raw_amplitudes_reach_the_first_convolutions(tiny_config):
+    config = tiny_config.with_overrides(input_norm=False, classes=(8, 26))
+    model = ReferenceModel(config, 30, ClassMap([8, 26]))
+    assert isinstance(model.vae.encoder[1], torch.nn.Identity)
+    assert isinstance(model.unet.down[0][1], torch.nn.Identity)
+    assert model.unet.down[0][0].bias is not None
+    # In training, the first layer's output for a sample no longer depends on its batch-mates
+    # (with the paper's BatchNorm it does: they set the statistics it is divided by).
+    x = torch.rand(2, 1, 30, 30, 30)
+    louder = torch.cat([x[:1], 5 * x[1:]])
+    for norm, depends in ((False, False), (True, True)):
+        config = tiny_config.with_overrides(input_norm=norm, classes=(8, 26))
+        first = ReferenceModel(config, 30, ClassMap([8, 26])).vae.encoder[:3].train()
+        same = torch.allclose(first(x)[0], first(louder)[0])
+        assert same is not depends

@@ -169,11 +169,12 @@ def train_cmd(
 )
 @click.option(
     "--decoder",
-    type=click.Choice(["unet-peaks", "unet-components", "peakfit"]),
+    type=click.Choice(["unet-peaks", "unet-components", "unet-amplitudes", "peakfit"]),
     default="unet-peaks",
     show_default=True,
     help="Atoms from the reconstruction: peaks of the U-Net's atom log-odds, the paper's "
-    "connected components of the U-Net's argmax, or the training-free peak fit.",
+    "connected components of the U-Net's argmax, the U-Net's peaks with species from the "
+    "reconstruction's fitted amplitudes, or the training-free peak fit.",
 )
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write the scores as JSON.")
 @click.option("--markdown", is_flag=True, help="Print the scores as markdown tables.")

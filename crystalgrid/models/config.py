@@ -28,6 +28,8 @@ _PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 #: What the U-Net can be trained on (see ``TrainConfig.unet_input``).
 UNET_INPUTS = ("reconstruction", "truth", "both")
+#: How the U-Net's output channels are read (see ``TrainConfig.head``).
+HEADS = ("softmax", "factorised")
 #: Training-time augmentations (see ``TrainConfig.augment``).
 AUGMENTATIONS = ("none", "cube")
 
@@ -61,6 +63,13 @@ class TrainConfig(Config):
         unet_input: what the U-Net is trained on: ``"reconstruction"`` (the paper's: the
             VAE's output), ``"truth"`` (the true density) or ``"both"`` (the mean of the two
             cross-entropies). At inference it always segments the reconstruction.
+        head: how the U-Net's ``1 + K`` output channels are read. ``"softmax"`` (the paper's):
+            one softmax over "no atom" and the K species, trained by a weighted
+            cross-entropy. ``"factorised"``: channel 0 is the log-odds of "an atom here"
+            (binary cross-entropy, positives weighted by ``atom_weight``) and channels 1..K
+            a softmax over species trained on atom voxels only, so the species are not
+            drowned by the ~99.7% of empty voxels. Both give the same ``1 + K`` class
+            log-probabilities to the decoders.
         vae_stage: the fraction of the run's steps that trains the VAE alone; ``0`` (the
             paper's) trains both networks in every step. In ``(0, 1)`` the run has two stages:
             the VAE (MSE + beta KL, its own cosine schedule), then the VAE frozen and the U-Net
@@ -112,6 +121,7 @@ class TrainConfig(Config):
     gamma: float = 0.1
     ce_into_decoder: bool = False
     unet_input: str = "reconstruction"
+    head: str = "softmax"
     vae_stage: float = 0.0
     atom_weight: float = 1.0
     augment: str = "none"
@@ -170,6 +180,8 @@ class TrainConfig(Config):
             problems.append("beta and gamma must be >= 0")
         if self.unet_input not in UNET_INPUTS:
             problems.append(f"unet_input must be one of {UNET_INPUTS}, got {self.unet_input!r}")
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {HEADS}, got {self.head!r}")
         if not 0 <= self.vae_stage < 1:
             problems.append(f"vae_stage must be in [0, 1), got {self.vae_stage}")
         if self.augment not in AUGMENTATIONS:

@@ -27,15 +27,16 @@ from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
 from crystalgrid.models.decode import decode_atoms, decode_class_scores
 from crystalgrid.models.metrics import Scorer
-from crystalgrid.models.peakfit import fit_atoms
+from crystalgrid.models.peakfit import fit_amplitudes, fit_atoms
 from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.spec import GridSpec
 
 __all__ = ["DECODERS", "evaluate", "score_species_grids"]
 
 #: How a reconstruction becomes atoms: peaks of the U-Net's atom log-odds (the default), the
-#: paper's connected components of the U-Net's argmax, or the training-free peak fit.
-DECODERS = ("unet-peaks", "unet-components", "peakfit")
+#: paper's connected components of the U-Net's argmax, the U-Net's peaks with species from the
+#: reconstruction's fitted amplitudes, or the training-free peak fit.
+DECODERS = ("unet-peaks", "unet-components", "unet-amplitudes", "peakfit")
 
 
 def evaluate(
@@ -71,7 +72,9 @@ def evaluate(
         decoder: how the reconstruction becomes atoms: ``"unet-peaks"`` (peaks of the
             U-Net's atom log-odds, :func:`~crystalgrid.models.decode.decode_class_scores`),
             ``"unet-components"`` (the paper's: connected components of the U-Net's argmax,
-            :func:`~crystalgrid.models.decode.decode_atoms`) or ``"peakfit"`` (the
+            :func:`~crystalgrid.models.decode.decode_atoms`), ``"unet-amplitudes"`` (the
+            U-Net's peaks, each atom's Z from the amplitudes fitted to the reconstruction,
+            :func:`~crystalgrid.models.peakfit.fit_amplitudes`) or ``"peakfit"`` (the
             training-free fit of :mod:`crystalgrid.models.peakfit`, in place of the U-Net).
         also: more decoders scored on the same reconstructions (one forward pass for all),
             returned under ``"also"`` by name.
@@ -155,6 +158,9 @@ def _decode(
         return decode_class_scores(scores, ckpt.spec, ckpt.class_map)
     if decoder == "unet-components":
         return decode_atoms(scores.argmax(axis=0), ckpt.spec, classes=ckpt.class_map)
+    if decoder == "unet-amplitudes":
+        positions, _ = decode_class_scores(scores, ckpt.spec, ckpt.class_map)
+        return positions, fit_amplitudes(reconstruction, positions, ckpt.spec)
     return fit_atoms(reconstruction, ckpt.spec)
 
 

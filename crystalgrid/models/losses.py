@@ -23,13 +23,15 @@ evaluated on the posterior mean, the loss ``CE`` alone).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.decode import ClassMap
-from crystalgrid.models.unet import AttentionUNet3D
+from crystalgrid.models.unet import BACKGROUND_PRIOR, AttentionUNet3D
 from crystalgrid.models.vae import VAE, kl_divergence
 
 __all__ = ["IGNORE_INDEX", "STAGES", "ReferenceModel"]
@@ -73,6 +75,12 @@ class ReferenceModel(nn.Module):
         self.register_buffer(
             "z_of_class", torch.from_numpy(class_map.z_of_class.astype("int64")), persistent=False
         )
+        self.factorised = config.head == "factorised"
+        if self.factorised:
+            # Channel 0 is the atom log-odds: start it at the prior of an atom voxel.
+            with torch.no_grad():
+                self.unet.head.bias.zero_()
+                self.unet.head.bias[0] = -math.log(BACKGROUND_PRIOR / (1 - BACKGROUND_PRIOR))
         weights = torch.full((class_map.n_classes,), float(config.atom_weight))
         weights[0] = 1.0
         self.register_buffer("class_weights", weights, persistent=False)
@@ -147,7 +155,7 @@ class ReferenceModel(nn.Module):
             out = {"loss": mse + self.beta * kl + self.gamma * ce, "mse": mse, "kl": kl, "ce": ce}
         if not self.training:
             with torch.no_grad():
-                pred = logits.argmax(dim=1)
+                pred = self.class_log_probs(logits).argmax(dim=1)
                 valid = target != IGNORE_INDEX
                 atoms = valid & (target != 0)
                 out["acc"] = ((pred == target) & valid).sum() / valid.sum().clamp(min=1)
@@ -155,15 +163,40 @@ class ReferenceModel(nn.Module):
         return out
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX
+        if not self.factorised:
+            return F.cross_entropy(
+                logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX
+            )
+        # Masks, not boolean indexing: the shapes stay static for torch.compile.
+        valid = target != IGNORE_INDEX
+        atom = valid & (target > 0)
+        odds = logits[:, 0].float()
+        weight = torch.tensor(float(self.config.atom_weight), device=odds.device)
+        per_voxel = F.binary_cross_entropy_with_logits(
+            odds, atom.float(), pos_weight=weight, reduction="none"
         )
+        bce = (per_voxel * valid).sum() / valid.sum().clamp(min=1)
+        species_target = torch.where(atom, target - 1, IGNORE_INDEX)
+        species = F.cross_entropy(
+            logits[:, 1:].float(), species_target, ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        return bce + species / atom.sum().clamp(min=1)
+
+    def class_log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The U-Net's output ``(B, 1 + K, n, n, n)`` as class scores for the decoders:
+        the logits themselves (softmax head) or the factorised head's log-probabilities
+        ``log p(no atom) = log sigmoid(-a)``, ``log p(k) = log sigmoid(a) + log softmax(s)_k``."""
+        if not self.factorised:
+            return logits
+        odds = logits[:, :1].float()
+        species = F.log_softmax(logits[:, 1:].float(), dim=1)
+        return torch.cat([F.logsigmoid(-odds), F.logsigmoid(odds) + species], dim=1)
 
     # ---- inference ----------------------------------------------------------------------
     @torch.no_grad()
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         """Class index per voxel ``(B, n, n, n)`` (int64) of a network grid ``(B, 1, n, n, n)``."""
-        return self.unet(x).argmax(dim=1)
+        return self.class_log_probs(self.unet(x)).argmax(dim=1)
 
     @torch.no_grad()
     def reconstruct(
@@ -193,7 +226,7 @@ class ReferenceModel(nn.Module):
         """
         x = self.scale(density)
         recon, _, _ = self.vae(x, self.condition(x), sample=False)
-        return self.unscale(recon), self.unet(recon)
+        return self.unscale(recon), self.class_log_probs(self.unet(recon))
 
     @torch.no_grad()
     def generate(

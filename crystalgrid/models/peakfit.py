@@ -36,7 +36,7 @@ from crystalgrid.contracts import iter_view
 from crystalgrid.models.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
-__all__ = ["REFINE_MAX_ATOMS", "fit_atoms", "score_peak_fit"]
+__all__ = ["REFINE_MAX_ATOMS", "fit_amplitudes", "fit_atoms", "score_peak_fit"]
 
 _TINY = 1e-12
 #: Candidates closer than this (Å) after refinement are one atom.
@@ -80,6 +80,32 @@ def _design(positions: np.ndarray, spec: GridSpec) -> np.ndarray:
     f = np.exp(-((centres[None, None, :] - positions[:, :, None]) ** 2) / (2 * spec.sigma**2))
     cols = spec.norm * np.einsum("ni,nj,nk->ijkn", f[:, 0], f[:, 1], f[:, 2])
     return cols.reshape(-1, len(positions))
+
+
+def fit_amplitudes(density: np.ndarray, positions: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Atomic numbers of atoms at known positions, from the amplitudes of Eq. (1).
+
+    With the positions fixed, a density grid is linear in the atoms' amplitudes: the
+    non-negative least-squares fit of one Gaussian per position gives each atom's electrons,
+    rounded to the nearest atomic number. This lets a segmenter that places atoms well take
+    their species from the density it segmented (amplitudes are what a density carries Z in).
+
+    Args:
+        density: ``(bins, bins, bins)`` Å^-3.
+        positions: ``(n, 3)`` box Å.
+        spec: the grid geometry.
+
+    Returns:
+        ``(n,)`` uint8 atomic numbers in ``[1, 118]``.
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if len(positions) == 0:
+        return np.zeros(0, dtype=np.uint8)
+    grid = np.asarray(density, dtype=np.float64)
+    if grid.shape != spec.shape:
+        raise ValueError(f"grid shape {grid.shape} does not match the spec's {spec.shape}")
+    amplitudes, _ = optimize.nnls(_design(positions, spec), grid.ravel())
+    return np.clip(np.rint(amplitudes), 1, 118).astype(np.uint8)
 
 
 def fit_atoms(

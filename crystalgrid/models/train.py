@@ -74,6 +74,7 @@ _FROZEN_ON_RESUME = (
     "input_norm",
     "vae_stage",
     "augment",
+    "head",
     "batch_size",
     "seed",
 )

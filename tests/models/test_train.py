@@ -254,3 +254,20 @@ def test_without_input_norm_the_raw_amplitudes_reach_the_first_convolutions(tiny
         first = ReferenceModel(config, 30, ClassMap([8, 26])).vae.encoder[:3].train()
         same = torch.allclose(first(x)[0], first(louder)[0])
         assert same is not depends
+
+
+def test_the_factorised_head_gives_normalised_class_scores_and_learns(tiny_config, views, tmp_path):
+    config = tiny_config.with_overrides(head="factorised", epochs=9, classes=(8, 26))
+    model = ReferenceModel(config, 30, ClassMap([8, 26])).eval()
+    density = torch.from_numpy(views[0][0:2]["density"])
+    _, scores = model.reconstruct_scores(density)
+    assert scores.shape == (2, 3, 30, 30, 30)
+    torch.testing.assert_close(torch.logsumexp(scores, dim=1), torch.zeros(2, 30, 30, 30))
+    # The head starts at the prior: about 1% of a voxel's probability on "an atom".
+    atom = 1 - scores[:, 0].exp()
+    assert float(atom.mean()) == pytest.approx(0.01, rel=0.5)
+    train(config, views[0], views[1], out_dir=tmp_path, quiet=True)
+    steps = _records(tmp_path, "step")
+    first = np.mean([r["ce"] for r in steps[:4]])
+    final = np.mean([r["ce"] for r in steps[-4:]])
+    assert final < 0.9 * first, (first, final)

@@ -65,8 +65,9 @@ run() {
   python3 -c "import torch, crystalgrid; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   mkdir -p "$bench"
   local status=0
-  python3 -m crystalgrid benchmark --budget 10m-gpu --source .kit/mp_binaries.json.gz \
-    --out "$bench/10m-gpu" -q ${BENCH_ARGS:-} || status=$?
+  # Stopped at the limit, a run still leaves what it finished (results-partial.*) to pack.
+  timeout "$limit" python3 -m crystalgrid benchmark --budget 10m-gpu \
+    --source .kit/mp_binaries.json.gz --out "$bench/10m-gpu" -q ${BENCH_ARGS:-} || status=$?
   echo "benchmark exit $status after $((SECONDS - start)) s"
   left=$((limit - (SECONDS - start)))
   if ((left > 40)); then

@@ -89,6 +89,10 @@ class TrainConfig(Config):
         lr_schedule: ``"constant"`` (the paper's) or ``"cosine"``: from ``lr`` down to
             ``lr / 100`` along a half cosine over the run's steps (``max_steps``, or
             ``epochs`` times the steps of an epoch).
+        warmup_steps: the learning rate rises linearly from ``lr / 100`` to ``lr`` over the
+            first this many steps (of each stage in a staged run). Adam's first steps move
+            every weight by about ``lr`` in the direction of its gradient's sign, which at the
+            paper's 65,536-wide bottleneck shifts the latent mean by tens at ``lr`` 1e-3.
         batch_size: samples per step (paper: 24).
         weight_decay: Adam weight decay.
         grad_clip: clip the global gradient norm to this value; ``None``: no clipping.
@@ -129,6 +133,7 @@ class TrainConfig(Config):
     lr: float = 1e-5
     unet_lr_scale: float = 1.0
     lr_schedule: str = "constant"
+    warmup_steps: int = 0
     batch_size: int = 24
     weight_decay: float = 0.0
     grad_clip: float | None = None
@@ -194,6 +199,8 @@ class TrainConfig(Config):
             problems.append(f"unet_lr_scale must be > 0, got {self.unet_lr_scale}")
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            problems.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:

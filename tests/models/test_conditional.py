@@ -178,8 +178,9 @@ def test_reference_conditional_config():
     assert config.with_overrides(conditional=False, notes=paper.notes) == paper
 
 
-def test_conditional_logvar_is_bounded():
-    """A large condition cannot blow up exp(logvar): the conditional VAE clamps it."""
+def test_logvar_is_bounded_and_keeps_its_gradient():
+    """A large condition (or a wide bottleneck's first Adam steps) cannot blow up
+    exp(logvar): every VAE bounds it, softly at the top so it can come back."""
     from crystalgrid.models.vae import LOGVAR_MAX, LOGVAR_MIN, VAE
 
     torch.manual_seed(0)
@@ -192,4 +193,13 @@ def test_conditional_logvar_is_bounded():
         x = torch.rand(2, 1, 30, 30, 30)
         _, logvar = cond.encode(x, torch.tensor([1e3, 1e-3]))
         assert logvar.min() >= LOGVAR_MIN and logvar.max() <= LOGVAR_MAX
-        assert plain.encode(x)[1].max() > 40  # the unconditional VAE is unchanged
+    with torch.no_grad():
+        plain.fc_logvar.bias.fill_(4.0)  # just past the bound: still a gradient back
+    _, logvar = plain.encode(x)
+    assert float(logvar.max()) <= LOGVAR_MAX
+    logvar.sum().backward()
+    assert float(plain.fc_logvar.bias.grad.abs().min()) > 0
+    with torch.no_grad():  # and below the bound it is the identity
+        plain.fc_logvar.bias.fill_(0.0)
+        plain.fc_logvar.weight.zero_()
+        torch.testing.assert_close(plain.encode(x)[1], torch.zeros(2, 8), atol=0.01, rtol=0)

@@ -124,6 +124,7 @@ RECIPE: dict[str, Any] = {
 BASELINE_CPU = TrainConfig(
     **{**_CPU_ARCHITECTURE, "latent_dim": 256},
     **RECIPE,
+    warmup_steps=100,
     batch_size=8,
     epochs=100_000,
     max_steps=4500,
@@ -171,7 +172,7 @@ BUDGETS: dict[str, Budget] = {
         samples_per_crystal=3,
         eval_limit=None,
         peakfit_limit=200,
-        peakfit_recon_limit=100,
+        peakfit_recon_limit=50,
     ),
     "2h-cpu-repeated": Budget(
         name="2h-cpu-repeated",

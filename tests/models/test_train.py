@@ -35,16 +35,17 @@ def test_a_few_steps_lower_the_loss(tiny_config, views, tmp_path):
     last = train(config, train_view, val_view, out_dir=tmp_path, quiet=True)
     steps = _records(tmp_path, "step")
     assert [r["step"] for r in steps] == list(range(1, 19))
-    # The U-Net's head starts at the prior, so the cross-entropy starts low; that the
-    # reconstruction learns more than an empty grid is tests/models/test_learning.py's.
-    for term, factor in (("ce", 0.9), ("loss", 0.95)):
-        first = np.mean([r[term] for r in steps[:4]])
-        final = np.mean([r[term] for r in steps[-4:]])
-        assert final < factor * first, (term, first, final)
-        print(f"{term}: first 4 steps {first:.4f}, last 4 steps {final:.4f}")
+    # The U-Net's head starts at the prior, so the cross-entropy starts low and falls within
+    # these few steps; the reconstruction error of this tiny VAE moves by less than its
+    # batch-to-batch noise in 18 steps (that it learns more than an empty grid is
+    # tests/models/test_learning.py's, over 60 steps).
+    first = np.mean([r["ce"] for r in steps[:4]])
+    final = np.mean([r["ce"] for r in steps[-4:]])
+    assert final < 0.9 * first, (first, final)
     epochs = _records(tmp_path, "epoch")
     assert len(epochs) == 9 and all(r["val_loss"] is not None for r in epochs)
-    assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]
+    assert epochs[-1]["val_ce"] < 0.9 * epochs[0]["val_ce"]
+    assert all(np.isfinite(r["loss"]) for r in steps)
     assert last == tmp_path / "last.pt" and (tmp_path / "best.pt").exists()
     start = _records(tmp_path, "start")[0]
     assert start["classes"] == [8, 26] and start["runtime"] == "cpu, fp32, eager"

@@ -31,7 +31,7 @@ from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.evaluate import evaluate
 from crystalgrid.models.train import train
 
-#: The earlier CPU recipe (models/baseline-1h-cpu.json) at the ablation's length.
+#: The earlier CPU recipe (models/baseline-1h-cpu-earlier.json) at the ablation's length.
 BASE: dict[str, Any] = {
     "latent_dim": 32,
     "encoder_channels": (4, 8, 16, 32),

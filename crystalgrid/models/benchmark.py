@@ -105,7 +105,7 @@ OVERFIT_CPU = TrainConfig(
     log_every=25,
 )
 
-#: The recipe that generalises (the ablation table of models/baseline-1h-cpu.md): a KL weight
+#: The recipe that generalises (models/gpu-10m.md and models/baseline-1h-cpu-single.md): a KL weight
 #: that no longer pays the VAE to drop light atoms, no BatchNorm on the raw amplitudes, the
 #: 48 cube symmetries, and two stages (the VAE, then the U-Net on the frozen VAE's
 #: posterior-mean reconstructions and the truth, at its own full learning rate).

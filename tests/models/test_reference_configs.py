@@ -42,7 +42,12 @@ def test_bad_configs_are_user_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "budget_name"), [("overfit-cpu", "overfit-cpu"), ("baseline-1h-cpu", "1h-cpu")]
+    ("name", "budget_name"), [
+        ("overfit-cpu", "overfit-cpu"),
+        ("baseline-1h-cpu-single", "1h-cpu"),
+        ("baseline-2h-cpu-repeated", "2h-cpu-repeated"),
+        ("gpu-10m", "10m-gpu"),
+    ],
 )
 def test_cpu_configs_are_the_benchmark_budgets(name, budget_name):
     from crystalgrid.models.benchmark import BUDGETS

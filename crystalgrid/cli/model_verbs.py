@@ -211,8 +211,11 @@ def evaluate_cmd(
     """
     if (checkpoint is None) == (predictions is None):
         raise CrystalgridError("give either a CHECKPOINT or --predictions FILE (one of them)")
-    if checkpoint is not None and not checkpoint.is_file():
-        raise CrystalgridError(f"checkpoint not found: {checkpoint}")
+    if checkpoint is not None:
+        _require_torch()
+        from crystalgrid.models.checkpoint import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(checkpoint)
     if predictions is not None and not predictions.is_file():
         raise CrystalgridError(f"predictions file not found: {predictions}")
     ckpt = None
@@ -271,9 +274,8 @@ def evaluate_cmd(
 
 
 def _load(checkpoint: Path) -> Any:
+    """A checkpoint file or shipped model name, loaded."""
     _require_torch()
-    if not checkpoint.is_file():
-        raise CrystalgridError(f"checkpoint not found: {checkpoint}")
     from crystalgrid.models.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint)

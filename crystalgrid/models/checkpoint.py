@@ -4,6 +4,12 @@ A checkpoint (``torch.save`` of a dict, read with ``weights_only=True``: no code
 unpickled) holds the networks, the optimiser, the config, the class map, the grid spec, the
 position (epoch, step, batch within the epoch), the torch RNG states, user metadata and the
 versions that wrote it. Files are written atomically (temporary file, fsync, rename).
+
+Shipped models. The reference baselines ship inside the package (``crystalgrid/models/
+weights/``) as weights-only bf16 files written by :func:`export_checkpoint`; wherever a
+checkpoint path is taken, one of the names in :data:`SHIPPED` may be given instead
+(``crystalgrid evaluate baseline-1h-cpu-single --data STORE``). Loading one needs neither the
+trainer nor the optimiser state.
 """
 
 from __future__ import annotations
@@ -30,13 +36,44 @@ __all__ = [
     "Checkpoint",
     "atomic_save",
     "checkpoint_config",
+    "export_checkpoint",
     "load_checkpoint",
     "read_checkpoint",
+    "resolve_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "crystalgrid.models/vae-unet/1"
+
+#: Models shipped with the package: name -> file in ``crystalgrid/models/weights/`` (each
+#: with its card in the repository's ``models/`` folder).
+SHIPPED: dict[str, str] = {
+    "baseline-1h-cpu-single": "baseline-1h-cpu-single.pt",
+}
+_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def resolve_checkpoint(ref: str | Path) -> Path:
+    """The file of a checkpoint given by path or by a shipped name (:data:`SHIPPED`).
+
+    Raises:
+        CrystalgridError: for a name that is neither a file nor a shipped model.
+    """
+    path = Path(ref)
+    if path.is_file():
+        return path
+    name = str(ref)
+    if name in SHIPPED:
+        shipped = _WEIGHTS / SHIPPED[name]
+        if not shipped.is_file():
+            raise CrystalgridError(f"the shipped model {name!r} is missing from {_WEIGHTS}")
+        return shipped
+    if path.suffix or len(path.parts) > 1:
+        raise CrystalgridError(f"checkpoint not found: {path}")
+    raise CrystalgridError(
+        f"no checkpoint file or shipped model named {name!r}; shipped: {', '.join(SHIPPED)}"
+    )
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -50,14 +87,13 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw dict of a checkpoint file, checked for its format (CPU tensors).
+    """The raw dict of a checkpoint file (or shipped name), checked for its format (CPU
+    tensors).
 
     Raises:
         CrystalgridError: if the file is missing or is not such a checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CrystalgridError(f"checkpoint not found: {path}")
+    path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
@@ -161,12 +197,13 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     Raises:
         CrystalgridError: if the file is missing or is not such a checkpoint.
     """
+    path = resolve_checkpoint(path)
     ckpt = read_checkpoint(path)
     config = TrainConfig.from_dict(ckpt["config"])
     class_map = ClassMap(ckpt["classes"])
     spec = GridSpec.from_dict(ckpt["spec"])
     model = ReferenceModel(config, spec.bins, class_map)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt["model"])  # bf16 weights of a shipped model become float32
     model.to(device).eval()
     return Checkpoint(
         model=model,
@@ -194,3 +231,25 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         with contextlib.suppress(RuntimeError, IndexError):  # fewer GPUs than when saved
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_checkpoint(
+    src: str | Path, dst: str | Path, *, dtype: torch.dtype = torch.bfloat16
+) -> Path:
+    """A weights-only copy of a checkpoint for sharing: floating tensors in ``dtype``, no
+    optimiser or RNG state (it loads with :func:`load_checkpoint`, it does not resume).
+
+    Returns:
+        ``dst``.
+    """
+    ckpt = read_checkpoint(src)
+    ckpt["model"] = {
+        k: v.to(dtype) if v.is_floating_point() else v for k, v in ckpt["model"].items()
+    }
+    ckpt["optimizer"] = {}
+    ckpt["rng"] = {}
+    ckpt["metadata"] = {**ckpt.get("metadata", {}), "exported_dtype": str(dtype)}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(ckpt, dst)
+    return dst

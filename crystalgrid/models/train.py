@@ -225,6 +225,11 @@ def _checkpoint_to_resume(
             )
         return None
     ckpt = read_checkpoint(resume)
+    if not ckpt.get("rng"):
+        raise CrystalgridError(
+            f"{resume} is a weights-only export (a shipped model): it loads for evaluation "
+            "and sampling but holds no optimiser state to resume from"
+        )
     saved = TrainConfig.from_dict(ckpt["config"])
     changed = [k for k in _FROZEN_ON_RESUME if getattr(saved, k) != getattr(config, k)]
     if changed:

@@ -42,7 +42,8 @@ def test_bad_configs_are_user_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "budget_name"), [
+    ("name", "budget_name"),
+    [
         ("overfit-cpu", "overfit-cpu"),
         ("baseline-1h-cpu-single", "1h-cpu"),
         ("baseline-2h-cpu-repeated", "2h-cpu-repeated"),

@@ -76,16 +76,19 @@ def rate(func: Callable[[], object], n_items: int, device: torch.device, min_tim
     return n_items / statistics.median(times)
 
 
-def load_pool(use_demo: bool) -> list[tuple[str, Crystal]]:
-    """Ordered crystals with every lattice length < 10 Å: MP binaries, or pymatgen's demo."""
-    if use_demo or not SHARED.is_dir():
+def load_pool(use_demo: bool, mp_file: Path | None = None) -> list[tuple[str, Crystal]]:
+    """Ordered crystals with every lattice length < 10 Å: the MP binaries (``mp_file``, or
+    ../shared/data), or pymatgen's demo structures (these need pymatgen's full package, not
+    pymatgen-core alone)."""
+    mp_file = mp_file or SHARED / "mp_binaries" / "mp_binaries.json.gz"
+    if use_demo or not mp_file.is_file():
         from crystalgrid.sources import DemoSource, parse_record
 
         pairs = [(r.material_id, parse_record(r)) for r in DemoSource().records()]
     else:
         from pymatgen.core import Structure
 
-        with gzip.open(SHARED / "mp_binaries" / "mp_binaries.json.gz") as f:
+        with gzip.open(mp_file) as f:
             pairs = [(r["material_id"], Structure.from_dict(r["structure"])) for r in json.load(f)]
     return [
         (m, Crystal.from_structure(s))
@@ -200,6 +203,9 @@ def main() -> None:
     parser.add_argument("--naive-batch", type=int, default=16, help="batch of the naive timing")
     parser.add_argument("--sampler-crystals", type=int, default=512)
     parser.add_argument("--demo", action="store_true", help="pymatgen's structures, not MP")
+    parser.add_argument(
+        "--mp-file", type=Path, help="the MP binaries' JSON.gz (default: ../shared/data's)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,7 +222,7 @@ def main() -> None:
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    pool = load_pool(args.demo)
+    pool = load_pool(args.demo, args.mp_file)
     gen = torch.Generator(device=device).manual_seed(0)
     for label, rep, mid, crystal in pick_cases(pool):
         err, off = cpu_agreement(crystal, mid, rep, device)

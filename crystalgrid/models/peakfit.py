@@ -3,19 +3,26 @@
 The density of Eq. (1) is a sum of Gaussians of known width whose amplitudes are the atomic
 numbers, so a grid can be decoded by fitting that sum back to it:
 
-1. **Peaks.** Every voxel that is the largest of its 3x3x3 neighbourhood and holds more than
-   ``threshold`` (in units of the density of one electron at an atom's centre, ``spec.norm``)
-   is an atom candidate. Its position is refined per axis by the vertex of the parabola
-   through the logarithms of the three values around it (exact for one isolated Gaussian).
+1. **Peaks.** The grid's white-noise level is estimated from its finest detail (the median
+   absolute value of the grid minus a 1-voxel smoothing of it: an Eq. (1) density varies
+   over ~3 voxels and has little of it). Peaks are searched in a copy smoothed by a Gaussian
+   of ``smooth`` voxels, which keeps each atom's peak where it is and divides the noise by
+   ~6: every voxel of it that is the largest of its 3x3x3 neighbourhood and holds more than
+   ``threshold`` (in units of the density of one electron at an atom's centre,
+   ``spec.norm``), and more than 5 standard deviations of the smoothed noise, is an atom
+   candidate. Its position is refined per axis by the vertex of the parabola through the
+   logarithms of the three values around it (exact for one isolated Gaussian).
 2. **Amplitudes.** With the positions fixed, the grid is linear in the amplitudes: a
-   non-negative least-squares fit gives each candidate's ``Z`` (electrons).
+   non-negative least-squares fit of the (unsmoothed) grid gives each candidate's ``Z``
+   (electrons).
 3. **Refinement.** Positions and amplitudes are fitted together by a few Levenberg-Marquardt
    steps (up to :data:`REFINE_MAX_ATOMS` candidates); candidates that end within 0.5 Å of
    each other are merged.
 4. **Residual rounds.** Two atoms closer than ``2 sigma`` (2 Å) make one peak, so the peaks of
-   the residual (grid minus fit) above the threshold are added as new candidates and steps
-   2-3 repeated, up to ``rounds`` times.
-5. Candidates whose fitted amplitude is below ``min_z`` are dropped; the others become atoms
+   the smoothed residual (grid minus fit) above the same thresholds are added as new
+   candidates and steps 2-3 repeated, up to ``rounds`` times.
+5. Candidates whose fitted amplitude is below ``min_z``, or below 5 standard deviations of
+   an amplitude fitted to the noise alone, are dropped; the others become atoms
    with ``Z = round(amplitude)``; candidates outside the box are dropped (the ground truth
    holds only atoms inside it, while the density also carries the tails of atoms just
    outside).
@@ -27,6 +34,7 @@ U-Net's decoding. It does not import torch.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -36,7 +44,7 @@ from crystalgrid.contracts import iter_view
 from crystalgrid.models.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
-__all__ = ["REFINE_MAX_ATOMS", "fit_amplitudes", "fit_atoms", "score_peak_fit"]
+__all__ = ["REFINE_MAX_ATOMS", "fit_amplitudes", "fit_atoms", "noise_level", "score_peak_fit"]
 
 _TINY = 1e-12
 #: Candidates closer than this (Å) after refinement are one atom.
@@ -45,6 +53,8 @@ _MERGE = 0.5
 REFINE_MAX_ATOMS = 96
 #: Most Levenberg-Marquardt steps of the position refinement.
 _REFINE_STEPS = 10
+#: Candidates must stand this many noise standard deviations above the noise.
+_SIGNIFICANCE = 5.0
 
 
 def _peaks(grid: np.ndarray, spec: GridSpec, threshold: float, limit: int) -> np.ndarray:
@@ -82,6 +92,29 @@ def _design(positions: np.ndarray, spec: GridSpec) -> np.ndarray:
     return cols.reshape(-1, len(positions))
 
 
+@functools.cache
+def _noise_gains(smooth: float) -> tuple[float, float]:
+    """Standard deviation of white noise of unit standard deviation after (grid - 1-voxel
+    smoothing) and after the ``smooth``-voxel smoothing."""
+    impulse = np.zeros((25, 25, 25))
+    impulse[12, 12, 12] = 1.0
+    detail = impulse - ndimage.gaussian_filter(impulse, 1.0, mode="constant")
+    smoothed = ndimage.gaussian_filter(impulse, smooth, mode="constant") if smooth else impulse
+    return float(np.sqrt((detail**2).sum())), float(np.sqrt((smoothed**2).sum()))
+
+
+def noise_level(grid: np.ndarray) -> float:
+    """A robust estimate of a grid's white-noise standard deviation (the grid's units).
+
+    Eq. (1) densities vary over ~3 voxels, so what differs from a 1-voxel smoothing is mostly
+    noise; the median absolute deviation keeps the atoms' own detail out of the estimate.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    detail = grid - ndimage.gaussian_filter(grid, 1.0, mode="constant")
+    mad = float(np.median(np.abs(detail - np.median(detail))))
+    return 1.4826 * mad / _noise_gains(0.0)[0]
+
+
 def fit_amplitudes(density: np.ndarray, positions: np.ndarray, spec: GridSpec) -> np.ndarray:
     """Atomic numbers of atoms at known positions, from the amplitudes of Eq. (1).
 
@@ -117,6 +150,7 @@ def fit_atoms(
     rounds: int = 2,
     refine: bool = True,
     max_atoms: int = 400,
+    smooth: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Atoms recovered from one density grid by peaks and a least-squares fit (module doc).
 
@@ -131,6 +165,7 @@ def fit_atoms(
             candidates, where its cost grows as their square.
         max_atoms: the most candidates kept (the highest peaks), so that a noisy
             reconstruction cannot make the fit explode.
+        smooth: Gaussian smoothing (voxels) of the grid in which peaks are searched; 0: none.
 
     Returns:
         ``(positions (n, 3) float64 box Å, numbers (n,) uint8)``.
@@ -143,9 +178,19 @@ def fit_atoms(
         raise ValueError(f"grid shape {grid.shape} does not match the spec's {spec.shape}")
     if not np.all(np.isfinite(grid)):
         raise ValueError("the density grid holds NaN or infinite values")
-    electrons = grid / spec.norm
     target = grid.ravel()
-    positions = _peaks(electrons, spec, threshold, max_atoms)
+    noise = noise_level(grid)
+    floor = max(threshold, _SIGNIFICANCE * noise * _noise_gains(smooth)[1] / spec.norm)
+    # An amplitude fitted to noise alone has this standard deviation (electrons): the noise
+    # over the root of the summed squares of one electron's Gaussian on the grid.
+    amp_noise = noise / np.sqrt(spec.norm**2 * np.pi**1.5 * spec.sigma**3 / spec.voxel**3)
+    keep = max(min_z, _SIGNIFICANCE * amp_noise)
+
+    def peaks_of(values: np.ndarray, limit: int) -> np.ndarray:
+        smoothed = ndimage.gaussian_filter(values, smooth, mode="constant") if smooth else values
+        return _peaks(smoothed / spec.norm, spec, floor, limit)
+
+    positions = peaks_of(grid, max_atoms)
     amplitudes = np.zeros(0)
     for round_ in range(rounds + 1):
         if len(positions) == 0:
@@ -153,13 +198,11 @@ def fit_atoms(
         amplitudes, _ = optimize.nnls(_design(positions, spec), target)
         if refine and len(positions) <= REFINE_MAX_ATOMS:
             positions, amplitudes = _refine(positions, amplitudes, target, spec)
-        positions, amplitudes = _merge(positions, amplitudes, min_z)
+        positions, amplitudes = _merge(positions, amplitudes, keep)
         if round_ == rounds or len(positions) == 0:
             break
         fitted = _design(positions, spec) @ amplitudes
-        room = max_atoms - len(positions)
-        residual = (target - fitted).reshape(spec.shape) / spec.norm
-        extra = _peaks(residual, spec, threshold, room)
+        extra = peaks_of((target - fitted).reshape(spec.shape), max_atoms - len(positions))
         if len(extra) == 0:
             break
         positions = np.concatenate([positions, extra])

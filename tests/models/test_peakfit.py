@@ -51,6 +51,28 @@ def test_a_rock_salt_cell_is_recovered():
     assert d.max() < 0.1 and (z[idx] == numbers).all()
 
 
+def test_white_noise_of_one_percent_adds_no_atom():
+    """A model's density is never exact: noise of 1% of the grid's maximum on a BaO cell (a
+    heavy and a light atom; three noise draws) leaves the atoms, their count and their species
+    as they were. (Without the noise-aware thresholds the fit found 18-27 atoms here.)"""
+    from crystalgrid.models.peakfit import noise_level
+
+    a = 5.52
+    ba = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) * a + 2.2
+    true = np.concatenate([ba, ba + np.array([0.5, 0, 0]) * a])
+    numbers = np.array([56] * 4 + [8] * 4)
+    grid = density_grid(true, numbers, SPEC)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        sigma = 0.01 * float(grid.max())
+        noisy = grid + rng.normal(0, sigma, SPEC.shape)
+        assert noise_level(noisy) == pytest.approx(sigma, rel=0.3)  # the atoms add a little
+        pos, z = fit_atoms(noisy, SPEC)
+        assert len(z) == 8
+        d, idx = nearest_distances(true, pos)
+        assert d.max() < 0.2 and (z[idx] == numbers).all()
+
+
 def test_empty_and_bad_grids():
     pos, z = fit_atoms(np.zeros(SPEC.shape, np.float32), SPEC)
     assert pos.shape == (0, 3) and z.shape == (0,)

@@ -156,7 +156,7 @@ BUDGETS: dict[str, Budget] = {
         description="the whole chain on a few crystals, < 3 minutes on 2 CPU cores (CI)",
         representations=("single",),
         train=BASELINE_CPU.with_overrides(
-            max_steps=40, log_every=5, val_max_batches=2, checkpoint_every=0
+            max_steps=40, warmup_steps=5, log_every=5, val_max_batches=2, checkpoint_every=0
         ),
         crystals=40,
         samples_per_crystal=1,

@@ -34,11 +34,9 @@ from crystalgrid.models.decode import ClassMap
 from crystalgrid.models.unet import BACKGROUND_PRIOR, AttentionUNet3D
 from crystalgrid.models.vae import VAE, kl_divergence
 
-__all__ = ["IGNORE_INDEX", "STAGES", "ReferenceModel"]
+__all__ = ["IGNORE_INDEX", "ReferenceModel"]
 
 IGNORE_INDEX = -100
-#: What one training step trains: both networks, the VAE alone, or the U-Net alone.
-STAGES = ("joint", "vae", "unet")
 
 
 class ReferenceModel(nn.Module):

@@ -426,7 +426,7 @@ def train(
                 leave=False,
             )
             for density, species in device_batches(source, runtime, config.prefetch):
-                stage = _enter_stage(model, config, pos.step, boundary)
+                stage = _enter_stage(model, pos.step, boundary)
                 if config.augment == "cube":
                     symmetry = cube_symmetries(len(density), seed=config.seed, step=pos.step)
                     density = apply_cube_symmetry(density, symmetry)
@@ -514,7 +514,7 @@ def stage_boundary(config: TrainConfig, total_steps: int) -> int:
     return min(max(1, round(config.vae_stage * total_steps)), max(1, total_steps - 1))
 
 
-def _enter_stage(model: ReferenceModel, config: TrainConfig, step: int, boundary: int) -> str:
+def _enter_stage(model: ReferenceModel, step: int, boundary: int) -> str:
     """The stage of step ``step``; at the U-Net stage the VAE is frozen (eval mode, no grad)."""
     if not boundary:
         return "joint"

@@ -20,8 +20,8 @@ Conditional mode (appendix G.1): with ``conditional=True`` the bottleneck's inpu
 flattened encoder features) and its output (the latent vector fed to the decoder) are
 multiplied by a per-sample scalar ``c`` (the trainer passes the sample's largest density).
 
-In every mode the log-variance is clamped to ``[LOGVAR_MIN, LOGVAR_MAX]`` = [-30, 2] (without
-it, training diverged; see :meth:`VAE.encode`).
+In every mode the log-variance is bounded to ``[LOGVAR_MIN, LOGVAR_MAX]`` = [-30, 2], softly
+at the top (without it, training diverged; see :meth:`VAE.encode`).
 """
 
 from __future__ import annotations

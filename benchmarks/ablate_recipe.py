@@ -27,27 +27,12 @@ import numpy as np
 import torch
 
 from crystalgrid.dataset import open_dataset
-from crystalgrid.models.config import TrainConfig
+from crystalgrid.models.benchmark import OVERFIT_CPU
 from crystalgrid.models.evaluate import evaluate
 from crystalgrid.models.train import train
 
 #: The earlier CPU recipe (models/baseline-1h-cpu-earlier.json) at the ablation's length.
-BASE: dict[str, Any] = {
-    "latent_dim": 32,
-    "encoder_channels": (4, 8, 16, 32),
-    "decoder_channels": (16, 8, 4),
-    "unet_base_channels": 8,
-    "unet_levels": 3,
-    "beta": 1e-4,
-    "atom_weight": 10.0,
-    "lr": 1e-3,
-    "lr_schedule": "cosine",
-    "batch_size": 8,
-    "epochs": 100_000,
-    "device": "cpu",
-    "precision": "bf16",
-    "val_max_batches": 2,
-}
+BASE = OVERFIT_CPU.with_overrides(val_max_batches=2, log_every=50)
 
 #: The ladder: (name, what changes from the previous rung).
 LADDER: list[tuple[str, dict[str, Any]]] = [
@@ -87,9 +72,7 @@ def run(args: argparse.Namespace) -> None:
             continue
         if name in done:
             continue
-        config = TrainConfig(
-            **{**BASE, **settings}, max_steps=args.steps, seed=args.seed, log_every=50
-        )
+        config = BASE.with_overrides(**settings, max_steps=args.steps, seed=args.seed)
         run_dir = out / f"v{i}"
         t0 = time.perf_counter()
         last = train(config, train_view, val_view, out_dir=run_dir, quiet=True)

@@ -120,10 +120,11 @@ def evaluate(
         truth = (batch["atom_positions"], batch["atom_numbers"])
         for i in range(len(recon_np)):
             scores_i = logits_np[i] if logits_np is not None else None
-            pos, z = _decode(decoder, scores_i, recon_np[i], ckpt)
+            peaks: dict[str, Any] = {}  # the U-Net's peaks, found once for every decoder
+            pos, z = _decode(decoder, scores_i, recon_np[i], ckpt, peaks)
             summary = scorer.add(pos, z, truth[0][i], truth[1][i], voxel_mse=float(mse[i]))
             for name, other in others.items():
-                pos, z = _decode(name, scores_i, recon_np[i], ckpt)
+                pos, z = _decode(name, scores_i, recon_np[i], ckpt, peaks)
                 other.add(pos, z, truth[0][i], truth[1][i], voxel_mse=float(mse[i]))
             if records is not None:
                 index = int(batch["index"][i]) if "index" in batch else None
@@ -150,17 +151,24 @@ def evaluate(
 
 
 def _decode(
-    decoder: str, scores: np.ndarray | None, reconstruction: np.ndarray, ckpt: Checkpoint
+    decoder: str,
+    scores: np.ndarray | None,
+    reconstruction: np.ndarray,
+    ckpt: Checkpoint,
+    peaks: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Atoms of one sample by ``decoder`` (:data:`DECODERS`) from its U-Net logits
-    ``(classes, n, n, n)`` or its reconstructed density ``(n, n, n)``."""
-    if decoder == "unet-peaks":
-        return decode_class_scores(scores, ckpt.spec, ckpt.class_map)
+    ``(classes, n, n, n)`` or its reconstructed density ``(n, n, n)``; ``peaks`` keeps the
+    sample's U-Net peaks for the next decoder that needs them."""
+    if decoder in ("unet-peaks", "unet-amplitudes"):
+        if "atoms" not in peaks:
+            peaks["atoms"] = decode_class_scores(scores, ckpt.spec, ckpt.class_map)
+        positions, numbers = peaks["atoms"]
+        if decoder == "unet-peaks":
+            return positions, numbers
+        return positions, fit_amplitudes(reconstruction, positions, ckpt.spec)
     if decoder == "unet-components":
         return decode_atoms(scores.argmax(axis=0), ckpt.spec, classes=ckpt.class_map)
-    if decoder == "unet-amplitudes":
-        positions, _ = decode_class_scores(scores, ckpt.spec, ckpt.class_map)
-        return positions, fit_amplitudes(reconstruction, positions, ckpt.spec)
     return fit_atoms(reconstruction, ckpt.spec)
 
 

@@ -138,7 +138,7 @@ def fit_amplitudes(density: np.ndarray, positions: np.ndarray, spec: GridSpec) -
     if grid.shape != spec.shape:
         raise ValueError(f"grid shape {grid.shape} does not match the spec's {spec.shape}")
     amplitudes, _ = optimize.nnls(_design(positions, spec), grid.ravel())
-    return np.clip(np.rint(amplitudes), 1, 118).astype(np.uint8)
+    return _atomic_numbers(amplitudes)
 
 
 def fit_atoms(
@@ -208,8 +208,12 @@ def fit_atoms(
         positions = np.concatenate([positions, extra])
         amplitudes = np.concatenate([amplitudes, np.zeros(len(extra))])
     inside = np.all((positions >= 0) & (positions < spec.side), axis=1)
-    numbers = np.clip(np.rint(amplitudes[inside]), 1, 118).astype(np.uint8)
-    return positions[inside], numbers
+    return positions[inside], _atomic_numbers(amplitudes[inside])
+
+
+def _atomic_numbers(electrons: np.ndarray) -> np.ndarray:
+    """Fitted amplitudes (electrons) -> atomic numbers, ``uint8`` in ``[1, 118]``."""
+    return np.clip(np.rint(electrons), 1, 118).astype(np.uint8)
 
 
 def _refine(

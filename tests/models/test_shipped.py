@@ -23,23 +23,11 @@ from crystalgrid.models.checkpoint import (  # noqa: E402
 from crystalgrid.models.train import train  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def trained(make_view, tmp_path_factory):
-    from crystalgrid.models.config import TrainConfig
-
-    config = TrainConfig(
-        latent_dim=8,
-        encoder_channels=(2, 2, 4, 4),
-        decoder_channels=(4, 2, 2),
-        unet_base_channels=2,
-        unet_levels=2,
-        batch_size=4,
-        epochs=1,
-        device="cpu",
-        prefetch=0,
-    )
+@pytest.fixture
+def trained(make_view, tiny_config, tmp_path):
     view = make_view(4, seed=0)
-    return view, train(config, view, out_dir=tmp_path_factory.mktemp("run"), quiet=True)
+    config = tiny_config.with_overrides(epochs=1, prefetch=0)
+    return view, train(config, view, out_dir=tmp_path / "run", quiet=True)
 
 
 def test_an_export_is_bf16_weights_only_and_reconstructs_like_the_original(trained, tmp_path):

@@ -55,6 +55,14 @@ REFINE_MAX_ATOMS = 96
 _REFINE_STEPS = 10
 #: Candidates must stand this many noise standard deviations above the noise.
 _SIGNIFICANCE = 5.0
+#: A candidate with less than this share of a neighbour's electrons, closer to it than
+#: ``_SATELLITE_RADIUS`` sigma, cannot be told from a slight misfit of that neighbour (noise
+#: lets a small Gaussian beside a heavy atom absorb part of it) and is merged into it. Real
+#: neighbours this close are H beside C, N or O (ratio >= 1/8, beyond this share).
+_SATELLITE_RATIO = 0.05
+_SATELLITE_RADIUS = 1.2
+#: The range of the fitted Gaussian width, in units of ``spec.sigma``.
+_WIDTH_RANGE = (0.8, 2.0)
 
 
 def _peaks(grid: np.ndarray, spec: GridSpec, threshold: float, limit: int) -> np.ndarray:
@@ -83,12 +91,18 @@ def _peaks(grid: np.ndarray, spec: GridSpec, threshold: float, limit: int) -> np
     return (ijk + 0.5 + offsets) * spec.voxel
 
 
-def _design(positions: np.ndarray, spec: GridSpec) -> np.ndarray:
-    """``(bins^3, n)``: the density of one electron at each position, per voxel."""
+def _design(positions: np.ndarray, spec: GridSpec, width: float | None = None) -> np.ndarray:
+    """``(bins^3, n)``: the density of one electron at each position, per voxel.
+
+    ``width`` (Å, default ``spec.sigma``) is the Gaussians' standard deviation; each column
+    integrates to one electron whatever the width, so amplitudes stay electrons.
+    """
+    width = spec.sigma if width is None else width
     centres = (np.arange(spec.bins) + 0.5) * spec.voxel
     # (n, bins) factors per axis; the Gaussian factorises over x, y, z.
-    f = np.exp(-((centres[None, None, :] - positions[:, :, None]) ** 2) / (2 * spec.sigma**2))
-    cols = spec.norm * np.einsum("ni,nj,nk->ijkn", f[:, 0], f[:, 1], f[:, 2])
+    f = np.exp(-((centres[None, None, :] - positions[:, :, None]) ** 2) / (2 * width**2))
+    norm = spec.norm * (spec.sigma / width) ** 3
+    cols = norm * np.einsum("ni,nj,nk->ijkn", f[:, 0], f[:, 1], f[:, 2])
     return cols.reshape(-1, len(positions))
 
 
@@ -151,6 +165,8 @@ def fit_atoms(
     refine: bool = True,
     max_atoms: int = 400,
     smooth: float = 1.0,
+    fit_width: bool = True,
+    border: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Atoms recovered from one density grid by peaks and a least-squares fit (module doc).
 
@@ -166,6 +182,12 @@ def fit_atoms(
         max_atoms: the most candidates kept (the highest peaks), so that a noisy
             reconstruction cannot make the fit explode.
         smooth: Gaussian smoothing (voxels) of the grid in which peaks are searched; 0: none.
+        fit_width: fit one Gaussian width shared by all atoms with the positions (in
+            ``[0.8, 2] sigma``), for grids blurred as a whole, as reconstructions are;
+            amplitudes stay integrated electrons. Needs ``refine``.
+        border: voxels this close to a face are left out of the fits (still searched for
+            peaks): a smoothed grid is least faithful at its faces, where its filter had
+            to guess what lies beyond.
 
     Returns:
         ``(positions (n, 3) float64 box Å, numbers (n,) uint8)``.
@@ -179,6 +201,7 @@ def fit_atoms(
     if not np.all(np.isfinite(grid)):
         raise ValueError("the density grid holds NaN or infinite values")
     target = grid.ravel()
+    rows = _interior(spec.bins, border)
     noise = noise_level(grid)
     floor = max(threshold, _SIGNIFICANCE * noise * _noise_gains(smooth)[1] / spec.norm)
     # An amplitude fitted to noise alone has this standard deviation (electrons): the noise
@@ -192,16 +215,19 @@ def fit_atoms(
 
     positions = peaks_of(grid, max_atoms)
     amplitudes = np.zeros(0)
+    width = spec.sigma
     for round_ in range(rounds + 1):
         if len(positions) == 0:
             break
-        amplitudes, _ = optimize.nnls(_design(positions, spec), target)
+        amplitudes, _ = optimize.nnls(_design(positions, spec, width)[rows], target[rows])
         if refine and len(positions) <= REFINE_MAX_ATOMS:
-            positions, amplitudes = _refine(positions, amplitudes, target, spec)
-        positions, amplitudes = _merge(positions, amplitudes, keep)
+            positions, amplitudes, width = _refine(
+                positions, amplitudes, target, rows, spec, width, fit_width
+            )
+        positions, amplitudes = _merge(positions, amplitudes, keep, spec.sigma)
         if round_ == rounds or len(positions) == 0:
             break
-        fitted = _design(positions, spec) @ amplitudes
+        fitted = _design(positions, spec, width) @ amplitudes
         extra = peaks_of((target - fitted).reshape(spec.shape), max_atoms - len(positions))
         if len(extra) == 0:
             break
@@ -211,48 +237,74 @@ def fit_atoms(
     return positions[inside], _atomic_numbers(amplitudes[inside])
 
 
+@functools.cache
+def _interior(bins: int, border: int) -> np.ndarray:
+    """Flat indices of the voxels of a ``bins^3`` grid at least ``border`` voxels from a face."""
+    inner = np.arange(border, bins - border)
+    i, j, k = np.meshgrid(inner, inner, inner, indexing="ij")
+    return np.ravel_multi_index((i.ravel(), j.ravel(), k.ravel()), (bins, bins, bins))
+
+
 def _atomic_numbers(electrons: np.ndarray) -> np.ndarray:
     """Fitted amplitudes (electrons) -> atomic numbers, ``uint8`` in ``[1, 118]``."""
     return np.clip(np.rint(electrons), 1, 118).astype(np.uint8)
 
 
 def _refine(
-    positions: np.ndarray, amplitudes: np.ndarray, target: np.ndarray, spec: GridSpec
-) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares fit of positions and amplitudes together (a few Gauss-Newton steps)."""
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    target: np.ndarray,
+    rows: np.ndarray,
+    spec: GridSpec,
+    width: float,
+    fit_width: bool,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least-squares fit of positions, amplitudes and (``fit_width``) the one Gaussian width
+    all atoms share, together (a few Levenberg-Marquardt steps), over the voxels ``rows``
+    (flat indices) of the grid ``target`` (flat).
+
+    Returns ``(positions (n, 3) Å, amplitudes (n,) electrons, width Å)``.
+    """
     centres = (np.arange(spec.bins) + 0.5) * spec.voxel
     n = len(positions)
-    s2 = spec.sigma**2
+    low, high = _WIDTH_RANGE[0] * spec.sigma, _WIDTH_RANGE[1] * spec.sigma
 
-    def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return theta[: 3 * n].reshape(n, 3), theta[3 * n :]
+    def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        return theta[: 3 * n].reshape(n, 3), theta[3 * n : 4 * n], float(theta[4 * n])
 
-    def model(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = unpack(theta)[0]
+    def model(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos, _, w = unpack(theta)
         delta = centres[None, None, :] - pos[:, :, None]  # (n, 3, bins)
-        f = np.exp(-(delta**2) / (2 * s2))
-        g = spec.norm * np.einsum("ni,nj,nk->ijkn", f[:, 0], f[:, 1], f[:, 2]).reshape(-1, n)
-        return g, delta, f
+        f = np.exp(-(delta**2) / (2 * w**2))
+        norm = spec.norm * (spec.sigma / w) ** 3
+        g = norm * np.einsum("ni,nj,nk->ijkn", f[:, 0], f[:, 1], f[:, 2]).reshape(-1, n)
+        return g, delta
 
     def residual(theta: np.ndarray) -> np.ndarray:
-        g, _, _ = model(theta)
-        return g @ unpack(theta)[1] - target
+        g, _ = model(theta)
+        return (g @ unpack(theta)[1] - target)[rows]
 
     def jacobian(theta: np.ndarray) -> np.ndarray:
-        g, delta, _ = model(theta)
-        amp = unpack(theta)[1]
+        g, delta = model(theta)
+        _, amp, w = unpack(theta)
         b = spec.bins
-        jac = np.empty((b**3, 4 * n))
+        cols = 4 * n + (1 if fit_width else 0)
+        jac = np.empty((b**3, cols))
+        r2 = np.zeros((b, b, b, n))
         for axis in range(3):
             shape = [1, 1, 1, n]
             shape[axis] = b
-            d = (delta[:, axis, :].T / s2).reshape(shape)  # d(log g)/d(position)
-            jac[:, axis : 3 * n : 3] = (g.reshape(b, b, b, n) * d).reshape(-1, n) * amp
-        jac[:, 3 * n :] = g
-        return jac
+            d = delta[:, axis, :].T.reshape(shape)
+            jac[:, axis : 3 * n : 3] = (g.reshape(b, b, b, n) * d / w**2).reshape(-1, n) * amp
+            r2 = r2 + d**2
+        jac[:, 3 * n : 4 * n] = g
+        if fit_width:  # d g / d w = g (r^2 / w^3 - 3 / w), summed over the atoms
+            jac[:, 4 * n] = (g * (r2.reshape(-1, n) / w**3 - 3 / w)) @ amp
+        return jac[rows]
 
-    # Levenberg-Marquardt on the normal equations (4n unknowns, bins^3 residuals).
-    theta = np.concatenate([positions.ravel(), amplitudes])
+    # Levenberg-Marquardt on the normal equations (4n + 1 unknowns, bins^3 residuals).
+    theta = np.concatenate([positions.ravel(), amplitudes, [width]])
+    free = 4 * n + (1 if fit_width else 0)
     res = residual(theta)
     cost = res @ res
     damping = 1e-3
@@ -264,11 +316,13 @@ def _refine(
             try:
                 step = np.linalg.solve(jtj + damping * np.diag(np.diag(jtj) + _TINY), -grad)
             except np.linalg.LinAlgError:
-                step = np.zeros_like(theta)
-            trial = theta + step
-            # Candidates stay near the box, amplitudes non-negative.
+                step = np.zeros(free)
+            trial = theta.copy()
+            trial[:free] += step
+            # Candidates stay near the box, amplitudes non-negative, the width in its range.
             trial[: 3 * n] = np.clip(trial[: 3 * n], -spec.side / 2, 1.5 * spec.side)
-            trial[3 * n :] = np.maximum(trial[3 * n :], 0.0)
+            trial[3 * n : 4 * n] = np.maximum(trial[3 * n : 4 * n], 0.0)
+            trial[4 * n] = np.clip(trial[4 * n], low, high)
             res_trial = residual(trial)
             cost_trial = res_trial @ res_trial
             if (np.isfinite(cost_trial) and cost_trial < cost) or damping > 1e6:
@@ -285,15 +339,21 @@ def _refine(
 
 
 def _merge(
-    positions: np.ndarray, amplitudes: np.ndarray, min_z: float
+    positions: np.ndarray, amplitudes: np.ndarray, min_z: float, sigma: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Drop candidates below ``min_z``; merge candidates that converged onto one atom."""
+    """Drop candidates below ``min_z``; merge candidates that converged onto one atom, and
+    satellites (a small share of a close neighbour's electrons) into that neighbour."""
     keep = amplitudes >= min_z
     positions, amplitudes = positions[keep], amplitudes[keep]
     order = np.argsort(-amplitudes, kind="stable")
     kept: list[int] = []
     for i in order:
-        close = [k for k in kept if np.linalg.norm(positions[k] - positions[i]) < _MERGE]
+        close = [
+            k
+            for k in kept
+            if (d := np.linalg.norm(positions[k] - positions[i])) < _MERGE
+            or (d < _SATELLITE_RADIUS * sigma and amplitudes[i] < _SATELLITE_RATIO * amplitudes[k])
+        ]
         if close:
             amplitudes[close[0]] += amplitudes[i]
         else:

@@ -129,7 +129,14 @@ def noise_level(grid: np.ndarray) -> float:
     return 1.4826 * mad / _noise_gains(0.0)[0]
 
 
-def fit_amplitudes(density: np.ndarray, positions: np.ndarray, spec: GridSpec) -> np.ndarray:
+def fit_amplitudes(
+    density: np.ndarray,
+    positions: np.ndarray,
+    spec: GridSpec,
+    *,
+    fit_width: bool = False,
+    border: int = 0,
+) -> np.ndarray:
     """Atomic numbers of atoms at known positions, from the amplitudes of Eq. (1).
 
     With the positions fixed, a density grid is linear in the atoms' amplitudes: the
@@ -141,6 +148,12 @@ def fit_amplitudes(density: np.ndarray, positions: np.ndarray, spec: GridSpec) -
         density: ``(bins, bins, bins)`` Å^-3.
         positions: ``(n, 3)`` box Å.
         spec: the grid geometry.
+        fit_width: choose the one Gaussian width (in ``[0.8, 2] sigma``) that fits the grid
+            best, so that a blurred grid's electrons are integrated rather than read off its
+            lowered peaks. Off by default: where the positions are a segmenter's, misplaced
+            atoms widen the fitted width (on the shipped single-cell model's reconstructions
+            it lowered the exact species from 8.9% to 5.6% of 150 test samples).
+        border: voxels this close to a face are left out of the fit.
 
     Returns:
         ``(n,)`` uint8 atomic numbers in ``[1, 118]``.
@@ -151,8 +164,20 @@ def fit_amplitudes(density: np.ndarray, positions: np.ndarray, spec: GridSpec) -
     grid = np.asarray(density, dtype=np.float64)
     if grid.shape != spec.shape:
         raise ValueError(f"grid shape {grid.shape} does not match the spec's {spec.shape}")
-    amplitudes, _ = optimize.nnls(_design(positions, spec), grid.ravel())
-    return _atomic_numbers(amplitudes)
+    rows = _interior(spec.bins, border)
+    target = grid.ravel()[rows]
+
+    def fit(width: float) -> tuple[np.ndarray, float]:
+        return optimize.nnls(_design(positions, spec, width)[rows], target)
+
+    width = spec.sigma
+    if fit_width:
+        low, high = _WIDTH_RANGE[0] * spec.sigma, _WIDTH_RANGE[1] * spec.sigma
+        best = optimize.minimize_scalar(
+            lambda w: fit(w)[1], bounds=(low, high), method="bounded", options={"xatol": 1e-3}
+        )
+        width = float(best.x)
+    return _atomic_numbers(fit(width)[0])
 
 
 def fit_atoms(

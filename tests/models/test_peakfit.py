@@ -7,7 +7,7 @@ import pytest
 
 from crystalgrid.grids import density_grid
 from crystalgrid.models.metrics import nearest_distances
-from crystalgrid.models.peakfit import fit_atoms, score_peak_fit
+from crystalgrid.models.peakfit import fit_amplitudes, fit_atoms, score_peak_fit
 from crystalgrid.spec import GridSpec
 
 SPEC = GridSpec()
@@ -93,6 +93,11 @@ def test_a_blurred_grid_keeps_its_atoms_and_species():
     assert d.max() < 0.1 and (z[idx] == numbers).all()
     _, z_fixed = fit_atoms(blurred, SPEC, fit_width=False, border=0)
     assert sorted(z_fixed.tolist()) != sorted(numbers.tolist())
+    # At known positions, the same holds for the amplitudes alone.
+    assert (
+        fit_amplitudes(blurred, true, SPEC, fit_width=True, border=1).tolist() == numbers.tolist()
+    )
+    assert fit_amplitudes(blurred, true, SPEC).tolist() != numbers.tolist()
 
 
 def test_empty_and_bad_grids():

@@ -176,6 +176,15 @@ def train_cmd(
     "connected components of the U-Net's argmax, the U-Net's peaks with species from the "
     "reconstruction's fitted amplitudes, or the training-free peak fit.",
 )
+@click.option(
+    "--input",
+    "source",
+    type=click.Choice(["reconstruction", "truth"]),
+    default="reconstruction",
+    show_default=True,
+    help="What the decoder reads: the VAE's reconstruction (the model's score), or the true "
+    "density (the U-Net or the peak fit alone, without the VAE's errors).",
+)
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write the scores as JSON.")
 @click.option("--markdown", is_flag=True, help="Print the scores as markdown tables.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -196,6 +205,7 @@ def evaluate_cmd(
     split: str,
     predictions: Path | None,
     decoder: str,
+    source: str,
     out: Path | None,
     markdown: bool,
     batch_size: int,
@@ -211,6 +221,8 @@ def evaluate_cmd(
     """
     if (checkpoint is None) == (predictions is None):
         raise CrystalgridError("give either a CHECKPOINT or --predictions FILE (one of them)")
+    if predictions is not None and source != "reconstruction":
+        raise CrystalgridError("--input is for a CHECKPOINT; --predictions are scored as given")
     if checkpoint is not None:
         _require_torch()
         from crystalgrid.models.checkpoint import resolve_checkpoint
@@ -230,7 +242,7 @@ def evaluate_cmd(
         from crystalgrid.models.predictions import score_predictions
 
         result = score_predictions(predictions, view, limit=limit, quiet=quiet)
-        source = str(predictions)
+        title_of = str(predictions)
     else:
         from crystalgrid.models.evaluate import evaluate
 
@@ -244,9 +256,10 @@ def evaluate_cmd(
             limit=limit,
             ceiling=ceiling,
             decoder=decoder,
+            source=source,
             quiet=quiet,
         )
-        source = str(checkpoint)
+        title_of = str(checkpoint) + (" on the true densities" if source == "truth" else "")
     from crystalgrid.models.metrics import to_json, to_markdown
 
     result["data"] = {
@@ -258,7 +271,7 @@ def evaluate_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(to_json(result) + "\n")
     if markdown:
-        title = f"{source} on {data} ({split})"
+        title = f"{title_of} on {data} ({split})"
         click.echo(to_markdown(result, title=title), nl=False)
     elif out is None:
         click.echo(to_json(result))
@@ -657,11 +670,12 @@ def match_cmd(
 @main.command("benchmark")
 @click.option(
     "--budget",
-    type=click.Choice(["smoke", "overfit-cpu", "1h-cpu", "10m-gpu"]),
+    type=click.Choice(["smoke", "overfit-cpu", "1h-cpu", "2h-cpu-repeated", "10m-gpu"]),
     default="smoke",
     show_default=True,
     help="How much work: smoke (< 3 min on 2 cores), overfit-cpu (proof of learning, "
-    "<= 15 min), 1h-cpu, 10m-gpu (one H100/H200).",
+    "<= 15 min), 1h-cpu (single cells), 2h-cpu-repeated (repeated crops), 10m-gpu "
+    "(one H100/H200).",
 )
 @click.option(
     "--source",
@@ -696,6 +710,11 @@ def match_cmd(
     help="Licence of the source data, when the source does not state it (e.g. CC-BY-4.0).",
 )
 @click.option("--citation", default=None, help="How to cite the source data.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted benchmark in OUT from each training run's last.pt.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def benchmark_cmd(
@@ -710,6 +729,7 @@ def benchmark_cmd(
     precision: str | None,
     licence: str | None,
     citation: str | None,
+    resume: bool,
     quiet: bool,
 ) -> None:
     """Build the stores, train the reference model, score it on the test split, report.
@@ -732,6 +752,7 @@ def benchmark_cmd(
         precision=precision,
         licence=licence,
         citation=citation,
+        resume=resume,
         quiet=quiet,
     )
     for representation, rep in results["representations"].items():

@@ -5,7 +5,8 @@ on each representation's train split, scores it with the paper's metrics on the 
 scored split (the test split; the train split for ``overfit-cpu``), and writes into ``out``:
 
 - ``results.json``: everything (budget, command, seed, versions, device, wall times, scores,
-  the decoding ceiling, the training-free peak fit on the true densities, the paper's numbers);
+  the decoding ceiling, the U-Net and the training-free peak fit on the true densities, the
+  paper's numbers);
 - ``results.md``: the same as tables, the run beside the paper's Table 1 and the ceiling;
 - ``<repr>-loss.png``, ``<repr>-parity.png``, ``<repr>-counts.png``, ``<repr>-distances.png``:
   loss curves, reconstructed vs true density per voxel, predicted minus true atom counts, and
@@ -282,6 +283,7 @@ def run_benchmark(
     licence: str | None = None,
     citation: str | None = None,
     command: str | None = None,
+    resume: bool = False,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Build, train, evaluate and report one budget (module docstring).
@@ -297,6 +299,8 @@ def run_benchmark(
         licence, citation: of the source data, when the source does not state them (as
             ``crystalgrid build --licence``); recorded in the stores and the results.
         command: the command line to record (default: this process's).
+        resume: continue each representation's training from its ``last.pt`` in ``out``
+            (an interrupted run); representations without one start afresh.
         quiet: no progress bars.
 
     Returns:
@@ -316,6 +320,11 @@ def run_benchmark(
     out = Path(out)
     if (out / "results.json").exists():
         raise CrystalgridError(f"{out} already holds a benchmark (results.json); choose another")
+    if not resume and any((out / r / "last.pt").exists() for r in budget.representations):
+        raise CrystalgridError(
+            f"{out} holds an interrupted benchmark (a last.pt); add --resume to continue it, "
+            "or choose another folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir) if data_dir is not None else out / "stores"
     config = budget.train.with_overrides(
@@ -368,7 +377,7 @@ def run_benchmark(
         }
         dataset = open_dataset(store)
         results["representations"][representation] = _train_and_score(
-            budget, config, dataset, representation, out, quiet
+            budget, config, dataset, representation, out, resume, quiet
         )
         results["wall_time_s"] = time.perf_counter() - started
         if len(results["representations"]) < len(budget.representations):
@@ -378,6 +387,25 @@ def run_benchmark(
     for partial in ("results-partial.json", "results-partial.md"):
         (out / partial).unlink(missing_ok=True)
     return results
+
+
+def training_seconds(log: list[dict[str, Any]]) -> float:
+    """Seconds spent training, summed over a run's sessions (a resumed run has several).
+
+    Each ``start`` record opens a session that lasts until the last record before the next
+    ``start``; the time between sessions (a run stopped and resumed later) is not counted.
+    """
+    total, opened, latest = 0.0, None, None
+    for record in log:
+        if record["kind"] == "start":
+            if opened is not None and latest is not None:
+                total += latest - opened
+            opened = latest = record["time"]
+        elif opened is not None:
+            latest = record["time"]
+    if opened is not None and latest is not None:
+        total += latest - opened
+    return total
 
 
 def _write(json_path: Path, md_path: Path, results: dict[str, Any]) -> None:
@@ -391,6 +419,7 @@ def _train_and_score(
     dataset: Any,
     representation: str,
     out: Path,
+    resume: bool,
     quiet: bool,
 ) -> dict[str, Any]:
     from crystalgrid.models.checkpoint import load_checkpoint
@@ -407,17 +436,17 @@ def _train_and_score(
     if len(train_view) < config.batch_size:
         config = replace(config, batch_size=max(1, len(train_view)))
     run_dir = out / representation
-    t0 = time.perf_counter()
     last = train(
         config,
         train_view,
         val_view if len(val_view) else None,
         out_dir=run_dir,
+        resume=run_dir / "last.pt" if resume and (run_dir / "last.pt").exists() else None,
         quiet=quiet,
         metadata={"data": str(dataset.location), "representation": representation},
     )
-    train_s = time.perf_counter() - t0
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    train_s = training_seconds(log)
     steps = [r for r in log if r["kind"] == "step"]
     speeds = [r["samples_per_s"] for r in steps[1:]] or [r["samples_per_s"] for r in steps]
 
@@ -435,6 +464,16 @@ def _train_and_score(
         also=("unet-components", "unet-amplitudes"),
     )
     eval_s = time.perf_counter() - t0
+    # The U-Net on the true densities: what the segmenter reaches without the VAE's errors.
+    unet_on_truth = evaluate(
+        ckpt,
+        test_view,
+        limit=budget.eval_limit,
+        device=config.device,
+        ceiling=False,
+        source="truth",
+        quiet=quiet,
+    )
     peakfit = None
     if budget.peakfit_limit != 0:
         t0 = time.perf_counter()
@@ -466,6 +505,7 @@ def _train_and_score(
         "train": {
             "seconds": train_s,
             "steps": ckpt.step,
+            "sessions": sum(1 for r in log if r["kind"] == "start"),
             "samples_per_s_median": float(np.median(speeds)) if speeds else None,
             "runtime": scores.get("runtime"),
             "final": {k: steps[-1].get(k) for k in ("loss", "mse", "kl", "ce")} if steps else {},
@@ -475,6 +515,7 @@ def _train_and_score(
         "ceiling": scores.get("ceiling"),
         "unet_components": scores["also"]["unet-components"],
         "unet_amplitudes": scores["also"]["unet-amplitudes"],
+        "unet_on_true_density": unet_on_truth,
         "peakfit_on_true_density": peakfit,
         "peakfit_on_reconstruction": peakfit_recon,
         "paper": PAPER_SINGLE if representation == "single" else PAPER_REPEATED,
@@ -536,6 +577,7 @@ def _markdown(results: dict[str, Any]) -> str:
         others = [
             ("this model, the paper's decoding (components)", rep["unet_components"]),
             ("this model, species from fitted amplitudes", rep.get("unet_amplitudes")),
+            ("its U-Net on the true density (no VAE)", rep.get("unet_on_true_density")),
             ("VAE + peak fit (no U-Net)", rep["peakfit_on_reconstruction"]),
             ("peak fit on the true density (no model)", rep["peakfit_on_true_density"]),
         ]

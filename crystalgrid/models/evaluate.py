@@ -31,12 +31,15 @@ from crystalgrid.models.peakfit import fit_amplitudes, fit_atoms
 from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.spec import GridSpec
 
-__all__ = ["DECODERS", "evaluate", "score_species_grids"]
+__all__ = ["DECODERS", "SOURCES", "evaluate", "score_species_grids"]
 
 #: How a reconstruction becomes atoms: peaks of the U-Net's atom log-odds (the default), the
 #: paper's connected components of the U-Net's argmax, the U-Net's peaks with species from the
 #: reconstruction's fitted amplitudes, or the training-free peak fit.
 DECODERS = ("unet-peaks", "unet-components", "unet-amplitudes", "peakfit")
+
+#: What the decoders read: the VAE's reconstruction, or the true density (no VAE).
+SOURCES = ("reconstruction", "truth")
 
 
 def evaluate(
@@ -53,6 +56,7 @@ def evaluate(
     decoder: str = "unet-peaks",
     also: tuple[str, ...] = (),
     records: list[dict[str, Any]] | None = None,
+    source: str = "reconstruction",
     quiet: bool = False,
 ) -> dict[str, Any]:
     """The paper's scores of a checkpoint on a split.
@@ -80,6 +84,9 @@ def evaluate(
             returned under ``"also"`` by name.
         records: a list to append each sample's own summary to (``index``, ``n_true``,
             ``n_pred``, ``n_matched``, ...; see :meth:`Scorer.add`).
+        source: what the decoders read: ``"reconstruction"`` (the VAE's, the model's score)
+            or ``"truth"`` (the true densities, no VAE: the segmenter or the peak fit on its
+            own, which tells the VAE's share of the error from the U-Net's; no voxel MSE).
         quiet: no progress bar.
 
     Returns:
@@ -94,6 +101,8 @@ def evaluate(
     for name in (decoder, *also):
         if name not in DECODERS:
             raise CrystalgridError(f"decoder must be one of {', '.join(DECODERS)}, got {name!r}")
+    if source not in SOURCES:
+        raise CrystalgridError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     spec = spec or getattr(view, "spec", None) or ckpt.spec
     if spec != ckpt.spec:
@@ -111,21 +120,27 @@ def evaluate(
     bar = tqdm(total=total, desc="evaluate", disable=quiet, leave=False)
     for batch in iter_view(view, batch_size, limit=limit):
         density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
-        with runtime.autocast():
-            recon, logits = model.reconstruct_scores(density.to(runtime.device))
-        recon_np = recon.float().cpu().numpy()
-        logits_np = logits.float().cpu().numpy() if needs_scores else None
         true_density = np.asarray(batch["density"], dtype=np.float32)
-        mse = ((recon_np - true_density) ** 2).reshape(len(recon_np), -1).mean(axis=1)
+        with runtime.autocast():
+            if source == "truth":
+                logits = model.segment_scores(density.to(runtime.device))
+                recon_np = true_density
+            else:
+                recon, logits = model.reconstruct_scores(density.to(runtime.device))
+                recon_np = recon.float().cpu().numpy()
+        logits_np = logits.float().cpu().numpy() if needs_scores else None
+        mse: Any = ((recon_np - true_density) ** 2).reshape(len(recon_np), -1).mean(axis=1)
+        if source == "truth":
+            mse = [None] * len(recon_np)
         truth = (batch["atom_positions"], batch["atom_numbers"])
         for i in range(len(recon_np)):
             scores_i = logits_np[i] if logits_np is not None else None
             peaks: dict[str, Any] = {}  # the U-Net's peaks, found once for every decoder
             pos, z = _decode(decoder, scores_i, recon_np[i], ckpt, peaks)
-            summary = scorer.add(pos, z, truth[0][i], truth[1][i], voxel_mse=float(mse[i]))
+            summary = scorer.add(pos, z, truth[0][i], truth[1][i], voxel_mse=mse[i])
             for name, other in others.items():
                 pos, z = _decode(name, scores_i, recon_np[i], ckpt, peaks)
-                other.add(pos, z, truth[0][i], truth[1][i], voxel_mse=float(mse[i]))
+                other.add(pos, z, truth[0][i], truth[1][i], voxel_mse=mse[i])
             if records is not None:
                 index = int(batch["index"][i]) if "index" in batch else None
                 records.append({"index": index, **summary})
@@ -143,6 +158,7 @@ def evaluate(
     }
     result["runtime"] = runtime.describe()
     result["decoder"] = decoder
+    result["source"] = source
     if oracle is not None:
         result["ceiling"] = oracle.result()
     if others:

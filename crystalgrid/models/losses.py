@@ -227,6 +227,12 @@ class ReferenceModel(nn.Module):
         return self.unscale(recon), self.class_log_probs(self.unet(recon))
 
     @torch.no_grad()
+    def segment_scores(self, density: torch.Tensor) -> torch.Tensor:
+        """The U-Net's class log-probabilities ``(B, classes, n, n, n)`` of the densities
+        ``(B, n, n, n)`` Å^-3 themselves (no VAE): the segmenter scored on its own."""
+        return self.class_log_probs(self.unet(self.scale(density)))
+
+    @torch.no_grad()
     def generate(
         self, z: torch.Tensor, c: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,8 @@ def test_smoke_writes_results_beside_the_paper(smoke):
     assert single["scores"]["decoder"] == "unet-peaks"
     assert single["unet_components"]["decoder"] == "unet-components"
     assert single["unet_components"]["n_samples"] == single["scores"]["n_samples"]
+    on_truth = single["unet_on_true_density"]
+    assert on_truth["source"] == "truth" and on_truth["n_samples"] == scores["n_samples"]
     assert single["paper"]["count_exact"] == 0.90
     md = (out / "results.md").read_text()
     assert "paper (single cells)" in md and "decoding ceiling" in md and "peak fit" in md
@@ -81,6 +83,40 @@ def test_a_used_folder_is_refused_and_stores_are_reused(smoke, tmp_path):
     results = json.loads((tmp_path / "second" / "results.json").read_text())
     assert results["build"]["stores"]["single"]["reused"] is True
     assert results["representations"]["single"]["train"]["steps"] == 2
+
+    # An interrupted run (a last.pt, no results.json) is refused without --resume, and
+    # continued from its checkpoint with it.
+    for name in ("results.json", "results.md"):
+        (tmp_path / "second" / name).unlink()
+    cont = ["benchmark", "--out", str(tmp_path / "second"), "--data-dir", str(out / "stores")]
+    refused = runner.invoke(main, [*cont, "--steps", "4", "-q"])
+    assert refused.exit_code == 2 and "add --resume" in refused.stderr
+    resumed = runner.invoke(main, [*cont, "--steps", "4", "--resume", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    train = json.loads((tmp_path / "second" / "results.json").read_text())
+    train = train["representations"]["single"]["train"]
+    assert train["steps"] == 4 and train["sessions"] == 2 and train["seconds"] > 0
+
+
+def test_every_budget_is_offered_by_the_cli():
+    from crystalgrid.cli.model_verbs import benchmark_cmd
+    from crystalgrid.models.benchmark import BUDGETS
+
+    option = next(p for p in benchmark_cmd.params if p.name == "budget")
+    assert set(option.type.choices) == set(BUDGETS)
+
+
+def test_training_seconds_skip_the_time_between_sessions():
+    from crystalgrid.models.benchmark import training_seconds
+
+    log = [
+        {"kind": "start", "time": 100.0},
+        {"kind": "step", "time": 130.0},
+        {"kind": "start", "time": 1000.0},  # resumed much later
+        {"kind": "step", "time": 1010.0},
+        {"kind": "stop", "time": 1012.0},
+    ]
+    assert training_seconds(log) == pytest.approx(42.0)
 
 
 def test_unknown_budget_and_bad_source(tmp_path):

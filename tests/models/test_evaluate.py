@@ -38,3 +38,18 @@ def test_evaluate_a_checkpoint(make_view, tiny_config, tmp_path):
     assert "ceiling" not in evaluate(last, view, ceiling=False, limit=1, quiet=True)
     with pytest.raises(CrystalgridError, match="grid spec"):
         evaluate(last, view, spec=GridSpec(side=12.0))
+
+
+def test_evaluate_on_the_true_densities(make_view, tiny_config, tmp_path):
+    """``source="truth"`` skips the VAE: the peak fit then reads the true densities and finds
+    every atom, whatever the (barely trained) model; the U-Net's scores are finite."""
+    view = make_view(6, seed=2)
+    last = train(tiny_config.with_overrides(max_steps=2), view, out_dir=tmp_path, quiet=True)
+    fit = evaluate(last, view, source="truth", decoder="peakfit", ceiling=False, quiet=True)
+    assert fit["source"] == "truth" and fit["voxel_mse_mean"] is None
+    assert fit["true_within_radius"] == 1.0 and fit["species_exact"] == 1.0
+    unet = evaluate(last, view, source="truth", ceiling=False, quiet=True)
+    assert unet["n_samples"] == 6 and unet["source"] == "truth"
+    assert evaluate(last, view, limit=2, ceiling=False, quiet=True)["source"] == "reconstruction"
+    with pytest.raises(CrystalgridError, match="source must be one of"):
+        evaluate(last, view, source="density")

@@ -83,6 +83,8 @@ class TrainConfig(Config):
         atom_weight: cross-entropy weight of every atom class relative to "no atom" (paper:
             1). Atom voxels are ~0.3% of a grid; on the overfit set 10 did better than 1 and
             30 (models/overfit-cpu.md).
+        background_prior: the probability of "no atom" the U-Net's head starts at, at
+            every voxel (0.99: single cells hold ~0.25% atom voxels, repeated crops ~2.8%).
         lr: Adam learning rate (paper: 1e-5).
         unet_lr_scale: the U-Net's learning rate relative to ``lr`` (its loss is separate
             from the VAE's when ``ce_into_decoder`` is off).
@@ -128,6 +130,7 @@ class TrainConfig(Config):
     head: str = "softmax"
     vae_stage: float = 0.0
     atom_weight: float = 1.0
+    background_prior: float = 0.99
     augment: str = "none"
     # optimiser
     lr: float = 1e-5
@@ -193,6 +196,8 @@ class TrainConfig(Config):
             problems.append(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if not self.atom_weight > 0:
             problems.append(f"atom_weight must be > 0, got {self.atom_weight}")
+        if not 0 < self.background_prior < 1:
+            problems.append(f"background_prior must be in (0, 1), got {self.background_prior}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if not self.unet_lr_scale > 0:

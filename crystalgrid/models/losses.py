@@ -31,7 +31,7 @@ from torch import nn
 
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.decode import ClassMap
-from crystalgrid.models.unet import BACKGROUND_PRIOR, AttentionUNet3D
+from crystalgrid.models.unet import AttentionUNet3D
 from crystalgrid.models.vae import VAE, kl_divergence
 
 __all__ = ["IGNORE_INDEX", "ReferenceModel"]
@@ -67,6 +67,7 @@ class ReferenceModel(nn.Module):
             base_channels=config.unet_base_channels,
             levels=config.unet_levels,
             input_norm=config.input_norm,
+            background_prior=config.background_prior,
         )
         lut = torch.from_numpy(class_map.to_classes(range(256), unknown=IGNORE_INDEX))
         self.register_buffer("class_of_z", lut.long(), persistent=False)
@@ -78,7 +79,8 @@ class ReferenceModel(nn.Module):
             # Channel 0 is the atom log-odds: start it at the prior of an atom voxel.
             with torch.no_grad():
                 self.unet.head.bias.zero_()
-                self.unet.head.bias[0] = -math.log(BACKGROUND_PRIOR / (1 - BACKGROUND_PRIOR))
+                prior = config.background_prior
+                self.unet.head.bias[0] = -math.log(prior / (1 - prior))
         weights = torch.full((class_map.n_classes,), float(config.atom_weight))
         weights[0] = 1.0
         self.register_buffer("class_weights", weights, persistent=False)

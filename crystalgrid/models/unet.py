@@ -83,6 +83,7 @@ class AttentionUNet3D(nn.Module):
         attention: gate the skip connections (``False``: a plain U-Net, for ablations).
         input_norm: BatchNorm after the first convolution; ``False`` keeps each sample's
             absolute amplitudes (which carry Z) instead of normalising them by its batch's.
+        background_prior: the probability of "no atom" the head starts at, every voxel.
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class AttentionUNet3D(nn.Module):
         levels: int = 4,
         attention: bool = True,
         input_norm: bool = True,
+        background_prior: float = BACKGROUND_PRIOR,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -113,7 +115,7 @@ class AttentionUNet3D(nn.Module):
         # so the first steps learn where atoms are instead of first learning that they are rare.
         with torch.no_grad():
             self.head.bias.zero_()
-            odds = BACKGROUND_PRIOR / (1 - BACKGROUND_PRIOR)
+            odds = background_prior / (1 - background_prior)
             self.head.bias[0] = math.log(odds * (n_classes - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,9 @@ def test_bad_configs_are_user_errors(tmp_path):
     bad.write_text('{"latent_dim": 0, "lr": -1}')
     with pytest.raises(CrystalgridError, match="latent_dim must be >= 1, got 0; lr must be > 0"):
         TrainConfig.from_file(bad)
+    bad.write_text('{"background_prior": 1.0}')
+    with pytest.raises(CrystalgridError, match=r"background_prior must be in \(0, 1\), got 1.0"):
+        TrainConfig.from_file(bad)
     bad.write_text('{"nope": 1}')
     with pytest.raises(CrystalgridError, match="unknown training configuration keys"):
         TrainConfig.from_file(bad)

@@ -41,3 +41,12 @@ def test_gate_keeps_the_skip_shape_and_bounds_its_coefficients():
 def test_needs_two_classes():
     with pytest.raises(ValueError, match="at least 2 classes"):
         AttentionUNet3D(1)
+
+
+@pytest.mark.parametrize("prior", [0.99, 0.97])
+def test_the_head_starts_at_its_background_prior(prior):
+    """Before any training, every voxel's probability of "no atom" is the configured prior."""
+    torch.manual_seed(0)
+    net = AttentionUNet3D(5, base_channels=4, levels=2, background_prior=prior)
+    probs = torch.softmax(net(torch.zeros(1, 1, 12, 12, 12)), dim=1)
+    assert probs[:, 0].mean().item() == pytest.approx(prior, abs=0.02)

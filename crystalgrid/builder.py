@@ -44,7 +44,7 @@ from crystalgrid.errors import ConfigError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import FilterConfig
 from crystalgrid.grids.numpy_backend import DENSITY_METHOD
 from crystalgrid.grids.placement import REPRESENTATIONS, Crystal, Representation, placements
-from crystalgrid.lock import store_lock
+from crystalgrid.lock import HeldLock, LockGuard, store_lock
 from crystalgrid.samples import sample_from_placement
 from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_record
 from crystalgrid.spec import GridSpec
@@ -431,10 +431,14 @@ def _create_store(
 
 
 def _grid_block(
-    location: str, storage_options: dict | None, block: int, config_dict: dict[str, Any]
+    location: str,
+    storage_options: dict | None,
+    block: int,
+    config_dict: dict[str, Any],
+    guard: LockGuard | None = None,
 ) -> tuple[int, StageTimes]:
     """Make and write the samples of one block of crystals; return the crystals done and
-    the seconds of each stage."""
+    the seconds of each stage. With ``guard``, the build's lock is checked before writing."""
     from threadpoolctl import threadpool_limits
 
     times = StageTimes()
@@ -486,6 +490,8 @@ def _grid_block(
                 numbers.append(sample.atom_numbers)
 
     start = first * S
+    if guard is not None:
+        guard.check()  # a build whose lock was taken over writes no more blocks
     with (
         times.stage("write"),
         zarr.config.set({"array.write_empty_chunks": True}),  # verify expects every chunk
@@ -622,6 +628,8 @@ def _local_cluster(workers: int) -> Iterator[Any]:
     from distributed import Client, LocalCluster, Worker
     from distributed.core import Status
 
+    from crystalgrid.worker_plugin import TaskErrorsToTheDriver
+
     with LocalCluster(
         n_workers=0,
         threads_per_worker=1,
@@ -633,6 +641,7 @@ def _local_cluster(workers: int) -> Iterator[Any]:
         cluster.scale(workers)
         # By address: a client of the cluster object would wait for every worker.
         with Client(cluster.scheduler_address) as client:
+            client.register_plugin(TaskErrorsToTheDriver(), name="crystalgrid-task-errors")
             client.wait_for_workers(1)
             client.set_metadata(PLANNED_WORKERS, workers)
             yield client
@@ -786,8 +795,10 @@ def build_representations(
         if not hasattr(source, "records"):
             source = open_source(source)  # type: ignore[arg-type]
         source_fingerprint = source.fingerprint()  # type: ignore[union-attr]
-        for location in locations.values():  # one writer per store
-            locks.enter_context(store_lock(location, storage_options))
+        held = {  # one writer per store
+            location: locks.enter_context(store_lock(location, storage_options))
+            for location in locations.values()
+        }
         locks.enter_context(_disk_errors(locations.values()))
         return _build_locked(
             source,  # type: ignore[arg-type]
@@ -801,6 +812,7 @@ def build_representations(
             quiet=quiet,
             started=started,
             table=table,
+            held=held,
         )
 
 
@@ -837,6 +849,7 @@ def _build_locked(
     quiet: bool,
     started: float,
     table: dict[str, str] | None,
+    held: dict[str, HeldLock],
 ) -> list[BuildReport]:
     plans = []
     for representation, location in locations.items():
@@ -867,6 +880,7 @@ def _build_locked(
                         split = _split_scan(scan, cfg, table)
                     times.add(scan.times)
                 with times.stage("create"):
+                    held[location].check(read=True)  # never clear a store another build took
                     group = open_group_for_writing(location, storage_options)
                     base = _base_meta(source, cfg, fingerprint, source_fingerprint)
                     base["split_by"] = "file" if table else resolve(cfg.split_by, scan.given_splits)
@@ -879,8 +893,17 @@ def _build_locked(
                     meta = _create_store(group, scan, split, cfg, base)
             with times.stage("gridding"):
                 todo = _grid_blocks(
-                    group, meta, cfg, location, storage_options, client, quiet, times
+                    group,
+                    meta,
+                    cfg,
+                    location,
+                    storage_options,
+                    client,
+                    quiet,
+                    times,
+                    held[location],
                 )
+            held[location].check(read=True)
             with times.stage("finalize"), zarr.config.set({"array.write_empty_chunks": True}):
                 finalize(group, meta, completed=_now())
             report = _report(location, dict(group.attrs[ATTR]), todo, resumed, started_one)
@@ -941,9 +964,11 @@ def _grid_blocks(
     client: Any,
     quiet: bool,
     times: StageTimes,
+    held: HeldLock,
 ) -> list[int]:
     """Submit every block not marked done; return the blocks computed (their stage times
-    are added to ``times``)."""
+    are added to ``times``). Each block checks ``held``'s lock before it writes, and the
+    driver after each block: a build whose lock was lost stops."""
     done = blocks_done(group)
     todo = [b for b in range(meta["n_blocks"]) if not done[b]]
     total = meta["n_crystals"]
@@ -956,7 +981,15 @@ def _grid_blocks(
             # absolute path (they must see the same file system, or use a URL).
             target = location if is_url(location) else os.path.abspath(location)
             futures = [
-                client.submit(_grid_block, target, storage_options, b, config.to_dict(), pure=False)
+                client.submit(
+                    _grid_block,
+                    target,
+                    storage_options,
+                    b,
+                    config.to_dict(),
+                    guard=held.guard,
+                    pure=False,
+                )
                 for b in todo
             ]
             from distributed import KilledWorker
@@ -970,6 +1003,7 @@ def _grid_blocks(
                         "finished blocks are kept: give workers more memory, then run the "
                         "same command to resume"
                     ) from exc
+                held.check()
                 bar.update(crystals)
                 times.add(block_times)
     return todo

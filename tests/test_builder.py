@@ -150,10 +150,10 @@ def test_resume_after_a_failed_block(json_source, tmp_path, monkeypatch):
     build(json_source, tmp_path / "full.zarr", config=config, quiet=True)
     real = build_module._grid_block
 
-    def dies_in_block_2(location, storage_options, block, config_dict):
+    def dies_in_block_2(location, storage_options, block, config_dict, **kwargs):
         if block == 2:
             raise MemoryError("simulated worker death")
-        return real(location, storage_options, block, config_dict)
+        return real(location, storage_options, block, config_dict, **kwargs)
 
     monkeypatch.setattr(build_module, "_grid_block", dies_in_block_2)
     with pytest.raises(MemoryError):
@@ -299,11 +299,11 @@ def test_a_block_that_kills_its_workers_is_a_one_line_error(json_source, tmp_pat
     build_module = importlib.import_module("crystalgrid.builder")
     real = build_module._grid_block
 
-    def killer(location, storage_options, block, config_dict):
+    def killer(location, storage_options, block, config_dict, **kwargs):
         if block == 1:
             worker = types.SimpleNamespace(address="tcp://127.0.0.1:1")
             raise KilledWorker("grid-block-1", worker, 3)
-        return real(location, storage_options, block, config_dict)
+        return real(location, storage_options, block, config_dict, **kwargs)
 
     config = BuildConfig(samples_per_crystal=3, block_samples=24)
     monkeypatch.setattr(build_module, "_grid_block", killer)
@@ -425,10 +425,10 @@ def test_a_build_started_before_the_checksum_attribute_resumes_with_its_digest(
     config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
     real = build_module._grid_block
 
-    def dies_in_block_2(location, storage_options, block, config_dict):
+    def dies_in_block_2(location, storage_options, block, config_dict, **kwargs):
         if block == 2:
             raise MemoryError("simulated worker death")
-        return real(location, storage_options, block, config_dict)
+        return real(location, storage_options, block, config_dict, **kwargs)
 
     out = tmp_path / "old.zarr"
     monkeypatch.setattr(build_module, "_grid_block", dies_in_block_2)

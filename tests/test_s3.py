@@ -188,10 +188,10 @@ def test_resume_on_s3_then_verify_reports_a_deleted_object(s3, json_file, local_
     url = f"s3://{BUCKET}/damaged/repeated.zarr"
     real = build_module._grid_block
 
-    def dies_in_block_1(location, storage_options, block, config_dict):
+    def dies_in_block_1(location, storage_options, block, config_dict, **kwargs):
         if block == 1:
             raise MemoryError("simulated worker death")
-        return real(location, storage_options, block, config_dict)
+        return real(location, storage_options, block, config_dict, **kwargs)
 
     # One in-process worker (workers=1), so the patched function is the one that runs.
     monkeypatch.setattr(build_module, "_grid_block", dies_in_block_1)

@@ -26,7 +26,9 @@ import json
 import logging
 import math
 import os
+import sys
 import time
+import traceback
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -82,6 +84,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCAN_SHARD = 64  # records per scan task
+
+#: The reject reason of a record whose parsing or filtering raised an unexpected exception: a
+#: bug of crystalgrid or of a library it uses, not a fault of the input.
+ERROR = "error"
+#: The largest share of a source's records that may end in :data:`ERROR` before the build stops.
+MAX_ERROR_SHARE = 0.001
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,15 +184,22 @@ class BuildReport:
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
-        rejected = sum(self.rejects.values())
-        reasons = ", ".join(f"{k} {v}" for k, v in self.rejects.items()) or "none"
+        inputs = {k: v for k, v in self.rejects.items() if k != ERROR}
+        reasons = ", ".join(f"{k} {v}" for k, v in inputs.items()) or "none"
+        errors = self.rejects.get(ERROR, 0)
+        failed = (
+            f"; {errors} left out by an unexpected error (crystalgrid info names the first)"
+            if errors
+            else ""
+        )
         how = "resumed, " if self.resumed else ""
         return (
             f"{self.location}: {self.n_samples} {self.representation} samples of "
             f"{self.n_crystals} crystals (train {self.splits.get('train', 0)}, "
             f"val {self.splits.get('val', 0)}, test {self.splits.get('test', 0)} crystals); "
-            f"{rejected} rejected ({reasons}); {how}{self.blocks_computed}/{self.blocks_total} "
-            f"blocks computed in {self.seconds:.1f} s"
+            f"{sum(inputs.values())} rejected ({reasons}){failed}; "
+            f"{how}{self.blocks_computed}/{self.blocks_total} blocks computed in "
+            f"{self.seconds:.1f} s"
         )
 
 
@@ -229,9 +244,10 @@ def _scan_shard(
         except RejectedStructure as exc:
             out.append(("reject", record.material_id, exc.reason, exc.detail))
             continue
-        except Exception as exc:  # noqa: BLE001 - recorded with its reason; the build goes on
+        except Exception as exc:  # noqa: BLE001 - counted; too many stop the build (ERROR)
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            out.append(("reject", record.material_id, "error", f"{record.origin}: {detail}"))
+            detail = f"{record.origin}: {detail} (raised at {_raised_at(exc)})"
+            out.append(("reject", record.material_id, ERROR, detail))
             continue
         props = {
             k: float(v)
@@ -250,6 +266,19 @@ def _scan_shard(
             )
         )
     return out, times
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``"pymatgen/core/structure.py:123 in from_sites"``: the innermost frame of ``exc``'s
+    traceback, its file relative to the ``sys.path`` entry it was imported from."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "an unknown place"
+    frame = frames[-1]
+    path = os.path.abspath(frame.filename)
+    roots = [os.path.abspath(p) + os.sep for p in sys.path if p]
+    root = max((r for r in roots if path.startswith(r)), key=len, default="")
+    return f"{path[len(root) :]}:{frame.lineno} in {frame.name}"
 
 
 def _shards(source: Source) -> Iterator[tuple[list[RawRecord], list[Rejected]]]:
@@ -727,6 +756,7 @@ def build(
     overwrite: bool = False,
     quiet: bool = False,
     splits: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    max_error_share: float = MAX_ERROR_SHARE,
 ) -> BuildReport:
     """Build (or resume) the dataset of one representation.
 
@@ -747,9 +777,10 @@ def build(
 
     Raises:
         CrystalgridError: missing source, no usable structure, an existing store from a
-            different configuration (without ``overwrite``), or another build writing the
-            store (:mod:`crystalgrid.lock`). A remote store or source that fails is a
-            :class:`~crystalgrid.errors.RemoteStorageError`.
+            different configuration (without ``overwrite``), another build writing the
+            store (:mod:`crystalgrid.lock`), or more unexpected errors than
+            ``max_error_share`` allows (before anything is written). A remote store or source
+            that fails is a :class:`~crystalgrid.errors.RemoteStorageError`.
     """
     config = config or BuildConfig()
     return build_representations(
@@ -762,6 +793,7 @@ def build(
         overwrite=overwrite,
         quiet=quiet,
         splits=splits,
+        max_error_share=max_error_share,
     )[0]
 
 
@@ -776,6 +808,7 @@ def build_representations(
     overwrite: bool = False,
     quiet: bool = False,
     splits: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    max_error_share: float = MAX_ERROR_SHARE,
 ) -> list[BuildReport]:
     """Build several representations of one source (``{"single": out, "repeated": out}``).
 
@@ -786,6 +819,8 @@ def build_representations(
     started = time.perf_counter()
     config = config or BuildConfig()
     workers = resolve_workers(workers)
+    if not 0 <= max_error_share <= 1:
+        raise ConfigError(f"--max-error-share must be in 0..1, got {max_error_share:g}")
     table = _split_table(splits)
     locations = {
         r: os.fspath(out) if out is not None else default_out(r) for r, out in outs.items()
@@ -813,6 +848,7 @@ def build_representations(
             started=started,
             table=table,
             held=held,
+            max_error_share=max_error_share,
         )
 
 
@@ -850,6 +886,7 @@ def _build_locked(
     started: float,
     table: dict[str, str] | None,
     held: dict[str, HeldLock],
+    max_error_share: float,
 ) -> list[BuildReport]:
     plans = []
     for representation, location in locations.items():
@@ -876,7 +913,7 @@ def _build_locked(
             if meta is None:
                 if scan is None:
                     with times.stage("scan"):
-                        scan = _scan_source(source, cfg, client, quiet)
+                        scan = _scan_source(source, cfg, client, quiet, max_error_share)
                         split = _split_scan(scan, cfg, table)
                     times.add(scan.times)
                 with times.stage("create"):
@@ -912,14 +949,38 @@ def _build_locked(
     return reports
 
 
-def _scan_source(source: Source, config: BuildConfig, client: Any, quiet: bool) -> ScanResult:
+def _scan_source(
+    source: Source, config: BuildConfig, client: Any, quiet: bool, max_error_share: float
+) -> ScanResult:
     with _progress(None, "scan", quiet) as bar:  # type: ignore[arg-type]
         scan = _scan(source, config, client, bar)
+    _check_errors(scan, source.name, max_error_share)
     if not scan.material_ids:
         reasons = Counter(r[1] for r in scan.rejects)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "it is empty"
         raise CrystalgridError(f"no usable structure in {source.name}: {detail}")
     return scan
+
+
+def _check_errors(scan: ScanResult, name: str, max_error_share: float) -> None:
+    """Stop a build whose records failed with unexpected errors (:data:`ERROR`) in more than
+    ``max_error_share`` of the source, before anything is written.
+
+    Raises:
+        CrystalgridError: one line with the count and the first error, its type, message and
+            where it was raised.
+    """
+    errors = [r for r in scan.rejects if r[1] == ERROR]
+    total = len(scan.material_ids) + len(scan.rejects)
+    if not errors or len(errors) <= max_error_share * total:
+        return
+    material_id, _, detail = errors[0]
+    raise CrystalgridError(
+        f"{name}: {len(errors)} of {total} records ({len(errors) / total:.1%}) failed with an "
+        f"unexpected error, more than --max-error-share {max_error_share:g} allows; the first, "
+        f"{material_id}: {detail}. This is a bug of crystalgrid or of a library it uses (numpy, "
+        "pymatgen), not of the input; nothing was written"
+    )
 
 
 def open_group_for_writing(location: str, storage_options: dict[str, Any] | None) -> zarr.Group:

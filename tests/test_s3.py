@@ -340,3 +340,42 @@ def test_a_missing_bucket_is_one_line(s3, json_file):
     result = CliRunner().invoke(main, ["build", "--source", str(json_file), "--out", url, "-q"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"crystalgrid: error: {url}: no such bucket"]
+
+
+def _cli_env() -> dict[str, str]:
+    """This process's environment (the fixture's endpoint and keys) with this checkout first
+    on the path, for the CLI in a fresh process."""
+    import os
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+
+
+def test_remote_cli_commands_end_quietly(s3, json_file, tmp_path):
+    """build (two worker processes), info, verify and splits by URL, each in a fresh process,
+    print nothing on stderr: no "Unclosed client session" or "Exception ignored" at exit."""
+    import subprocess
+    import sys
+
+    url = f"s3://{BUCKET}/quiet/repeated.zarr"
+    cli = [sys.executable, "-m", "crystalgrid"]
+    env = _cli_env()
+    built = subprocess.run(
+        [*cli, "build", "--source", str(json_file), "--out", url, "-q", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0 and built.stderr == "", built.stderr
+    readers = [
+        subprocess.Popen(
+            [*cli, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for args in (["info", url], ["verify", url], ["splits", url, "--out", str(tmp_path / "s")])
+    ]
+    for proc in readers:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and err == "", (proc.args, err)
+

@@ -379,3 +379,16 @@ def test_remote_cli_commands_end_quietly(s3, json_file, tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0 and err == "", (proc.args, err)
 
+
+def test_a_dataloader_with_workers_reads_a_store_by_url(s3_build, capfd):
+    """DataLoader workers (forked) open the store again: the parent's connections belong to
+    its event loop. Every sample comes once; the workers exit without a word."""
+    torch = pytest.importorskip("torch")
+    view = open_dataset(s3_build).split("train")
+    assert len(view[0:2]["density"]) == 2  # the parent read (and connected) before the fork
+    loader = torch.utils.data.DataLoader(
+        view.to_torch(("density",), shuffle=True, batch_size=4), batch_size=4, num_workers=2
+    )
+    seen = sorted(int(i) for batch in loader for i in batch["index"])
+    assert seen == list(range(len(view)))
+    assert capfd.readouterr().err == ""

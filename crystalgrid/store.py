@@ -17,7 +17,7 @@ import json
 import os
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -501,12 +501,16 @@ def read_rows(array: zarr.Array, selection: Any, location: str) -> np.ndarray:
         raise read_error(exc, array.path, location) from None
 
 
-def read_error(exc: BaseException, path: str, location: str) -> CrystalgridError:
-    """The one-line error for a failed read of array ``path``: a remote-storage failure, or
-    a chunk that does not decode."""
+def read_error(
+    exc: BaseException, path: str, location: str, keys: Sequence[str] = ()
+) -> CrystalgridError:
+    """The one-line error for a failed read of array ``path``: a remote-storage failure
+    (naming the first of the chunk ``keys`` read, or the array), or a chunk that does not
+    decode."""
     reason = _remote_reason(exc) if is_url(location) else None
     if reason is not None:
-        return RemoteStorageError(f"{location}: {reason}")
+        what = f"{keys[0]}" + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
+        return RemoteStorageError(f"{location}: {reason} (reading {what or path})")
     return CrystalgridError(
         f"{location}: a chunk of {path} does not decode ({_first_line(exc)}); "
         "run crystalgrid verify, then restore or rebuild the store"

@@ -392,3 +392,54 @@ def test_a_dataloader_with_workers_reads_a_store_by_url(s3_build, capfd):
     seen = sorted(int(i) for batch in loader for i in batch["index"])
     assert seen == list(range(len(view)))
     assert capfd.readouterr().err == ""
+
+
+def test_an_endpoint_killed_during_iter_batches_is_one_line(json_file, monkeypatch):
+    """moto's server, in its own process, is killed after the first batch: the next read is
+    one RemoteStorageError naming the store and the chunk's key."""
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import s3fs
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60  # a bound against hanging, not a timing
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "moto did not start"
+                time.sleep(0.1)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem().mkdir("crystalgrid-killed")
+        url = "s3://crystalgrid-killed/repeated.zarr"
+        config = BuildConfig(representation="repeated", samples_per_crystal=1, chunk_samples=4)
+        build(json_file, url, config=config, quiet=True)
+        batches = open_dataset(url).split("train").iter_batches(4)
+        assert len(next(batches)["density"]) == 4
+        server.kill()
+        server.wait()
+        with pytest.raises(CrystalgridError) as raised:
+            for _ in batches:
+                pass
+        message = str(raised.value)
+        assert "\n" not in message and message.startswith(f"{url}: cannot connect to the endpoint")
+        assert re.search(r"\(reading density/c/\d+/0/0/0( and \d+ more)?\)$", message), message
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        s3fs.S3FileSystem.clear_instance_cache()

@@ -102,7 +102,9 @@ def intervals(
 def _filesystem(path: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     import fsspec
 
-    return fsspec.core.url_to_fs(path, **(storage_options or {}))
+    from crystalgrid.store import remote_options
+
+    return fsspec.core.url_to_fs(path, **remote_options(path, storage_options))
 
 
 def _read(fs: Any, path: str) -> dict[str, Any] | None:

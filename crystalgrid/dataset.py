@@ -216,16 +216,24 @@ class Dataset:
             self._arrays[name] = open_array(group, name, self.location)
         return self._arrays[name]
 
-    def _read(self, name: str, selection: Any) -> np.ndarray:
-        """Rows of array ``name``; a damaged store is a one-line error, not a traceback."""
-        return read_rows(self._array(name), selection, self.location)
-
-    def _grids(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of a grid array (``density`` as float32), decoded in place."""
+    def _reader(self, name: str) -> ChunkReader:
         array = self._array(name)  # first: a forked process drops the parent's readers
         if name not in self._readers:
             self._readers[name] = ChunkReader(array, self.location)
-        rows = self._readers[name].read(start, stop)
+        return self._readers[name]
+
+    def _read(self, name: str, selection: slice) -> np.ndarray:
+        """Rows of array ``name``: the numeric arrays (atoms, offsets, lattices) as checked Blosc
+        frames (a truncated chunk is an error, never decoded), the strings through zarr; a
+        damaged store is a one-line error, not a traceback."""
+        reader = self._reader(name)
+        if reader.direct and selection.step in (None, 1):
+            return reader.read(*selection.indices(reader.array.shape[0])[:2])
+        return read_rows(reader.array, selection, self.location)
+
+    def _grids(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of a grid array (``density`` as float32), decoded in place."""
+        rows = self._reader(name).read(start, stop)
         return rows.astype(np.float32, copy=False) if name == "density" else rows
 
     def _per_sample(self, name: str) -> np.ndarray:

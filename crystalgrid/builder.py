@@ -26,7 +26,9 @@ import json
 import logging
 import math
 import os
+import sys
 import time
+import traceback
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -44,7 +46,7 @@ from crystalgrid.errors import ConfigError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import FilterConfig
 from crystalgrid.grids.numpy_backend import DENSITY_METHOD
 from crystalgrid.grids.placement import REPRESENTATIONS, Crystal, Representation, placements
-from crystalgrid.lock import store_lock
+from crystalgrid.lock import HeldLock, LockGuard, store_lock
 from crystalgrid.samples import sample_from_placement
 from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_record
 from crystalgrid.spec import GridSpec
@@ -82,6 +84,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCAN_SHARD = 64  # records per scan task
+
+#: The reject reason of a record whose parsing or filtering raised an unexpected exception: a
+#: bug of crystalgrid or of a library it uses, not a fault of the input.
+ERROR = "error"
+#: The largest share of a source's records that may end in :data:`ERROR` before the build stops.
+MAX_ERROR_SHARE = 0.001
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,15 +184,22 @@ class BuildReport:
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
-        rejected = sum(self.rejects.values())
-        reasons = ", ".join(f"{k} {v}" for k, v in self.rejects.items()) or "none"
+        inputs = {k: v for k, v in self.rejects.items() if k != ERROR}
+        reasons = ", ".join(f"{k} {v}" for k, v in inputs.items()) or "none"
+        errors = self.rejects.get(ERROR, 0)
+        failed = (
+            f"; {errors} left out by an unexpected error (crystalgrid info names the first)"
+            if errors
+            else ""
+        )
         how = "resumed, " if self.resumed else ""
         return (
             f"{self.location}: {self.n_samples} {self.representation} samples of "
             f"{self.n_crystals} crystals (train {self.splits.get('train', 0)}, "
             f"val {self.splits.get('val', 0)}, test {self.splits.get('test', 0)} crystals); "
-            f"{rejected} rejected ({reasons}); {how}{self.blocks_computed}/{self.blocks_total} "
-            f"blocks computed in {self.seconds:.1f} s"
+            f"{sum(inputs.values())} rejected ({reasons}){failed}; "
+            f"{how}{self.blocks_computed}/{self.blocks_total} blocks computed in "
+            f"{self.seconds:.1f} s"
         )
 
 
@@ -229,9 +244,10 @@ def _scan_shard(
         except RejectedStructure as exc:
             out.append(("reject", record.material_id, exc.reason, exc.detail))
             continue
-        except Exception as exc:  # noqa: BLE001 - recorded with its reason; the build goes on
+        except Exception as exc:  # noqa: BLE001 - counted; too many stop the build (ERROR)
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            out.append(("reject", record.material_id, "error", f"{record.origin}: {detail}"))
+            detail = f"{record.origin}: {detail} (raised at {_raised_at(exc)})"
+            out.append(("reject", record.material_id, ERROR, detail))
             continue
         props = {
             k: float(v)
@@ -250,6 +266,19 @@ def _scan_shard(
             )
         )
     return out, times
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``"pymatgen/core/structure.py:123 in from_sites"``: the innermost frame of ``exc``'s
+    traceback, its file relative to the ``sys.path`` entry it was imported from."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "an unknown place"
+    frame = frames[-1]
+    path = os.path.abspath(frame.filename)
+    roots = [os.path.abspath(p) + os.sep for p in sys.path if p]
+    root = max((r for r in roots if path.startswith(r)), key=len, default="")
+    return f"{path[len(root) :]}:{frame.lineno} in {frame.name}"
 
 
 def _shards(source: Source) -> Iterator[tuple[list[RawRecord], list[Rejected]]]:
@@ -431,10 +460,14 @@ def _create_store(
 
 
 def _grid_block(
-    location: str, storage_options: dict | None, block: int, config_dict: dict[str, Any]
+    location: str,
+    storage_options: dict | None,
+    block: int,
+    config_dict: dict[str, Any],
+    guard: LockGuard | None = None,
 ) -> tuple[int, StageTimes]:
     """Make and write the samples of one block of crystals; return the crystals done and
-    the seconds of each stage."""
+    the seconds of each stage. With ``guard``, the build's lock is checked before writing."""
     from threadpoolctl import threadpool_limits
 
     times = StageTimes()
@@ -486,6 +519,8 @@ def _grid_block(
                 numbers.append(sample.atom_numbers)
 
     start = first * S
+    if guard is not None:
+        guard.check()  # a build whose lock was taken over writes no more blocks
     with (
         times.stage("write"),
         zarr.config.set({"array.write_empty_chunks": True}),  # verify expects every chunk
@@ -622,6 +657,8 @@ def _local_cluster(workers: int) -> Iterator[Any]:
     from distributed import Client, LocalCluster, Worker
     from distributed.core import Status
 
+    from crystalgrid.worker_plugin import TaskErrorsToTheDriver
+
     with LocalCluster(
         n_workers=0,
         threads_per_worker=1,
@@ -633,6 +670,7 @@ def _local_cluster(workers: int) -> Iterator[Any]:
         cluster.scale(workers)
         # By address: a client of the cluster object would wait for every worker.
         with Client(cluster.scheduler_address) as client:
+            client.register_plugin(TaskErrorsToTheDriver(), name="crystalgrid-task-errors")
             client.wait_for_workers(1)
             client.set_metadata(PLANNED_WORKERS, workers)
             yield client
@@ -718,6 +756,7 @@ def build(
     overwrite: bool = False,
     quiet: bool = False,
     splits: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    max_error_share: float = MAX_ERROR_SHARE,
 ) -> BuildReport:
     """Build (or resume) the dataset of one representation.
 
@@ -738,9 +777,10 @@ def build(
 
     Raises:
         CrystalgridError: missing source, no usable structure, an existing store from a
-            different configuration (without ``overwrite``), or another build writing the
-            store (:mod:`crystalgrid.lock`). A remote store or source that fails is a
-            :class:`~crystalgrid.errors.RemoteStorageError`.
+            different configuration (without ``overwrite``), another build writing the
+            store (:mod:`crystalgrid.lock`), or more unexpected errors than
+            ``max_error_share`` allows (before anything is written). A remote store or source
+            that fails is a :class:`~crystalgrid.errors.RemoteStorageError`.
     """
     config = config or BuildConfig()
     return build_representations(
@@ -753,6 +793,7 @@ def build(
         overwrite=overwrite,
         quiet=quiet,
         splits=splits,
+        max_error_share=max_error_share,
     )[0]
 
 
@@ -767,6 +808,7 @@ def build_representations(
     overwrite: bool = False,
     quiet: bool = False,
     splits: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    max_error_share: float = MAX_ERROR_SHARE,
 ) -> list[BuildReport]:
     """Build several representations of one source (``{"single": out, "repeated": out}``).
 
@@ -777,6 +819,8 @@ def build_representations(
     started = time.perf_counter()
     config = config or BuildConfig()
     workers = resolve_workers(workers)
+    if not 0 <= max_error_share <= 1:
+        raise ConfigError(f"--max-error-share must be in 0..1, got {max_error_share:g}")
     table = _split_table(splits)
     locations = {
         r: os.fspath(out) if out is not None else default_out(r) for r, out in outs.items()
@@ -786,8 +830,10 @@ def build_representations(
         if not hasattr(source, "records"):
             source = open_source(source)  # type: ignore[arg-type]
         source_fingerprint = source.fingerprint()  # type: ignore[union-attr]
-        for location in locations.values():  # one writer per store
-            locks.enter_context(store_lock(location, storage_options))
+        held = {  # one writer per store
+            location: locks.enter_context(store_lock(location, storage_options))
+            for location in locations.values()
+        }
         locks.enter_context(_disk_errors(locations.values()))
         return _build_locked(
             source,  # type: ignore[arg-type]
@@ -801,6 +847,8 @@ def build_representations(
             quiet=quiet,
             started=started,
             table=table,
+            held=held,
+            max_error_share=max_error_share,
         )
 
 
@@ -837,6 +885,8 @@ def _build_locked(
     quiet: bool,
     started: float,
     table: dict[str, str] | None,
+    held: dict[str, HeldLock],
+    max_error_share: float,
 ) -> list[BuildReport]:
     plans = []
     for representation, location in locations.items():
@@ -863,10 +913,11 @@ def _build_locked(
             if meta is None:
                 if scan is None:
                     with times.stage("scan"):
-                        scan = _scan_source(source, cfg, client, quiet)
+                        scan = _scan_source(source, cfg, client, quiet, max_error_share)
                         split = _split_scan(scan, cfg, table)
                     times.add(scan.times)
                 with times.stage("create"):
+                    held[location].check(read=True)  # never clear a store another build took
                     group = open_group_for_writing(location, storage_options)
                     base = _base_meta(source, cfg, fingerprint, source_fingerprint)
                     base["split_by"] = "file" if table else resolve(cfg.split_by, scan.given_splits)
@@ -879,8 +930,17 @@ def _build_locked(
                     meta = _create_store(group, scan, split, cfg, base)
             with times.stage("gridding"):
                 todo = _grid_blocks(
-                    group, meta, cfg, location, storage_options, client, quiet, times
+                    group,
+                    meta,
+                    cfg,
+                    location,
+                    storage_options,
+                    client,
+                    quiet,
+                    times,
+                    held[location],
                 )
+            held[location].check(read=True)
             with times.stage("finalize"), zarr.config.set({"array.write_empty_chunks": True}):
                 finalize(group, meta, completed=_now())
             report = _report(location, dict(group.attrs[ATTR]), todo, resumed, started_one)
@@ -889,14 +949,38 @@ def _build_locked(
     return reports
 
 
-def _scan_source(source: Source, config: BuildConfig, client: Any, quiet: bool) -> ScanResult:
+def _scan_source(
+    source: Source, config: BuildConfig, client: Any, quiet: bool, max_error_share: float
+) -> ScanResult:
     with _progress(None, "scan", quiet) as bar:  # type: ignore[arg-type]
         scan = _scan(source, config, client, bar)
+    _check_errors(scan, source.name, max_error_share)
     if not scan.material_ids:
         reasons = Counter(r[1] for r in scan.rejects)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "it is empty"
         raise CrystalgridError(f"no usable structure in {source.name}: {detail}")
     return scan
+
+
+def _check_errors(scan: ScanResult, name: str, max_error_share: float) -> None:
+    """Stop a build whose records failed with unexpected errors (:data:`ERROR`) in more than
+    ``max_error_share`` of the source, before anything is written.
+
+    Raises:
+        CrystalgridError: one line with the count and the first error, its type, message and
+            where it was raised.
+    """
+    errors = [r for r in scan.rejects if r[1] == ERROR]
+    total = len(scan.material_ids) + len(scan.rejects)
+    if not errors or len(errors) <= max_error_share * total:
+        return
+    material_id, _, detail = errors[0]
+    raise CrystalgridError(
+        f"{name}: {len(errors)} of {total} records ({len(errors) / total:.1%}) failed with an "
+        f"unexpected error, more than --max-error-share {max_error_share:g} allows; the first, "
+        f"{material_id}: {detail}. This is a bug of crystalgrid or of a library it uses (numpy, "
+        "pymatgen), not of the input; nothing was written"
+    )
 
 
 def open_group_for_writing(location: str, storage_options: dict[str, Any] | None) -> zarr.Group:
@@ -941,9 +1025,11 @@ def _grid_blocks(
     client: Any,
     quiet: bool,
     times: StageTimes,
+    held: HeldLock,
 ) -> list[int]:
     """Submit every block not marked done; return the blocks computed (their stage times
-    are added to ``times``)."""
+    are added to ``times``). Each block checks ``held``'s lock before it writes, and the
+    driver after each block: a build whose lock was lost stops."""
     done = blocks_done(group)
     todo = [b for b in range(meta["n_blocks"]) if not done[b]]
     total = meta["n_crystals"]
@@ -956,7 +1042,15 @@ def _grid_blocks(
             # absolute path (they must see the same file system, or use a URL).
             target = location if is_url(location) else os.path.abspath(location)
             futures = [
-                client.submit(_grid_block, target, storage_options, b, config.to_dict(), pure=False)
+                client.submit(
+                    _grid_block,
+                    target,
+                    storage_options,
+                    b,
+                    config.to_dict(),
+                    guard=held.guard,
+                    pure=False,
+                )
                 for b in todo
             ]
             from distributed import KilledWorker
@@ -970,6 +1064,7 @@ def _grid_blocks(
                         "finished blocks are kept: give workers more memory, then run the "
                         "same command to resume"
                     ) from exc
+                held.check()
                 bar.update(crystals)
                 times.add(block_times)
     return todo

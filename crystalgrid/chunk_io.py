@@ -117,7 +117,7 @@ class ChunkReader(_ChunkedArray):
         try:
             buffers = sync(get_all())
         except Exception as exc:  # noqa: BLE001 - a store's failure: any exception type
-            raise read_error(exc, self.array.path, self.location) from None
+            raise read_error(exc, self.array.path, self.location, keys) from None
         return [None if b is None else memoryview(b.as_numpy_array()) for b in buffers]
 
     def _read_file(self, key: str) -> memoryview | None:

@@ -30,6 +30,7 @@ from crystalgrid.store import (
     SPLITS,
     StoreMeta,
     has_named_dimensions,
+    is_url,
     open_array,
     open_store,
     read_rows,
@@ -75,14 +76,23 @@ def open_dataset(
             f"{location} is an unfinished build (state: {meta.get('state')}); "
             "run the same crystalgrid build command again to complete it"
         )
-    return Dataset(group, meta, str(location))
+    return Dataset(group, meta, str(location), storage_options=storage_options)
 
 
 class Dataset:
     """A built dataset of one representation."""
 
-    def __init__(self, group: zarr.Group, meta: dict[str, Any], location: str) -> None:
-        self.group = group
+    def __init__(
+        self,
+        group: zarr.Group,
+        meta: dict[str, Any],
+        location: str,
+        *,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._group = group
+        self._storage_options = storage_options
+        self._pid = os.getpid()
         #: The stored ``crystalgrid`` attribute, as written (JSON types).
         self.attrs = meta
         #: The same, typed.
@@ -94,6 +104,19 @@ class Dataset:
         self._arrays: dict[str, zarr.Array] = {}
         self._readers: dict[str, ChunkReader] = {}
         self._small: dict[str, np.ndarray] = {}
+
+    @property
+    def group(self) -> zarr.Group:
+        """The store's root group. A process forked from the one that opened a store by URL
+        (a ``DataLoader`` worker) opens it again: the parent's connections belong to the
+        parent's event loop and cannot be used there."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            if is_url(self.location):
+                self._group, _ = open_store(self.location, storage_options=self._storage_options)
+                self._arrays.clear()
+                self._readers.clear()
+        return self._group
 
     def __len__(self) -> int:
         return int(self.meta.n_samples or 0)
@@ -188,19 +211,29 @@ class Dataset:
         return self._read("samples/atom_offset", slice(None))
 
     def _array(self, name: str) -> zarr.Array:
+        group = self.group  # first: a forked process drops the parent's arrays
         if name not in self._arrays:
-            self._arrays[name] = open_array(self.group, name, self.location)
+            self._arrays[name] = open_array(group, name, self.location)
         return self._arrays[name]
 
-    def _read(self, name: str, selection: Any) -> np.ndarray:
-        """Rows of array ``name``; a damaged store is a one-line error, not a traceback."""
-        return read_rows(self._array(name), selection, self.location)
+    def _reader(self, name: str) -> ChunkReader:
+        array = self._array(name)  # first: a forked process drops the parent's readers
+        if name not in self._readers:
+            self._readers[name] = ChunkReader(array, self.location)
+        return self._readers[name]
+
+    def _read(self, name: str, selection: slice) -> np.ndarray:
+        """Rows of array ``name``: the numeric arrays (atoms, offsets, lattices) as checked Blosc
+        frames (a truncated chunk is an error, never decoded), the strings through zarr; a
+        damaged store is a one-line error, not a traceback."""
+        reader = self._reader(name)
+        if reader.direct and selection.step in (None, 1):
+            return reader.read(*selection.indices(reader.array.shape[0])[:2])
+        return read_rows(reader.array, selection, self.location)
 
     def _grids(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of a grid array (``density`` as float32), decoded in place."""
-        if name not in self._readers:
-            self._readers[name] = ChunkReader(self._array(name), self.location)
-        rows = self._readers[name].read(start, stop)
+        rows = self._reader(name).read(start, stop)
         return rows.astype(np.float32, copy=False) if name == "density" else rows
 
     def _per_sample(self, name: str) -> np.ndarray:

@@ -94,3 +94,31 @@ def small_build(json_source, tmp_path):
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def forget_s3_filesystems():
+    """A function that closes the S3 client of every cached s3fs filesystem, on its own event
+    loop, then clears the cache: for tests that point s3fs at another endpoint or keys."""
+
+    def _forget() -> None:
+        """Close the S3 client of every cached s3fs filesystem on its own event loop, then clear
+        the cache (a filesystem dropped with its client open makes aiohttp print "Unclosed client
+        session" when it is collected in the main thread: s3fs's finalizer then schedules the
+        close on an event loop that never runs)."""
+        import fsspec.asyn
+        import s3fs
+        import zarr.core.sync
+
+        for fs in list(s3fs.S3FileSystem._cache.values()):
+            client = getattr(fs, "_s3", None)
+            if client is None:
+                continue
+            if fs.asynchronous:  # zarr's: on zarr's own loop
+                zarr.core.sync.sync(client.__aexit__(None, None, None))
+            else:
+                fsspec.asyn.sync(fs.loop, client.__aexit__, None, None, None)
+            fs._s3 = None
+        s3fs.S3FileSystem.clear_instance_cache()
+
+    return _forget

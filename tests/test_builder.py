@@ -150,10 +150,10 @@ def test_resume_after_a_failed_block(json_source, tmp_path, monkeypatch):
     build(json_source, tmp_path / "full.zarr", config=config, quiet=True)
     real = build_module._grid_block
 
-    def dies_in_block_2(location, storage_options, block, config_dict):
+    def dies_in_block_2(location, storage_options, block, config_dict, **kwargs):
         if block == 2:
             raise MemoryError("simulated worker death")
-        return real(location, storage_options, block, config_dict)
+        return real(location, storage_options, block, config_dict, **kwargs)
 
     monkeypatch.setattr(build_module, "_grid_block", dies_in_block_2)
     with pytest.raises(MemoryError):
@@ -299,11 +299,11 @@ def test_a_block_that_kills_its_workers_is_a_one_line_error(json_source, tmp_pat
     build_module = importlib.import_module("crystalgrid.builder")
     real = build_module._grid_block
 
-    def killer(location, storage_options, block, config_dict):
+    def killer(location, storage_options, block, config_dict, **kwargs):
         if block == 1:
             worker = types.SimpleNamespace(address="tcp://127.0.0.1:1")
             raise KilledWorker("grid-block-1", worker, 3)
-        return real(location, storage_options, block, config_dict)
+        return real(location, storage_options, block, config_dict, **kwargs)
 
     config = BuildConfig(samples_per_crystal=3, block_samples=24)
     monkeypatch.setattr(build_module, "_grid_block", killer)
@@ -425,10 +425,10 @@ def test_a_build_started_before_the_checksum_attribute_resumes_with_its_digest(
     config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
     real = build_module._grid_block
 
-    def dies_in_block_2(location, storage_options, block, config_dict):
+    def dies_in_block_2(location, storage_options, block, config_dict, **kwargs):
         if block == 2:
             raise MemoryError("simulated worker death")
-        return real(location, storage_options, block, config_dict)
+        return real(location, storage_options, block, config_dict, **kwargs)
 
     out = tmp_path / "old.zarr"
     monkeypatch.setattr(build_module, "_grid_block", dies_in_block_2)
@@ -469,3 +469,62 @@ def test_a_store_gridded_by_the_earlier_density_method_is_not_resumed(json_sourc
     assert len(result.output.strip().splitlines()) == 1
     report = build(json_source, out, overwrite=True, quiet=True)
     assert not report.resumed and verify(out).ok
+
+
+def _a_bug_in_the_filters(monkeypatch, failing: int | None = None) -> None:
+    """The filters raise ZeroDivisionError (a bug, as a library upgrade might bring) for every
+    record, or for the first ``failing`` records they see."""
+    from crystalgrid.filters import FilterConfig
+
+    real = FilterConfig.check
+    calls = {"n": 0}
+
+    def check(self, structure):
+        calls["n"] += 1
+        if failing is None or calls["n"] <= failing:
+            raise ZeroDivisionError("a bug")
+        return real(self, structure)
+
+    monkeypatch.setattr(FilterConfig, "check", check)
+
+
+def test_unexpected_errors_past_the_share_stop_the_build(json_source, tmp_path, monkeypatch):
+    """A bug that fails most records stops the build in one line, naming the first record's
+    exception and where it was raised, before anything is written."""
+    _a_bug_in_the_filters(monkeypatch)
+    out = tmp_path / "s.zarr"
+    with pytest.raises(CrystalgridError) as raised:
+        build(json_source, out, config=BuildConfig(samples_per_crystal=1), quiet=True)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "32 of 32 records (100.0%) failed with an unexpected error" in message
+    assert "--max-error-share 0.001" in message and "ZeroDivisionError: a bug" in message
+    assert "test_builder.py:" in message and "in check" in message
+    assert not out.exists() and not (tmp_path / "s.zarr.lock").exists()
+    args = ["build", "--source", str(json_source), "--out", str(out), "-q", "--workers", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and "ZeroDivisionError" in result.output
+    bad = CliRunner().invoke(main, [*args, "--max-error-share", "2"])
+    assert bad.exit_code == 2 and "--max-error-share" in bad.output
+
+
+def test_unexpected_errors_within_the_share_are_shown_apart(json_source, tmp_path, monkeypatch):
+    """Below the share (1 of 32 records with --max-error-share 0.05) the build goes on; the
+    error stays a reject with its type, message and place, and the summary and ``info`` show
+    it apart from the input's reasons."""
+    _a_bug_in_the_filters(monkeypatch, failing=1)
+    out = tmp_path / "s.zarr"
+    args = ["build", "--source", str(json_source), "--out", str(out), "-q", "--workers", "1"]
+    result = CliRunner().invoke(main, [*args, "--samples", "1", "--max-error-share", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "2 rejected (max_side 1, too_close 1); 1 left out by an unexpected error" in result.output
+    )
+    (error,) = [r for r in open_dataset(out).rejects() if r[1] == "error"]
+    assert error[2].startswith("structures.json.gz") and "ZeroDivisionError: a bug" in error[2]
+    assert "(raised at " in error[2] and "test_builder.py:" in error[2]
+    info = CliRunner().invoke(main, ["info", str(out)]).output
+    assert "rejected       2\n" in info and "\n  error" not in info
+    assert "errors         1 left out by an unexpected error" in info
+    assert f"  first        {error[0]}: {error[2]}" in info

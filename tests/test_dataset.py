@@ -188,3 +188,21 @@ def test_unfinished_and_foreign_stores_are_refused(store, tmp_path):
     group.attrs["crystalgrid"] = {**group.attrs["crystalgrid"], "state": "gridding"}
     with pytest.raises(CrystalgridError, match="unfinished build"):
         open_dataset(tmp_path / "cut.zarr")
+
+
+@pytest.mark.parametrize("name", ["atoms/position", "atoms/number", "samples/atom_offset"])
+def test_a_truncated_chunk_of_a_ragged_array_is_one_line_without_decoding_it(small_build, name):
+    """The atoms and their offsets are read as checked Blosc frames too: a cut chunk is a
+    one-line error naming it, never handed to Blosc (which can read past a cut frame)."""
+    out = small_build("repeated")
+    chunk = out.joinpath(name, "c", "0", *(["0"] if name == "atoms/position" else []))
+    chunk.write_bytes(chunk.read_bytes()[:40])
+    view = open_dataset(out).split("train")
+    with pytest.raises(CrystalgridError) as raised:
+        view[0:4]
+    assert str(raised.value) == (
+        f"{out}: chunk 0 of {name} is truncated; run crystalgrid verify, then restore or "
+        "rebuild the store"
+    )
+    grids = view.dataset.batch(0, 4, ("density", "species"))  # the grids still read
+    assert grids["density"].shape[0] == 4

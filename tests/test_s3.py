@@ -23,7 +23,7 @@ from pymatgen.io.cif import CifWriter
 from crystalgrid import open_dataset
 from crystalgrid.builder import BuildConfig, build
 from crystalgrid.cli import main
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, RemoteStorageError
 from crystalgrid.sources import CifDirectorySource, CsvSource, DemoSource, JsonSource, open_source
 from crystalgrid.sources import parse_record as parse
 from crystalgrid.store import verify
@@ -46,7 +46,7 @@ CONFIG = BuildConfig(representation="repeated", samples_per_crystal=2, block_sam
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(forget_s3_filesystems):
     """moto's S3 server on 127.0.0.1:<ephemeral>, the environment pointing at it, a bucket.
 
     Yields the s3fs filesystem the tests use to look at and damage objects.
@@ -68,12 +68,12 @@ def s3():
             env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
             for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "FSSPEC_S3_ENDPOINT_URL"):
                 env.delenv(name, raising=False)
-            s3fs.S3FileSystem.clear_instance_cache()  # none made for another endpoint
+            forget_s3_filesystems()  # none made for another endpoint
             fs = s3fs.S3FileSystem()
             fs.mkdir(BUCKET)
             yield fs
     finally:
-        s3fs.S3FileSystem.clear_instance_cache()
+        forget_s3_filesystems()
         server.stop()
         werkzeug.setLevel(level)
 
@@ -188,10 +188,10 @@ def test_resume_on_s3_then_verify_reports_a_deleted_object(s3, json_file, local_
     url = f"s3://{BUCKET}/damaged/repeated.zarr"
     real = build_module._grid_block
 
-    def dies_in_block_1(location, storage_options, block, config_dict):
+    def dies_in_block_1(location, storage_options, block, config_dict, **kwargs):
         if block == 1:
             raise MemoryError("simulated worker death")
-        return real(location, storage_options, block, config_dict)
+        return real(location, storage_options, block, config_dict, **kwargs)
 
     # One in-process worker (workers=1), so the patched function is the one that runs.
     monkeypatch.setattr(build_module, "_grid_block", dies_in_block_1)
@@ -340,3 +340,164 @@ def test_a_missing_bucket_is_one_line(s3, json_file):
     result = CliRunner().invoke(main, ["build", "--source", str(json_file), "--out", url, "-q"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"crystalgrid: error: {url}: no such bucket"]
+
+
+def _cli_env() -> dict[str, str]:
+    """This process's environment (the fixture's endpoint and keys) with this checkout first
+    on the path, for the CLI in a fresh process."""
+    import os
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+
+
+def test_remote_cli_commands_end_quietly(s3, json_file, tmp_path):
+    """build (two worker processes), info, verify and splits by URL, each in a fresh process,
+    print nothing on stderr: no "Unclosed client session" or "Exception ignored" at exit."""
+    import subprocess
+    import sys
+
+    url = f"s3://{BUCKET}/quiet/repeated.zarr"
+    cli = [sys.executable, "-m", "crystalgrid"]
+    env = _cli_env()
+    built = subprocess.run(
+        [*cli, "build", "--source", str(json_file), "--out", url, "-q", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0 and built.stderr == "", built.stderr
+    readers = [
+        subprocess.Popen(
+            [*cli, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for args in (["info", url], ["verify", url], ["splits", url, "--out", str(tmp_path / "s")])
+    ]
+    for proc in readers:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and err == "", (proc.args, err)
+
+
+def test_a_dataloader_with_workers_reads_a_store_by_url(s3_build, capfd):
+    """DataLoader workers (forked) open the store again: the parent's connections belong to
+    its event loop. Every sample comes once; the workers exit without a word."""
+    torch = pytest.importorskip("torch")
+    view = open_dataset(s3_build).split("train")
+    assert len(view[0:2]["density"]) == 2  # the parent read (and connected) before the fork
+    loader = torch.utils.data.DataLoader(
+        view.to_torch(("density",), shuffle=True, batch_size=4), batch_size=4, num_workers=2
+    )
+    seen = sorted(int(i) for batch in loader for i in batch["index"])
+    assert seen == list(range(len(view)))
+    assert capfd.readouterr().err == ""
+
+
+@pytest.fixture
+def own_server(monkeypatch, forget_s3_filesystems):
+    """moto's server in a process of its own (to kill or pause), on a free port of 127.0.0.1,
+    the environment pointing at it and a bucket; yields (process, bucket)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import s3fs
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60  # a bound against hanging, not a timing
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "moto did not start"
+                time.sleep(0.1)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        forget_s3_filesystems()
+        s3fs.S3FileSystem().mkdir("crystalgrid-own")
+        yield server, "crystalgrid-own"
+    finally:
+        server.kill()  # also a paused one
+        server.wait()
+        forget_s3_filesystems()
+
+
+#: A store by URL read by the next tests: 1 sample per crystal in chunks of 4.
+SMALL_CHUNKS = BuildConfig(representation="repeated", samples_per_crystal=1, chunk_samples=4)
+#: The key of a chunk of the density, named by a failed read.
+DENSITY_KEY = r"\(reading density/c/\d+/0/0/0( and \d+ more)?\)$"
+
+
+def test_an_endpoint_killed_during_iter_batches_is_one_line(json_file, own_server):
+    """The server is killed after the first batch: the next read is one RemoteStorageError
+    naming the store and the chunk's key."""
+    import re
+
+    server, bucket = own_server
+    url = f"s3://{bucket}/repeated.zarr"
+    build(json_file, url, config=SMALL_CHUNKS, quiet=True)
+    batches = open_dataset(url).split("train").iter_batches(4)
+    assert len(next(batches)["density"]) == 4
+    server.kill()
+    server.wait()
+    with pytest.raises(RemoteStorageError) as raised:
+        for _ in batches:
+            pass
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"{url}: cannot connect to the endpoint")
+    assert re.search(DENSITY_KEY, message), message
+
+
+def test_a_stalled_endpoint_is_one_line_in_bounded_time(json_file, own_server, monkeypatch):
+    """The server is paused (SIGSTOP: connections are accepted, nothing answers) after the
+    first batch: the read gives up after the timeouts, in one line naming the store and the
+    key; so does verify. The test shortens the timeouts to 1 s and the tries to 1 (botocore's
+    and s3fs's), which the defaults multiply to 10 s, 2 and 5."""
+    import os
+    import re
+    import signal
+
+    import s3fs
+
+    server, bucket = own_server
+    url = f"s3://{bucket}/repeated.zarr"
+    build(json_file, url, config=SMALL_CHUNKS, quiet=True)
+    short = {"config_kwargs": {"read_timeout": 1, "connect_timeout": 1}}
+    short["config_kwargs"]["retries"] = {"max_attempts": 1}
+    batches = open_dataset(url, storage_options=short).split("train").iter_batches(4)
+    assert len(next(batches)["density"]) == 4
+    os.kill(server.pid, signal.SIGSTOP)
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
+    with pytest.raises(RemoteStorageError) as raised:
+        for _ in batches:
+            pass
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"{url}: the endpoint stopped answering")
+    assert re.search(DENSITY_KEY, message), message
+    with pytest.raises(RemoteStorageError, match=f"^{url}: the endpoint stopped answering"):
+        verify(url, storage_options=short)
+
+
+def test_s3_options_bound_timeouts_and_keep_the_callers(monkeypatch):
+    import fsspec.config
+
+    from crystalgrid.store import S3_CONFIG, remote_options
+
+    assert remote_options("/data/x.zarr", {"a": 1}) == {"a": 1}
+    assert remote_options("s3://b/x.zarr", None) == {"config_kwargs": S3_CONFIG}
+    mine = remote_options("s3://b/x.zarr", {"anon": True, "config_kwargs": {"read_timeout": 60}})
+    assert mine["anon"] is True and mine["config_kwargs"]["read_timeout"] == 60
+    assert mine["config_kwargs"]["retries"] == S3_CONFIG["retries"]
+    # fsspec's configuration (FSSPEC_S3_CONFIG_KWARGS) wins over the defaults too.
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"config_kwargs": {"connect_timeout": 99}})
+    assert remote_options("s3://b/x.zarr", None)["config_kwargs"]["connect_timeout"] == 99

@@ -81,7 +81,7 @@ def server():
 
 
 @pytest.fixture
-def as_user(server, monkeypatch):
+def as_user(server, monkeypatch, forget_s3_filesystems):
     """``as_user(key_id, secret)`` points the environment at the server with those keys."""
     url, _ = server
 
@@ -92,10 +92,10 @@ def as_user(server, monkeypatch):
         monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "FSSPEC_S3_ENDPOINT_URL"):
             monkeypatch.delenv(name, raising=False)
-        s3fs.S3FileSystem.clear_instance_cache()
+        forget_s3_filesystems()
 
     yield use
-    s3fs.S3FileSystem.clear_instance_cache()
+    forget_s3_filesystems()
 
 
 @pytest.fixture(scope="module")

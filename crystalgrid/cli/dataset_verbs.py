@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from typing import Any
 
 import click
 
@@ -147,6 +148,14 @@ def _fractions(text: str) -> tuple[float, float, float]:
 @click.option(
     "--citation", default=None, help="How to cite the source data, recorded in the store."
 )
+@click.option(
+    "--max-error-share",
+    type=click.FloatRange(0, 1),
+    default=0.001,
+    show_default=True,
+    help="Stop when more than this share of the records fail to parse or filter with an "
+    "unexpected error (a bug, not the input's fault; recorded as rejects with reason error).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a store built from another configuration.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--timings", is_flag=True, help="Print the seconds of each stage of the build.")
@@ -171,6 +180,7 @@ def build(
     scheduler,
     licence,
     citation,
+    max_error_share,
     overwrite,
     quiet,
     timings,
@@ -214,11 +224,26 @@ def build(
         overwrite=overwrite,
         quiet=quiet,
         splits=split_file,
+        max_error_share=max_error_share,
     )
     for report in reports:
         click.echo(report.summary())
         if timings and report.timings:
             click.echo(report.timings.table())
+
+
+def _first_error(group: Any, path: str) -> str:
+    """``"<material id>: <detail>"`` of the store's first reject with reason ``error``."""
+    import numpy as np
+
+    from crystalgrid.builder import ERROR
+    from crystalgrid.store import open_array, read_rows
+
+    reasons = read_rows(open_array(group, "rejects/reason", path), slice(None), path)
+    first = int(np.flatnonzero(reasons == ERROR)[0])
+    material_id = read_rows(open_array(group, "rejects/material_id", path), first, path)
+    detail = read_rows(open_array(group, "rejects/detail", path), first, path)
+    return f"{material_id}: {detail}"
 
 
 @main.command()
@@ -227,9 +252,10 @@ def build(
 @user_errors
 def info(path: str, as_json: bool) -> None:
     """Counts, splits, rejects by reason and attributes of a dataset."""
+    from crystalgrid.builder import ERROR
     from crystalgrid.store import StoreMeta, open_store
 
-    _, attrs = open_store(path)
+    group, attrs = open_store(path)
     if as_json:
         click.echo(json.dumps(attrs, indent=2, sort_keys=True))
         return
@@ -247,9 +273,16 @@ def info(path: str, as_json: bool) -> None:
         s0, s1 = meta.split_range(name)
         lines.append(f"  {name:5s}        {c1 - c0} crystals, {s1 - s0} samples")
     lines.append(f"split by       {attrs.get('split_by', 'random')}")
-    lines.append(f"rejected       {sum(meta.rejects.values())}")
-    for reason, count in sorted(meta.rejects.items(), key=lambda kv: -kv[1]):
+    inputs = {k: v for k, v in meta.rejects.items() if k != ERROR}
+    lines.append(f"rejected       {sum(inputs.values())}")
+    for reason, count in sorted(inputs.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {reason:12s} {count}")
+    if meta.rejects.get(ERROR):
+        lines.append(
+            f"errors         {meta.rejects[ERROR]} left out by an unexpected error (a bug of "
+            "crystalgrid or of a library it uses, not of the input)"
+        )
+        lines.append(f"  first        {_first_error(group, path)}")
     grid, source = meta.grid, meta.source
     lines += [
         f"grid           {grid.get('bins')}^3 voxels over {grid.get('side')} Å, "

@@ -90,7 +90,9 @@ class RemotePath:
             try:
                 import fsspec
 
-                fs, path = fsspec.url_to_fs(url)
+                from crystalgrid.store import remote_options
+
+                fs, path = fsspec.url_to_fs(url, **remote_options(url, None))
             except ImportError as exc:
                 raise CrystalgridError(
                     f"reading {url} needs fsspec and its {url.split(':')[0]} filesystem "

@@ -272,6 +272,50 @@ def test_kill_9_then_resume_equals_uninterrupted(server, tmp_path: Path) -> None
     assert_key_absent(out, stdout.decode(), stderr.decode(), result.output)
 
 
+def test_a_full_disk_during_the_fetch_is_one_line_and_resumes(
+    server, tmp_path: Path, monkeypatch
+) -> None:
+    """The disk fills up (ENOSPC) after 4 pages: one line naming the file and the cause, exit
+    2; the pages written are kept, and with space again the same command fetches the rest,
+    to the collection of an uninterrupted fetch."""
+    import errno
+
+    from crystalgrid import collection
+
+    out, whole = tmp_path / "full", tmp_path / "whole"
+    args = ["--limit", "200", "--page-size", "20", "--quiet"]
+    real_open = open
+    pages = {"n": 0}
+
+    def disk_fills_up(path, mode="r", *rest, **options):
+        if "w" in mode and "page-" in str(path):
+            pages["n"] += 1
+            if pages["n"] > 4:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, mode, *rest, **options)
+
+    with monkeypatch.context() as disk:
+        disk.setattr(collection, "open", disk_fills_up, raising=False)
+        result = CliRunner().invoke(main, ["fetch", "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"crystalgrid: error: cannot write {out / 'pages'}")
+    assert line.endswith("No space left on device")
+    manifest = json.loads((out / "collection.json").read_text())
+    assert len(manifest["pages"]) == 4 and manifest["complete"] is False
+    assert not list((out / "pages").glob(".*.tmp"))
+
+    result = run_cli("--out", str(out), *[a for a in args if a != "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "10 pages, 6 fetched now, 4 already there" in result.stdout
+    assert run_cli("--out", str(whole), *args).exit_code == 0
+    resumed, uninterrupted = open_collection(out), open_collection(whole)
+    assert [r.material_id for r in resumed.records()] == [
+        r.material_id for r in uninterrupted.records()
+    ]
+    assert resumed.fingerprint() == uninterrupted.fingerprint()
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_refused_key(server, tmp_path: Path, status: int) -> None:
     server.faults.reject_key, server.faults.reject_status = True, status

@@ -425,7 +425,7 @@ def _train_and_score(
     from crystalgrid.models.checkpoint import load_checkpoint
     from crystalgrid.models.evaluate import evaluate
     from crystalgrid.models.peakfit import score_peak_fit
-    from crystalgrid.models.train import train
+    from crystalgrid.models.train import read_log, train
 
     train_view, val_view = dataset.split("train"), dataset.split("val")
     test_view = dataset.split(budget.eval_split)
@@ -445,7 +445,7 @@ def _train_and_score(
         quiet=quiet,
         metadata={"data": str(dataset.location), "representation": representation},
     )
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    log = read_log(run_dir / "log.jsonl")
     train_s = training_seconds(log)
     steps = [r for r in log if r["kind"] == "step"]
     speeds = [r["samples_per_s"] for r in steps[1:]] or [r["samples_per_s"] for r in steps]

@@ -14,7 +14,6 @@ trainer nor the optimiser state.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import pickle
@@ -225,12 +224,27 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Set torch's RNG states to those a checkpoint saved (CUDA ones only where they fit)."""
+def restore_rng_state(state: dict[str, Any], *, cuda: bool = False) -> str | None:
+    """Set torch's RNG states to those a checkpoint saved.
+
+    Args:
+        state: the checkpoint's ``"rng"`` entry.
+        cuda: whether the resumed run draws on a GPU (then its CUDA states matter).
+
+    Returns:
+        ``None`` when every state the run needs was restored, else why not (one line): a
+        run resumed on a GPU from a checkpoint saved without one, or on fewer GPUs.
+    """
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError, IndexError):  # fewer GPUs than when saved
-            torch.cuda.set_rng_state_all(state["cuda"])
+    if not cuda:
+        return None
+    if "cuda" not in state:
+        return "the checkpoint was saved without a GPU, so it holds no CUDA random state"
+    try:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    except (RuntimeError, IndexError) as exc:
+        return f"its CUDA random states do not fit this machine's GPUs ({exc})"
+    return None
 
 
 def export_checkpoint(

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ from crystalgrid.models.losses import ReferenceModel
 from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.spec import GridSpec
 
-__all__ = ["learning_rate", "stage_boundary", "train", "validation_loss"]
+__all__ = ["learning_rate", "read_log", "stage_boundary", "train", "validation_loss"]
 
 # Fields that define the networks and the loss: a resumed run must keep them.
 _FROZEN_ON_RESUME = (
@@ -80,20 +81,44 @@ _FROZEN_ON_RESUME = (
 )
 
 
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``log.jsonl``.
+
+    A last line cut short (the process killed while writing it) is left out; any other line
+    that is not a JSON record means the log was damaged or edited, and is an error.
+
+    Raises:
+        CrystalgridError: naming the file and the line.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                break  # a torn last line
+            raise CrystalgridError(
+                f"{path}: line {number} is not a log record ({exc.msg}); the log is damaged"
+            ) from None
+        if not isinstance(record, dict):
+            raise CrystalgridError(f"{path}: line {number} is not a log record")
+        records.append(record)
+    return records
+
+
 class _Log:
     """Append-only JSONL log; on resume, records past the checkpoint's step are dropped."""
 
     def __init__(self, path: Path, *, keep_until_step: int | None) -> None:
         self.path = path
         if keep_until_step is not None and path.exists():
-            kept = []
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash
-                if record.get("step", 0) <= keep_until_step:
-                    kept.append(line)
+            kept = [
+                json.dumps(record, allow_nan=False, default=jsonable)
+                for record in read_log(path)
+                if record.get("step", 0) <= keep_until_step
+            ]
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, path)
@@ -248,6 +273,7 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
     resume: str | Path,
+    cuda: bool,
 ) -> _Position:
     """Load the networks, the optimiser and the RNG states; return the saved position."""
     model.load_state_dict(ckpt["model"])
@@ -261,7 +287,14 @@ def _restore(
             ) from None
     for group in optimizer.param_groups:  # a changed lr applies from here on
         group["lr"] = config.lr * group["lr_scale"]
-    restore_rng_state(ckpt["rng"])
+    why = restore_rng_state(ckpt["rng"], cuda=cuda)
+    if why is not None:
+        warnings.warn(
+            f"resuming {resume}: {why}; the run goes on but will not repeat an "
+            "uninterrupted one exactly",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return _Position(
         epoch=int(ckpt["epoch"]),
         step=int(ckpt["step"]),
@@ -353,7 +386,11 @@ def train(
         _seed_all(config.seed)
     model = ReferenceModel(config, spec.bins, class_map).to(runtime.device)
     optimizer = _optimizer(model, config)
-    pos = _Position() if ckpt is None else _restore(ckpt, model, optimizer, config, resume)
+    pos = (
+        _Position()
+        if ckpt is None
+        else _restore(ckpt, model, optimizer, config, resume, cuda=runtime.device.type == "cuda")
+    )
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     step_fn: Callable[..., dict[str, torch.Tensor]] = (

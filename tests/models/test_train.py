@@ -99,6 +99,39 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(
     assert kinds == ["start", "step", "step", "epoch", "step", "stop", "start", "step", "epoch"]
 
 
+def test_the_log_reader_forgives_only_a_torn_last_line(tiny_config, views, tmp_path):
+    from crystalgrid.models.train import read_log
+
+    train_view, _ = views
+    cut = train(tiny_config.with_overrides(max_steps=2), train_view, out_dir=tmp_path, quiet=True)
+    log = tmp_path / "log.jsonl"
+    whole = log.read_text()
+    n = len(whole.splitlines())
+    log.write_text(whole + '{"kind": "step", "st')  # killed while writing
+    assert len(read_log(log)) == n
+    # A resume drops the torn line and goes on.
+    train(
+        tiny_config.with_overrides(max_steps=3),
+        train_view,
+        out_dir=tmp_path,
+        resume=cut,
+        quiet=True,
+    )
+    lines = log.read_text().splitlines()
+    assert [json.loads(line)["kind"] for line in lines].count("start") == 2  # no torn line left
+    log.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
+    with pytest.raises(CrystalgridError, match="line 2 is not a log record"):
+        read_log(log)
+
+
+def test_a_resume_that_cannot_restore_the_gpu_random_state_says_so():
+    from crystalgrid.models.checkpoint import restore_rng_state
+
+    state = {"torch": torch.get_rng_state()}  # saved on a machine without a GPU
+    assert restore_rng_state(state) is None  # resumed on a CPU: nothing is missing
+    assert "no CUDA random state" in restore_rng_state(state, cuda=True)
+
+
 def test_resume_refuses_a_different_architecture_and_fresh_runs_refuse_a_used_folder(
     tiny_config, views, tmp_path
 ):

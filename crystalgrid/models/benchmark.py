@@ -180,7 +180,10 @@ BUDGETS: dict[str, Budget] = {
         description="the repeated-crop baseline 2 CPU cores train in about two hours",
         representations=("repeated",),
         # Crops hold 20-100+ atoms: the same recipe with a wider latent and twice the steps.
-        train=BASELINE_CPU.with_overrides(latent_dim=512, max_steps=9000),
+        # Their grids are ~2.8% atom voxels (single cells ~0.25%): the U-Net's head starts at
+        # that share. The atom class weight stays 10: alone on true crops for 300 steps it
+        # placed 77% of the atoms within 0.5 Å against 70% with weight 1 (the card).
+        train=BASELINE_CPU.with_overrides(latent_dim=512, max_steps=9000, background_prior=0.97),
         samples_per_crystal=3,
         eval_limit=None,
         peakfit_limit=100,

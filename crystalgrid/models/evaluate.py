@@ -129,9 +129,11 @@ def evaluate(
                 recon, logits = model.reconstruct_scores(density.to(runtime.device))
                 recon_np = recon.float().cpu().numpy()
         logits_np = logits.float().cpu().numpy() if needs_scores else None
-        mse: Any = ((recon_np - true_density) ** 2).reshape(len(recon_np), -1).mean(axis=1)
-        if source == "truth":
-            mse = [None] * len(recon_np)
+        mse: Any = (
+            [None] * len(recon_np)  # the decoders read the truth itself
+            if source == "truth"
+            else ((recon_np - true_density) ** 2).reshape(len(recon_np), -1).mean(axis=1)
+        )
         truth = (batch["atom_positions"], batch["atom_numbers"])
         for i in range(len(recon_np)):
             scores_i = logits_np[i] if logits_np is not None else None

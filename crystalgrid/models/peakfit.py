@@ -15,9 +15,14 @@ numbers, so a grid can be decoded by fitting that sum back to it:
 2. **Amplitudes.** With the positions fixed, the grid is linear in the amplitudes: a
    non-negative least-squares fit of the (unsmoothed) grid gives each candidate's ``Z``
    (electrons).
-3. **Refinement.** Positions and amplitudes are fitted together by a few Levenberg-Marquardt
-   steps (up to :data:`REFINE_MAX_ATOMS` candidates); candidates that end within 0.5 Å of
-   each other are merged.
+3. **Refinement.** Positions, amplitudes and one Gaussian width shared by every atom are
+   fitted together by a few Levenberg-Marquardt steps (up to :data:`REFINE_MAX_ATOMS`
+   candidates). The width lets a grid blurred as a whole (a model's output) keep its atoms'
+   electrons: each Gaussian integrates to its amplitude whatever its width. Candidates that
+   end within 0.5 Å of each other are merged, and so is a satellite (under 5% of a
+   neighbour's electrons, within 1.2 sigma of it), which noise lets absorb part of a heavy
+   atom. The fits leave out the outermost voxel layer, where a smoothed grid is least
+   faithful.
 4. **Residual rounds.** Two atoms closer than ``2 sigma`` (2 Å) make one peak, so the peaks of
    the smoothed residual (grid minus fit) above the same thresholds are added as new
    candidates and steps 2-3 repeated, up to ``rounds`` times.

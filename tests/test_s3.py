@@ -639,3 +639,66 @@ def test_an_endpoint_killed_during_a_dataloader_is_one_line(workers, small_local
         if path.is_file()
     }
     assert relay.objects("repeated.zarr") == written
+
+
+#: ``crystalgrid verify URL`` in this process, the relay (pid in ``RELAY_PID``) killed once
+#: chunk number ``KILL_AT`` has been fetched, before it is decoded.
+VERIFY_KILLING_THE_RELAY = """
+import os, signal, socket, sys, time
+import crystalgrid.store as store
+from crystalgrid.cli import main
+
+real, fetched = store.whole_blosc_frame, []
+
+def kill_at(raw):
+    fetched.append(len(raw))
+    if len(fetched) == int(os.environ["KILL_AT"]):
+        os.kill(int(os.environ["RELAY_PID"]), signal.SIGKILL)
+        deadline = time.monotonic() + 30  # a bound against hanging
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", int(os.environ["RELAY_PORT"]))).close()
+            except OSError:
+                break
+            time.sleep(0.05)
+    return real(raw)
+
+store.whole_blosc_frame = kill_at
+main(["verify", sys.argv[1]], prog_name="crystalgrid")
+"""
+
+
+def test_an_endpoint_killed_during_verify_is_one_line(small_local_build, relay):
+    """crystalgrid verify, in a process of its own, with the endpoint killed between the fetch
+    of the last chunk and its decoding (which reads it again): one line on stderr naming the
+    store and the key, exit 2, no chunk called damaged; started again, the store verifies,
+    its objects unchanged."""
+    import re
+    import subprocess
+    import sys
+
+    relay.moto.put(str(small_local_build), f"{relay.bucket}/repeated.zarr", recursive=True)
+    url = f"s3://{relay.bucket}/repeated.zarr"
+    env = {**_cli_env(), "RELAY_PID": str(relay.process.pid), "RELAY_PORT": str(relay.port)}
+    env["KILL_AT"] = str(verify(small_local_build).chunks_checked)
+    proc = subprocess.run(
+        [sys.executable, "-c", VERIFY_KILLING_THE_RELAY, url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    relay.kill()
+    assert (proc.returncode, proc.stdout) == (2, ""), (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"crystalgrid: error: {url}: cannot connect to the endpoint")
+    assert re.search(r" \(reading \S+/c/[\d/]+\)$", lines[0]), lines[0]
+    relay.start()
+    assert verify(url).ok
+    written = {
+        f"{relay.bucket}/repeated.zarr/{path.relative_to(small_local_build)}": path.read_bytes()
+        for path in small_local_build.rglob("*")
+        if path.is_file()
+    }
+    assert relay.objects("repeated.zarr") == written

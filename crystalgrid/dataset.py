@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 
 from crystalgrid.chunk_io import ChunkReader
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, RemoteStorageError
 from crystalgrid.sampling import epoch_order, share, span_edges
 from crystalgrid.spec import GridSpec
 from crystalgrid.store import (
@@ -111,11 +111,16 @@ class Dataset:
         (a ``DataLoader`` worker) opens it again: the parent's connections belong to the
         parent's event loop and cannot be used there."""
         if self._pid != os.getpid():
-            self._pid = os.getpid()
             if is_url(self.location):
-                self._group, _ = open_store(self.location, storage_options=self._storage_options)
+                try:
+                    self._group, _ = open_store(
+                        self.location, storage_options=self._storage_options
+                    )
+                except RemoteStorageError as exc:  # named as a chunk's read is
+                    raise RemoteStorageError(f"{exc} (reading zarr.json)") from None
                 self._arrays.clear()
                 self._readers.clear()
+            self._pid = os.getpid()  # only once opened: a failed open is tried again
         return self._group
 
     def __len__(self) -> int:

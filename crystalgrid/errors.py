@@ -10,7 +10,28 @@ __all__ = ["ConfigError", "CrystalgridError", "RejectedStructure", "RemoteStorag
 
 
 class CrystalgridError(Exception):
-    """A problem with the user's input or environment, stated in one line."""
+    """A problem with the user's input or environment, stated in one line.
+
+    Raised in a ``DataLoader`` worker, it reaches the loop as torch builds it again from the
+    worker's whole traceback; the one line is kept, with the worker named at its end.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_from_worker(args[0], type(self)),)
+        super().__init__(*args)
+
+
+def _from_worker(message: str, kind: type) -> str:
+    """The one line in torch's re-raise of an error of type ``kind`` from a DataLoader worker
+    ("Caught K in DataLoader worker process N.\nOriginal Traceback ...\nmodule.K: line"),
+    as "line (in DataLoader worker process N)"; any other message unchanged."""
+    head, _, rest = message.partition(".\nOriginal Traceback")
+    where = head.removeprefix(f"Caught {kind.__name__} ")
+    if not rest or where == head:
+        return message
+    _, found, line = rest.rpartition(f"\n{kind.__module__}.{kind.__qualname__}: ")
+    return f"{line.strip()} ({where})" if found and line.strip() else message
 
 
 class ConfigError(CrystalgridError, ValueError):

@@ -1143,7 +1143,11 @@ def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> V
         for index in range(array.cdata_shape[0]):
             report.chunks_checked += 1
             key = chunk_key(array, index)
-            raw = sync(store.get(f"{base}/{key}" if base else key, prototype=BUFFER_PROTOTYPE))
+            try:
+                raw = sync(store.get(f"{base}/{key}" if base else key, prototype=BUFFER_PROTOTYPE))
+            except Exception as exc:  # re-raised unless remote
+                _raise_if_remote(exc, name, str(location), key)
+                raise
             if raw is None:
                 report.problems.append(f"missing chunk {key}")
                 continue
@@ -1154,8 +1158,17 @@ def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> V
             try:
                 data = array[chunk_slices(array, index)]
             except Exception as exc:  # noqa: BLE001 - any decoding failure means corruption
+                _raise_if_remote(exc, name, str(location), key)  # but an endpoint's is not
                 report.problems.append(f"corrupted chunk {key} ({type(exc).__name__})")
                 continue
             if chunk_digest(data, checksum) != int(recorded[index]):
                 report.problems.append(f"corrupted chunk {key} (checksum mismatch)")
     return report
+
+
+def _raise_if_remote(exc: BaseException, path: str, location: str, key: str) -> None:
+    """Raise the one-line :class:`~crystalgrid.errors.RemoteStorageError` naming ``key`` when
+    ``exc`` is a remote-storage failure (the endpoint went away, stalled, refused)."""
+    error = read_error(exc, path, location, [key])
+    if isinstance(error, RemoteStorageError):
+        raise error from None

@@ -501,3 +501,204 @@ def test_s3_options_bound_timeouts_and_keep_the_callers(monkeypatch):
     # fsspec's configuration (FSSPEC_S3_CONFIG_KWARGS) wins over the defaults too.
     monkeypatch.setitem(fsspec.config.conf, "s3", {"config_kwargs": {"connect_timeout": 99}})
     assert remote_options("s3://b/x.zarr", None)["config_kwargs"]["connect_timeout"] == 99
+
+
+#: A TCP relay on 127.0.0.1 (argv: its port, moto's port): the endpoint the next tests kill,
+#: while the objects stay in moto's process behind it.
+RELAY = """
+import asyncio, sys
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+async def relay(reader, writer):
+    try:
+        upstream = await asyncio.open_connection("127.0.0.1", int(sys.argv[2]))
+    except OSError:
+        writer.close()
+        return
+    await asyncio.gather(pipe(reader, upstream[1]), pipe(upstream[0], writer))
+
+async def serve():
+    server = await asyncio.start_server(relay, "127.0.0.1", int(sys.argv[1]))
+    print("ready", flush=True)
+    await server.serve_forever()
+
+asyncio.run(serve())
+"""
+
+
+class _Relay:
+    """:data:`RELAY` in a process of its own in front of moto; ``kill`` it, ``start`` it again
+    on the same port; ``objects`` reads the store's objects from moto itself."""
+
+    def __init__(self, moto_url: str, bucket: str) -> None:
+        import socket
+
+        import s3fs
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.moto_port = int(moto_url.rsplit(":", 1)[1])
+        self.bucket = bucket
+        self.moto = s3fs.S3FileSystem(endpoint_url=moto_url)
+        self.process = None
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-c", RELAY, str(self.port), str(self.moto_port)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline() == "ready\n", "the relay did not start"
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
+
+    def objects(self, prefix: str) -> dict[str, bytes]:
+        self.moto.invalidate_cache()
+        return {key: self.moto.cat_file(key) for key in self.moto.find(f"{self.bucket}/{prefix}")}
+
+
+@pytest.fixture
+def relay(own_server, monkeypatch, forget_s3_filesystems):
+    """A running :class:`_Relay` in front of ``own_server``, the environment pointing at it."""
+    import os
+
+    relay = _Relay(os.environ["AWS_ENDPOINT_URL"], own_server[1])
+    relay.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{relay.port}")
+        forget_s3_filesystems()
+        yield relay
+    finally:
+        if relay.process.poll() is None:
+            relay.kill()
+
+
+@pytest.fixture(scope="module")
+def small_local_build(tmp_path_factory, json_file):
+    """A local store built with :data:`SMALL_CHUNKS`, to upload where a test needs it."""
+    out = tmp_path_factory.mktemp("small") / "repeated.zarr"
+    build(json_file, out, config=SMALL_CHUNKS, quiet=True)
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_endpoint_killed_during_a_dataloader_is_one_line(workers, small_local_build, relay):
+    """The endpoint is killed after the first batches of a DataLoader over to_torch: iterating
+    ends in one RemoteStorageError naming the store and the chunk's key, with worker processes
+    too (torch builds the worker's error again from its traceback); killed before the workers
+    open the store, the key is its zarr.json. Started again, the store verifies and its
+    objects are those uploaded."""
+    import re
+
+    torch = pytest.importorskip("torch")
+    relay.moto.put(str(small_local_build), f"{relay.bucket}/repeated.zarr", recursive=True)
+    url = f"s3://{relay.bucket}/repeated.zarr"
+    # One sample a batch, at most one batch ahead per worker: once each worker has given its
+    # first, the first chunk (4 samples) is all that was read, and the split spans several.
+    options = {"num_workers": workers}
+    if workers:
+        options.update(prefetch_factor=1, timeout=120)  # a bound against hanging
+    view = open_dataset(url).split("train")
+    assert len(view) > 8
+    loader = torch.utils.data.DataLoader(view.to_torch(("density",)), **options)
+    in_worker = r" \(in DataLoader worker process \d\)" if workers else ""
+
+    def fails(batches: object, key: str) -> None:
+        relay.kill()
+        with pytest.raises(RemoteStorageError) as raised:
+            for _ in batches:  # type: ignore[attr-defined]
+                pass
+        message = str(raised.value)
+        assert "\n" not in message, message
+        assert message.startswith(f"{url}: cannot connect to the endpoint"), message
+        assert re.search(rf" \(reading {key}\){in_worker}$", message), message
+        relay.start()
+
+    batches = iter(loader)
+    assert [len(next(batches)["density"]) for _ in range(2)] == [1, 1]  # from each worker
+    fails(batches, r"density/c/\d+/0/0/0( and \d+ more)?")
+    if workers:
+        fails(loader, "zarr.json")  # workers start, and open the store, after the kill
+    assert verify(url).ok
+    written = {
+        f"{relay.bucket}/repeated.zarr/{path.relative_to(small_local_build)}": path.read_bytes()
+        for path in small_local_build.rglob("*")
+        if path.is_file()
+    }
+    assert relay.objects("repeated.zarr") == written
+
+
+#: ``crystalgrid verify URL`` in this process, the relay (pid in ``RELAY_PID``) killed once
+#: chunk number ``KILL_AT`` has been fetched, before it is decoded.
+VERIFY_KILLING_THE_RELAY = """
+import os, signal, socket, sys, time
+import crystalgrid.store as store
+from crystalgrid.cli import main
+
+real, fetched = store.whole_blosc_frame, []
+
+def kill_at(raw):
+    fetched.append(len(raw))
+    if len(fetched) == int(os.environ["KILL_AT"]):
+        os.kill(int(os.environ["RELAY_PID"]), signal.SIGKILL)
+        deadline = time.monotonic() + 30  # a bound against hanging
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", int(os.environ["RELAY_PORT"]))).close()
+            except OSError:
+                break
+            time.sleep(0.05)
+    return real(raw)
+
+store.whole_blosc_frame = kill_at
+main(["verify", sys.argv[1]], prog_name="crystalgrid")
+"""
+
+
+def test_an_endpoint_killed_during_verify_is_one_line(small_local_build, relay):
+    """crystalgrid verify, in a process of its own, with the endpoint killed between the fetch
+    of the last chunk and its decoding (which reads it again): one line on stderr naming the
+    store and the key, exit 2, no chunk called damaged; started again, the store verifies,
+    its objects unchanged."""
+    import re
+    import subprocess
+    import sys
+
+    relay.moto.put(str(small_local_build), f"{relay.bucket}/repeated.zarr", recursive=True)
+    url = f"s3://{relay.bucket}/repeated.zarr"
+    env = {**_cli_env(), "RELAY_PID": str(relay.process.pid), "RELAY_PORT": str(relay.port)}
+    env["KILL_AT"] = str(verify(small_local_build).chunks_checked)
+    proc = subprocess.run(
+        [sys.executable, "-c", VERIFY_KILLING_THE_RELAY, url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    relay.kill()
+    assert (proc.returncode, proc.stdout) == (2, ""), (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"crystalgrid: error: {url}: cannot connect to the endpoint")
+    assert re.search(r" \(reading \S+/c/[\d/]+\)$", lines[0]), lines[0]
+    relay.start()
+    assert verify(url).ok
+    written = {
+        f"{relay.bucket}/repeated.zarr/{path.relative_to(small_local_build)}": path.read_bytes()
+        for path in small_local_build.rglob("*")
+        if path.is_file()
+    }
+    assert relay.objects("repeated.zarr") == written

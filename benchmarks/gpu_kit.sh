@@ -13,10 +13,10 @@
 # cloudpickle, toolz, fsspec, psutil, msgpack, jinja2, sortedcontainers, pyparsing and torch.
 #
 # `run` installs the wheels into /tmp/site (no network: --no-index), runs the benchmark with
-# its output under /tmp/cg-bench, stops the optional speed benchmarks at SECONDS (default 500)
-# after its start, and writes OUT/results.tgz (results, logs, pictures; no checkpoints or
+# its output under /tmp/cg-bench, then the speed benchmarks, all stopped SECONDS (default 500)
+# after its start (0: the benchmark alone, without a limit), and writes OUT/results.tgz (results, logs, pictures; no checkpoints or
 # stores) and OUT/run.log. BENCH_ARGS adds options to the benchmark (a CPU dry run:
-# BENCH_ARGS="--crystals 40 --steps 4 --device cpu" bash benchmarks/gpu_kit.sh run /tmp/dry 0).
+# BENCH_ARGS="--crystals 40 --steps 4 --device cpu --repr repeated" bash benchmarks/gpu_kit.sh run /tmp/dry 0).
 set -euo pipefail
 
 KIT_WHEELS=(
@@ -59,26 +59,30 @@ run() {
   mkdir -p "$out"
   exec > >(tee "$out/run.log") 2>&1
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
+    --target /tmp/site "${KIT_WHEEL_DIR:-.whl}"/*.whl
   export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
   nvidia-smi -L || true
   python3 -c "import torch, crystalgrid; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   mkdir -p "$bench"
-  local status=0
+  local status=0 bench_limit=0
+  # The speed benchmarks get at least the last 90 s; a limit of 0 runs the benchmark alone.
+  ((limit > 0)) && bench_limit=$((limit > 180 ? limit - 90 : limit))
   # Stopped at the limit, a run still leaves what it finished (results-partial.*) to pack.
-  timeout "$limit" python3 -m crystalgrid benchmark --budget 10m-gpu \
+  timeout "$bench_limit" python3 -m crystalgrid benchmark --budget 10m-gpu \
     --source .kit/mp_binaries.json.gz --out "$bench/10m-gpu" -q ${BENCH_ARGS:-} || status=$?
   echo "benchmark exit $status after $((SECONDS - start)) s"
-  left=$((limit - (SECONDS - start)))
-  if ((left > 40)); then
-    timeout "$((left / 2))" python3 benchmarks/bench_train.py --batch-sizes 24 128 256 \
-      --precisions bf16 --compile on --steps 20 --warmup 5 --json "$bench/bench_train.json" || true
+  local left=$((limit - (SECONDS - start)))
+  if ((limit > 0 && left > 30)); then
+    timeout "$((left * 2 / 5))" python3 benchmarks/bench_gpu_grids.py \
+      --mp-file .kit/mp_binaries.json.gz --min-time 0.5 \
+      --batch-sizes 256 1024 4096 > "$bench/bench_gpu_grids.md" || true
   fi
   left=$((limit - (SECONDS - start)))
-  if ((left > 20)); then
-    timeout "$left" python3 benchmarks/bench_gpu_grids.py --mp-file .kit/mp_binaries.json.gz \
-      --min-time 0.5 \
-      --batch-sizes 256 1024 4096 > "$bench/bench_gpu_grids.md" || true
+  if ((limit > 0 && left > 30)); then
+    # Rows print as they finish: eager first, then compiled (which compiles for a minute).
+    timeout "$((left - 10))" python3 benchmarks/bench_train.py --batch-sizes 128 256 24 \
+      --precisions bf16 --compile off on --steps 20 --warmup 5 \
+      --json "$bench/bench_train.json" > "$bench/bench_train.md" || true
   fi
   tar czf "$out/results.tgz" -C "$bench" --exclude='*.pt' --exclude='stores' .
   echo "done after $((SECONDS - start)) s"

@@ -696,7 +696,16 @@ def match_cmd(
     help="Where the stores are built, or reused when they match (default: OUT/stores).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds build and training.")
+@click.option(
+    "--repr",
+    "representation",
+    type=click.Choice(["single", "repeated", "both"]),
+    help="Run only this representation of the budget (default: the budget's).",
+)
 @click.option("--steps", type=int, help="Override the budget's training steps (to try it small).")
+@click.option(
+    "--eval-limit", type=int, help="Score at most N samples of the scored split (the budget's)."
+)
 @click.option("--crystals", type=int, help="Use only the first N structures of the source.")
 @click.option("--device", help="Override the budget's device (auto, cpu, cuda).")
 @click.option(
@@ -723,7 +732,9 @@ def benchmark_cmd(
     out: Path,
     data_dir: Path | None,
     seed: int,
+    representation: str | None,
     steps: int | None,
+    eval_limit: int | None,
     crystals: int | None,
     device: str | None,
     precision: str | None,
@@ -752,13 +763,21 @@ def benchmark_cmd(
         precision=precision,
         licence=licence,
         citation=citation,
+        representations=(
+            None
+            if representation is None
+            else ("single", "repeated")
+            if representation == "both"
+            else (representation,)
+        ),
+        eval_limit=eval_limit,
         resume=resume,
         quiet=quiet,
     )
-    for representation, rep in results["representations"].items():
+    for name, rep in results["representations"].items():
         scores = rep["scores"]
         click.echo(
-            f"{representation}: {rep['train']['steps']} steps; {rep['scored_split']}: "
+            f"{name}: {rep['train']['steps']} steps; {rep['scored_split']}: "
             f"true atoms within 0.5 Å "
             f"{_pct(scores['true_within_radius'])}, exact counts {_pct(scores['count_exact'])}, "
             f"species exact {_pct(scores['species_exact'])}"

@@ -77,9 +77,15 @@ def bench_one(
     warmup: int,
     device: str,
     species: tuple[int, ...],
+    cudnn_benchmark: bool = True,
 ) -> dict[str, Any]:
-    """Samples/s of ``steps`` timed training steps after ``warmup`` untimed ones."""
+    """Samples/s of ``steps`` timed training steps after ``warmup`` untimed ones.
+
+    ``cudnn_benchmark`` lets cuDNN time its convolution algorithms in the warm-up steps, as the
+    trainer does on a GPU; without it 3-D convolutions may run a slow default algorithm.
+    """
     runtime = resolve_runtime(device, precision, compiled)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.manual_seed(0)
     model = ReferenceModel(config, 30, ClassMap(species)).to(runtime.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -112,6 +118,7 @@ def bench_one(
         "batch": batch,
         "precision": precision,
         "compiled": compiled,
+        "cudnn_benchmark": cudnn_benchmark,
         "samples_per_s": batch * steps / dt,
         "step_ms": 1000 * dt / steps,
         "warmup_s": warm_s,
@@ -125,6 +132,13 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+")
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"])
     parser.add_argument("--compile", nargs="+", choices=["off", "on"], dest="compile_modes")
+    parser.add_argument(
+        "--cudnn-benchmark",
+        nargs="+",
+        choices=["off", "on"],
+        default=["on"],
+        help="cuDNN algorithm search (the trainer turns it on; 'off on' shows the difference)",
+    )
     parser.add_argument("--steps", type=int, help="timed steps per case")
     parser.add_argument("--warmup", type=int, help="untimed steps per case (compilation)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -159,30 +173,39 @@ def main() -> None:
     del model
 
     rows = []
-    print("\n| batch | precision | compiled | training samples/s | step (ms) | peak GiB |")
-    print("|---|---|---|---|---|---|")
-    for batch in batches:
-        for precision in precisions:
-            for mode in modes:
-                row = bench_one(
-                    config,
-                    batch,
-                    precision,
-                    mode == "on",
-                    steps=steps,
-                    warmup=warmup,
-                    device=args.device,
-                    species=species,
-                )
-                rows.append(row)
-                mem = f"{row['peak_mem_gib']:.1f}" if row["peak_mem_gib"] is not None else "-"
-                print(
-                    f"| {batch} | {precision} | {'yes' if mode == 'on' else 'no'} | "
-                    f"{row['samples_per_s']:,.1f} | {row['step_ms']:.0f} | {mem} |",
-                    flush=True,
-                )
-                if gpu:
-                    torch.cuda.empty_cache()
+    print(
+        "\n| batch | precision | compiled | cuDNN search | training samples/s | step (ms) "
+        "| peak GiB |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    cases = [
+        (batch, precision, mode, search)
+        for batch in batches
+        for precision in precisions
+        for mode in modes
+        for search in (args.cudnn_benchmark if gpu else ["off"])
+    ]
+    for batch, precision, mode, search in cases:
+        row = bench_one(
+            config,
+            batch,
+            precision,
+            mode == "on",
+            steps=steps,
+            warmup=warmup,
+            device=args.device,
+            species=species,
+            cudnn_benchmark=search == "on",
+        )
+        rows.append(row)
+        mem = f"{row['peak_mem_gib']:.1f}" if row["peak_mem_gib"] is not None else "-"
+        print(
+            f"| {batch} | {precision} | {'yes' if mode == 'on' else 'no'} | {search} | "
+            f"{row['samples_per_s']:,.1f} | {row['step_ms']:.0f} | {mem} |",
+            flush=True,
+        )
+        if gpu:
+            torch.cuda.empty_cache()
 
     loader = None
     if args.data:

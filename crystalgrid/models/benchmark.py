@@ -536,7 +536,11 @@ def _train_and_score(
             "steps": ckpt.step,
             "sessions": sum(1 for r in log if r["kind"] == "start"),
             "samples_per_s_median": float(np.median(speeds)) if speeds else None,
-            "runtime": scores.get("runtime"),
+            # The training's own runtime (the last session's start record), not evaluation's.
+            "runtime": next(
+                (r.get("runtime") for r in reversed(log) if r["kind"] == "start"),
+                scores.get("runtime"),
+            ),
             "final": {k: steps[-1].get(k) for k in ("loss", "mse", "kl", "ce")} if steps else {},
         },
         "evaluate_seconds": eval_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,8 @@ from crystalgrid.errors import CrystalgridError
 
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +79,19 @@ def test_a_used_folder_is_refused_and_stores_are_reused(smoke, tmp_path):
             str(out / "stores"),
             "--steps",
             "2",
+            "--eval-limit",
+            "3",
             "-q",
         ],
     )
     assert reuse.exit_code == 0, reuse.output
     results = json.loads((tmp_path / "second" / "results.json").read_text())
     assert results["build"]["stores"]["single"]["reused"] is True
-    assert results["representations"]["single"]["train"]["steps"] == 2
+    single = results["representations"]["single"]
+    assert single["train"]["steps"] == 2 and single["scores"]["n_samples"] == 3
+    # The training's runtime, read from its log (evaluation never compiles).
+    log = (tmp_path / "second" / "single" / "log.jsonl").read_text().splitlines()
+    assert single["train"]["runtime"] == json.loads(log[0])["runtime"]
 
     # An interrupted run (a last.pt, no results.json) is refused without --resume, and
     # continued from its checkpoint with it.
@@ -141,6 +150,27 @@ def test_the_gpu_budget_plans_the_paper_model():
     assert gpu.representations == ("single", "repeated")
     assert gpu.train.encoder_channels == (16, 32, 64, 128) and gpu.train.latent_dim == 300
     assert gpu.train.device == "auto" and gpu.workers is None  # every core builds
+    # Crops get their own steps and prior; single cells the budget's own configuration.
+    assert gpu.config_for("single") == gpu.train
+    crops = gpu.config_for("repeated")
+    assert crops.max_steps == 2 * gpu.train.max_steps and crops.background_prior == 0.97
+    assert crops.latent_dim == gpu.train.latent_dim
+    card = json.loads((MODELS / "gpu-10m.json").read_text())
+    assert card["notes"]["repeated overrides"] == gpu.overrides["repeated"]
+
+
+def test_a_budget_runs_only_the_representations_asked_for(tmp_path):
+    from crystalgrid.models.benchmark import run_benchmark
+
+    with pytest.raises(CrystalgridError, match="smoke budget trains single, not repeated"):
+        run_benchmark("smoke", out=tmp_path / "x", representations=("repeated",))
+    with pytest.raises(CrystalgridError, match="at least 1"):
+        run_benchmark("smoke", out=tmp_path / "y", eval_limit=0)
+    result = CliRunner().invoke(
+        main, ["benchmark", "--budget", "1h-cpu", "--repr", "both", "--out", str(tmp_path / "z")]
+    )
+    assert result.exit_code == 2 and "not repeated" in result.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
 
 @pytest.mark.slow
@@ -154,6 +184,9 @@ def test_the_gpu_budget_runs_small_on_a_cpu(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results["representations"]) == {"single", "repeated"}
     for rep in results["representations"].values():
-        assert rep["train"]["steps"] == 1
+        assert rep["train"]["steps"] == 1  # --steps wins over the crops' own steps
         assert rep["config"]["latent_dim"] == 300
+    reps = results["representations"]
+    assert reps["single"]["config"]["background_prior"] == 0.99
+    assert reps["repeated"]["config"]["background_prior"] == 0.97
     assert "paper (crops)" in (out / "results.md").read_text()

@@ -40,6 +40,9 @@ class TrainConfig(Config):
 
     Attributes:
         latent_dim: size of the VAE bottleneck (paper: 300).
+        latent_kind: ``"dense"`` (the paper's fully connected bottleneck) or ``"conv"`` (a
+            latent grid on the encoder's 8^3 cells, ``latent_dim / 512`` channels each; see
+            :mod:`crystalgrid.models.vae`).
         encoder_channels: channels of the four encoder convolutions (paper: 16, 32, 64, 128).
         decoder_channels: channels of the three upsampling convolutions (paper: 64, 32, 16).
         unet_base_channels: channels at the U-Net's finest level; doubled at each level.
@@ -113,6 +116,7 @@ class TrainConfig(Config):
 
     # architecture
     latent_dim: int = 300
+    latent_kind: str = "dense"
     encoder_channels: tuple[int, int, int, int] = (16, 32, 64, 128)
     decoder_channels: tuple[int, int, int] = (64, 32, 16)
     unet_base_channels: int = 16
@@ -174,6 +178,8 @@ class TrainConfig(Config):
             )
         if self.unet_base_channels < 1 or self.unet_levels < 1:
             problems.append("unet_base_channels and unet_levels must be >= 1")
+        if self.latent_kind not in ("dense", "conv"):
+            problems.append(f"latent_kind must be dense or conv, got {self.latent_kind!r}")
         if self.output_activation not in ("softplus", "relu"):
             problems.append(
                 f"output_activation must be softplus or relu, got {self.output_activation!r}"

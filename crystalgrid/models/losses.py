@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
+from crystalgrid.errors import ConfigError
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.decode import ClassMap
 from crystalgrid.models.unet import AttentionUNet3D
@@ -53,15 +54,19 @@ class ReferenceModel(nn.Module):
         self.config = config
         self.bins = bins
         self.class_map = class_map
-        self.vae = VAE(
-            bins=bins,
-            latent_dim=config.latent_dim,
-            encoder_channels=config.encoder_channels,
-            decoder_channels=config.decoder_channels,
-            conditional=config.conditional,
-            output=config.output_activation,
-            input_norm=config.input_norm,
-        )
+        try:
+            self.vae = VAE(
+                bins=bins,
+                latent_dim=config.latent_dim,
+                encoder_channels=config.encoder_channels,
+                decoder_channels=config.decoder_channels,
+                conditional=config.conditional,
+                output=config.output_activation,
+                input_norm=config.input_norm,
+                latent=config.latent_kind,
+            )
+        except ValueError as exc:  # a grid size or latent the networks cannot map
+            raise ConfigError(str(exc)) from None
         self.unet = AttentionUNet3D(
             class_map.n_classes,
             base_channels=config.unet_base_channels,

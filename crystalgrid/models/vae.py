@@ -20,6 +20,15 @@ Conditional mode (appendix G.1): with ``conditional=True`` the bottleneck's inpu
 flattened encoder features) and its output (the latent vector fed to the decoder) are
 multiplied by a per-sample scalar ``c`` (the trainer passes the sample's largest density).
 
+Latent kinds: ``latent="dense"`` (the paper's) flattens the encoder's 128 x 8^3 features into
+fully connected layers to ``latent_dim`` numbers and back to 128 x 5^3. ``latent="conv"``
+keeps the latent on the encoder's 8^3 grid: a 1x1x1 convolution gives ``latent_dim / 8^3``
+channels of mean and log-variance per cell (each cell covers ~1.3 Å of a 10 Å box), and the
+decoder enters its path where it is 8^3 (a 3x3x3 convolution to its first channels, then the
+last two upsamplings). A local latent suits grids dense with atoms (repeated crops): each cell
+describes its neighbourhood instead of every number describing the whole grid. The latent is
+still ``(B, latent_dim)`` everywhere outside this module (flattened channels x cells).
+
 In every mode the log-variance is bounded to ``[LOGVAR_MIN, LOGVAR_MAX]`` = [-30, 2], softly
 at the top (without it, training diverged; see :meth:`VAE.encode`).
 """
@@ -32,7 +41,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
-__all__ = ["VAE", "decoder_paddings", "kl_divergence"]
+__all__ = ["LATENT_KINDS", "VAE", "decoder_paddings", "kl_divergence"]
 
 _ENC_KERNELS = (5, 3, 3, 3)
 _ENC_STRIDES = (2, 1, 1, 2)
@@ -45,6 +54,9 @@ OUTPUT_ACTIVATIONS = ("softplus", "relu")
 #: Sharpness of the softplus output, ``log(1 + exp(b x)) / b``: empty voxels reach ~1e-3 of
 #: an oxygen peak at ``x = -0.5``, and above ~0.5 it is the identity to within 1e-3.
 SOFTPLUS_BETA = 10.0
+
+#: The bottleneck's kinds (see the module docstring).
+LATENT_KINDS = ("dense", "conv")
 
 #: Bounds of the conditional VAE's log-variance (see :meth:`VAE.encode`).
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 2.0
@@ -121,9 +133,13 @@ class VAE(nn.Module):
         input_norm: BatchNorm after the first convolution (the paper's); ``False`` keeps the
             absolute amplitudes of each sample (an identity in its place, so the parameter
             names do not move).
+        latent: ``"dense"`` (the paper's fully connected bottleneck) or ``"conv"`` (a latent
+            grid on the encoder's cells; ``latent_dim`` a multiple of their number, 512 for
+            30 bins).
 
     Raises:
-        ValueError: for a grid size the encoder or decoder cannot map.
+        ValueError: for a grid size the encoder or decoder cannot map, or a conv latent
+            size that is not a whole number of channels.
     """
 
     def __init__(
@@ -136,13 +152,17 @@ class VAE(nn.Module):
         conditional: bool = False,
         output: str = "softplus",
         input_norm: bool = True,
+        latent: str = "dense",
     ) -> None:
         super().__init__()
         if output not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"output must be one of {OUTPUT_ACTIVATIONS}, got {output!r}")
+        if latent not in LATENT_KINDS:
+            raise ValueError(f"latent must be one of {LATENT_KINDS}, got {latent!r}")
         self.bins = bins
         self.latent_dim = latent_dim
         self.conditional = conditional
+        self.latent = latent
 
         layers: list[nn.Module] = []
         size, c_in = bins, 1
@@ -160,20 +180,38 @@ class VAE(nn.Module):
             raise ValueError(f"the encoder cannot map a {bins}^3 grid")
         self.encoder = nn.Sequential(*layers)
         self.feature_shape = (c_in, size, size, size)
-        n_features = c_in * size**3
-        self.fc_mu = nn.Linear(n_features, latent_dim)
-        self.fc_logvar = nn.Linear(n_features, latent_dim)
-
         start, pads = decoder_paddings(bins)
         self.start = start
         c0 = encoder_channels[-1]
-        self.fc_dec = nn.Linear(latent_dim, c0 * start**3)
-        self._dec_shape = (c0, start, start, start)
         c1, c2, c3 = decoder_channels
         up = {"scale_factor": 2, "mode": "trilinear", "align_corners": False}
+        if latent == "dense":
+            n_features = c_in * size**3
+            self.fc_mu: nn.Module = nn.Linear(n_features, latent_dim)
+            self.fc_logvar: nn.Module = nn.Linear(n_features, latent_dim)
+            self.fc_dec: nn.Module = nn.Linear(latent_dim, c0 * start**3)
+            self._dec_shape = (c0, start, start, start)
+            entry: list[nn.Module] = [
+                nn.Upsample(**up),
+                nn.Conv3d(c0, c1, _DEC_KERNELS[0], padding=pads[0]),
+            ]
+        else:
+            # The decoder is at this size after its first upsampling and convolution.
+            entry_size = _conv_out(2 * start, _DEC_KERNELS[0], 1, pads[0])
+            cells = size**3
+            if entry_size != size or latent_dim % cells:
+                raise ValueError(
+                    f"a conv latent needs the encoder's {size}^3 cells to meet the decoder's "
+                    f"{entry_size}^3 and latent_dim a multiple of {cells}; got {latent_dim}"
+                )
+            channels = latent_dim // cells
+            self.fc_mu = nn.Conv3d(c_in, channels, 1)
+            self.fc_logvar = nn.Conv3d(c_in, channels, 1)
+            self.fc_dec = nn.Conv3d(channels, c1, 3, padding=1)
+            self._dec_shape = (channels, size, size, size)
+            entry = []
         self.decoder = nn.Sequential(
-            nn.Upsample(**up),
-            nn.Conv3d(c0, c1, _DEC_KERNELS[0], padding=pads[0]),
+            *entry,
             nn.LeakyReLU(0.01),
             nn.Upsample(**up),
             nn.Conv3d(c1, c2, _DEC_KERNELS[1], padding=pads[1]),
@@ -220,8 +258,12 @@ class VAE(nn.Module):
             ``[LOGVAR_MIN, LOGVAR_MAX]`` (softly at the top).
         """
         self._check(x)
-        h = self.encoder(x).flatten(1)
-        h = self._condition(h, c)
+        h = self.encoder(x)
+        if self.latent == "conv":
+            h = self._condition(h.flatten(1), c).reshape(h.shape)
+            mu, logvar = self.fc_mu(h).flatten(1), self.fc_logvar(h).flatten(1)
+            return self._bounded(mu, logvar)
+        h = self._condition(h.flatten(1), c)
         if h.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # torch 2.13's CPU bf16 GEMM dies with SIGFPE for an inner dimension of exactly
             # 65,536, which is the paper's 128 x 8^3 features: keep this layer in fp32 on CPU.
@@ -230,6 +272,11 @@ class VAE(nn.Module):
                 mu, logvar = self.fc_mu(h), self.fc_logvar(h)
         else:
             mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+        return self._bounded(mu, logvar)
+
+    @staticmethod
+    def _bounded(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` with the log-variance bounded to ``[LOGVAR_MIN, LOGVAR_MAX]``."""
         # One optimiser step can move the log-variance by tens (the paper's bottleneck sums
         # 65,536 features; a condition scales them by up to ~6 more): exp(logvar) then
         # overflows the KL term and the draw, and the decoder, fed huge latents, dies (seen
@@ -256,6 +303,8 @@ class VAE(nn.Module):
             ``(B, 1, bins, bins, bins)`` non-negative scaled density.
         """
         z = self._condition(z, c)
+        if self.latent == "conv":
+            return self.decoder(self.fc_dec(z.reshape(-1, *self._dec_shape)))
         h = self.fc_dec(z).reshape(-1, *self._dec_shape)
         return self.decoder(h)
 

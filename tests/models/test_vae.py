@@ -96,3 +96,38 @@ def test_paper_vae_under_cpu_bf16_autocast_does_not_crash():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+
+
+def test_conv_latent_is_a_grid_of_cells_flattened_to_latent_dim():
+    torch.manual_seed(0)
+    vae = VAE(
+        latent="conv", latent_dim=2 * 512, **{k: v for k, v in TINY.items() if k != "latent_dim"}
+    )
+    vae.eval()
+    x = torch.rand(2, 1, 30, 30, 30)
+    with torch.no_grad():
+        recon, mu, logvar = vae(x, sample=False)
+        assert recon.shape == x.shape and mu.shape == logvar.shape == (2, 1024)
+        assert vae.decode(torch.randn(3, 1024)).shape == (3, 1, 30, 30, 30)
+        # Local: a change in one corner of the grid leaves the far corner's cells alone.
+        y = x.clone()
+        y[:, :, :6, :6, :6] += 5.0
+        mu_y, _ = vae.encode(y)
+        cells = mu.reshape(2, 2, 8, 8, 8)
+        cells_y = mu_y.reshape(2, 2, 8, 8, 8)
+        assert not torch.allclose(cells[..., 0, 0, 0], cells_y[..., 0, 0, 0])
+        assert torch.allclose(cells[..., 4:, 4:, 4:], cells_y[..., 4:, 4:, 4:])
+
+
+def test_conv_latent_size_must_fill_whole_channels():
+    with pytest.raises(ValueError, match="multiple of 512"):
+        VAE(latent="conv", latent_dim=300)
+    with pytest.raises(ValueError, match="latent must be one of"):
+        VAE(latent="sparse")
+
+
+def test_the_dense_latent_keeps_its_parameter_names():
+    """Checkpoints written before the conv latent existed still load."""
+    names = [k for k in VAE(**TINY).state_dict() if not k.startswith("encoder")]
+    layers = ["fc_mu", "fc_logvar", "fc_dec", "decoder.1", "decoder.4", "decoder.7", "decoder.9"]
+    assert names == [f"{layer}.{p}" for layer in layers for p in ("weight", "bias")]

@@ -60,6 +60,7 @@ __all__ = ["learning_rate", "read_log", "stage_boundary", "train", "validation_l
 # Fields that define the networks and the loss: a resumed run must keep them.
 _FROZEN_ON_RESUME = (
     "latent_dim",
+    "latent_kind",
     "encoder_channels",
     "decoder_channels",
     "unet_base_channels",

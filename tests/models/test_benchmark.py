@@ -154,7 +154,7 @@ def test_the_gpu_budget_plans_the_paper_model():
     assert gpu.config_for("single") == gpu.train
     crops = gpu.config_for("repeated")
     assert crops.max_steps == 2 * gpu.train.max_steps and crops.background_prior == 0.97
-    assert crops.latent_dim == gpu.train.latent_dim
+    assert crops.latent_kind == "conv" and gpu.train.latent_kind == "dense"
     card = json.loads((MODELS / "gpu-10m.json").read_text())
     assert card["notes"]["repeated overrides"] == gpu.overrides["repeated"]
 
@@ -185,8 +185,9 @@ def test_the_gpu_budget_runs_small_on_a_cpu(tmp_path):
     assert set(results["representations"]) == {"single", "repeated"}
     for rep in results["representations"].values():
         assert rep["train"]["steps"] == 1  # --steps wins over the crops' own steps
-        assert rep["config"]["latent_dim"] == 300
     reps = results["representations"]
+    assert reps["single"]["config"]["latent_dim"] == 300  # the paper's bottleneck
+    assert reps["repeated"]["config"]["latent_kind"] == "conv"
     assert reps["single"]["config"]["background_prior"] == 0.99
     assert reps["repeated"]["config"]["background_prior"] == 0.97
     assert "paper (crops)" in (out / "results.md").read_text()

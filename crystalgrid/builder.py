@@ -33,7 +33,6 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -46,6 +45,7 @@ from crystalgrid.errors import ConfigError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import FilterConfig
 from crystalgrid.grids.numpy_backend import DENSITY_METHOD
 from crystalgrid.grids.placement import REPRESENTATIONS, Crystal, Representation, placements
+from crystalgrid.jsonio import utc_now
 from crystalgrid.lock import HeldLock, LockGuard, store_lock
 from crystalgrid.samples import sample_from_placement
 from crystalgrid.sources import RawRecord, Rejected, Source, open_source, parse_record
@@ -575,10 +575,6 @@ def _opened_arrays(
 # The driver.
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 #: Scheduler metadata key: the workers a local cluster will have once all have joined.
 PLANNED_WORKERS = "crystalgrid-planned-workers"
 
@@ -942,7 +938,7 @@ def _build_locked(
                 )
             held[location].check(read=True)
             with times.stage("finalize"), zarr.config.set({"array.write_empty_chunks": True}):
-                finalize(group, meta, completed=_now())
+                finalize(group, meta, completed=utc_now())
             report = _report(location, dict(group.attrs[ATTR]), todo, resumed, started_one)
             report.timings = times
             reports.append(report)
@@ -998,7 +994,7 @@ def _base_meta(
         "format": FORMAT,
         "state": "creating",
         "crystalgrid_version": __version__,
-        "created": _now(),
+        "created": utc_now(),
         "fingerprint": fingerprint,
         "representation": config.representation,
         "grid": config.spec.to_dict(),

@@ -16,7 +16,6 @@ reads past the end of a cut frame, and can crash doing so).
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.fileio import write_atomic
+from crystalgrid.remote import store_key
 from crystalgrid.store import (
     BUFFER_PROTOTYPE,
     chunk_key,
@@ -187,19 +188,8 @@ class ChunkWriter(_ChunkedArray):
         if self._root is None:
             sync(self._store.set(key, BUFFER_PROTOTYPE.buffer.from_bytes(frame)))
             return
-        write_file(self._root / key, frame)
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, as zarr writes a key: a reader never sees half
-    a chunk (folders are made as needed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        # Atomic, as zarr writes a key: a reader never sees half a chunk.
+        write_atomic(self._root / key, frame, suffix=".partial")
 
 
 _SHUFFLES = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}
@@ -207,6 +197,5 @@ _SHUFFLES = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle
 
 def _store_key(array: zarr.Array, number: int) -> str:
     """The store key of chunk ``number`` (axis 0) of ``array``, under its group's path."""
-    key = chunk_key(array, number)
-    prefix, root = array.store_path.path, array.path
-    return f"{prefix[: len(prefix) - len(root)]}{key}" if prefix != root else key
+    path = array.store_path.path
+    return store_key(path[: len(path) - len(array.path)], chunk_key(array, number))

@@ -25,22 +25,18 @@ import gzip
 import hashlib
 import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.fileio import TMP_SUFFIX, hold_flock, write_atomic
+from crystalgrid.jsonio import utc_now
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import TracebackType
 
     from crystalgrid.sources.base import RawRecord, Rejected
-
-try:  # POSIX advisory locks; elsewhere a collection is simply not locked
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CITATION",
@@ -63,17 +59,11 @@ PAGES_DIR = "pages"
 LOCK_NAME = ".lock"
 LICENCE = "CC-BY-4.0"
 CITATION = "Jain et al., APL Materials 1, 011002 (2013)"
-_TMP_SUFFIX = ".tmp"
 
 
 def page_name(index: int) -> str:
     """The file name of page ``index`` (0-based), e.g. ``page-000003.json.gz``."""
     return f"page-{index:06d}.json.gz"
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO 8601 with seconds, e.g. ``2025-11-25T09:30:00+00:00``."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def is_collection(path: str | os.PathLike[str]) -> bool:
@@ -134,38 +124,16 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, fsync it, rename it over ``target``.
+    """Write ``data`` to ``target``, atomically and durably (fsynced).
 
     Raises:
         CrystalgridError: the write failed (disk full, permissions); ``target`` is untouched.
     """
-    tmp = target.with_name(f".{target.name}.{os.getpid()}{_TMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        write_atomic(target, data, durable=True)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise CrystalgridError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    _fsync_dir(target.parent)
 
 
 def encode_page(records: list[dict[str, Any]]) -> bytes:
@@ -389,7 +357,7 @@ class CollectionWriter:
         self.manifest = copy.deepcopy(manifest)
         self.manifest.setdefault("pages", {})
         self.dropped: list[str] = []
-        self._lock: Any = None
+        self._lock: contextlib.ExitStack | None = None
 
     def __enter__(self) -> CollectionWriter:
         check_target(self.path)
@@ -400,7 +368,7 @@ class CollectionWriter:
             raise CrystalgridError(f"cannot create {pages}: {exc.strerror or exc}") from exc
         self._take_lock()
         for folder in (self.path, pages):
-            for stale in folder.glob(f".*{_TMP_SUFFIX}"):
+            for stale in folder.glob(f".*{TMP_SUFFIX}"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
         for name, info in list(self.manifest["pages"].items()):
@@ -422,35 +390,29 @@ class CollectionWriter:
         tb: TracebackType | None,
     ) -> None:
         if self._lock is not None:
-            self._lock.close()  # closing the file releases the flock
+            self._lock.close()  # releases the flock
             self._lock = None
 
     def _take_lock(self) -> None:
-        handle = open(self.path / LOCK_NAME, "a")  # noqa: SIM115 - held until __exit__
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                raise CrystalgridError(
-                    f"another crystalgrid process is writing to {self.path}; "
-                    "wait for it to finish (or stop it) and try again"
-                ) from None
-        self._lock = handle
+        lock = contextlib.ExitStack()
+        lock.enter_context(
+            hold_flock(
+                self.path / LOCK_NAME,
+                f"another crystalgrid process is writing to {self.path}; "
+                "wait for it to finish (or stop it) and try again",
+            )
+        )
+        self._lock = lock
 
     def _flush(self) -> None:
         self.manifest["count"] = sum(int(p["count"]) for p in self.manifest["pages"].values())
-        self.manifest["updated"] = now_iso()
+        self.manifest["updated"] = utc_now()
         text = json.dumps(self.manifest, indent=2, allow_nan=False) + "\n"
         _atomic_write(self.path / MANIFEST_NAME, text.encode("utf-8"))
 
     def has_page(self, index: int) -> bool:
         """Whether page ``index`` is on disk and listed in the manifest."""
         return page_name(index) in self.manifest["pages"]
-
-    def page_info(self, index: int) -> dict[str, Any] | None:
-        """The manifest's entry for page ``index`` (``sha256``, ``count``, ...), if present."""
-        return self.manifest["pages"].get(page_name(index))
 
     def write_page(self, index: int, records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         """Write page ``index`` atomically, then the manifest that lists it.

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crystalgrid.errors import ConfigError, CrystalgridError
+from crystalgrid.fileio import write_atomic
+from crystalgrid.remote import remote_options
 
 __all__ = [
     "FAILED_BEATS_TO_STOP",
@@ -102,8 +104,6 @@ def intervals(
 def _filesystem(path: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     import fsspec
 
-    from crystalgrid.store import remote_options
-
     return fsspec.core.url_to_fs(path, **remote_options(path, storage_options))
 
 
@@ -154,21 +154,7 @@ def _write(fs: Any, path: str, record: dict[str, Any], *, exclusive: bool) -> bo
     a reader never sees a lock half written)."""
     data = json.dumps(record).encode()
     if _is_local(fs):
-        temporary = f"{path}.{record['token']}.tmp"
-        with open(temporary, "wb") as fh:
-            fh.write(data)
-        try:
-            if not exclusive:
-                os.replace(temporary, path)
-                return True
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                return False
-            return True
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
+        return write_atomic(path, data, exclusive=exclusive)
     if exclusive and fs.exists(path):  # object stores: look, then write (not atomic)
         return False
     with fs.open(path, "wb") as fh:
@@ -285,7 +271,7 @@ def store_lock(
             created = _write(fs, fs_path, record, exclusive=True)
         except OSError as exc:
             if not _is_local(fs):
-                raise  # a remote store's failure: the caller names it (store.remote_errors)
+                raise  # a remote store's failure: the caller names it (remote_errors)
             raise CrystalgridError(f"cannot write the build lock {path}: {exc}") from None
         holder = _read(fs, fs_path) if created else None
         if created and holder and holder.get("token") == token:

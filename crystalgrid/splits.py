@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.store import SPLITS
 
 __all__ = [
     "FILE_FORMAT",
@@ -50,6 +49,8 @@ __all__ = [
     "write_split_file",
 ]
 
+#: The splits, in the order of their codes (0 train, 1 val, 2 test) and in the store.
+SPLITS = ("train", "val", "test")
 METHODS = ("auto", "random", "composition", "chemsys", "source")
 FILE_FORMAT = "crystalgrid-splits/1"
 

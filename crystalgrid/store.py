@@ -18,7 +18,7 @@ import json
 import os
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,7 +28,15 @@ from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from crystalgrid.errors import CrystalgridError, RemoteStorageError
+from crystalgrid.errors import CrystalgridError, RemoteStorageError, first_line
+from crystalgrid.remote import (
+    is_url,
+    remote_errors,
+    remote_options,
+    remote_reason,
+    store_key,
+)
+from crystalgrid.splits import SPLITS
 
 __all__ = [
     "ATTR",
@@ -83,7 +91,6 @@ ATTR = "crystalgrid"
 LEGACY_DENSITY_METHOD = "separable/1"
 #: The chunk digest of stores without a ``checksum`` attribute (built before it was recorded).
 LEGACY_CHECKSUM = "blake2b-64"
-SPLITS = ("train", "val", "test")
 #: zarr's default buffers, for reading and writing store keys directly.
 BUFFER_PROTOTYPE = default_buffer_prototype()
 
@@ -349,23 +356,6 @@ def compressor(cname: str = "zstd", level: int = 5) -> BloscCodec:
     return BloscCodec(cname=cname, clevel=level, shuffle="shuffle")
 
 
-def is_url(location: str | os.PathLike[str]) -> bool:
-    """True for ``s3://...`` and other fsspec URLs; False for local paths."""
-    return "://" in str(location) and not str(location).startswith("file://")
-
-
-#: botocore's timeouts (s) and attempts for ``s3://`` stores and sources, unless the caller's
-#: ``storage_options`` or fsspec's configuration (``FSSPEC_S3_CONFIG_KWARGS``) set them. s3fs
-#: tries a request that timed out 5 times, each with these attempts: an endpoint that stops
-#: answering fails a read of a few chunks in about 2.5 minutes (159 s measured for
-#: ``iter_batches``, 74 s for ``verify``), not 7 (408 s with botocore's 60 s and 5 attempts).
-S3_CONFIG = {
-    "connect_timeout": 10,
-    "read_timeout": 10,
-    "retries": {"max_attempts": 2, "mode": "standard"},
-}
-
-
 #: Whether :func:`_freeze_for_fork` is registered, and whether it froze the collector now.
 _FORKS = {"registered": False, "froze": False}
 
@@ -399,85 +389,6 @@ def _guard_forks() -> None:
 
 def _unfreeze_after_fork_in_child() -> None:
     _FORKS["froze"] = False  # the child keeps what it inherited frozen
-
-
-def remote_options(location: str | os.PathLike[str], storage_options: dict | None) -> dict:
-    """``storage_options`` for the fsspec filesystem of ``location``: for ``s3://``, with
-    :data:`S3_CONFIG` where neither they nor fsspec's configuration say otherwise, so that a
-    stalled endpoint is an error in bounded time, not a hang."""
-    options = dict(storage_options or {})
-    if not str(location).startswith(("s3://", "s3a://")):
-        return options
-    import fsspec.config
-
-    configured = {**fsspec.config.conf.get("s3", {}), **options}
-    options["config_kwargs"] = {**S3_CONFIG, **(configured.get("config_kwargs") or {})}
-    return options
-
-
-#: botocore error codes, in words.
-_S3_CODES = {
-    "AccessDenied": "access denied",
-    "AllAccessDisabled": "access denied",
-    "NoSuchBucket": "no such bucket",
-    "InvalidAccessKeyId": "the access key is not known to the endpoint",
-    "SignatureDoesNotMatch": "the secret key does not match the access key",
-    "ExpiredToken": "the credentials have expired",
-    "InvalidToken": "the credentials are invalid",
-    # Answers to HEAD requests carry no body, only the status.
-    "403": "access denied (HTTP 403: the keys are wrong, or lack permission)",
-}
-
-
-def _remote_reason(exc: BaseException) -> str | None:
-    """A remote-storage failure in a few words, or ``None`` when ``exc`` is something else.
-
-    The endpoint's own error code wins wherever it is in the chain of causes (s3fs raises a
-    ``PermissionError`` for every refusal, with botocore's error as its cause).
-    """
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    for error in chain:
-        response = getattr(error, "response", None)  # botocore's ClientError carries it
-        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-        if code:
-            return _S3_CODES.get(code, f"the endpoint answered {code}")
-    for error in chain:
-        name = type(error).__name__
-        module = type(error).__module__ or ""
-        if name == "NoCredentialsError":
-            return "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"
-        if name in ("EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError"):
-            return "cannot connect to the endpoint (check AWS_ENDPOINT_URL and the network)"
-        if name in ("ReadTimeoutError", "ReadTimeout", "FSTimeoutError", "TimeoutError"):
-            return (
-                "the endpoint stopped answering (read timeout; check the endpoint and the network)"
-            )
-        if isinstance(error, PermissionError):
-            return "access denied"
-        if module.startswith(("botocore", "aiobotocore", "aiohttp")):
-            return _first_line(error)
-    return None
-
-
-@contextlib.contextmanager
-def remote_errors(*locations: Any) -> Iterator[None]:
-    """Turn a remote-storage failure into a one-line
-    :class:`~crystalgrid.errors.RemoteStorageError` naming the URL among ``locations``;
-    anything else (and anything when no location is a URL) passes unchanged."""
-    urls = [str(loc) for loc in locations if loc is not None and is_url(str(loc))]
-    try:
-        yield
-    except CrystalgridError:
-        raise
-    except Exception as exc:
-        reason = _remote_reason(exc) if urls else None
-        if reason is None:
-            raise
-        raise RemoteStorageError(f"{' or '.join(urls)}: {reason}") from None
 
 
 def open_group(
@@ -525,7 +436,7 @@ def open_store(
         raise CrystalgridError(f"no dataset at {location}") from exc
     except METADATA_ERRORS as exc:
         raise CrystalgridError(
-            f"{location}: the store's zarr.json is damaged ({_first_line(exc)}); restore it or "
+            f"{location}: the store's zarr.json is damaged ({first_line(exc)}); restore it or "
             "build the store again"
         ) from None
     return group, read_meta(group)
@@ -533,11 +444,6 @@ def open_store(
 
 #: What zarr raises for a metadata document (``zarr.json``) that is cut short or not JSON.
 METADATA_ERRORS = (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def open_array(group: zarr.Group, name: str, location: str) -> zarr.Array:
@@ -550,7 +456,7 @@ def open_array(group: zarr.Group, name: str, location: str) -> zarr.Array:
         return group[name]
     except METADATA_ERRORS as exc:
         raise CrystalgridError(
-            f"{location}: the metadata of {name} is missing or damaged ({_first_line(exc)}); "
+            f"{location}: the metadata of {name} is missing or damaged ({first_line(exc)}); "
             "run crystalgrid verify, then restore or rebuild the store"
         ) from None
 
@@ -575,12 +481,12 @@ def read_error(
     """The one-line error for a failed read of array ``path``: a remote-storage failure
     (naming the first of the chunk ``keys`` read, or the array), or a chunk that does not
     decode."""
-    reason = _remote_reason(exc) if is_url(location) else None
+    reason = remote_reason(exc) if is_url(location) else None
     if reason is not None:
         what = f"{keys[0]}" + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
         return RemoteStorageError(f"{location}: {reason} (reading {what or path})")
     return CrystalgridError(
-        f"{location}: a chunk of {path} does not decode ({_first_line(exc)}); "
+        f"{location}: a chunk of {path} does not decode ({first_line(exc)}); "
         "run crystalgrid verify, then restore or rebuild the store"
     )
 
@@ -1029,11 +935,11 @@ def upgrade(
             paths = [p.lstrip("/") for p in arrays_under(group, "")]
         except METADATA_ERRORS as exc:
             raise CrystalgridError(
-                f"{location}: damaged metadata ({_first_line(exc)}); run crystalgrid verify, "
+                f"{location}: damaged metadata ({first_line(exc)}); run crystalgrid verify, "
                 "then restore or rebuild the store"
             ) from None
         for path in paths:
-            key = f"{base}/{path}/zarr.json" if base else f"{path}/zarr.json"
+            key = store_key(base, f"{path}/zarr.json")
             try:
                 document = json.loads(
                     sync(group.store.get(key, prototype=BUFFER_PROTOTYPE)).to_bytes()
@@ -1041,7 +947,7 @@ def upgrade(
             except (*METADATA_ERRORS, AttributeError) as exc:  # AttributeError: no document
                 raise CrystalgridError(
                     f"{location}: the metadata of {path} is missing or damaged "
-                    f"({_first_line(exc)}); run crystalgrid verify, then restore or rebuild "
+                    f"({first_line(exc)}); run crystalgrid verify, then restore or rebuild "
                     "the store"
                 ) from None
             if document.get("dimension_names") is None:
@@ -1130,7 +1036,7 @@ def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> V
     try:
         names = _checksummed_arrays(group)
     except METADATA_ERRORS as exc:
-        report.problems.append(f"damaged metadata under checksums/ ({_first_line(exc)})")
+        report.problems.append(f"damaged metadata under checksums/ ({first_line(exc)})")
         return report
     checksum = store_checksum(meta)
     for name in names:
@@ -1138,13 +1044,13 @@ def _verify(location: str | os.PathLike[str], storage_options: dict | None) -> V
             array = group[name]
             recorded = group[f"checksums/{name}"][:]
         except METADATA_ERRORS as exc:
-            report.problems.append(f"damaged metadata {name}/zarr.json ({_first_line(exc)})")
+            report.problems.append(f"damaged metadata {name}/zarr.json ({first_line(exc)})")
             continue
         for index in range(array.cdata_shape[0]):
             report.chunks_checked += 1
             key = chunk_key(array, index)
             try:
-                raw = sync(store.get(f"{base}/{key}" if base else key, prototype=BUFFER_PROTOTYPE))
+                raw = sync(store.get(store_key(base, key), prototype=BUFFER_PROTOTYPE))
             except Exception as exc:  # re-raised unless remote
                 _raise_if_remote(exc, name, str(location), key)
                 raise

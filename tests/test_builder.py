@@ -353,7 +353,7 @@ def test_a_full_disk_is_one_line_and_the_build_resumes_identically(json_source, 
     runner = CliRunner()
     args = ["build", "--source", str(json_source), "--out", str(full), *config]
     assert runner.invoke(main, args).exit_code == 0
-    real_put, real_write = local._put, chunk_io.write_file
+    real_put, real_write = local._put, chunk_io.write_atomic
     writes = {"n": 0}
 
     def disk_fills_up() -> None:
@@ -365,16 +365,16 @@ def test_a_full_disk_is_one_line_and_the_build_resumes_identically(json_source, 
         disk_fills_up()
         return real_put(path, value, exclusive=exclusive)
 
-    def write_file(path, data):
+    def write_file(path, data, **options):
         disk_fills_up()
-        return real_write(path, data)
+        return real_write(path, data, **options)
 
     args = ["build", "--source", str(json_source), "--out", str(cut), *config]
-    local._put, chunk_io.write_file = put, write_file
+    local._put, chunk_io.write_atomic = put, write_file
     try:
         result = runner.invoke(main, args)
     finally:
-        local._put, chunk_io.write_file = real_put, real_write
+        local._put, chunk_io.write_atomic = real_put, real_write
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert "No space left on device while writing the store" in result.output

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.remote import remote_errors
 from crystalgrid.sources.base import RawRecord, Rejected, Source, parse_record
 from crystalgrid.sources.demo import DemoSource
 from crystalgrid.sources.files import (
@@ -29,7 +30,6 @@ from crystalgrid.sources.files import (
     RemotePath,
     _is_url,
 )
-from crystalgrid.store import remote_errors
 
 if TYPE_CHECKING:
     import os

@@ -42,6 +42,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.jsonstream import iter_json
+from crystalgrid.remote import is_url, remote_options
 from crystalgrid.sources.base import RawRecord, Rejected
 
 if TYPE_CHECKING:
@@ -89,8 +90,6 @@ class RemotePath:
         if fs is None:
             try:
                 import fsspec
-
-                from crystalgrid.store import remote_options
 
                 fs, path = fsspec.url_to_fs(url, **remote_options(url, None))
             except ImportError as exc:
@@ -193,8 +192,6 @@ class RemotePath:
 
 
 def _is_url(location: Any) -> bool:
-    from crystalgrid.store import is_url
-
     return not isinstance(location, Path) and is_url(str(location))
 
 

@@ -57,10 +57,10 @@ from crystalgrid.collection import (
     CollectionWriter,
     check_target,
     load_manifest,
-    now_iso,
     open_collection,
 )
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.jsonio import utc_now
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -777,7 +777,7 @@ def _fetch(
             "endpoint": shown,
             "mp_api_version": _package_version("mp-api"),
             "crystalgrid_version": __version__,
-            "created": now_iso(),
+            "created": utc_now(),
             "updated": None,
             "count": 0,
             "server_total": total,

@@ -280,7 +280,7 @@ def test_a_full_disk_during_the_fetch_is_one_line_and_resumes(
     to the collection of an uninterrupted fetch."""
     import errno
 
-    from crystalgrid import collection
+    from crystalgrid import fileio
 
     out, whole = tmp_path / "full", tmp_path / "whole"
     args = ["--limit", "200", "--page-size", "20", "--quiet"]
@@ -295,7 +295,7 @@ def test_a_full_disk_during_the_fetch_is_one_line_and_resumes(
         return real_open(path, mode, *rest, **options)
 
     with monkeypatch.context() as disk:
-        disk.setattr(collection, "open", disk_fills_up, raising=False)
+        disk.setattr(fileio, "open", disk_fills_up, raising=False)
         result = CliRunner().invoke(main, ["fetch", "--out", str(out), *args])
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()

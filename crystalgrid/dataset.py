@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import zarr
 
-from crystalgrid.chunk_io import ChunkReader
 from crystalgrid.errors import CrystalgridError, RemoteStorageError
+from crystalgrid.remote import is_url
 from crystalgrid.sampling import epoch_order, share, span_edges
 from crystalgrid.spec import GridSpec
 from crystalgrid.store import (
     SPLITS,
+    ChunkReader,
     StoreMeta,
     has_named_dimensions,
-    is_url,
     open_array,
     open_store,
     read_rows,

@@ -1,4 +1,5 @@
-"""``crystalgrid build``, ``info`` and ``verify``: thin wrappers over builder.py and store.py."""
+"""``crystalgrid build``, ``info``, ``upgrade``, ``splits`` and ``verify``: thin wrappers over
+:mod:`crystalgrid.builder` and :mod:`crystalgrid.store`."""
 
 from __future__ import annotations
 
@@ -272,7 +273,7 @@ def info(path: str, as_json: bool) -> None:
         c0, c1 = meta.split_range(name, "crystals")
         s0, s1 = meta.split_range(name)
         lines.append(f"  {name:5s}        {c1 - c0} crystals, {s1 - s0} samples")
-    lines.append(f"split by       {attrs.get('split_by', 'random')}")
+    lines.append(f"split by       {meta.split_by}")
     inputs = {k: v for k, v in meta.rejects.items() if k != ERROR}
     lines.append(f"rejected       {sum(inputs.values())}")
     for reason, count in sorted(inputs.items(), key=lambda kv: -kv[1]):
@@ -327,7 +328,7 @@ def splits(path: str, out: str | None) -> None:
     ids = dataset.split_ids()
     about = {
         "store": path,
-        "split_by": dataset.attrs.get("split_by", "random"),
+        "split_by": dataset.meta.split_by,
         "source": dataset.meta.source,
         "source_fingerprint": dataset.meta.source_fingerprint,
     }

@@ -29,13 +29,8 @@ from zarr.storage import LocalStore
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.fileio import write_atomic
 from crystalgrid.remote import store_key
-from crystalgrid.store import (
-    BUFFER_PROTOTYPE,
-    chunk_key,
-    read_error,
-    read_rows,
-    whole_blosc_frame,
-)
+from crystalgrid.store._checksums import chunk_key, whole_blosc_frame
+from crystalgrid.store._open import BUFFER_PROTOTYPE, read_error, read_rows
 
 __all__ = ["ChunkReader", "ChunkWriter"]
 
@@ -118,7 +113,7 @@ class ChunkReader(_ChunkedArray):
         try:
             buffers = sync(get_all())
         except Exception as exc:  # noqa: BLE001 - a store's failure: any exception type
-            raise read_error(exc, self.array.path, self.location, keys) from None
+            raise read_error(exc, self.array.path, self.location, keys=keys) from None
         return [None if b is None else memoryview(b.as_numpy_array()) for b in buffers]
 
     def _read_file(self, key: str) -> memoryview | None:

@@ -18,10 +18,15 @@ The two intervals can be set per build, or by the environment variables
 ``CRYSTALGRID_LOCK_HEARTBEAT`` and ``CRYSTALGRID_LOCK_STALE`` (seconds).
 
 Local locks are created atomically (a hard link of a complete file) and refreshed by an
-atomic rename. On object stores (``s3://``) there is no atomic create: the lock is written,
-read back and compared, which catches all but two builds started within the same second. A
-heartbeat reads, then writes: a takeover in the milliseconds between the two is overwritten,
-and then the build that took over stops at its next heartbeat, so one build goes on.
+atomic rename (:func:`crystalgrid.fileio.write_atomic`). It is a file with a heartbeat rather
+than a kernel ``flock`` (what a fetch's collection takes, :func:`crystalgrid.fileio.hold_flock`)
+because a store may be an object store and its writers other hosts: Dask workers check the
+token before each block, and a build that died leaves a lock that others must see as stale.
+
+On object stores (``s3://``) there is no atomic create: the lock is written, read back and
+compared, which catches all but two builds started within the same second. A heartbeat
+reads, then writes: a takeover in the milliseconds between the two is overwritten, and then
+the build that took over stops at its next heartbeat, so one build goes on.
 """
 
 from __future__ import annotations

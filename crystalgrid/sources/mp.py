@@ -57,10 +57,10 @@ from crystalgrid.collection import (
     CollectionWriter,
     check_target,
     load_manifest,
-    open_collection,
 )
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.jsonio import utc_now
+from crystalgrid.sources.collection import open_collection
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

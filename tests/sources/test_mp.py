@@ -25,9 +25,9 @@ pytest.importorskip("mp_api")
 from click.testing import CliRunner
 
 from crystalgrid.cli import main
-from crystalgrid.collection import open_collection
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.sources import mp
+from crystalgrid.sources.collection import open_collection
 
 if __package__:  # tests/sources is a package in some layouts, a rootdir-relative path in others
     from .mp_server import DB_VERSION, GNOME_BATCH_ID, FakeMaterialsProject, load_documents, select

@@ -17,7 +17,7 @@ import itertools
 import os
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -36,6 +36,9 @@ from crystalgrid.store import (
     read_rows,
 )
 
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
 __all__ = ["FIELDS", "Dataset", "DatasetView", "open_dataset"]
 
 FIELDS = (
@@ -48,6 +51,8 @@ FIELDS = (
     "n_outside",
 )
 
+#: The columns of ``rejects/``, in the order :meth:`Dataset.rejects` gives them.
+REJECT_COLUMNS = ("material_id", "reason", "detail")
 
 #: Chunks of the grid arrays read together by the fast paths (a "span").
 CHUNKS_PER_READ = 4
@@ -148,8 +153,8 @@ class Dataset:
 
     def rejects(self) -> list[tuple[str, str, str]]:
         """(material id, reason, detail) of every structure the build left out."""
-        g = self.group["rejects"]
-        return list(zip(g["material_id"][:], g["reason"][:], g["detail"][:], strict=True))
+        columns = (self._read(f"rejects/{name}", slice(None)) for name in REJECT_COLUMNS)
+        return list(zip(*columns, strict=True))
 
     def to_xarray(self) -> Any:
         """The grids and per-sample arrays as one ``xarray.Dataset`` (lazy, dask-backed).
@@ -185,14 +190,17 @@ class Dataset:
         codes = self._read("crystals/split", slice(None))
         return {name: [str(m) for m in ids[codes == i]] for i, name in enumerate(SPLITS)}
 
-    def structure(self, crystal: int):
+    def structure(self, crystal: int) -> Structure:
         """The source structure of crystal ``crystal`` as a pymatgen ``Structure``."""
         from pymatgen.core import Lattice, Structure
 
-        c = self.group["crystals"]
-        lo, hi = c["site_offset"][crystal : crystal + 2]
+        lo, hi = (int(i) for i in self._read("crystals/site_offset", slice(crystal, crystal + 2)))
+        lattice = self._read("crystals/lattice", slice(crystal, crystal + 1))[0]
+        sites = slice(lo, hi)
         return Structure(
-            Lattice(c["lattice"][crystal]), c["number"][lo:hi].tolist(), c["frac"][lo:hi]
+            Lattice(lattice),
+            self._read("crystals/number", sites).tolist(),
+            self._read("crystals/frac", sites),
         )
 
     def crystal_table(self) -> dict[str, np.ndarray]:

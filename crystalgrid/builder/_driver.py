@@ -152,7 +152,7 @@ def build(
 
 def build_representations(
     source: Source | str | os.PathLike[str] | None,
-    outs: dict[str, str | os.PathLike[str] | None],
+    outs: Mapping[str, str | os.PathLike[str] | None],
     *,
     config: BuildConfig | None = None,
     workers: int | str = 1,
@@ -406,11 +406,11 @@ def _grid_blocks(
 
             # Workers may run elsewhere, in another working directory: give them an
             # absolute path (they must see the same file system, or use a URL).
-            target = location if is_url(location) else os.path.abspath(location)
+            where = location if is_url(location) else os.path.abspath(location)
             futures = [
                 client.submit(
                     _grid_block,
-                    target,
+                    where,
                     storage_options,
                     b,
                     config.to_dict(),

@@ -180,6 +180,7 @@ def open_client(key: str, endpoint: str | None, settings: ClientSettings) -> Any
         from mp_api.client import MPRester
         from mp_api.client.core import MPRestError
         from mp_api.client.core.settings import MAPI_CLIENT_SETTINGS
+        from requests import PreparedRequest, Response
         from requests.adapters import HTTPAdapter
         from urllib3.util.retry import Retry
     except ImportError as exc:
@@ -228,9 +229,17 @@ def open_client(key: str, endpoint: str | None, settings: ClientSettings) -> Any
         """Every request of the session waits ``timeout_s`` at most to connect and per read
         (mp-api's sub-clients each pass their own default otherwise)."""
 
-        def send(self, request: Any, **kwargs: Any) -> Any:
-            kwargs["timeout"] = (timeout_s, timeout_s)
-            return super().send(request, **kwargs)
+        def send(
+            self,
+            request: PreparedRequest,
+            stream: bool = False,
+            timeout: Any = None,
+            verify: Any = True,
+            cert: Any = None,
+            proxies: dict[str, str] | None = None,
+        ) -> Response:
+            timeout = (timeout_s, timeout_s)
+            return super().send(request, stream, timeout, verify, cert, proxies)
 
     adapter = TimeoutAdapter(max_retries=retry)
     client.session.mount("http://", adapter)

@@ -95,12 +95,12 @@ def _open_source(location: str | os.PathLike[str], **kw: Any) -> Source:
     if not path.exists():
         raise CrystalgridError(f"source not found: {location}")
     if path.is_dir():
-        if url and (path / "collection.json").is_file():
-            raise CrystalgridError(
-                f"{location} is a crystalgrid collection: read by URL it is not supported; "
-                "copy it to a local folder first"
-            )
         if (path / "collection.json").is_file():
+            if isinstance(path, RemotePath):
+                raise CrystalgridError(
+                    f"{location} is a crystalgrid collection: read by URL it is not supported; "
+                    "copy it to a local folder first"
+                )
             return collection.open_collection(path, **kw)
         if (path / "train.csv").is_file():
             return CsvSplitsSource(path, **kw)

@@ -47,7 +47,7 @@ from crystalgrid.sources.base import RawRecord, Rejected
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Generator, Iterable, Iterator
 
 __all__ = [
     "CifDirectorySource",
@@ -380,11 +380,12 @@ class CifDirectorySource(_FileSource):
         files = self._cif_files()
         if files and isinstance(files[0], RemotePath):  # a URL folder: fetch in batches
             fs = files[0].fs
-            for start in range(0, len(files), _CIF_BATCH):
-                batch = files[start : start + _CIF_BATCH]
+            remote = [p for p in files if isinstance(p, RemotePath)]
+            for start in range(0, len(remote), _CIF_BATCH):
+                batch = remote[start : start + _CIF_BATCH]
                 contents = fs.cat([p.fspath for p in batch], on_error="return")
-                for path in batch:
-                    yield _read_cif(path, targets, contents.get(path.fspath))
+                for item in batch:
+                    yield _read_cif(item, targets, contents.get(item.fspath))
             return
         for path in files:
             yield _read_cif(path, targets)
@@ -510,7 +511,7 @@ class CsvSource(_FileSource):
         finally:
             rows.close()
 
-    def _rows(self) -> Iterator[list[str]]:
+    def _rows(self) -> Generator[list[str]]:
         """Rows as lists of strings, header first; bad text becomes ``CrystalgridError``."""
         if csv.field_size_limit() < _CSV_FIELD_LIMIT:
             csv.field_size_limit(_CSV_FIELD_LIMIT)  # CIFs in one cell exceed the 128 kB default

@@ -42,12 +42,12 @@ def chunk_digest(data: np.ndarray, checksum: str = CHECKSUM) -> int:
     Raises:
         CrystalgridError: for another digest name (a store written by a newer crystalgrid).
     """
-    payload: bytes | np.ndarray
+    payload: bytes | memoryview
     if data.dtype.kind in "OUT":  # strings: digest their UTF-8 with separators
         payload = "\x1f".join(str(x) for x in np.asarray(data).reshape(-1)).encode()
     else:
         # The array's bytes, without a copy (reshape(-1) of a contiguous array is a view).
-        payload = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        payload = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
     if checksum == "crc32":
         return zlib.crc32(payload)
     if checksum == "blake2b-64":

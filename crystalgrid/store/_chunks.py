@@ -23,6 +23,7 @@ import numpy as np
 import zarr
 from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
@@ -35,21 +36,24 @@ from crystalgrid.store._open import BUFFER_PROTOTYPE, read_error, read_rows
 __all__ = ["ChunkReader", "ChunkWriter"]
 
 
-def _plain_blosc(array: zarr.Array) -> bool:
-    """Whether every chunk of ``array`` is one Blosc frame of C-ordered native rows."""
-    codecs = array.metadata.codecs if array.metadata.zarr_format == 3 else ()
+def _plain_blosc(array: zarr.Array) -> BloscCodec | None:
+    """The Blosc codec of ``array`` when every chunk is one Blosc frame of C-ordered native
+    rows, else None."""
+    metadata = array.metadata
+    codecs = metadata.codecs if isinstance(metadata, ArrayV3Metadata) else ()
     if len(codecs) != 2 or not isinstance(codecs[1], BloscCodec):
-        return False
+        return None
     first = codecs[0]
     if not isinstance(first, BytesCodec):  # e.g. variable-length strings
-        return False
+        return None
     little = getattr(first.endian, "value", first.endian) in ("little", None)
-    return (
+    plain = (
         (little or array.dtype.itemsize == 1)
         and sys.byteorder == "little"
         and array.dtype.kind in "biuf"
         and tuple(array.chunks[1:]) == tuple(array.shape[1:])
     )
+    return codecs[1] if plain else None
 
 
 class _ChunkedArray:
@@ -64,8 +68,10 @@ class _ChunkedArray:
         self.array = array
         self.location = location
         self.step = int(array.chunks[0])
-        #: Whether chunks are read or written as Blosc frames (else through zarr).
-        self.direct = _plain_blosc(array)
+        #: The Blosc codec when chunks are read or written as Blosc frames (else through zarr).
+        self.codec = _plain_blosc(array)
+        #: Whether chunks are read or written as Blosc frames.
+        self.direct = self.codec is not None
         self._store = array.store_path.store
         #: A local store's folder: chunk files are read and written directly.
         self._root = Path(self._store.root) if isinstance(self._store, LocalStore) else None
@@ -150,8 +156,8 @@ class ChunkWriter(_ChunkedArray):
 
     def __init__(self, array: zarr.Array, location: str) -> None:
         super().__init__(array, location)
-        if self.direct:
-            codec = array.metadata.codecs[1]
+        codec = self.codec
+        if codec is not None:
             self._cname = str(getattr(codec.cname, "value", codec.cname)).encode()
             self._clevel = int(codec.clevel)
             self._shuffle = _SHUFFLES[str(getattr(codec.shuffle, "value", codec.shuffle))]

@@ -8,6 +8,7 @@ and docs/store-format.md shows it as a table (:func:`schema_table`; a test keeps
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from zarr.codecs import BloscCodec
 
@@ -298,6 +299,11 @@ def schema_table() -> str:
 
 
 CODECS = ("lz4", "zstd", "lz4hc")
+_CNAMES: dict[str, Literal["lz4", "zstd", "lz4hc"]] = {
+    "lz4": "lz4",
+    "zstd": "zstd",
+    "lz4hc": "lz4hc",
+}
 
 
 def compressor(cname: str = "zstd", level: int = 5) -> BloscCodec:
@@ -310,6 +316,6 @@ def compressor(cname: str = "zstd", level: int = 5) -> BloscCodec:
     Raises:
         ConfigError: another codec (also a ``ValueError``).
     """
-    if cname not in CODECS:
+    if cname not in _CNAMES:
         raise ConfigError(f"codec must be one of {CODECS}, got {cname!r}")
-    return BloscCodec(cname=cname, clevel=level, shuffle="shuffle")
+    return BloscCodec(cname=_CNAMES[cname], clevel=level, shuffle="shuffle")

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import zarr
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from crystalgrid.errors import CrystalgridError, first_line
@@ -28,7 +29,8 @@ __all__ = ["has_named_dimensions", "upgrade"]
 def has_named_dimensions(group: zarr.Group) -> bool:
     """Whether the store's arrays carry dimension names (stores built before they were
     added need ``crystalgrid upgrade``)."""
-    return array_at(group, "density").metadata.dimension_names is not None
+    metadata = array_at(group, "density").metadata
+    return isinstance(metadata, ArrayV3Metadata) and metadata.dimension_names is not None
 
 
 def upgrade(

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.core.array_spec import ArrayConfigParams
 
 from crystalgrid.splits import SPLITS
 from crystalgrid.store._checksums import CHECKSUM, checksum_whole_array, chunk_digest
@@ -45,7 +46,7 @@ __all__ = [
 
 #: Array configuration of every array: chunks are written even when they hold fill values
 #: (:func:`~crystalgrid.store.verify` expects every chunk).
-_CONFIG = {"write_empty_chunks": True}
+_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 class StoredCrystal(Protocol):

@@ -332,7 +332,7 @@ class Dataset:
             spans.release(position)
 
     def batches_in_order(
-        self, order: np.ndarray, span: int, batch_size: int, fields: tuple[str, ...] = FIELDS
+        self, order: np.ndarray, span: int, batch_size: int, *, fields: tuple[str, ...] = FIELDS
     ) -> Iterator[dict[str, Any]]:
         """Batches of ``batch_size`` samples of ``order`` (the last one shorter), stacked as
         :meth:`batch` gives them; each batch's rows are gathered span by span."""
@@ -488,7 +488,8 @@ class DatasetView:
                 drop_last=drop_last,
                 window=window,
             )
-            for batch in self.dataset.batches_in_order(order, self.span(), batch_size, fields):
+            batches = self.dataset.batches_in_order(order, self.span(), batch_size, fields=fields)
+            for batch in batches:
                 if len(batch["index"]) == batch_size or not drop_last:
                     yield batch
             return

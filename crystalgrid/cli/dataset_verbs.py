@@ -11,18 +11,16 @@ from typing import Any
 import click
 
 from crystalgrid.cli.app import main, user_errors
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import ConfigError
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise CrystalgridError(
-            f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}"
-        ) from None
+        raise ConfigError(f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}") from None
     if len(parts) != 3:
-        raise CrystalgridError(f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}")
+        raise ConfigError(f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}")
     return parts  # type: ignore[return-value]
 
 
@@ -194,7 +192,7 @@ def build(
     reprs = ["single", "repeated"] if representation == "both" else [representation]
     stated = {k: v for k, v in (("licence", licence), ("citation", citation)) if v}
     if stated and source is None:
-        raise CrystalgridError(
+        raise ConfigError(
             "the demo set's licence and citation are fixed; drop --licence/--citation"
         )
     structures = open_source(source, **stated)

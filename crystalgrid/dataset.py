@@ -75,13 +75,14 @@ def open_dataset(
     Raises:
         CrystalgridError: no dataset there, or a build that has not completed.
     """
-    group, meta = open_store(location, storage_options=storage_options)
-    if meta.get("state") != "complete":
+    group, attrs = open_store(location, storage_options=storage_options)
+    meta = StoreMeta.from_attrs(attrs)
+    if not meta.complete:
         raise CrystalgridError(
-            f"{location} is an unfinished build (state: {meta.get('state')}); "
+            f"{location} is an unfinished build (state: {meta.state}); "
             "run the same crystalgrid build command again to complete it"
         )
-    return Dataset(group, meta, str(location), storage_options=storage_options)
+    return Dataset(group, attrs, str(location), storage_options=storage_options)
 
 
 class Dataset:

@@ -12,6 +12,7 @@ from zarr.core.sync import sync
 
 from crystalgrid.errors import CrystalgridError, first_line
 from crystalgrid.remote import remote_errors, store_key
+from crystalgrid.store._meta import StoreMeta
 from crystalgrid.store._open import (
     BUFFER_PROTOTYPE,
     METADATA_ERRORS,
@@ -47,8 +48,8 @@ def upgrade(
         CrystalgridError: no finished crystalgrid store there.
     """
     with remote_errors(location):
-        _, meta = open_store(location, storage_options=storage_options)
-        if meta.get("state") != "complete":
+        _, attrs = open_store(location, storage_options=storage_options)
+        if not StoreMeta.from_attrs(attrs).complete:
             raise CrystalgridError(
                 f"{location} is an unfinished build; run the same crystalgrid build command "
                 "to complete it (finished stores have named dimensions)"

@@ -13,7 +13,7 @@ from zarr.core.sync import sync
 from crystalgrid.errors import RemoteStorageError, first_line
 from crystalgrid.remote import remote_errors, store_key
 from crystalgrid.store._checksums import chunk_digest, chunk_key, read_chunk, whole_blosc_frame
-from crystalgrid.store._meta import store_checksum
+from crystalgrid.store._meta import StoreMeta
 from crystalgrid.store._open import (
     BUFFER_PROTOTYPE,
     METADATA_ERRORS,
@@ -72,9 +72,10 @@ def _verify(
 ) -> VerifyReport:
     report = VerifyReport(location=str(location))
     # Each array's own zarr.json, as every Zarr reader can read it (not the consolidated copy).
-    group, meta = open_store(location, storage_options=storage_options, consolidated=False)
-    if meta.get("state") != "complete":
-        report.problems.append(f"the build is not complete (state: {meta.get('state')})")
+    group, attrs = open_store(location, storage_options=storage_options, consolidated=False)
+    meta = StoreMeta.from_attrs(attrs)
+    if not meta.complete:
+        report.problems.append(f"the build is not complete (state: {meta.state})")
         return report
     store = group.store
     fs = getattr(store, "fs", None)
@@ -86,7 +87,7 @@ def _verify(
     except METADATA_ERRORS as exc:
         report.problems.append(f"damaged metadata under checksums/ ({first_line(exc)})")
         return report
-    checksum = store_checksum(meta)
+    checksum = meta.checksum
     for name in names:
         try:
             array = array_at(group, name)

@@ -46,7 +46,8 @@ ERROR = "error"
 
 
 class ScanRow(NamedTuple):
-    """A record the scan kept: a crystal as the store keeps it."""
+    """A record the scan kept: a crystal as the store keeps it (``kind`` tells the two rows
+    of :func:`_scan_shard` apart)."""
 
     kind: Literal["ok"]
     material_id: str

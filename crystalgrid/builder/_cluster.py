@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -87,6 +88,11 @@ def _hide_worker_start_failures(record: logging.LogRecord) -> bool:
     return "_correct_state" not in record.getMessage()
 
 
+#: Seconds a build that ends while local workers are still starting waits for them to join or
+#: fail (a worker process starts in ~0.5 s).
+START_GRACE_S = 10.0
+
+
 @contextlib.contextmanager
 def _local_cluster(workers: int) -> Iterator[Any]:
     from distributed import Client, LocalCluster, Worker
@@ -109,6 +115,11 @@ def _local_cluster(workers: int) -> Iterator[Any]:
             client.wait_for_workers(1)
             client.set_metadata(PLANNED_WORKERS, workers)
             yield client
+        # The cluster lists its workers once all it started have joined or failed: a build
+        # that ends before then waits for them (bounded), so a failure is reported, not missed.
+        deadline = time.monotonic() + START_GRACE_S
+        while len(cluster.workers) < len(cluster.worker_spec) and time.monotonic() < deadline:
+            time.sleep(0.05)
         failed = [w for w in cluster.workers.values() if w.status == Status.failed]
         if failed:
             warnings.warn(

@@ -187,7 +187,7 @@ def measure(collection: Path, workers: int, reprs: list[str], samples: int, out:
     (``RUSAGE_CHILDREN``: the workers have exited and been reaped when the build returns).
     """
     from crystalgrid.builder import BuildConfig, build_representations
-    from crystalgrid.collection import open_collection
+    from crystalgrid.sources.collection import open_collection
 
     start_mib = _peak_rss(resource.RUSAGE_SELF) / MIB
     start = time.perf_counter()

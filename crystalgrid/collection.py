@@ -12,9 +12,10 @@ and ``collection.json`` is rewritten the same way after every page, so a page li
 manifest is complete on disk; a file the manifest does not list is ignored. Pages are gzipped
 with a zero timestamp, so the same records always give the same bytes and the same checksums.
 
-Readers use :func:`open_collection`, which returns a :class:`CollectionSource` (the
-:class:`crystalgrid.sources.base.Source` protocol); writers use :class:`CollectionWriter`.
-The format is documented in ``docs/fetch.md``.
+Writers use :class:`CollectionWriter`; readers use
+:func:`crystalgrid.sources.open_collection`, which returns the collection as a source of
+structures (:class:`crystalgrid.sources.CollectionSource`). The format is documented in
+``docs/fetch.md``.
 """
 
 from __future__ import annotations
@@ -25,22 +26,16 @@ import gzip
 import hashlib
 import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.fileio import TMP_SUFFIX, hold_flock, write_atomic
+from crystalgrid.jsonio import utc_now
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import TracebackType
-
-    from crystalgrid.sources.base import RawRecord, Rejected
-
-try:  # POSIX advisory locks; elsewhere a collection is simply not locked
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CITATION",
@@ -48,13 +43,15 @@ __all__ = [
     "LICENCE",
     "MANIFEST_NAME",
     "PAGES_DIR",
-    "CollectionSource",
     "CollectionWriter",
     "check_target",
+    "encode_page",
     "is_collection",
     "load_manifest",
-    "open_collection",
+    "page_digest",
+    "page_items",
     "page_name",
+    "read_page",
 ]
 
 FORMAT = "crystalgrid-collection/1"
@@ -63,17 +60,11 @@ PAGES_DIR = "pages"
 LOCK_NAME = ".lock"
 LICENCE = "CC-BY-4.0"
 CITATION = "Jain et al., APL Materials 1, 011002 (2013)"
-_TMP_SUFFIX = ".tmp"
 
 
 def page_name(index: int) -> str:
     """The file name of page ``index`` (0-based), e.g. ``page-000003.json.gz``."""
     return f"page-{index:06d}.json.gz"
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO 8601 with seconds, e.g. ``2025-11-25T09:30:00+00:00``."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def is_collection(path: str | os.PathLike[str]) -> bool:
@@ -130,42 +121,21 @@ def check_target(path: str | os.PathLike[str]) -> None:
         )
 
 
-def _sha256(data: bytes) -> str:
+def page_digest(data: bytes) -> str:
+    """SHA-256 (hex) of a page file's bytes, as the manifest lists it."""
     return hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, fsync it, rename it over ``target``.
+    """Write ``data`` to ``target``, atomically and durably (fsynced).
 
     Raises:
         CrystalgridError: the write failed (disk full, permissions); ``target`` is untouched.
     """
-    tmp = target.with_name(f".{target.name}.{os.getpid()}{_TMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        write_atomic(target, data, durable=True)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise CrystalgridError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    _fsync_dir(target.parent)
 
 
 def encode_page(records: list[dict[str, Any]]) -> bytes:
@@ -197,7 +167,7 @@ def read_page(path: str | os.PathLike[str], name: str, sha256: str | None) -> li
         raise CrystalgridError(f"collection {root}: page {name} is missing; {hint}") from None
     except OSError as exc:
         raise CrystalgridError(f"collection {root}: cannot read page {name}: {exc}") from exc
-    if sha256 is not None and _sha256(data) != sha256:
+    if sha256 is not None and page_digest(data) != sha256:
         raise CrystalgridError(f"collection {root}: page {name} is corrupted (checksum); {hint}")
     try:
         records = json.loads(gzip.decompress(data))
@@ -208,163 +178,9 @@ def read_page(path: str | os.PathLike[str], name: str, sha256: str | None) -> li
     return records
 
 
-def _page_items(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def page_items(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The page table in page order (names are zero-padded, so name order is page order)."""
     return sorted(manifest["pages"].items())
-
-
-def _as_raw(record: Any, origin: str) -> RawRecord | Rejected:
-    # Imported here, not at the top: crystalgrid.sources imports this module.
-    from crystalgrid.sources.base import RawRecord, Rejected
-
-    if not isinstance(record, dict):
-        return Rejected("", "unparsable", f"{origin}: not a record object")
-    material_id = str(record.get("material_id") or "")
-    structure = record.get("structure")
-    if not isinstance(structure, dict):
-        return Rejected(material_id, "no_structure", f"{origin}: the record has no structure")
-    properties = record.get("properties")
-    return RawRecord(
-        material_id=material_id,
-        kind="dict",
-        payload=structure,
-        origin=origin,
-        properties=dict(properties) if isinstance(properties, dict) else {},
-    )
-
-
-class CollectionSource:
-    """A collection opened for reading: the :class:`~crystalgrid.sources.base.Source` protocol.
-
-    Use :func:`open_collection` to make one. ``records()`` re-reads the pages each time and
-    checks every page's checksum again as it goes.
-
-    Attributes:
-        name: the directory's name.
-        path: the collection directory.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        manifest: dict[str, Any],
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        self.path = path
-        self.name = name or path.name
-        self._manifest = manifest
-        self._licence = licence
-        self._citation = citation
-
-    def __len__(self) -> int:
-        """The number of records (valid or not) in the collection."""
-        return int(self._manifest.get("count", 0))
-
-    def __repr__(self) -> str:
-        return f"CollectionSource({str(self.path)!r}, count={len(self)})"
-
-    @property
-    def complete(self) -> bool:
-        """Whether the fetch that wrote the collection got every page."""
-        return bool(self._manifest.get("complete"))
-
-    def records(self) -> Iterator[RawRecord | Rejected]:
-        """Every record, in page order then record order.
-
-        Yields:
-            A :class:`RawRecord` (``kind="dict"``, payload ``Structure.as_dict()``, the
-            record's properties) or a :class:`Rejected` for a record with no structure.
-
-        Raises:
-            CrystalgridError: a page went missing or changed since the collection was opened.
-        """
-        for name, info in _page_items(self._manifest):
-            for i, record in enumerate(read_page(self.path, name, info.get("sha256"))):
-                yield _as_raw(record, f"{self.name}/{PAGES_DIR}/{name}[{i}]")
-
-    def provenance(self) -> dict[str, Any]:
-        """The manifest without its page table, plus ``kind`` and ``location``.
-
-        Carries ``licence`` and ``citation`` (the Materials Project's CC-BY 4.0 terms), the
-        query, database and client versions, the time and the record count.
-        """
-        info = {k: copy.deepcopy(v) for k, v in self._manifest.items() if k != "pages"}
-        info["licence"] = info.get("licence") or self._licence or LICENCE
-        cited = info.get("citation") or CITATION
-        if self._citation and self._citation not in cited:
-            cited = f"{cited}; {self._citation}"
-        info["citation"] = cited
-        info["kind"] = "collection"
-        info["location"] = str(self.path.resolve())
-        info["pages_present"] = len(self._manifest["pages"])
-        return info
-
-    def fingerprint(self) -> str:
-        """SHA-256 (hex) over the page names and page checksums, in page order."""
-        digest = hashlib.sha256()
-        for name, info in _page_items(self._manifest):
-            digest.update(f"{name} {info.get('sha256')}\n".encode())
-        return digest.hexdigest()
-
-
-def open_collection(
-    path: str | os.PathLike[str],
-    *,
-    allow_incomplete: bool = False,
-    name: str | None = None,
-    licence: str | None = None,
-    citation: str | None = None,
-) -> CollectionSource:
-    """Open a collection for reading, checking every page against the manifest's checksums.
-
-    Args:
-        path: the collection directory (the one holding ``collection.json``).
-        allow_incomplete: open a collection whose fetch did not get every page (by default
-            that is an error, so that a dataset is never built silently from part of a query).
-        name: the source's name (default: the directory's name).
-        licence: used only when the manifest records none (the data's licence is the data's).
-        citation: appended to the manifest's citation (e.g. the paper an id list comes from);
-            the Materials Project citation is never dropped.
-
-    Returns:
-        The collection as a :class:`CollectionSource`.
-
-    Raises:
-        CrystalgridError: no collection there, an unreadable manifest, a missing or corrupted
-            page (named), or an incomplete collection without ``allow_incomplete``.
-    """
-    root = Path(path)
-    manifest = load_manifest(root) if root.is_dir() else None
-    if manifest is None:
-        raise CrystalgridError(f"no collection at {root} (no {MANIFEST_NAME})")
-    for page, info in _page_items(manifest):
-        file = root / PAGES_DIR / page
-        try:
-            data = file.read_bytes()
-        except FileNotFoundError:
-            raise CrystalgridError(
-                f"collection {root}: page {page} is missing; "
-                "run the same `crystalgrid fetch` again to download it again"
-            ) from None
-        except OSError as exc:
-            raise CrystalgridError(f"collection {root}: cannot read page {page}: {exc}") from exc
-        if _sha256(data) != info.get("sha256"):
-            raise CrystalgridError(
-                f"collection {root}: page {page} is corrupted (checksum differs); "
-                "run the same `crystalgrid fetch` again to download it again"
-            )
-    if not manifest.get("complete") and not allow_incomplete:
-        expected = manifest.get("expected_pages")
-        have = len(manifest["pages"])
-        of = f" ({have} of {expected} pages)" if expected is not None else ""
-        raise CrystalgridError(
-            f"collection {root} is incomplete{of}: run the same `crystalgrid fetch` "
-            "again to finish it"
-        )
-    return CollectionSource(root, manifest, name=name, licence=licence, citation=citation)
 
 
 class CollectionWriter:
@@ -373,6 +189,12 @@ class CollectionWriter:
     Use it as a context manager. On entry it takes ``<dir>/.lock``, removes temporary files a
     killed writer left, and drops from the manifest any page whose file is missing or whose
     checksum differs (:attr:`dropped`), so that a resumed fetch downloads it again.
+
+    The lock is a kernel ``flock`` (:func:`crystalgrid.fileio.hold_flock`), not the store's
+    lock file (:mod:`crystalgrid.lock`): a collection is a local folder written by one process,
+    and the kernel frees a flock when that process dies, so it needs no heartbeat, takeover or
+    staleness. A store's lock must also work on object stores and across hosts, and travels
+    to the Dask workers that write blocks, which a flock cannot do.
 
     Args:
         path: the collection directory (created if needed; must be new, empty or a collection).
@@ -389,7 +211,7 @@ class CollectionWriter:
         self.manifest = copy.deepcopy(manifest)
         self.manifest.setdefault("pages", {})
         self.dropped: list[str] = []
-        self._lock: Any = None
+        self._lock: contextlib.ExitStack | None = None
 
     def __enter__(self) -> CollectionWriter:
         check_target(self.path)
@@ -400,13 +222,13 @@ class CollectionWriter:
             raise CrystalgridError(f"cannot create {pages}: {exc.strerror or exc}") from exc
         self._take_lock()
         for folder in (self.path, pages):
-            for stale in folder.glob(f".*{_TMP_SUFFIX}"):
+            for stale in folder.glob(f".*{TMP_SUFFIX}"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
         for name, info in list(self.manifest["pages"].items()):
             file = pages / name
             try:
-                good = _sha256(file.read_bytes()) == info.get("sha256")
+                good = page_digest(file.read_bytes()) == info.get("sha256")
             except OSError:
                 good = False
             if not good:
@@ -422,35 +244,29 @@ class CollectionWriter:
         tb: TracebackType | None,
     ) -> None:
         if self._lock is not None:
-            self._lock.close()  # closing the file releases the flock
+            self._lock.close()  # releases the flock
             self._lock = None
 
     def _take_lock(self) -> None:
-        handle = open(self.path / LOCK_NAME, "a")  # noqa: SIM115 - held until __exit__
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                raise CrystalgridError(
-                    f"another crystalgrid process is writing to {self.path}; "
-                    "wait for it to finish (or stop it) and try again"
-                ) from None
-        self._lock = handle
+        lock = contextlib.ExitStack()
+        lock.enter_context(
+            hold_flock(
+                self.path / LOCK_NAME,
+                f"another crystalgrid process is writing to {self.path}; "
+                "wait for it to finish (or stop it) and try again",
+            )
+        )
+        self._lock = lock
 
     def _flush(self) -> None:
         self.manifest["count"] = sum(int(p["count"]) for p in self.manifest["pages"].values())
-        self.manifest["updated"] = now_iso()
+        self.manifest["updated"] = utc_now()
         text = json.dumps(self.manifest, indent=2, allow_nan=False) + "\n"
         _atomic_write(self.path / MANIFEST_NAME, text.encode("utf-8"))
 
     def has_page(self, index: int) -> bool:
         """Whether page ``index`` is on disk and listed in the manifest."""
         return page_name(index) in self.manifest["pages"]
-
-    def page_info(self, index: int) -> dict[str, Any] | None:
-        """The manifest's entry for page ``index`` (``sha256``, ``count``, ...), if present."""
-        return self.manifest["pages"].get(page_name(index))
 
     def write_page(self, index: int, records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         """Write page ``index`` atomically, then the manifest that lists it.
@@ -471,7 +287,7 @@ class CollectionWriter:
         data = encode_page(records)
         name = page_name(index)
         _atomic_write(self.path / PAGES_DIR / name, data)
-        entry = {"sha256": _sha256(data), "count": len(records), **extra}
+        entry = {"sha256": page_digest(data), "count": len(records), **extra}
         self.manifest["pages"][name] = entry
         self._flush()
         return entry
@@ -483,6 +299,6 @@ class CollectionWriter:
 
     def material_ids(self) -> Iterator[str]:
         """The material ids of every written page, in page order (reads the pages)."""
-        for name, info in _page_items(self.manifest):
+        for name, info in page_items(self.manifest):
             for record in read_page(self.path, name, info.get("sha256")):
                 yield str(record.get("material_id"))

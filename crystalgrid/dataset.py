@@ -17,24 +17,27 @@ import itertools
 import os
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 
-from crystalgrid.chunk_io import ChunkReader
 from crystalgrid.errors import CrystalgridError, RemoteStorageError
+from crystalgrid.remote import is_url
 from crystalgrid.sampling import epoch_order, share, span_edges
 from crystalgrid.spec import GridSpec
 from crystalgrid.store import (
     SPLITS,
+    ChunkReader,
     StoreMeta,
     has_named_dimensions,
-    is_url,
     open_array,
     open_store,
     read_rows,
 )
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
 
 __all__ = ["FIELDS", "Dataset", "DatasetView", "open_dataset"]
 
@@ -48,6 +51,8 @@ FIELDS = (
     "n_outside",
 )
 
+#: The columns of ``rejects/``, in the order :meth:`Dataset.rejects` gives them.
+REJECT_COLUMNS = ("material_id", "reason", "detail")
 
 #: Chunks of the grid arrays read together by the fast paths (a "span").
 CHUNKS_PER_READ = 4
@@ -70,13 +75,14 @@ def open_dataset(
     Raises:
         CrystalgridError: no dataset there, or a build that has not completed.
     """
-    group, meta = open_store(location, storage_options=storage_options)
-    if meta.get("state") != "complete":
+    group, attrs = open_store(location, storage_options=storage_options)
+    meta = StoreMeta.from_attrs(attrs)
+    if not meta.complete:
         raise CrystalgridError(
-            f"{location} is an unfinished build (state: {meta.get('state')}); "
+            f"{location} is an unfinished build (state: {meta.state}); "
             "run the same crystalgrid build command again to complete it"
         )
-    return Dataset(group, meta, str(location), storage_options=storage_options)
+    return Dataset(group, attrs, str(location), storage_options=storage_options)
 
 
 class Dataset:
@@ -148,8 +154,8 @@ class Dataset:
 
     def rejects(self) -> list[tuple[str, str, str]]:
         """(material id, reason, detail) of every structure the build left out."""
-        g = self.group["rejects"]
-        return list(zip(g["material_id"][:], g["reason"][:], g["detail"][:], strict=True))
+        columns = (self._read(f"rejects/{name}", slice(None)) for name in REJECT_COLUMNS)
+        return list(zip(*columns, strict=True))
 
     def to_xarray(self) -> Any:
         """The grids and per-sample arrays as one ``xarray.Dataset`` (lazy, dask-backed).
@@ -185,14 +191,17 @@ class Dataset:
         codes = self._read("crystals/split", slice(None))
         return {name: [str(m) for m in ids[codes == i]] for i, name in enumerate(SPLITS)}
 
-    def structure(self, crystal: int):
+    def structure(self, crystal: int) -> Structure:
         """The source structure of crystal ``crystal`` as a pymatgen ``Structure``."""
         from pymatgen.core import Lattice, Structure
 
-        c = self.group["crystals"]
-        lo, hi = c["site_offset"][crystal : crystal + 2]
+        lo, hi = (int(i) for i in self._read("crystals/site_offset", slice(crystal, crystal + 2)))
+        lattice = self._read("crystals/lattice", slice(crystal, crystal + 1))[0]
+        sites = slice(lo, hi)
         return Structure(
-            Lattice(c["lattice"][crystal]), c["number"][lo:hi].tolist(), c["frac"][lo:hi]
+            Lattice(lattice),
+            self._read("crystals/number", sites).tolist(),
+            self._read("crystals/frac", sites),
         )
 
     def crystal_table(self) -> dict[str, np.ndarray]:
@@ -324,7 +333,7 @@ class Dataset:
             spans.release(position)
 
     def batches_in_order(
-        self, order: np.ndarray, span: int, batch_size: int, fields: tuple[str, ...] = FIELDS
+        self, order: np.ndarray, span: int, batch_size: int, *, fields: tuple[str, ...] = FIELDS
     ) -> Iterator[dict[str, Any]]:
         """Batches of ``batch_size`` samples of ``order`` (the last one shorter), stacked as
         :meth:`batch` gives them; each batch's rows are gathered span by span."""
@@ -480,7 +489,8 @@ class DatasetView:
                 drop_last=drop_last,
                 window=window,
             )
-            for batch in self.dataset.batches_in_order(order, self.span(), batch_size, fields):
+            batches = self.dataset.batches_in_order(order, self.span(), batch_size, fields=fields)
+            for batch in batches:
                 if len(batch["index"]) == batch_size or not drop_last:
                     yield batch
             return

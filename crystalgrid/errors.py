@@ -6,7 +6,13 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "CrystalgridError", "RejectedStructure", "RemoteStorageError"]
+__all__ = [
+    "ConfigError",
+    "CrystalgridError",
+    "RejectedStructure",
+    "RemoteStorageError",
+    "first_line",
+]
 
 
 class CrystalgridError(Exception):
@@ -60,3 +66,9 @@ class RejectedStructure(ValueError):  # noqa: N818 - it names what happened to t
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc`` in one line: ``"Type: the first line of its message"`` (or just the type)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

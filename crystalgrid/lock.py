@@ -18,10 +18,15 @@ The two intervals can be set per build, or by the environment variables
 ``CRYSTALGRID_LOCK_HEARTBEAT`` and ``CRYSTALGRID_LOCK_STALE`` (seconds).
 
 Local locks are created atomically (a hard link of a complete file) and refreshed by an
-atomic rename. On object stores (``s3://``) there is no atomic create: the lock is written,
-read back and compared, which catches all but two builds started within the same second. A
-heartbeat reads, then writes: a takeover in the milliseconds between the two is overwritten,
-and then the build that took over stops at its next heartbeat, so one build goes on.
+atomic rename (:func:`crystalgrid.fileio.write_atomic`). It is a file with a heartbeat rather
+than a kernel ``flock`` (what a fetch's collection takes, :func:`crystalgrid.fileio.hold_flock`)
+because a store may be an object store and its writers other hosts: Dask workers check the
+token before each block, and a build that died leaves a lock that others must see as stale.
+
+On object stores (``s3://``) there is no atomic create: the lock is written, read back and
+compared, which catches all but two builds started within the same second. A heartbeat
+reads, then writes: a takeover in the milliseconds between the two is overwritten, and then
+the build that took over stops at its next heartbeat, so one build goes on.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crystalgrid.errors import ConfigError, CrystalgridError
+from crystalgrid.fileio import write_atomic
+from crystalgrid.remote import remote_options
 
 __all__ = [
     "FAILED_BEATS_TO_STOP",
@@ -102,8 +109,6 @@ def intervals(
 def _filesystem(path: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     import fsspec
 
-    from crystalgrid.store import remote_options
-
     return fsspec.core.url_to_fs(path, **remote_options(path, storage_options))
 
 
@@ -154,21 +159,7 @@ def _write(fs: Any, path: str, record: dict[str, Any], *, exclusive: bool) -> bo
     a reader never sees a lock half written)."""
     data = json.dumps(record).encode()
     if _is_local(fs):
-        temporary = f"{path}.{record['token']}.tmp"
-        with open(temporary, "wb") as fh:
-            fh.write(data)
-        try:
-            if not exclusive:
-                os.replace(temporary, path)
-                return True
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                return False
-            return True
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
+        return write_atomic(path, data, exclusive=exclusive)
     if exclusive and fs.exists(path):  # object stores: look, then write (not atomic)
         return False
     with fs.open(path, "wb") as fh:
@@ -285,7 +276,7 @@ def store_lock(
             created = _write(fs, fs_path, record, exclusive=True)
         except OSError as exc:
             if not _is_local(fs):
-                raise  # a remote store's failure: the caller names it (store.remote_errors)
+                raise  # a remote store's failure: the caller names it (remote_errors)
             raise CrystalgridError(f"cannot write the build lock {path}: {exc}") from None
         holder = _read(fs, fs_path) if created else None
         if created and holder and holder.get("token") == token:

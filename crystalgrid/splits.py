@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from crystalgrid.errors import CrystalgridError
-from crystalgrid.store import SPLITS
+from crystalgrid.errors import ConfigError, CrystalgridError
 
 __all__ = [
     "FILE_FORMAT",
@@ -50,6 +49,8 @@ __all__ = [
     "write_split_file",
 ]
 
+#: The splits, in the order of their codes (0 train, 1 val, 2 test) and in the store.
+SPLITS = ("train", "val", "test")
 METHODS = ("auto", "random", "composition", "chemsys", "source")
 FILE_FORMAT = "crystalgrid-splits/1"
 
@@ -120,6 +121,7 @@ def assign(
         (C,) uint8 split codes and (C,) bool: False for crystals ``table`` does not list.
 
     Raises:
+        ConfigError: an unknown method.
         CrystalgridError: ``"source"`` asked of a source that gives no splits.
     """
     n = len(material_ids)
@@ -147,7 +149,7 @@ def assign(
     if method in ("composition", "chemsys"):
         keys = [group_key(z, method) for z in numbers]
         return grouped_split(keys, seed, fractions), keep
-    raise CrystalgridError(f"split method must be one of {', '.join(METHODS)}, got {method!r}")
+    raise ConfigError(f"split method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 def resolve(method: str, given: Sequence[str | None]) -> str:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,7 +40,16 @@ class DatasetView(Protocol):
 
     def span(self) -> int: ...
 
-    def order(self, **options: Any) -> np.ndarray: ...
+    def order(
+        self,
+        *,
+        shuffle: bool,
+        seed: int | Sequence[int] = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        window: int = 4,
+    ) -> np.ndarray: ...
 
 
 def _check(fields: tuple[str, ...]) -> tuple[str, ...]:

@@ -144,7 +144,7 @@ def test_rerun_is_a_no_op_and_other_config_is_refused(json_source, tmp_path):
 
 def test_resume_after_a_failed_block(json_source, tmp_path, monkeypatch):
     """A build that died in one block resumes with only the missing blocks, identically."""
-    build_module = importlib.import_module("crystalgrid.builder")
+    build_module = importlib.import_module("crystalgrid.builder._driver")
 
     config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
     build(json_source, tmp_path / "full.zarr", config=config, quiet=True)
@@ -296,7 +296,7 @@ def test_a_block_that_kills_its_workers_is_a_one_line_error(json_source, tmp_pat
     """dask's KilledWorker becomes a CrystalgridError naming the remedy; the store resumes."""
     from distributed import KilledWorker
 
-    build_module = importlib.import_module("crystalgrid.builder")
+    build_module = importlib.import_module("crystalgrid.builder._driver")
     real = build_module._grid_block
 
     def killer(location, storage_options, block, config_dict, **kwargs):
@@ -316,7 +316,7 @@ def test_a_block_that_kills_its_workers_is_a_one_line_error(json_source, tmp_pat
 def test_a_build_that_dies_in_finalize_resumes_identically(json_source, tmp_path, monkeypatch):
     """Killed after gathering the atoms, before the store is marked complete: the same
     command finalizes again and gives the uninterrupted build's arrays."""
-    store_module = importlib.import_module("crystalgrid.store")
+    store_module = importlib.import_module("crystalgrid.store._writer")
     config = BuildConfig(samples_per_crystal=2, block_samples=24)
     full, cut = tmp_path / "full.zarr", tmp_path / "cut.zarr"
     build(json_source, full, config=config, quiet=True)
@@ -346,14 +346,14 @@ def test_a_full_disk_is_one_line_and_the_build_resumes_identically(json_source, 
     import errno
 
     local = importlib.import_module("zarr.storage._local")
-    chunk_io = importlib.import_module("crystalgrid.chunk_io")
+    chunk_io = importlib.import_module("crystalgrid.store._chunks")
     # One worker: the build runs in this process, where the store's writes are patched.
     config = ["--repr", "repeated", "--samples", "3", "--block", "24", "--quiet", "--workers", "1"]
     full, cut = tmp_path / "full.zarr", tmp_path / "cut.zarr"
     runner = CliRunner()
     args = ["build", "--source", str(json_source), "--out", str(full), *config]
     assert runner.invoke(main, args).exit_code == 0
-    real_put, real_write = local._put, chunk_io.write_file
+    real_put, real_write = local._put, chunk_io.write_atomic
     writes = {"n": 0}
 
     def disk_fills_up() -> None:
@@ -365,16 +365,16 @@ def test_a_full_disk_is_one_line_and_the_build_resumes_identically(json_source, 
         disk_fills_up()
         return real_put(path, value, exclusive=exclusive)
 
-    def write_file(path, data):
+    def write_file(path, data, **options):
         disk_fills_up()
-        return real_write(path, data)
+        return real_write(path, data, **options)
 
     args = ["build", "--source", str(json_source), "--out", str(cut), *config]
-    local._put, chunk_io.write_file = put, write_file
+    local._put, chunk_io.write_atomic = put, write_file
     try:
         result = runner.invoke(main, args)
     finally:
-        local._put, chunk_io.write_file = real_put, real_write
+        local._put, chunk_io.write_atomic = real_put, real_write
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert "No space left on device while writing the store" in result.output
@@ -419,9 +419,10 @@ def test_a_build_started_before_the_checksum_attribute_resumes_with_its_digest(
 ):
     """An unfinished store whose attributes predate ``checksum`` (BLAKE2b-64 digests) is
     resumed with BLAKE2b-64, so that verify agrees with every block, old and new."""
-    from crystalgrid.store import arrays_under, chunk_digest, chunk_slices
+    from crystalgrid.store._checksums import chunk_digest, chunk_slices
+    from crystalgrid.store._open import arrays_under
 
-    build_module = importlib.import_module("crystalgrid.builder")
+    build_module = importlib.import_module("crystalgrid.builder._driver")
     config = BuildConfig(representation="repeated", samples_per_crystal=3, block_samples=24)
     real = build_module._grid_block
 

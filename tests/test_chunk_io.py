@@ -8,9 +8,8 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from crystalgrid.chunk_io import ChunkReader
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.store import compressor
+from crystalgrid.store import ChunkReader, compressor
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ def test_other_encodings_are_read_through_zarr(tmp_path):
 
 @pytest.mark.parametrize("store_kind", ["local", "memory"])
 def test_the_writer_writes_the_bytes_zarr_writes(tmp_path, store_kind):
-    from crystalgrid.chunk_io import ChunkWriter
+    from crystalgrid.store import ChunkWriter
 
     rng = np.random.default_rng(1)
     values = {

@@ -17,11 +17,11 @@ from crystalgrid.collection import (
     check_target,
     encode_page,
     load_manifest,
-    open_collection,
     page_name,
 )
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.sources.base import RawRecord, Rejected, parse_record
+from crystalgrid.sources.collection import open_collection
 
 
 def header(**extra: Any) -> dict[str, Any]:

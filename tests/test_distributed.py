@@ -218,12 +218,12 @@ def test_cluster_build_is_byte_identical_to_a_local_build(
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "cluster.zarr"
     with cluster.client() as client:
-        # The worker-side functions resolve, on every worker, to this checkout's module.
-        module = importlib.import_module("crystalgrid.builder")
-        files = client.run(getattr, module, "__file__")
-        assert len(files) == 2
-        assert set(files.values()) == {module.__file__}
-        for name in ("_grid_block", "_scan_shard"):
+        # The worker-side functions resolve, on every worker, to this checkout's modules.
+        for module_name, name in (("_block", "_grid_block"), ("_scan", "_scan_shard")):
+            module = importlib.import_module(f"crystalgrid.builder.{module_name}")
+            files = client.run(getattr, module, "__file__")
+            assert len(files) == 2
+            assert set(files.values()) == {module.__file__}
             found = client.run(getattr, module, name)
             assert all(f is getattr(module, name) for f in found.values()), name
         with get_task_stream(client) as stream:
@@ -312,7 +312,8 @@ def test_local_workers_keep_the_default_allocator(monkeypatch):
     """Local build workers run without Dask's MALLOC_TRIM_THRESHOLD_ (it made every large
     temporary a fresh mmap) and still with one BLAS thread each; one of them runs in this
     process, the others join as they start."""
-    from crystalgrid.builder import _client, _n_workers
+    from crystalgrid.builder._cluster import dask_client as _client
+    from crystalgrid.builder._cluster import n_workers as _n_workers
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with _client(3, None) as client:

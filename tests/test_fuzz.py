@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crystalgrid.builder import _scan_shard
+from crystalgrid.builder._scan import _scan_shard
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.filters import FilterConfig
 from crystalgrid.grids.placement import Crystal

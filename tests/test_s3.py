@@ -184,7 +184,7 @@ def test_info_and_verify_by_url(s3_build):
 
 
 def test_resume_on_s3_then_verify_reports_a_deleted_object(s3, json_file, local_build, monkeypatch):
-    build_module = importlib.import_module("crystalgrid.builder")
+    build_module = importlib.import_module("crystalgrid.builder._driver")
     url = f"s3://{BUCKET}/damaged/repeated.zarr"
     real = build_module._grid_block
 
@@ -491,7 +491,7 @@ def test_a_stalled_endpoint_is_one_line_in_bounded_time(json_file, own_server, m
 def test_s3_options_bound_timeouts_and_keep_the_callers(monkeypatch):
     import fsspec.config
 
-    from crystalgrid.store import S3_CONFIG, remote_options
+    from crystalgrid.remote import S3_CONFIG, remote_options
 
     assert remote_options("/data/x.zarr", {"a": 1}) == {"a": 1}
     assert remote_options("s3://b/x.zarr", None) == {"config_kwargs": S3_CONFIG}
@@ -651,7 +651,7 @@ def test_an_endpoint_killed_during_a_dataloader_is_one_line(workers, small_local
 #: chunk number ``KILL_AT`` has been fetched, before it is decoded.
 VERIFY_KILLING_THE_RELAY = """
 import os, signal, socket, sys, time
-import crystalgrid.store as store
+import crystalgrid.store._verify as store
 from crystalgrid.cli import main
 
 real, fetched = store.whole_blosc_frame, []

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from crystalgrid.builder import BuildConfig, build
 from crystalgrid.cli import main
-from crystalgrid.store import BLOCK_ARRAYS, SCHEMA, array_schema, schema_table
+from crystalgrid.store import SCHEMA, schema_table
+from crystalgrid.store._schema import BLOCK_ARRAYS, array_schema
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "store-format.md"
 
@@ -155,7 +156,10 @@ def test_stores_with_either_checksum_verify_and_catch_damage(small_store):
     import zarr as z
 
     from crystalgrid.errors import CrystalgridError
-    from crystalgrid.store import arrays_under, chunk_digest, chunk_slices, consolidate, verify
+    from crystalgrid.store import verify
+    from crystalgrid.store._checksums import chunk_digest, chunk_slices
+    from crystalgrid.store._open import arrays_under
+    from crystalgrid.store._writer import consolidate
 
     group = z.open_group(str(small_store), mode="r+")
     meta = dict(group.attrs["crystalgrid"])

@@ -1,4 +1,5 @@
-"""``crystalgrid build``, ``info`` and ``verify``: thin wrappers over builder.py and store.py."""
+"""``crystalgrid build``, ``info``, ``upgrade``, ``splits`` and ``verify``: thin wrappers over
+:mod:`crystalgrid.builder` and :mod:`crystalgrid.store`."""
 
 from __future__ import annotations
 
@@ -10,18 +11,16 @@ from typing import Any
 import click
 
 from crystalgrid.cli.app import main, user_errors
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import ConfigError
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise CrystalgridError(
-            f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}"
-        ) from None
+        raise ConfigError(f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}") from None
     if len(parts) != 3:
-        raise CrystalgridError(f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}")
+        raise ConfigError(f"--split takes three numbers like 0.8,0.1,0.1, got {text!r}")
     return parts  # type: ignore[return-value]
 
 
@@ -193,7 +192,7 @@ def build(
     reprs = ["single", "repeated"] if representation == "both" else [representation]
     stated = {k: v for k, v in (("licence", licence), ("citation", citation)) if v}
     if stated and source is None:
-        raise CrystalgridError(
+        raise ConfigError(
             "the demo set's licence and citation are fixed; drop --licence/--citation"
         )
     structures = open_source(source, **stated)
@@ -272,7 +271,7 @@ def info(path: str, as_json: bool) -> None:
         c0, c1 = meta.split_range(name, "crystals")
         s0, s1 = meta.split_range(name)
         lines.append(f"  {name:5s}        {c1 - c0} crystals, {s1 - s0} samples")
-    lines.append(f"split by       {attrs.get('split_by', 'random')}")
+    lines.append(f"split by       {meta.split_by}")
     inputs = {k: v for k, v in meta.rejects.items() if k != ERROR}
     lines.append(f"rejected       {sum(inputs.values())}")
     for reason, count in sorted(inputs.items(), key=lambda kv: -kv[1]):
@@ -327,7 +326,7 @@ def splits(path: str, out: str | None) -> None:
     ids = dataset.split_ids()
     about = {
         "store": path,
-        "split_by": dataset.attrs.get("split_by", "random"),
+        "split_by": dataset.meta.split_by,
         "source": dataset.meta.source,
         "source_fingerprint": dataset.meta.source_fingerprint,
     }

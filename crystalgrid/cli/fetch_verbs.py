@@ -1,6 +1,6 @@
 """CLI verbs (registered on ``crystalgrid.cli.main``): ``crystalgrid fetch``.
 
-A thin wrapper over :func:`crystalgrid.sources.mp.fetch`; mp-api is imported only when the
+A thin wrapper over :func:`crystalgrid.mp.fetch`; mp-api is imported only when the
 verb runs.
 """
 
@@ -110,7 +110,7 @@ def fetch_command(
     The data is the Materials Project's, licensed CC-BY 4.0: cite Jain et al.,
     APL Materials 1, 011002 (2013).
     """
-    from crystalgrid.sources import mp
+    from crystalgrid import mp
 
     report = mp.fetch(
         out_dir if out_dir is not None else mp.DEFAULT_OUT,

@@ -11,7 +11,7 @@ crystal each epoch instead of the few stored ones. Passing the stored transforms
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -30,10 +30,40 @@ from crystalgrid.grids.torch_backend import (
 )
 from crystalgrid.spec import GridSpec
 
-if TYPE_CHECKING:
-    from crystalgrid.dataset import Dataset, DatasetView
+__all__ = ["GridBatch", "GridSampler", "StoredCrystals", "StoredSamples", "pad_crystals"]
 
-__all__ = ["GridBatch", "GridSampler", "pad_crystals"]
+
+class StoredCrystals(Protocol):
+    """What :meth:`GridSampler.from_dataset` reads of a built dataset (a
+    :class:`crystalgrid.dataset.Dataset` is one; the grids layer does not import it)."""
+
+    @property
+    def attrs(self) -> dict[str, Any]: ...
+
+    @property
+    def representation(self) -> str: ...
+
+    @property
+    def spec(self) -> GridSpec: ...
+
+    def per_sample(self, name: str) -> np.ndarray: ...
+
+    def crystal_table(self) -> dict[str, np.ndarray]: ...
+
+    def all(self) -> StoredSamples: ...
+
+
+class StoredSamples(Protocol):
+    """A range of a dataset's samples (a :class:`crystalgrid.dataset.DatasetView` is one)."""
+
+    @property
+    def dataset(self) -> StoredCrystals: ...
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def stop(self) -> int: ...
 
 
 def pad_crystals(
@@ -155,7 +185,7 @@ class GridSampler:
     @classmethod
     def from_dataset(
         cls,
-        data: Dataset | DatasetView,
+        data: StoredCrystals | StoredSamples,
         *,
         device: torch.device | str | None = None,
         representation: str | None = None,
@@ -170,7 +200,7 @@ class GridSampler:
         store's order (``crystal_index`` maps back). Representation, rotation and grid spec
         default to the dataset's.
         """
-        view = data.all() if hasattr(data, "all") else data
+        view = data.all() if hasattr(data, "all") else data  # a dataset, or a view of one
         dataset = view.dataset
         index = np.unique(dataset.per_sample("crystal")[view.start : view.stop]).astype(np.int64)
         c = dataset.crystal_table()

@@ -8,8 +8,8 @@
   benchmarks), whose records carry their split.
 - :class:`JsonSource`: a ``.json`` / ``.json.gz`` list or dict of structure records, or JSON
   Lines (``.jsonl[.gz]``), read one record at a time.
-- a crystalgrid collection (a directory with ``collection.json``), opened through
-  ``crystalgrid.collection.open_collection``.
+- :class:`CollectionSource`: a crystalgrid collection (a directory with ``collection.json``,
+  written by ``crystalgrid fetch``), opened with :func:`open_collection`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.remote import remote_errors
+from crystalgrid.sources import collection
 from crystalgrid.sources.base import RawRecord, Rejected, Source, parse_record
+from crystalgrid.sources.collection import CollectionSource, open_collection
 from crystalgrid.sources.demo import DemoSource
 from crystalgrid.sources.files import (
     CifDirectorySource,
@@ -29,7 +32,6 @@ from crystalgrid.sources.files import (
     RemotePath,
     _is_url,
 )
-from crystalgrid.store import remote_errors
 
 if TYPE_CHECKING:
     import os
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CifDirectorySource",
     "CifFileSource",
+    "CollectionSource",
     "CsvSource",
     "CsvSplitsSource",
     "DemoSource",
@@ -45,6 +48,7 @@ __all__ = [
     "Rejected",
     "RemotePath",
     "Source",
+    "open_collection",
     "open_source",
     "parse_record",
 ]
@@ -91,15 +95,13 @@ def _open_source(location: str | os.PathLike[str], **kw: Any) -> Source:
     if not path.exists():
         raise CrystalgridError(f"source not found: {location}")
     if path.is_dir():
-        if url and (path / "collection.json").is_file():
-            raise CrystalgridError(
-                f"{location} is a crystalgrid collection: read by URL it is not supported; "
-                "copy it to a local folder first"
-            )
         if (path / "collection.json").is_file():
-            from crystalgrid.collection import open_collection
-
-            return open_collection(path, **kw)
+            if isinstance(path, RemotePath):
+                raise CrystalgridError(
+                    f"{location} is a crystalgrid collection: read by URL it is not supported; "
+                    "copy it to a local folder first"
+                )
+            return collection.open_collection(path, **kw)
         if (path / "train.csv").is_file():
             return CsvSplitsSource(path, **kw)
         return CifDirectorySource(path, **kw)

@@ -42,11 +42,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.jsonstream import iter_json
+from crystalgrid.remote import is_url, remote_options
 from crystalgrid.sources.base import RawRecord, Rejected
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Generator, Iterable, Iterator
 
 __all__ = [
     "CifDirectorySource",
@@ -89,8 +90,6 @@ class RemotePath:
         if fs is None:
             try:
                 import fsspec
-
-                from crystalgrid.store import remote_options
 
                 fs, path = fsspec.url_to_fs(url, **remote_options(url, None))
             except ImportError as exc:
@@ -193,8 +192,6 @@ class RemotePath:
 
 
 def _is_url(location: Any) -> bool:
-    from crystalgrid.store import is_url
-
     return not isinstance(location, Path) and is_url(str(location))
 
 
@@ -383,11 +380,12 @@ class CifDirectorySource(_FileSource):
         files = self._cif_files()
         if files and isinstance(files[0], RemotePath):  # a URL folder: fetch in batches
             fs = files[0].fs
-            for start in range(0, len(files), _CIF_BATCH):
-                batch = files[start : start + _CIF_BATCH]
+            remote = [p for p in files if isinstance(p, RemotePath)]
+            for start in range(0, len(remote), _CIF_BATCH):
+                batch = remote[start : start + _CIF_BATCH]
                 contents = fs.cat([p.fspath for p in batch], on_error="return")
-                for path in batch:
-                    yield _read_cif(path, targets, contents.get(path.fspath))
+                for item in batch:
+                    yield _read_cif(item, targets, contents.get(item.fspath))
             return
         for path in files:
             yield _read_cif(path, targets)
@@ -513,7 +511,7 @@ class CsvSource(_FileSource):
         finally:
             rows.close()
 
-    def _rows(self) -> Iterator[list[str]]:
+    def _rows(self) -> Generator[list[str]]:
         """Rows as lists of strings, header first; bad text becomes ``CrystalgridError``."""
         if csv.field_size_limit() < _CSV_FIELD_LIMIT:
             csv.field_size_limit(_CSV_FIELD_LIMIT)  # CIFs in one cell exceed the 128 kB default

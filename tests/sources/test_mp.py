@@ -24,10 +24,12 @@ pytest.importorskip("mp_api")
 
 from click.testing import CliRunner
 
+from crystalgrid import mp
 from crystalgrid.cli import main
-from crystalgrid.collection import open_collection
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.sources import mp
+from crystalgrid.mp import _client as mp_client
+from crystalgrid.mp import _keys as mp_keys
+from crystalgrid.sources.collection import open_collection
 
 if __package__:  # tests/sources is a package in some layouts, a rootdir-relative path in others
     from .mp_server import DB_VERSION, GNOME_BATCH_ID, FakeMaterialsProject, load_documents, select
@@ -52,8 +54,8 @@ def server(mp_docs: list[dict], monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MP_API_KEY", KEY)
     monkeypatch.delenv("PMG_MAPI_KEY", raising=False)
     # Short waits between retries, so that fault tests stay fast.
-    monkeypatch.setattr(mp, "DEFAULT_BACKOFF_S", 0.01)
-    monkeypatch.setattr(mp, "DEFAULT_RETRIES", 2)
+    monkeypatch.setattr(mp_client, "DEFAULT_BACKOFF_S", 0.01)
+    monkeypatch.setattr(mp_client, "DEFAULT_RETRIES", 2)
     yield fake
     fake.stop()
 
@@ -212,7 +214,7 @@ def test_page_that_keeps_failing(server, mp_docs, tmp_path: Path) -> None:
     assert "page 2 failed: HTTP 500" in result.stderr and "Traceback" not in result.output
     assert "1 of 5 pages could not be fetched" in result.stderr
     failing = [r for r in server.summary_requests() if r["params"].get("_skip") == "40"]
-    assert len(failing) == 1 + mp.DEFAULT_RETRIES  # retried, bounded
+    assert len(failing) == 1 + mp_client.DEFAULT_RETRIES  # retried, bounded
     with pytest.raises(CrystalgridError, match="incomplete"):
         open_collection(out)
     partial = ids_of(out)
@@ -280,7 +282,7 @@ def test_a_full_disk_during_the_fetch_is_one_line_and_resumes(
     to the collection of an uninterrupted fetch."""
     import errno
 
-    from crystalgrid import collection
+    from crystalgrid import fileio
 
     out, whole = tmp_path / "full", tmp_path / "whole"
     args = ["--limit", "200", "--page-size", "20", "--quiet"]
@@ -295,7 +297,7 @@ def test_a_full_disk_during_the_fetch_is_one_line_and_resumes(
         return real_open(path, mode, *rest, **options)
 
     with monkeypatch.context() as disk:
-        disk.setattr(collection, "open", disk_fills_up, raising=False)
+        disk.setattr(fileio, "open", disk_fills_up, raising=False)
         result = CliRunner().invoke(main, ["fetch", "--out", str(out), *args])
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
@@ -340,7 +342,7 @@ def test_key_the_server_does_not_know(server, tmp_path: Path) -> None:
 def test_missing_or_malformed_key(monkeypatch, tmp_path: Path, value: str, message: str) -> None:
     monkeypatch.setenv("MP_API_KEY", value)
     monkeypatch.delenv("PMG_MAPI_KEY", raising=False)
-    monkeypatch.setattr(mp, "_pmgrc_key", lambda: None)
+    monkeypatch.setattr(mp_keys, "_pmgrc_key", lambda: None)
     result = run_cli("--out", str(tmp_path / "k"))
     assert result.exit_code == 2
     assert message in result.stderr and result.stderr.count("\n") == 1

@@ -85,7 +85,7 @@ def test_directory_without_cifs(tmp_path):
 
 
 def test_collection_directory_goes_to_open_collection(tmp_path, monkeypatch):
-    collection = pytest.importorskip("crystalgrid.collection")
+    collection = pytest.importorskip("crystalgrid.sources.collection")
     (tmp_path / "collection.json").write_text("{}")
     (tmp_path / "stray.cif").write_text("data_x\n")  # must not make it a CIF directory
     calls = []

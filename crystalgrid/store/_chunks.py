@@ -16,7 +16,6 @@ reads past the end of a cut frame, and can crash doing so).
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -24,36 +23,37 @@ import numpy as np
 import zarr
 from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.store import (
-    BUFFER_PROTOTYPE,
-    chunk_key,
-    read_error,
-    read_rows,
-    whole_blosc_frame,
-)
+from crystalgrid.fileio import write_atomic
+from crystalgrid.remote import store_key
+from crystalgrid.store._checksums import chunk_key, whole_blosc_frame
+from crystalgrid.store._open import BUFFER_PROTOTYPE, read_error, read_rows
 
 __all__ = ["ChunkReader", "ChunkWriter"]
 
 
-def _plain_blosc(array: zarr.Array) -> bool:
-    """Whether every chunk of ``array`` is one Blosc frame of C-ordered native rows."""
-    codecs = array.metadata.codecs if array.metadata.zarr_format == 3 else ()
+def _plain_blosc(array: zarr.Array) -> BloscCodec | None:
+    """The Blosc codec of ``array`` when every chunk is one Blosc frame of C-ordered native
+    rows, else None."""
+    metadata = array.metadata
+    codecs = metadata.codecs if isinstance(metadata, ArrayV3Metadata) else ()
     if len(codecs) != 2 or not isinstance(codecs[1], BloscCodec):
-        return False
+        return None
     first = codecs[0]
     if not isinstance(first, BytesCodec):  # e.g. variable-length strings
-        return False
+        return None
     little = getattr(first.endian, "value", first.endian) in ("little", None)
-    return (
+    plain = (
         (little or array.dtype.itemsize == 1)
         and sys.byteorder == "little"
         and array.dtype.kind in "biuf"
         and tuple(array.chunks[1:]) == tuple(array.shape[1:])
     )
+    return codecs[1] if plain else None
 
 
 class _ChunkedArray:
@@ -68,8 +68,10 @@ class _ChunkedArray:
         self.array = array
         self.location = location
         self.step = int(array.chunks[0])
-        #: Whether chunks are read or written as Blosc frames (else through zarr).
-        self.direct = _plain_blosc(array)
+        #: The Blosc codec when chunks are read or written as Blosc frames (else through zarr).
+        self.codec = _plain_blosc(array)
+        #: Whether chunks are read or written as Blosc frames.
+        self.direct = self.codec is not None
         self._store = array.store_path.store
         #: A local store's folder: chunk files are read and written directly.
         self._root = Path(self._store.root) if isinstance(self._store, LocalStore) else None
@@ -117,7 +119,7 @@ class ChunkReader(_ChunkedArray):
         try:
             buffers = sync(get_all())
         except Exception as exc:  # noqa: BLE001 - a store's failure: any exception type
-            raise read_error(exc, self.array.path, self.location, keys) from None
+            raise read_error(exc, self.array.path, self.location, keys=keys) from None
         return [None if b is None else memoryview(b.as_numpy_array()) for b in buffers]
 
     def _read_file(self, key: str) -> memoryview | None:
@@ -154,8 +156,8 @@ class ChunkWriter(_ChunkedArray):
 
     def __init__(self, array: zarr.Array, location: str) -> None:
         super().__init__(array, location)
-        if self.direct:
-            codec = array.metadata.codecs[1]
+        codec = self.codec
+        if codec is not None:
             self._cname = str(getattr(codec.cname, "value", codec.cname)).encode()
             self._clevel = int(codec.clevel)
             self._shuffle = _SHUFFLES[str(getattr(codec.shuffle, "value", codec.shuffle))]
@@ -187,19 +189,8 @@ class ChunkWriter(_ChunkedArray):
         if self._root is None:
             sync(self._store.set(key, BUFFER_PROTOTYPE.buffer.from_bytes(frame)))
             return
-        write_file(self._root / key, frame)
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, as zarr writes a key: a reader never sees half
-    a chunk (folders are made as needed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        # Atomic, as zarr writes a key: a reader never sees half a chunk.
+        write_atomic(self._root / key, frame, suffix=".partial")
 
 
 _SHUFFLES = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}
@@ -207,6 +198,5 @@ _SHUFFLES = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle
 
 def _store_key(array: zarr.Array, number: int) -> str:
     """The store key of chunk ``number`` (axis 0) of ``array``, under its group's path."""
-    key = chunk_key(array, number)
-    prefix, root = array.store_path.path, array.path
-    return f"{prefix[: len(prefix) - len(root)]}{key}" if prefix != root else key
+    path = array.store_path.path
+    return store_key(path[: len(path) - len(array.path)], chunk_key(array, number))

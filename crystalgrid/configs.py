@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import fields
 from functools import cache
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from crystalgrid.errors import ConfigError
 
@@ -42,7 +42,7 @@ class Config:
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"a {cls.config_name} must be a mapping, got {type(data).__name__}")
-        hints = _field_types(cls)
+        hints = _field_types(cast(Any, cls))  # a class is hashable; the cache's hints miss it
         unknown = sorted(set(data) - set(hints))
         if unknown:
             raise ConfigError(f"unknown {cls.config_name} keys: {unknown}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -63,6 +63,7 @@ def iter_view(
     """
     kwargs: dict[str, Any] = {"shuffle": shuffle, "seed": seed, "drop_last": drop_last}
     if fields is not None:
+        params: Mapping[str, Any]
         try:
             params = inspect.signature(view.iter_batches).parameters
         except (TypeError, ValueError):

@@ -246,6 +246,7 @@ def evaluate_cmd(
     else:
         from crystalgrid.models.evaluate import evaluate
 
+        assert ckpt is not None  # a checkpoint was given (checked above)
         result = evaluate(
             ckpt,
             view,
@@ -396,10 +397,10 @@ def sample_cmd(
     if samples.condition_z is not None:
         max_density = samples.density.reshape(len(samples), -1).max(axis=1)
         report["conditional"] = conditional_check(
-            samples.condition_z,
+            samples.condition_z.tolist(),
             samples.numbers,
             within=within,
-            requested_c=samples.condition,
+            requested_c=None if samples.condition is None else samples.condition.tolist(),
             max_density=max_density * ckpt.config.density_scale,
         )
         calib = ckpt.metadata.get("condition_calibration")

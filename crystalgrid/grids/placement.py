@@ -278,9 +278,9 @@ def placements(
         # Draw both every time so the stream's use does not depend on the options.
         rotation = random_rotation(rng)
         offset = rng.random(3)
-        rotation = rotation if rotate else None
+        applied = rotation if rotate else None
         if representation == "single":
-            out.append(place_single(crystal, spec, rotation))
+            out.append(place_single(crystal, spec, applied))
         else:
-            out.append(place_repeated(crystal, spec, None if k == 0 else offset, rotation))
+            out.append(place_repeated(crystal, spec, None if k == 0 else offset, applied))
     return out

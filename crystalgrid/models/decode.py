@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -237,7 +237,8 @@ def atoms_to_molecule(positions: np.ndarray, numbers: np.ndarray) -> Molecule:
     """A pymatgen ``Molecule`` of the atoms (Cartesian Å, box frame; no lattice, no periodicity)."""
     from pymatgen.core import Molecule
 
-    return Molecule([int(z) for z in numbers], np.asarray(positions, dtype=float).reshape(-1, 3))
+    species: list[Any] = [int(z) for z in numbers]  # pymatgen takes Z, its hints do not say so
+    return Molecule(species, np.asarray(positions, dtype=float).reshape(-1, 3))
 
 
 def atoms_to_structure(positions: np.ndarray, numbers: np.ndarray, spec: GridSpec) -> Structure:
@@ -258,9 +259,10 @@ def atoms_to_structure(positions: np.ndarray, numbers: np.ndarray, spec: GridSpe
     """
     from pymatgen.core import Lattice, Structure
 
+    species: list[Any] = [int(z) for z in numbers]  # pymatgen takes Z, its hints do not say so
     return Structure(
         Lattice.cubic(spec.side),
-        [int(z) for z in numbers],
+        species,
         np.asarray(positions, dtype=float).reshape(-1, 3),
         coords_are_cartesian=True,
     )

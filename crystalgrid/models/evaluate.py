@@ -180,12 +180,14 @@ def _decode(
     sample's U-Net peaks for the next decoder that needs them."""
     if decoder in ("unet-peaks", "unet-amplitudes"):
         if "atoms" not in peaks:
+            assert scores is not None, "U-Net decoders need the U-Net's scores"
             peaks["atoms"] = decode_class_scores(scores, ckpt.spec, ckpt.class_map)
         positions, numbers = peaks["atoms"]
         if decoder == "unet-peaks":
             return positions, numbers
         return positions, fit_amplitudes(reconstruction, positions, ckpt.spec)
     if decoder == "unet-components":
+        assert scores is not None, "U-Net decoders need the U-Net's scores"
         return decode_atoms(scores.argmax(axis=0), ckpt.spec, classes=ckpt.class_map)
     return fit_atoms(reconstruction, ckpt.spec)
 

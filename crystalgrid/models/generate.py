@@ -29,7 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -423,7 +423,9 @@ def random_draws(
     if conditional:
         calib = calibration or ckpt.metadata.get("condition_calibration")
         zs = np.asarray(list(condition_z or ()), dtype=np.int64)
-        values = condition_for_z(zs, calib, spec=ckpt.spec, density_scale=ckpt.config.density_scale)
+        values = condition_for_z(
+            zs.tolist(), calib, spec=ckpt.spec, density_scale=ckpt.config.density_scale
+        )
         z = z.repeat(len(zs), 1)
         cz = np.repeat(zs, n)
         c = torch.from_numpy(np.repeat(values, n))
@@ -483,7 +485,7 @@ def write_samples(
         if samples.condition_z is not None:
             arrays["condition_z"] = samples.condition_z
         paths["grids"] = out / "grids.npz"
-        np.savez_compressed(paths["grids"], **arrays)
+        np.savez_compressed(paths["grids"], **cast(dict[str, Any], arrays))
     cif_dir = out / "cif"
     if cifs:
         cif_dir.mkdir(exist_ok=True)

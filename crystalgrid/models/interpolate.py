@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -170,7 +170,7 @@ def write_interpolation(
     }
     if result.condition is not None:
         arrays["condition"] = result.condition
-    np.savez_compressed(out / "interpolation.npz", **arrays)
+    np.savez_compressed(out / "interpolation.npz", **cast(dict[str, Any], arrays))
     steps = []
     for k, (pos, num) in enumerate(zip(result.positions, result.numbers, strict=True)):
         cif = None

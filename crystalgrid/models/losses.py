@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
@@ -48,6 +49,11 @@ class ReferenceModel(nn.Module):
         bins: voxels per grid axis.
         class_map: the U-Net's classes.
     """
+
+    # Buffers registered in __init__ (typed here: nn.Module's attribute lookup is untyped).
+    class_of_z: torch.Tensor
+    z_of_class: torch.Tensor
+    class_weights: torch.Tensor
 
     def __init__(self, config: TrainConfig, bins: int, class_map: ClassMap) -> None:
         super().__init__()
@@ -74,7 +80,7 @@ class ReferenceModel(nn.Module):
             input_norm=config.input_norm,
             background_prior=config.background_prior,
         )
-        lut = torch.from_numpy(class_map.to_classes(range(256), unknown=IGNORE_INDEX))
+        lut = torch.from_numpy(class_map.to_classes(np.arange(256), unknown=IGNORE_INDEX))
         self.register_buffer("class_of_z", lut.long(), persistent=False)
         self.register_buffer(
             "z_of_class", torch.from_numpy(class_map.z_of_class.astype("int64")), persistent=False
@@ -82,10 +88,12 @@ class ReferenceModel(nn.Module):
         self.factorised = config.head == "factorised"
         if self.factorised:
             # Channel 0 is the atom log-odds: start it at the prior of an atom voxel.
+            bias = self.unet.head.bias
+            assert bias is not None
             with torch.no_grad():
-                self.unet.head.bias.zero_()
+                bias.zero_()
                 prior = config.background_prior
-                self.unet.head.bias[0] = -math.log(prior / (1 - prior))
+                bias[0] = -math.log(prior / (1 - prior))
         weights = torch.full((class_map.n_classes,), float(config.atom_weight))
         weights[0] = 1.0
         self.register_buffer("class_weights", weights, persistent=False)

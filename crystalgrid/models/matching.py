@@ -28,7 +28,7 @@ This module does not import torch (except :func:`match_checkpoint`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def cdvae_matcher() -> StructureMatcher:
     """``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)``, CDVAE's reconstruction matcher."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
-    return StructureMatcher(**CDVAE_MATCHER)
+    return StructureMatcher(**cast(dict[str, Any], CDVAE_MATCHER))
 
 
 def to_crystal_frame(
@@ -99,7 +99,7 @@ def to_crystal_frame(
     lat = lattice if isinstance(lattice, Lattice) else Lattice(np.asarray(lattice, dtype=float))
     return Structure(
         lat,
-        [int(z) for z in np.asarray(numbers).reshape(-1)],
+        cast(list[Any], [int(z) for z in np.asarray(numbers).reshape(-1)]),
         cart,
         coords_are_cartesian=True,
         to_unit_cell=True,
@@ -286,7 +286,7 @@ def match_checkpoint(
 
     from crystalgrid.models.decode import decode_atoms
 
-    dataset = getattr(view, "dataset", None)
+    dataset: Any = getattr(view, "dataset", None)
     if getattr(dataset, "representation", "single") != "single":
         raise CrystalgridError(
             "structure matching needs single-cell samples (a repeated crop has no cell to "
@@ -316,7 +316,7 @@ def match_checkpoint(
     bar = tqdm(total=total, desc="match", disable=quiet, leave=False)
     for batch in iter_view(view, batch_size, limit=limit):
         species_pred = None
-        if model is not None:
+        if model is not None and runtime is not None:
             density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
             with runtime.autocast():
                 _, sp = model.reconstruct(density.to(runtime.device))

@@ -332,8 +332,8 @@ def to_markdown(
     if result.get("ceiling"):
         columns.append(("decoding ceiling (true species grid)", result["ceiling"]))
     columns.extend(others)
-    ref_head = {id(PAPER_SINGLE): "paper (single cells)", id(PAPER_REPEATED): "paper (crops)"}
-    ref_head = ref_head.get(id(reference), "reference")
+    paper_heads = {id(PAPER_SINGLE): "paper (single cells)", id(PAPER_REPEATED): "paper (crops)"}
+    ref_head = paper_heads.get(id(reference), "reference")
     if reference:
         columns.append((ref_head, reference))
     values = [dict(_summary_rows(col)) for _, col in columns]

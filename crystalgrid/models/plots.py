@@ -16,7 +16,7 @@ each column of voxels), so every atom's footprint shows.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,7 @@ def _save(fig: Figure, out: str | Path, dpi: int) -> Path:
     return out
 
 
-def _species_colours(zs: Sequence[int]) -> dict[int, tuple[float, float, float, float]]:
+def _species_colours(zs: Iterable[int]) -> dict[int, tuple[float, float, float, float]]:
     """A fixed colour per atomic number present (tab10/tab20 order by ascending Z)."""
     from matplotlib import colormaps
 
@@ -237,7 +237,7 @@ def show_sample(
         zs |= set(np.unique(predicted_species).tolist())
     colours = _species_colours(zs)
     vmax = float(density.max())
-    if with_recon:
+    if with_recon and reconstruction is not None:
         vmax = max(vmax, float(np.max(reconstruction)))
     vmax = vmax if vmax > 0 else 1.0
     scale = dpi / 100
@@ -361,8 +361,9 @@ def interpolation_strip(
             ax = fig.add_subplot(grid[1, j])
             _draw_species(ax, s, side, colours, "")
             ax.set_axis_off()
-            if ax.get_legend() is not None and j not in (0, k + 1):
-                ax.get_legend().remove()
+            legend = ax.get_legend()
+            if legend is not None and j not in (0, k + 1):
+                legend.remove()
         fig.suptitle("latent interpolation: density (xy, central) and species (max along z)")
         return _save(fig, out, dpi)
 
@@ -517,7 +518,7 @@ def benchmark_figures(
         errors = np.asarray(count_errors, dtype=int)
         if len(errors):
             lo, hi = min(errors.min(), -3), max(errors.max(), 3)
-            ax.hist(errors, bins=np.arange(lo - 0.5, hi + 1.5), color="tab:blue")
+            ax.hist(errors, bins=np.arange(lo - 0.5, hi + 1.5).tolist(), color="tab:blue")
         ax.axvline(0, color="red", lw=0.8, ls="--")
         ax.set_xlabel("predicted - true atoms per sample")
         ax.set_ylabel("samples")

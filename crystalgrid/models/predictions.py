@@ -168,7 +168,7 @@ def score_predictions(
                 scorer.add(
                     pos, z, batch["atom_positions"][j], batch["atom_numbers"][j], voxel_mse=mse
                 )
-                if matcher is not None:
+                if matcher is not None and crystals is not None:
                     c = int(crystals[int(sample_index)])
                     if c not in structures:
                         structures[c] = view.dataset.structure(c)

@@ -390,7 +390,9 @@ def train(
     pos = (
         _Position()
         if ckpt is None
-        else _restore(ckpt, model, optimizer, config, resume, cuda=runtime.device.type == "cuda")
+        else _restore(
+            ckpt, model, optimizer, config, str(resume), cuda=runtime.device.type == "cuda"
+        )
     )
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True

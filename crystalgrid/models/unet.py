@@ -113,10 +113,12 @@ class AttentionUNet3D(nn.Module):
         self.head = nn.Conv3d(ch[0], n_classes, 1)
         # Start from the prior, not from uniform: almost every voxel is "no atom" (~99.7%),
         # so the first steps learn where atoms are instead of first learning that they are rare.
+        bias = self.head.bias
+        assert bias is not None
         with torch.no_grad():
-            self.head.bias.zero_()
+            bias.zero_()
             odds = background_prior / (1 - background_prior)
-            self.head.bias[0] = math.log(odds * (n_classes - 1))
+            bias[0] = math.log(odds * (n_classes - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits per class and voxel.

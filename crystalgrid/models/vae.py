@@ -62,6 +62,11 @@ LATENT_KINDS = ("dense", "conv")
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 2.0
 
 
+def _upsample() -> nn.Upsample:
+    """The decoder's x2 trilinear upsampling."""
+    return nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)
+
+
 def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
@@ -184,7 +189,6 @@ class VAE(nn.Module):
         self.start = start
         c0 = encoder_channels[-1]
         c1, c2, c3 = decoder_channels
-        up = {"scale_factor": 2, "mode": "trilinear", "align_corners": False}
         if latent == "dense":
             n_features = c_in * size**3
             self.fc_mu: nn.Module = nn.Linear(n_features, latent_dim)
@@ -192,7 +196,7 @@ class VAE(nn.Module):
             self.fc_dec: nn.Module = nn.Linear(latent_dim, c0 * start**3)
             self._dec_shape = (c0, start, start, start)
             entry: list[nn.Module] = [
-                nn.Upsample(**up),
+                _upsample(),
                 nn.Conv3d(c0, c1, _DEC_KERNELS[0], padding=pads[0]),
             ]
         else:
@@ -213,10 +217,10 @@ class VAE(nn.Module):
         self.decoder = nn.Sequential(
             *entry,
             nn.LeakyReLU(0.01),
-            nn.Upsample(**up),
+            _upsample(),
             nn.Conv3d(c1, c2, _DEC_KERNELS[1], padding=pads[1]),
             nn.LeakyReLU(0.01),
-            nn.Upsample(**up),
+            _upsample(),
             nn.Conv3d(c2, c3, _DEC_KERNELS[2], padding=pads[2]),
             nn.LeakyReLU(0.01),
             nn.Conv3d(c3, 1, _DEC_KERNELS[3], padding=pads[3]),
@@ -229,7 +233,9 @@ class VAE(nn.Module):
             # starts every voxel alive, but training can still push a voxel below zero for
             # good, and most voxels of a density grid are near zero: on a CPU run the whole
             # output died within 150 steps. The softplus default has no flat side at zero.
-            nn.init.constant_(self.decoder[-2].bias, 0.01)
+            last = self.decoder[-2]
+            assert isinstance(last, nn.Conv3d) and last.bias is not None
+            nn.init.constant_(last.bias, 0.01)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or tuple(x.shape[1:]) != (1, self.bins, self.bins, self.bins):

@@ -131,3 +131,15 @@ def test_the_dense_latent_keeps_its_parameter_names():
     names = [k for k in VAE(**TINY).state_dict() if not k.startswith("encoder")]
     layers = ["fc_mu", "fc_logvar", "fc_dec", "decoder.1", "decoder.4", "decoder.7", "decoder.9"]
     assert names == [f"{layer}.{p}" for layer in layers for p in ("weight", "bias")]
+
+
+def test_a_conv_latent_that_fills_no_whole_channel_is_a_config_error():
+    from crystalgrid.errors import ConfigError
+    from crystalgrid.models.config import TrainConfig
+    from crystalgrid.models.decode import ClassMap
+    from crystalgrid.models.losses import ReferenceModel
+
+    with pytest.raises(ConfigError, match="multiple of 512"):
+        ReferenceModel(TrainConfig(latent_kind="conv", latent_dim=300), 30, ClassMap((8,)))
+    with pytest.raises(ConfigError, match="latent_kind must be dense or conv"):
+        TrainConfig(latent_kind="sparse")

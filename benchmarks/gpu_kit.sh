@@ -14,9 +14,12 @@
 #
 # `run` installs the wheels into /tmp/site (no network: --no-index), runs the benchmark with
 # its output under /tmp/cg-bench, then the speed benchmarks, all stopped SECONDS (default 500)
-# after its start (0: the benchmark alone, without a limit), and writes OUT/results.tgz (results, logs, pictures; no checkpoints or
-# stores) and OUT/run.log. BENCH_ARGS adds options to the benchmark (a CPU dry run:
-# BENCH_ARGS="--crystals 40 --steps 4 --device cpu --repr repeated" bash benchmarks/gpu_kit.sh run /tmp/dry 0).
+# after its start (0: the benchmark alone, without a limit), and writes OUT/results.tgz
+# (results, logs, pictures; no checkpoints or stores) and OUT/run.log. BENCH_ARGS adds options
+# to the benchmark; KIT_WHEEL_DIR names another wheel folder (a CPU dry run on Python 3.11:
+# `bash benchmarks/gpu_kit.sh wheels /tmp/whl311 3.11`, then KIT_WHEEL_DIR=/tmp/whl311
+# BENCH_ARGS="--crystals 40 --steps 4 --device cpu --repr repeated" bash benchmarks/gpu_kit.sh
+# run /tmp/dry 0).
 set -euo pipefail
 
 KIT_WHEELS=(

@@ -49,6 +49,7 @@ CHECKPOINT_FORMAT = "crystalgrid.models/vae-unet/1"
 #: with its card in the repository's ``models/`` folder).
 SHIPPED: dict[str, str] = {
     "baseline-1h-cpu-single": "baseline-1h-cpu-single.pt",
+    "baseline-2h-cpu-repeated": "baseline-2h-cpu-repeated.pt",
 }
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from crystalgrid.configs import Config
+from crystalgrid.config_base import Config
 from crystalgrid.errors import ConfigError, CrystalgridError
 
 __all__ = ["TrainConfig"]

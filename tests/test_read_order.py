@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crystalgrid.sampling import divide, epoch_order, share, span_edges
+from crystalgrid.read_order import divide, epoch_order, share, span_edges
 
 
 def test_span_edges_are_multiples_clipped_to_the_range():

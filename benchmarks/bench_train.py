@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.decode import ClassMap
-from crystalgrid.models.losses import ReferenceModel
+from crystalgrid.models.nets.classes import ClassMap
+from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.models.runtime import resolve_runtime
 
 # 84 species: the number of elements in ../shared/data/mp_binaries.

@@ -130,7 +130,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "crystalgrid.contracts",
         ),
     ),
-    # Being reorganised on its own: one layer for now.
+    # The reference models, grouped by job.
+    ("model settings", ("crystalgrid.models.config", "crystalgrid.models.runtime")),
+    ("networks", ("crystalgrid.models.nets",)),
     ("models", ("crystalgrid.models",)),
     # It builds stores, trains and evaluates: above the builder and the models.
     ("benchmark", ("crystalgrid.models.benchmark",)),

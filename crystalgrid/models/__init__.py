@@ -7,16 +7,17 @@ without torch.
 Modules:
 
 - :mod:`~crystalgrid.models.config`: :class:`TrainConfig`, the full run configuration.
-- :mod:`~crystalgrid.models.vae`: :class:`VAE`; :mod:`~crystalgrid.models.unet`:
-  :class:`AttentionUNet3D`; :mod:`~crystalgrid.models.losses`: :class:`ReferenceModel`
-  (both networks, the joint loss, ``reconstruct``/``generate``).
+- :mod:`~crystalgrid.models.nets.vae`: :class:`VAE`; :mod:`~crystalgrid.models.nets.unet`:
+  :class:`AttentionUNet3D`; :mod:`~crystalgrid.models.nets.model`: :class:`ReferenceModel`
+  (both networks, the joint loss, ``reconstruct``/``generate``);
+  :mod:`~crystalgrid.models.nets.classes`: :class:`ClassMap`.
 - :mod:`~crystalgrid.models.train`: ``train(config, view_train, view_val, out_dir=...)``, the
   training loop; :mod:`~crystalgrid.models.checkpoint`: the checkpoint format,
   :func:`load_checkpoint` (what every verb uses to load a model), :func:`save_checkpoint`;
   :mod:`~crystalgrid.models.runtime`: device, precision, compilation;
   :mod:`~crystalgrid.models.loader`: batches read ahead onto the device,
   :func:`measure_loader`.
-- :mod:`~crystalgrid.models.decode`: :func:`decode_atoms`, :class:`ClassMap`,
+- :mod:`~crystalgrid.models.decode`: :func:`decode_atoms`,
   :func:`decode_class_scores`, :func:`atoms_to_structure`, :func:`write_cif`.
 - :mod:`~crystalgrid.models.metrics`: :class:`Scorer`, :func:`to_markdown`.
 - :mod:`~crystalgrid.models.evaluate`: ``evaluate(checkpoint, view)``,
@@ -56,15 +57,15 @@ from typing import Any
 
 _EXPORTS = {
     "TrainConfig": "config",
-    "VAE": "vae",
-    "AttentionUNet3D": "unet",
-    "ReferenceModel": "losses",
+    "VAE": "nets.vae",
+    "AttentionUNet3D": "nets.unet",
+    "ReferenceModel": "nets.model",
     "Checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
     "measure_loader": "loader",
     "resolve_runtime": "runtime",
-    "ClassMap": "decode",
+    "ClassMap": "nets.classes",
     "decode_atoms": "decode",
     "decode_class_scores": "decode",
     "atoms_to_structure": "decode",

@@ -26,8 +26,8 @@ import torch
 from crystalgrid._version import __version__
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.decode import ClassMap
-from crystalgrid.models.losses import ReferenceModel
+from crystalgrid.models.nets.classes import ClassMap
+from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.spec import GridSpec
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The conditional model's condition: what ``c`` to ask for a largest atomic number (appendix G.1).
 
 The conditional VAE multiplies the bottleneck's input and output by the sample's largest
-scaled density ``c`` (see :meth:`~crystalgrid.models.losses.ReferenceModel.condition`). The
+scaled density ``c`` (see :meth:`~crystalgrid.models.nets.model.ReferenceModel.condition`). The
 density at an atom is proportional to its atomic number, so ``c`` stands for the largest
 atomic number present. :func:`condition_calibration` measures, on the training split, which
 ``c`` goes with which largest Z (the trainer stores it in conditional checkpoints'

@@ -19,20 +19,20 @@ This module does not import torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.spec import GridSpec
 
 if TYPE_CHECKING:
     from pymatgen.core import Molecule, Structure
 
 __all__ = [
-    "ClassMap",
     "atoms_to_molecule",
     "atoms_to_structure",
     "decode_atoms",
@@ -40,51 +40,6 @@ __all__ = [
     "label_components",
     "write_cif",
 ]
-
-
-class ClassMap:
-    """The segmenter's label space: class 0 is "no atom", class ``i`` the ``i``-th species.
-
-    Args:
-        species: the atomic numbers with a class, any order, 0 excluded (sorted internally).
-    """
-
-    def __init__(self, species: Iterable[int]) -> None:
-        zs = sorted({int(z) for z in species})
-        if any(z < 1 or z > 255 for z in zs):
-            raise ValueError(f"atomic numbers must be in 1..255, got {zs}")
-        self.species: tuple[int, ...] = tuple(zs)
-        self.z_of_class = np.array((0, *zs), dtype=np.uint8)
-        # Z -> class; -1 for species without a class.
-        self.class_of_z = np.full(256, -1, dtype=np.int64)
-        self.class_of_z[self.z_of_class] = np.arange(len(self.z_of_class))
-
-    @property
-    def n_classes(self) -> int:
-        """Number of classes including "no atom"."""
-        return len(self.z_of_class)
-
-    def to_classes(self, species_grid: np.ndarray, *, unknown: int = -100) -> np.ndarray:
-        """Species grid (Z per voxel, uint8) -> class indices (int64); unknown Z -> ``unknown``."""
-        classes = self.class_of_z[np.asarray(species_grid, dtype=np.int64)]
-        return np.where(classes < 0, unknown, classes)
-
-    def to_species(self, class_grid: np.ndarray) -> np.ndarray:
-        """Class indices -> Z per voxel (uint8)."""
-        return self.z_of_class[np.asarray(class_grid)]
-
-    def to_list(self) -> list[int]:
-        """The species as a JSON-ready list (what checkpoints store)."""
-        return list(self.species)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ClassMap) and other.species == self.species
-
-    def __hash__(self) -> int:
-        return hash(self.species)
-
-    def __repr__(self) -> str:
-        return f"ClassMap({list(self.species)})"
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:

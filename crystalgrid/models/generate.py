@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import torch
 
     from crystalgrid.models.checkpoint import Checkpoint
-    from crystalgrid.models.losses import ReferenceModel
+    from crystalgrid.models.nets.model import ReferenceModel
     from crystalgrid.models.runtime import Runtime
 
 __all__ = [

@@ -19,7 +19,7 @@ import torch
 
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.decode import ClassMap
+from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.models.runtime import Runtime
 
 __all__ = [

@@ -49,9 +49,9 @@ from crystalgrid.jsonio import jsonable
 from crystalgrid.models.augment import apply_cube_symmetry, cube_symmetries
 from crystalgrid.models.checkpoint import read_checkpoint, restore_rng_state, save_checkpoint
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.decode import ClassMap
 from crystalgrid.models.loader import TRAIN_FIELDS, device_batches, scan_species
-from crystalgrid.models.losses import ReferenceModel
+from crystalgrid.models.nets.classes import ClassMap
+from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.spec import GridSpec
 

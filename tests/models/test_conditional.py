@@ -181,7 +181,7 @@ def test_reference_conditional_config():
 def test_logvar_is_bounded_and_keeps_its_gradient():
     """A large condition (or a wide bottleneck's first Adam steps) cannot blow up
     exp(logvar): every VAE bounds it, softly at the top so it can come back."""
-    from crystalgrid.models.vae import LOGVAR_MAX, LOGVAR_MIN, VAE
+    from crystalgrid.models.nets.vae import LOGVAR_MAX, LOGVAR_MIN, VAE
 
     torch.manual_seed(0)
     kw = {"latent_dim": 8, "encoder_channels": (2, 2, 4, 4), "decoder_channels": (4, 2, 2)}

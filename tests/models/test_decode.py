@@ -9,13 +9,13 @@ import pytest
 
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.decode import (
-    ClassMap,
     atoms_to_molecule,
     atoms_to_structure,
     decode_atoms,
     decode_class_scores,
     write_cif,
 )
+from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.spec import GridSpec
 
 SPEC = GridSpec()

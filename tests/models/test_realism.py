@@ -17,8 +17,8 @@ torch = pytest.importorskip("torch")
 
 from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from crystalgrid.models.config import TrainConfig  # noqa: E402
-from crystalgrid.models.decode import ClassMap  # noqa: E402
-from crystalgrid.models.losses import ReferenceModel  # noqa: E402
+from crystalgrid.models.nets.classes import ClassMap  # noqa: E402
+from crystalgrid.models.nets.model import ReferenceModel  # noqa: E402
 from crystalgrid.models.realism import (  # noqa: E402
     LambdaNet,
     load_scorer,

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from crystalgrid.errors import CrystalgridError  # noqa: E402
 from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from crystalgrid.models.decode import ClassMap  # noqa: E402
 from crystalgrid.models.loader import measure_loader, scan_species  # noqa: E402
-from crystalgrid.models.losses import ReferenceModel  # noqa: E402
+from crystalgrid.models.nets.classes import ClassMap  # noqa: E402
+from crystalgrid.models.nets.model import ReferenceModel  # noqa: E402
 from crystalgrid.models.runtime import resolve_runtime  # noqa: E402
 from crystalgrid.models.train import train  # noqa: E402
 

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from crystalgrid.models.unet import AttentionGate, AttentionUNet3D  # noqa: E402
+from crystalgrid.models.nets.unet import AttentionGate, AttentionUNet3D  # noqa: E402
 
 
 def test_paper_size_unet_on_30_cubed():

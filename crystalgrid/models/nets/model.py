@@ -32,9 +32,9 @@ from torch import nn
 
 from crystalgrid.errors import ConfigError
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.decode import ClassMap
-from crystalgrid.models.unet import AttentionUNet3D
-from crystalgrid.models.vae import VAE, kl_divergence
+from crystalgrid.models.nets.classes import ClassMap
+from crystalgrid.models.nets.unet import AttentionUNet3D
+from crystalgrid.models.nets.vae import VAE, kl_divergence
 
 __all__ = ["IGNORE_INDEX", "ReferenceModel"]
 

@@ -3,7 +3,7 @@
 The grid is zero-padded to the next multiple of ``2^levels`` (30 -> 32 for 4 levels; zero is
 "no density", the value outside the box) and the logits are cropped back, so every voxel of
 the input gets one logit per class. Class 0 is "no atom"; class ``i > 0`` is the ``i``-th
-atomic number of the run's class map (see :class:`crystalgrid.models.decode.ClassMap`).
+atomic number of the run's class map (see :class:`crystalgrid.models.nets.classes.ClassMap`).
 
 Each level has two Conv3d k3 + BatchNorm + ReLU; the coarser level's features gate the skip
 connection (theta: k2 s2 convolution of the skip, phi: 1x1 of the gate, ReLU, 1x1 to one

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from crystalgrid.models.vae import VAE, decoder_paddings, kl_divergence  # noqa: E402
+from crystalgrid.models.nets.vae import VAE, decoder_paddings, kl_divergence  # noqa: E402
 
 TINY = {"latent_dim": 4, "encoder_channels": (2, 2, 2, 2), "decoder_channels": (2, 2, 2)}
 
@@ -87,7 +87,7 @@ def test_paper_vae_under_cpu_bf16_autocast_does_not_crash():
 
     code = (
         "import torch; torch.set_num_threads(1)\n"
-        "from crystalgrid.models.vae import VAE\n"
+        "from crystalgrid.models.nets.vae import VAE\n"
         "v = VAE()\n"
         "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
         "    r, mu, lv = v(torch.rand(2, 1, 30, 30, 30))\n"
@@ -136,8 +136,8 @@ def test_the_dense_latent_keeps_its_parameter_names():
 def test_a_conv_latent_that_fills_no_whole_channel_is_a_config_error():
     from crystalgrid.errors import ConfigError
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.decode import ClassMap
-    from crystalgrid.models.losses import ReferenceModel
+    from crystalgrid.models.nets.classes import ClassMap
+    from crystalgrid.models.nets.model import ReferenceModel
 
     with pytest.raises(ConfigError, match="multiple of 512"):
         ReferenceModel(TrainConfig(latent_kind="conv", latent_dim=300), 30, ClassMap((8,)))

@@ -133,6 +133,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The reference models, grouped by job.
     ("model settings", ("crystalgrid.models.config", "crystalgrid.models.runtime")),
     ("networks", ("crystalgrid.models.nets",)),
+    ("checkpoints", ("crystalgrid.models.checkpoint", "crystalgrid.models.inference")),
     ("models", ("crystalgrid.models",)),
     # It builds stores, trains and evaluates: above the builder and the models.
     ("benchmark", ("crystalgrid.models.benchmark",)),

@@ -481,8 +481,9 @@ def show_cmd(store: Path, index: str, out: Path, checkpoint: Path | None, dpi: i
     Target density slices, species and atoms in 3-D; with --checkpoint the reconstruction
     beside it and a parity plot of predicted vs target voxel density.
     """
+    from crystalgrid.models.inference import reconstruct_one
     from crystalgrid.models.interpolate import resolve_sample
-    from crystalgrid.models.plots import reconstruct_one, show_sample
+    from crystalgrid.models.plots import show_sample
 
     dataset = _open_store(store)
     sample = dataset.all()[resolve_sample(dataset, index)]

@@ -580,7 +580,8 @@ def _pictures(
     view: Any,
     representation: str,
 ) -> list[Path]:
-    from crystalgrid.models.plots import benchmark_figures, reconstruct_batch
+    from crystalgrid.models.inference import reconstruct_batch
+    from crystalgrid.models.plots import benchmark_figures
 
     first = view[0 : min(len(view), 8)]  # the parity plot's samples
     recon = reconstruct_batch(ckpt, np.asarray(first["density"]))

@@ -34,7 +34,6 @@ __all__ = [
     "SHOW_SIZE_WITH_RECONSTRUCTION",
     "SPACING_SIZE",
     "interpolation_strip",
-    "reconstruct_one",
     "show_sample",
     "spacing_plot",
 ]
@@ -421,40 +420,6 @@ def spacing_plot(
         ax.set_title("nearest-neighbour spacing")
         ax.legend(fontsize=8)
         return _save(fig, out, dpi)
-
-
-def reconstruct_one(checkpoint: Any, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reconstruction (posterior mean) and segmentation of one grid, for :func:`show_sample`.
-
-    Args:
-        checkpoint: a path or a loaded :class:`~crystalgrid.models.train.Checkpoint`.
-        density: ``(B, B, B)`` Å^-3.
-
-    Returns:
-        ``(reconstruction (B, B, B) float32 Å^-3, atomic number per voxel (B, B, B) uint8)``.
-    """
-    import torch
-
-    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
-
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    model = ckpt.model.eval()
-    d = torch.from_numpy(np.ascontiguousarray(density, dtype=np.float32))[None]
-    recon, species = model.reconstruct(d.to(next(model.parameters()).device))
-    return recon[0].float().cpu().numpy(), species[0].to(torch.uint8).cpu().numpy()
-
-
-def reconstruct_batch(checkpoint: Any, density: np.ndarray) -> np.ndarray:
-    """Reconstructions (posterior means) of a batch of grids ``(B, n, n, n)`` Å^-3, float32."""
-    import torch
-
-    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
-
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    model = ckpt.model.eval()
-    d = torch.from_numpy(np.ascontiguousarray(density, dtype=np.float32))
-    recon, _ = model.reconstruct(d.to(next(model.parameters()).device))
-    return recon.float().cpu().numpy()
 
 
 #: Pixel size of each of :func:`benchmark_figures`' pictures (dpi 100).

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from crystalgrid.benchmark import OVERFIT_CPU
 from crystalgrid.dataset import open_dataset
-from crystalgrid.models.benchmark import OVERFIT_CPU
 from crystalgrid.models.evaluate import evaluate
 from crystalgrid.models.train import train
 

@@ -136,7 +136,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("checkpoints", ("crystalgrid.models.checkpoint", "crystalgrid.models.inference")),
     ("models", ("crystalgrid.models",)),
     # It builds stores, trains and evaluates: above the builder and the models.
-    ("benchmark", ("crystalgrid.models.benchmark",)),
+    ("benchmark", ("crystalgrid.benchmark",)),
     ("api and cli", ("crystalgrid", "crystalgrid.__main__", "crystalgrid.cli")),
 )
 
@@ -205,7 +205,7 @@ def test_inference_does_not_import_the_trainer() -> None:
         if "crystalgrid.models.train" in _imported(name, path, modules)
     }
     # Only the verbs that train import the trainer.
-    assert trainer_users <= {"crystalgrid.cli.model_verbs", "crystalgrid.models.benchmark"}
+    assert trainer_users <= {"crystalgrid.cli.model_verbs", "crystalgrid.benchmark"}
 
 
 def test_public_names_resolve() -> None:

@@ -751,7 +751,7 @@ def benchmark_cmd(
     atom counts, distance percentiles) beside the paper's numbers and the decoding ceiling.
     """
     _require_torch()
-    from crystalgrid.models.benchmark import run_benchmark
+    from crystalgrid.benchmark import run_benchmark
 
     results = run_benchmark(
         budget,

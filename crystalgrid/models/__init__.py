@@ -26,8 +26,8 @@ Modules:
   density grid, and :func:`score_peak_fit`.
 - :mod:`~crystalgrid.models.predictions`: :func:`score_predictions` (any model's output,
   same scorers), :func:`load_predictions`, :func:`write_truth_predictions`.
-- :mod:`~crystalgrid.models.benchmark`: :func:`run_benchmark` by :data:`BUDGETS`
-  (``crystalgrid benchmark``).
+- :func:`run_benchmark`, :data:`BUDGETS` and :class:`Budget` are re-exported from
+  :mod:`crystalgrid.benchmark` (``crystalgrid benchmark``), which builds stores and trains.
 
 The latent space (docs/latent.md):
 
@@ -56,58 +56,58 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "config",
-    "VAE": "nets.vae",
-    "AttentionUNet3D": "nets.unet",
-    "ReferenceModel": "nets.model",
-    "Checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "measure_loader": "loader",
-    "resolve_runtime": "runtime",
-    "ClassMap": "nets.classes",
-    "decode_atoms": "decode",
-    "decode_class_scores": "decode",
-    "atoms_to_structure": "decode",
-    "atoms_to_molecule": "decode",
-    "write_cif": "decode",
-    "Scorer": "metrics",
-    "to_markdown": "metrics",
-    "score_species_grids": "evaluate",
-    "fit_atoms": "peakfit",
-    "score_peak_fit": "peakfit",
-    "load_predictions": "predictions",
-    "score_predictions": "predictions",
-    "write_truth_predictions": "predictions",
-    "BUDGETS": "benchmark",
-    "Budget": "benchmark",
-    "run_benchmark": "benchmark",
-    "Samples": "generate",
-    "random_draws": "generate",
-    "decode_latents": "generate",
-    "nearest_neighbour_distances": "generate",
-    "spacing_distribution": "generate",
-    "structural_validity": "generate",
-    "condition_calibration": "conditioning",
-    "condition_for_z": "conditioning",
-    "conditional_check": "generate",
-    "write_samples": "generate",
-    "Interpolation": "interpolate",
-    "resolve_sample": "interpolate",
-    "write_interpolation": "interpolate",
-    "LambdaNet": "realism",
-    "RealismScorer": "realism",
-    "train_realism": "realism",
-    "score_report": "realism",
-    "save_scorer": "realism",
-    "load_scorer": "realism",
-    "MatchScorer": "matching",
-    "match_checkpoint": "matching",
-    "to_crystal_frame": "matching",
-    "cdvae_matcher": "matching",
-    "show_sample": "plots",
-    "interpolation_strip": "plots",
-    "spacing_plot": "plots",
+    "TrainConfig": "crystalgrid.models.config",
+    "VAE": "crystalgrid.models.nets.vae",
+    "AttentionUNet3D": "crystalgrid.models.nets.unet",
+    "ReferenceModel": "crystalgrid.models.nets.model",
+    "Checkpoint": "crystalgrid.models.checkpoint",
+    "load_checkpoint": "crystalgrid.models.checkpoint",
+    "save_checkpoint": "crystalgrid.models.checkpoint",
+    "measure_loader": "crystalgrid.models.loader",
+    "resolve_runtime": "crystalgrid.models.runtime",
+    "ClassMap": "crystalgrid.models.nets.classes",
+    "decode_atoms": "crystalgrid.models.decode",
+    "decode_class_scores": "crystalgrid.models.decode",
+    "atoms_to_structure": "crystalgrid.models.decode",
+    "atoms_to_molecule": "crystalgrid.models.decode",
+    "write_cif": "crystalgrid.models.decode",
+    "Scorer": "crystalgrid.models.metrics",
+    "to_markdown": "crystalgrid.models.metrics",
+    "score_species_grids": "crystalgrid.models.evaluate",
+    "fit_atoms": "crystalgrid.models.peakfit",
+    "score_peak_fit": "crystalgrid.models.peakfit",
+    "load_predictions": "crystalgrid.models.predictions",
+    "score_predictions": "crystalgrid.models.predictions",
+    "write_truth_predictions": "crystalgrid.models.predictions",
+    "BUDGETS": "crystalgrid.benchmark",
+    "Budget": "crystalgrid.benchmark",
+    "run_benchmark": "crystalgrid.benchmark",
+    "Samples": "crystalgrid.models.generate",
+    "random_draws": "crystalgrid.models.generate",
+    "decode_latents": "crystalgrid.models.generate",
+    "nearest_neighbour_distances": "crystalgrid.models.generate",
+    "spacing_distribution": "crystalgrid.models.generate",
+    "structural_validity": "crystalgrid.models.generate",
+    "condition_calibration": "crystalgrid.models.conditioning",
+    "condition_for_z": "crystalgrid.models.conditioning",
+    "conditional_check": "crystalgrid.models.generate",
+    "write_samples": "crystalgrid.models.generate",
+    "Interpolation": "crystalgrid.models.interpolate",
+    "resolve_sample": "crystalgrid.models.interpolate",
+    "write_interpolation": "crystalgrid.models.interpolate",
+    "LambdaNet": "crystalgrid.models.realism",
+    "RealismScorer": "crystalgrid.models.realism",
+    "train_realism": "crystalgrid.models.realism",
+    "score_report": "crystalgrid.models.realism",
+    "save_scorer": "crystalgrid.models.realism",
+    "load_scorer": "crystalgrid.models.realism",
+    "MatchScorer": "crystalgrid.models.matching",
+    "match_checkpoint": "crystalgrid.models.matching",
+    "to_crystal_frame": "crystalgrid.models.matching",
+    "cdvae_matcher": "crystalgrid.models.matching",
+    "show_sample": "crystalgrid.models.plots",
+    "interpolation_strip": "crystalgrid.models.plots",
+    "spacing_plot": "crystalgrid.models.plots",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -117,7 +117,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'crystalgrid.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"crystalgrid.models.{module}"), name)
+    return getattr(importlib.import_module(module), name)
 
 
 def __dir__() -> list[str]:

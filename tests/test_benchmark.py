@@ -14,7 +14,7 @@ from crystalgrid.errors import CrystalgridError
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +108,15 @@ def test_a_used_folder_is_refused_and_stores_are_reused(smoke, tmp_path):
 
 
 def test_every_budget_is_offered_by_the_cli():
+    from crystalgrid.benchmark import BUDGETS
     from crystalgrid.cli.model_verbs import benchmark_cmd
-    from crystalgrid.models.benchmark import BUDGETS
 
     option = next(p for p in benchmark_cmd.params if p.name == "budget")
     assert set(option.type.choices) == set(BUDGETS)
 
 
 def test_training_seconds_skip_the_time_between_sessions():
-    from crystalgrid.models.benchmark import training_seconds
+    from crystalgrid.benchmark import training_seconds
 
     log = [
         {"kind": "start", "time": 100.0},
@@ -129,7 +129,7 @@ def test_training_seconds_skip_the_time_between_sessions():
 
 
 def test_unknown_budget_and_bad_source(tmp_path):
-    from crystalgrid.models.benchmark import run_benchmark
+    from crystalgrid.benchmark import run_benchmark
 
     with pytest.raises(CrystalgridError, match="unknown budget"):
         run_benchmark("1d-tpu", out=tmp_path / "x")
@@ -144,7 +144,7 @@ def test_unknown_budget_and_bad_source(tmp_path):
 
 
 def test_the_gpu_budget_plans_the_paper_model():
-    from crystalgrid.models.benchmark import BUDGETS
+    from crystalgrid.benchmark import BUDGETS
 
     gpu = BUDGETS["10m-gpu"]
     assert gpu.representations == ("single", "repeated")
@@ -160,7 +160,7 @@ def test_the_gpu_budget_plans_the_paper_model():
 
 
 def test_a_budget_runs_only_the_representations_asked_for(tmp_path):
-    from crystalgrid.models.benchmark import run_benchmark
+    from crystalgrid.benchmark import run_benchmark
 
     with pytest.raises(CrystalgridError, match="smoke budget trains single, not repeated"):
         run_benchmark("smoke", out=tmp_path / "x", representations=("repeated",))

@@ -29,7 +29,7 @@ import torch
 from crystalgrid.benchmark import OVERFIT_CPU
 from crystalgrid.dataset import open_dataset
 from crystalgrid.models.evaluate import evaluate
-from crystalgrid.models.train import train
+from crystalgrid.models.training.loop import train
 
 #: The earlier CPU recipe (models/baseline-1h-cpu-earlier.json) at the ablation's length.
 BASE = OVERFIT_CPU.with_overrides(val_max_batches=2, log_every=50)

@@ -210,7 +210,7 @@ def main() -> None:
     loader = None
     if args.data:
         import crystalgrid
-        from crystalgrid.models.loader import measure_loader
+        from crystalgrid.models.training.loader import measure_loader
 
         view = crystalgrid.open_dataset(args.data).split("train")
         loader = {b: measure_loader(view, b, n_batches=50) for b in batches}

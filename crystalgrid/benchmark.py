@@ -469,7 +469,7 @@ def _train_and_score(
     from crystalgrid.models.checkpoint import load_checkpoint
     from crystalgrid.models.evaluate import evaluate
     from crystalgrid.models.peakfit import score_peak_fit
-    from crystalgrid.models.train import read_log, train
+    from crystalgrid.models.training.loop import read_log, train
 
     train_view, val_view = dataset.split("train"), dataset.split("val")
     test_view = dataset.split(budget.eval_split)

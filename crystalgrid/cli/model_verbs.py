@@ -113,7 +113,7 @@ def train_cmd(
     _require_torch()
     from crystalgrid.models.checkpoint import checkpoint_config
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.train import train
+    from crystalgrid.models.training.loop import train
 
     if resume is not None and config_path is None:
         config = checkpoint_config(resume)

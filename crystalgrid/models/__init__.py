@@ -11,11 +11,11 @@ Modules:
   :class:`AttentionUNet3D`; :mod:`~crystalgrid.models.nets.model`: :class:`ReferenceModel`
   (both networks, the joint loss, ``reconstruct``/``generate``);
   :mod:`~crystalgrid.models.nets.classes`: :class:`ClassMap`.
-- :mod:`~crystalgrid.models.train`: ``train(config, view_train, view_val, out_dir=...)``, the
-  training loop; :mod:`~crystalgrid.models.checkpoint`: the checkpoint format,
+- :mod:`~crystalgrid.models.training.loop`: ``train(config, view_train, view_val,
+  out_dir=...)``, the training loop; :mod:`~crystalgrid.models.checkpoint`: the checkpoint format,
   :func:`load_checkpoint` (what every verb uses to load a model), :func:`save_checkpoint`;
   :mod:`~crystalgrid.models.runtime`: device, precision, compilation;
-  :mod:`~crystalgrid.models.loader`: batches read ahead onto the device,
+  :mod:`~crystalgrid.models.training.loader`: batches read ahead onto the device,
   :func:`measure_loader`.
 - :mod:`~crystalgrid.models.decode`: :func:`decode_atoms`,
   :func:`decode_class_scores`, :func:`atoms_to_structure`, :func:`write_cif`.
@@ -46,8 +46,8 @@ The latent space (docs/latent.md):
 
 Fresh grids on the GPU while training: :mod:`crystalgrid.grids.sampler` (docs/gpu-grids.md).
 
-``train``, ``evaluate`` and ``interpolate`` are functions of the modules of the same name:
-``from crystalgrid.models.train import train``.
+``train``, ``evaluate`` and ``interpolate`` are not exported here (each is a function of its
+module): ``from crystalgrid.models.training.loop import train``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ _EXPORTS = {
     "Checkpoint": "crystalgrid.models.checkpoint",
     "load_checkpoint": "crystalgrid.models.checkpoint",
     "save_checkpoint": "crystalgrid.models.checkpoint",
-    "measure_loader": "crystalgrid.models.loader",
+    "measure_loader": "crystalgrid.models.training.loader",
     "resolve_runtime": "crystalgrid.models.runtime",
     "ClassMap": "crystalgrid.models.nets.classes",
     "decode_atoms": "crystalgrid.models.decode",

@@ -62,7 +62,7 @@ def evaluate(
     """The paper's scores of a checkpoint on a split.
 
     Args:
-        checkpoint: a path, or a :class:`~crystalgrid.models.train.Checkpoint`.
+        checkpoint: a path, or a :class:`~crystalgrid.models.checkpoint.Checkpoint`.
         view: the split (``iter_batches`` yielding ``density``, ``atom_positions``,
             ``atom_numbers``).
         spec: the split's grid geometry (default ``view.spec`` when present); it must match

@@ -380,7 +380,7 @@ def random_draws(
     """Decode ``z ~ N(0, 1)`` into grids, segmentations and atoms.
 
     Args:
-        checkpoint: a path or a loaded :class:`~crystalgrid.models.train.Checkpoint`.
+        checkpoint: a path or a loaded :class:`~crystalgrid.models.checkpoint.Checkpoint`.
         n: latent draws (``torch.randn`` from a ``torch.Generator`` seeded with ``seed``,
             on the CPU, so the draws do not depend on the device).
         seed: the generator's seed.

@@ -85,7 +85,7 @@ def interpolate(
     """Decode ``steps`` points of the line between two samples' encodings.
 
     Args:
-        checkpoint: a path or a loaded :class:`~crystalgrid.models.train.Checkpoint`.
+        checkpoint: a path or a loaded :class:`~crystalgrid.models.checkpoint.Checkpoint`.
         sample_a, sample_b: sample dicts (``view[i]``: ``density`` (B, B, B) Å^-3, and
             optionally ``species``, ``index``, ``material_id``, ``atom_numbers``).
         steps: points along the line, ends included (>= 2).

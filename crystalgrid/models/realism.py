@@ -173,7 +173,7 @@ def train_realism(
 
     Args:
         checkpoint: the autoencoder (an unconditional checkpoint of
-            :func:`crystalgrid.models.train.train`, e.g. ``models/realism-ae.json``).
+            :func:`crystalgrid.models.training.loop.train`, e.g. ``models/realism-ae.json``).
         view: the split to draw real grids from (``iter_batches`` with ``density``).
         steps: optimiser steps. batch_size: real grids per step. lr: Adam's rate.
         channels: :class:`LambdaNet` channels.

@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from crystalgrid.models.checkpoint import load_checkpoint  # noqa: E402
 from crystalgrid.models.generate import random_draws  # noqa: E402
-from crystalgrid.models.train import train  # noqa: E402
+from crystalgrid.models.training.loop import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crystalgrid.models.checkpoint import load_checkpoint  # noqa: E402
-from crystalgrid.models.train import train  # noqa: E402
+from crystalgrid.models.training.loop import train  # noqa: E402
 
 
 def _reconstruct(checkpoint, density: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ The trainer needs only this of a split (:class:`~crystalgrid.contracts.ViewLike`
 ``"species"`` ``(B, n, n, n)`` uint8. The grid geometry comes from ``spec=`` or ``view.spec``.
 
 A background thread reads ahead (``config.prefetch`` batches, see
-:mod:`~crystalgrid.models.loader`); on CUDA the step runs under bf16 autocast and
+:mod:`~crystalgrid.models.training.loader`); on CUDA the step runs under bf16 autocast and
 ``torch.compile`` unless the config says otherwise (:mod:`~crystalgrid.models.runtime`).
 
 Files written in ``out_dir``:
@@ -22,7 +22,8 @@ Files written in ``out_dir``:
 With ``config.vae_stage`` the run has two stages (see :class:`TrainConfig`): the first
 ``stage_boundary`` steps train the VAE alone, the rest the U-Net alone on the frozen VAE's
 reconstructions; each stage has its own learning-rate schedule. With ``config.augment ==
-"cube"`` each batch is mapped by random symmetries of the cube (:mod:`.augment`) on the device.
+"cube"`` each batch is mapped by random symmetries of the cube
+(:mod:`~crystalgrid.models.training.augment`) on the device.
 
 Resuming restores the networks, the optimiser, the position and the RNG states, skips the
 batches of the interrupted epoch already seen (same seeded shuffle), drops log records past
@@ -46,13 +47,13 @@ import torch
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.jsonio import jsonable
-from crystalgrid.models.augment import apply_cube_symmetry, cube_symmetries
 from crystalgrid.models.checkpoint import read_checkpoint, restore_rng_state, save_checkpoint
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.loader import TRAIN_FIELDS, device_batches, scan_species
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.models.runtime import Runtime, resolve_runtime
+from crystalgrid.models.training.augment import apply_cube_symmetry, cube_symmetries
+from crystalgrid.models.training.loader import TRAIN_FIELDS, device_batches, scan_species
 from crystalgrid.spec import GridSpec
 
 __all__ = ["learning_rate", "read_log", "stage_boundary", "train", "validation_loss"]

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from crystalgrid.models.augment import (  # noqa: E402
+from crystalgrid.models.training.augment import (  # noqa: E402
     N_CUBE_SYMMETRIES,
     apply_cube_symmetry,
     cube_symmetries,

@@ -12,11 +12,11 @@ torch = pytest.importorskip("torch")
 
 from crystalgrid.errors import CrystalgridError  # noqa: E402
 from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from crystalgrid.models.loader import measure_loader, scan_species  # noqa: E402
 from crystalgrid.models.nets.classes import ClassMap  # noqa: E402
 from crystalgrid.models.nets.model import ReferenceModel  # noqa: E402
 from crystalgrid.models.runtime import resolve_runtime  # noqa: E402
-from crystalgrid.models.train import train  # noqa: E402
+from crystalgrid.models.training.loader import measure_loader, scan_species  # noqa: E402
+from crystalgrid.models.training.loop import train  # noqa: E402
 
 
 def _records(out_dir, kind):
@@ -100,7 +100,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(
 
 
 def test_the_log_reader_forgives_only_a_torn_last_line(tiny_config, views, tmp_path):
-    from crystalgrid.models.train import read_log
+    from crystalgrid.models.training.loop import read_log
 
     train_view, _ = views
     cut = train(tiny_config.with_overrides(max_steps=2), train_view, out_dir=tmp_path, quiet=True)
@@ -191,7 +191,7 @@ def test_a_read_error_in_the_prefetch_thread_reaches_the_caller(tiny_config, vie
 
 def test_cosine_schedule_and_constant():
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.train import learning_rate
+    from crystalgrid.models.training.loop import learning_rate
 
     cosine = TrainConfig(lr=1e-3, lr_schedule="cosine")
     assert learning_rate(cosine, 0, 101) == pytest.approx(1e-3)
@@ -231,7 +231,7 @@ def test_a_staged_run_trains_the_vae_then_only_the_unet(tiny_config, views, tmp_
     and the U-Net trained on its reconstructions, each stage with its own schedule."""
     import shutil
 
-    import crystalgrid.models.train as train_module
+    import crystalgrid.models.training.loop as train_module
 
     saved = {}
     original = train_module.save_checkpoint
@@ -260,7 +260,7 @@ def test_a_staged_run_trains_the_vae_then_only_the_unet(tiny_config, views, tmp_
 
 def test_the_staged_schedule_restarts_at_the_boundary():
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.train import learning_rate, stage_boundary
+    from crystalgrid.models.training.loop import learning_rate, stage_boundary
 
     config = TrainConfig(lr=1e-3, lr_schedule="cosine", vae_stage=0.25)
     assert stage_boundary(config, 100) == 25 and stage_boundary(TrainConfig(), 100) == 0

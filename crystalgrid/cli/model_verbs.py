@@ -359,7 +359,7 @@ def sample_cmd(
     the generated largest atomic number follows the requested one) and spacing.png.
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.generate import (
+    from crystalgrid.models.latent.draws import (
         conditional_check,
         random_draws,
         real_atom_sets,
@@ -451,7 +451,11 @@ def interpolate_cmd(
     Writes interpolation.npz, atoms.json, cif/ and strip.png (central slices per step).
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.interpolate import interpolate, resolve_sample, write_interpolation
+    from crystalgrid.models.latent.interpolate import (
+        interpolate,
+        resolve_sample,
+        write_interpolation,
+    )
 
     dataset = _open_store(data)
     a, b = resolve_sample(dataset, from_), resolve_sample(dataset, to)
@@ -482,7 +486,7 @@ def show_cmd(store: Path, index: str, out: Path, checkpoint: Path | None, dpi: i
     beside it and a parity plot of predicted vs target voxel density.
     """
     from crystalgrid.models.inference import reconstruct_one
-    from crystalgrid.models.interpolate import resolve_sample
+    from crystalgrid.models.latent.interpolate import resolve_sample
     from crystalgrid.models.plots import show_sample
 
     dataset = _open_store(store)
@@ -547,7 +551,12 @@ def realism_cmd(
     of real grids, real decoded, random draws, noise and shuffled grids.
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.realism import load_scorer, save_scorer, score_report, train_realism
+    from crystalgrid.models.latent.realism import (
+        load_scorer,
+        save_scorer,
+        score_report,
+        train_realism,
+    )
 
     dataset = _open_store(data)
     if ckpt.spec != dataset.spec:

@@ -31,13 +31,13 @@ Modules:
 
 The latent space (docs/latent.md):
 
-- :mod:`~crystalgrid.models.generate`: :func:`random_draws` (:class:`Samples`),
+- :mod:`~crystalgrid.models.latent.draws`: :func:`random_draws` (:class:`Samples`),
   :func:`spacing_distribution`, :func:`structural_validity`, :func:`conditional_check`,
-  :func:`write_samples`; :mod:`~crystalgrid.models.conditioning`:
+  :func:`write_samples`; :mod:`~crystalgrid.models.latent.conditioning`:
   :func:`condition_calibration`, :func:`condition_for_z`.
-- :mod:`~crystalgrid.models.interpolate`: ``interpolate(checkpoint, a, b, steps=)``
+- :mod:`~crystalgrid.models.latent.interpolate`: ``interpolate(checkpoint, a, b, steps=)``
   (:class:`Interpolation`), :func:`resolve_sample`, :func:`write_interpolation`.
-- :mod:`~crystalgrid.models.realism`: :func:`train_realism` (:class:`RealismScorer`),
+- :mod:`~crystalgrid.models.latent.realism`: :func:`train_realism` (:class:`RealismScorer`),
   :func:`score_report`, :func:`save_scorer`, :func:`load_scorer`.
 - :mod:`~crystalgrid.models.matching`: :class:`MatchScorer`, :func:`match_checkpoint`,
   :func:`to_crystal_frame`.
@@ -82,25 +82,25 @@ _EXPORTS = {
     "BUDGETS": "crystalgrid.benchmark",
     "Budget": "crystalgrid.benchmark",
     "run_benchmark": "crystalgrid.benchmark",
-    "Samples": "crystalgrid.models.generate",
-    "random_draws": "crystalgrid.models.generate",
-    "decode_latents": "crystalgrid.models.generate",
-    "nearest_neighbour_distances": "crystalgrid.models.generate",
-    "spacing_distribution": "crystalgrid.models.generate",
-    "structural_validity": "crystalgrid.models.generate",
-    "condition_calibration": "crystalgrid.models.conditioning",
-    "condition_for_z": "crystalgrid.models.conditioning",
-    "conditional_check": "crystalgrid.models.generate",
-    "write_samples": "crystalgrid.models.generate",
-    "Interpolation": "crystalgrid.models.interpolate",
-    "resolve_sample": "crystalgrid.models.interpolate",
-    "write_interpolation": "crystalgrid.models.interpolate",
-    "LambdaNet": "crystalgrid.models.realism",
-    "RealismScorer": "crystalgrid.models.realism",
-    "train_realism": "crystalgrid.models.realism",
-    "score_report": "crystalgrid.models.realism",
-    "save_scorer": "crystalgrid.models.realism",
-    "load_scorer": "crystalgrid.models.realism",
+    "Samples": "crystalgrid.models.latent.draws",
+    "random_draws": "crystalgrid.models.latent.draws",
+    "decode_latents": "crystalgrid.models.latent.draws",
+    "nearest_neighbour_distances": "crystalgrid.models.latent.draws",
+    "spacing_distribution": "crystalgrid.models.latent.draws",
+    "structural_validity": "crystalgrid.models.latent.draws",
+    "condition_calibration": "crystalgrid.models.latent.conditioning",
+    "condition_for_z": "crystalgrid.models.latent.conditioning",
+    "conditional_check": "crystalgrid.models.latent.draws",
+    "write_samples": "crystalgrid.models.latent.draws",
+    "Interpolation": "crystalgrid.models.latent.interpolate",
+    "resolve_sample": "crystalgrid.models.latent.interpolate",
+    "write_interpolation": "crystalgrid.models.latent.interpolate",
+    "LambdaNet": "crystalgrid.models.latent.realism",
+    "RealismScorer": "crystalgrid.models.latent.realism",
+    "train_realism": "crystalgrid.models.latent.realism",
+    "score_report": "crystalgrid.models.latent.realism",
+    "save_scorer": "crystalgrid.models.latent.realism",
+    "load_scorer": "crystalgrid.models.latent.realism",
     "MatchScorer": "crystalgrid.models.matching",
     "match_checkpoint": "crystalgrid.models.matching",
     "to_crystal_frame": "crystalgrid.models.matching",

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import crystalgrid
 from crystalgrid.cli import main
-from crystalgrid.models.generate import spacing_distribution, structural_validity
+from crystalgrid.models.latent.draws import spacing_distribution, structural_validity
 from crystalgrid.models.plots import (
     SHOW_SIZE,
     SHOW_SIZE_WITH_RECONSTRUCTION,

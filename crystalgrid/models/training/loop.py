@@ -320,7 +320,7 @@ def _run_metadata(
         if "condition_calibration" in saved:
             meta["condition_calibration"] = saved["condition_calibration"]
         else:
-            from crystalgrid.models.conditioning import condition_calibration
+            from crystalgrid.models.latent.conditioning import condition_calibration
 
             meta["condition_calibration"] = condition_calibration(
                 view_train, density_scale=config.density_scale
@@ -354,7 +354,7 @@ def train(
         metadata: JSON-ready facts stored in the checkpoints (e.g. the data path). A
             conditional run adds ``condition_calibration`` (largest atomic number -> largest
             scaled density on the training split, see
-            :func:`crystalgrid.models.conditioning.condition_calibration`).
+            :func:`crystalgrid.models.latent.conditioning.condition_calibration`).
 
     Returns:
         The path of the last checkpoint written (``out_dir / "last.pt"``).

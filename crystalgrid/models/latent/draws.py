@@ -18,7 +18,7 @@ counted invalid (there is no structure) and reported as ``n_empty``; one atom is
 
 Conditional generation (appendix G.1). :func:`random_draws` with ``condition_z`` asks a
 conditional checkpoint for a largest atomic number through the calibration of
-:mod:`~crystalgrid.models.conditioning`; :func:`conditional_check` reports how closely the
+:mod:`~crystalgrid.models.latent.conditioning`; :func:`conditional_check` reports how closely the
 generated largest atomic number follows the requested one (paper Fig. S10A).
 """
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.conditioning import condition_for_z
+from crystalgrid.models.latent.conditioning import condition_for_z
 from crystalgrid.spec import GridSpec
 from crystalgrid.validity import MIN_DISTANCE, MIN_VOLUME
 

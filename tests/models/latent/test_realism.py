@@ -17,9 +17,7 @@ torch = pytest.importorskip("torch")
 
 from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from crystalgrid.models.config import TrainConfig  # noqa: E402
-from crystalgrid.models.nets.classes import ClassMap  # noqa: E402
-from crystalgrid.models.nets.model import ReferenceModel  # noqa: E402
-from crystalgrid.models.realism import (  # noqa: E402
+from crystalgrid.models.latent.realism import (  # noqa: E402
     LambdaNet,
     load_scorer,
     mix_latents,
@@ -28,6 +26,8 @@ from crystalgrid.models.realism import (  # noqa: E402
     score_report,
     train_realism,
 )
+from crystalgrid.models.nets.classes import ClassMap  # noqa: E402
+from crystalgrid.models.nets.model import ReferenceModel  # noqa: E402
 from crystalgrid.spec import GridSpec  # noqa: E402
 
 LOW_BETA = TrainConfig(
@@ -166,7 +166,7 @@ def test_realism_verb(autoencoder, tmp_path):
 def test_reference_autoencoder_config():
     from pathlib import Path
 
-    models = Path(__file__).resolve().parents[2] / "models"
+    models = Path(__file__).resolve().parents[3] / "models"
     config = TrainConfig.from_file(models / "realism-ae.json")
     paper = TrainConfig.from_file(models / "vae-unet-single.json")
     assert (models / "realism-ae.md").is_file()

@@ -13,14 +13,14 @@ from click.testing import CliRunner
 import crystalgrid
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.conditioning import condition_calibration, condition_for_z
-from crystalgrid.models.generate import conditional_check
+from crystalgrid.models.latent.conditioning import condition_calibration, condition_for_z
+from crystalgrid.models.latent.draws import conditional_check
 from crystalgrid.spec import GridSpec
 
 torch = pytest.importorskip("torch")
 
 from crystalgrid.models.checkpoint import load_checkpoint  # noqa: E402
-from crystalgrid.models.generate import random_draws  # noqa: E402
+from crystalgrid.models.latent.draws import random_draws  # noqa: E402
 from crystalgrid.models.training.loop import train  # noqa: E402
 
 
@@ -170,7 +170,7 @@ def test_reference_conditional_config():
 
     from crystalgrid.models.config import TrainConfig
 
-    models = Path(__file__).resolve().parents[2] / "models"
+    models = Path(__file__).resolve().parents[3] / "models"
     config = TrainConfig.from_file(models / "vae-unet-conditional.json")
     paper = TrainConfig.from_file(models / "vae-unet-single.json")
     assert config.conditional and (models / "vae-unet-conditional.md").is_file()

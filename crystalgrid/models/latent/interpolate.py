@@ -97,7 +97,7 @@ def interpolate(
     import torch
 
     from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
-    from crystalgrid.models.generate import decode_latents
+    from crystalgrid.models.latent.draws import decode_latents
     from crystalgrid.models.runtime import resolve_runtime
 
     if steps < 2:

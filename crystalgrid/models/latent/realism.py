@@ -312,7 +312,7 @@ def score_report(
     Returns:
         ``{category: {"mean", "std", "n", "percentiles"}}`` plus ``"scorer"`` facts.
     """
-    from crystalgrid.models.generate import random_draws
+    from crystalgrid.models.latent.draws import random_draws
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     parts = []

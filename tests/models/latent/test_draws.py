@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.generate import (
+from crystalgrid.models.latent.draws import (
     SPACING_EDGES,
     min_distance,
     nearest_neighbour_distances,
@@ -22,7 +22,7 @@ from crystalgrid.models.generate import (
 torch = pytest.importorskip("torch")
 
 from crystalgrid.models.checkpoint import load_checkpoint  # noqa: E402
-from crystalgrid.models.generate import random_draws  # noqa: E402
+from crystalgrid.models.latent.draws import random_draws  # noqa: E402
 
 # ---- spacing and validity on hand-made atom sets ---------------------------------------------
 

@@ -16,7 +16,7 @@ from crystalgrid.errors import CrystalgridError
 torch = pytest.importorskip("torch")
 
 from crystalgrid.models.checkpoint import load_checkpoint  # noqa: E402
-from crystalgrid.models.interpolate import interpolate, resolve_sample  # noqa: E402
+from crystalgrid.models.latent.interpolate import interpolate, resolve_sample  # noqa: E402
 from crystalgrid.models.plots import INTERPOLATION_COLUMN  # noqa: E402
 
 

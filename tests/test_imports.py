@@ -135,6 +135,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("networks", ("crystalgrid.models.nets",)),
     ("checkpoints", ("crystalgrid.models.checkpoint", "crystalgrid.models.inference")),
     ("models", ("crystalgrid.models",)),
+    ("scoring", ("crystalgrid.models.scoring",)),
     ("latent space", ("crystalgrid.models.latent",)),
     # Nothing in the models imports the trainer: it sits on top of them.
     ("training", ("crystalgrid.models.training",)),

@@ -359,15 +359,14 @@ def sample_cmd(
     the generated largest atomic number follows the requested one) and spacing.png.
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.latent.draws import (
+    from crystalgrid.models.latent.draws import random_draws, write_samples
+    from crystalgrid.models.plots import spacing_plot
+    from crystalgrid.models.scoring.generated import (
         conditional_check,
-        random_draws,
         real_atom_sets,
         spacing_distribution,
         structural_validity,
-        write_samples,
     )
-    from crystalgrid.models.plots import spacing_plot
 
     samples = random_draws(
         ckpt,

@@ -32,8 +32,9 @@ Modules:
 The latent space (docs/latent.md):
 
 - :mod:`~crystalgrid.models.latent.draws`: :func:`random_draws` (:class:`Samples`),
-  :func:`spacing_distribution`, :func:`structural_validity`, :func:`conditional_check`,
-  :func:`write_samples`; :mod:`~crystalgrid.models.latent.conditioning`:
+  :func:`write_samples`; :mod:`~crystalgrid.models.scoring.generated`:
+  :func:`spacing_distribution`, :func:`structural_validity`, :func:`conditional_check`;
+  :mod:`~crystalgrid.models.latent.conditioning`:
   :func:`condition_calibration`, :func:`condition_for_z`.
 - :mod:`~crystalgrid.models.latent.interpolate`: ``interpolate(checkpoint, a, b, steps=)``
   (:class:`Interpolation`), :func:`resolve_sample`, :func:`write_interpolation`.
@@ -85,12 +86,12 @@ _EXPORTS = {
     "Samples": "crystalgrid.models.latent.draws",
     "random_draws": "crystalgrid.models.latent.draws",
     "decode_latents": "crystalgrid.models.latent.draws",
-    "nearest_neighbour_distances": "crystalgrid.models.latent.draws",
-    "spacing_distribution": "crystalgrid.models.latent.draws",
-    "structural_validity": "crystalgrid.models.latent.draws",
+    "nearest_neighbour_distances": "crystalgrid.models.scoring.distances",
+    "spacing_distribution": "crystalgrid.models.scoring.generated",
+    "structural_validity": "crystalgrid.models.scoring.generated",
     "condition_calibration": "crystalgrid.models.latent.conditioning",
     "condition_for_z": "crystalgrid.models.latent.conditioning",
-    "conditional_check": "crystalgrid.models.latent.draws",
+    "conditional_check": "crystalgrid.models.scoring.generated",
     "write_samples": "crystalgrid.models.latent.draws",
     "Interpolation": "crystalgrid.models.latent.interpolate",
     "resolve_sample": "crystalgrid.models.latent.interpolate",

@@ -380,11 +380,11 @@ def spacing_plot(
     """Nearest-neighbour spacing histograms of the samples and of real crystals (Fig. 5A).
 
     Args:
-        samples, real: :func:`crystalgrid.models.latent.draws.spacing_distribution` results
+        samples, real: :func:`crystalgrid.models.scoring.generated.spacing_distribution` results
             (``real`` may be ``None``); drawn as densities (per Å) so different counts
             compare.
         out: the PNG path; ``SPACING_SIZE`` pixels (640 x 400) at dpi 100.
-        validity, real_validity: :func:`~crystalgrid.models.latent.draws.structural_validity`
+        validity, real_validity: :func:`~crystalgrid.models.scoring.generated.structural_validity`
             results, for the legend.
         min_distance: where the validity threshold line is drawn, Å.
     """

@@ -14,7 +14,7 @@ import crystalgrid
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.latent.conditioning import condition_calibration, condition_for_z
-from crystalgrid.models.latent.draws import conditional_check
+from crystalgrid.models.scoring.generated import conditional_check
 from crystalgrid.spec import GridSpec
 
 torch = pytest.importorskip("torch")

@@ -32,8 +32,8 @@ from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
 from crystalgrid.dataset import open_dataset
-from crystalgrid.models.metrics import Scorer
 from crystalgrid.models.peakfit import fit_atoms
+from crystalgrid.models.scoring.metrics import Scorer
 
 
 def spoilers(voxel: float, seed: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:

@@ -37,7 +37,7 @@ import numpy as np
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.jsonio import jsonable
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.metrics import PAPER_REPEATED, PAPER_SINGLE, to_markdown
+from crystalgrid.models.scoring.metrics import PAPER_REPEATED, PAPER_SINGLE, to_markdown
 
 __all__ = ["BUDGETS", "Budget", "run_benchmark"]
 
@@ -467,8 +467,8 @@ def _train_and_score(
     quiet: bool,
 ) -> dict[str, Any]:
     from crystalgrid.models.checkpoint import load_checkpoint
-    from crystalgrid.models.evaluate import evaluate
-    from crystalgrid.models.peakfit import score_peak_fit
+    from crystalgrid.models.scoring.decoders import score_peak_fit
+    from crystalgrid.models.scoring.evaluate import evaluate
     from crystalgrid.models.training.loop import read_log, train
 
     train_view, val_view = dataset.split("train"), dataset.split("val")

@@ -239,12 +239,12 @@ def evaluate_cmd(
     dataset = _open_store(data)
     view = _split(dataset, split)
     if predictions is not None:
-        from crystalgrid.models.predictions import score_predictions
+        from crystalgrid.models.scoring.predictions import score_predictions
 
         result = score_predictions(predictions, view, limit=limit, quiet=quiet)
         title_of = str(predictions)
     else:
-        from crystalgrid.models.evaluate import evaluate
+        from crystalgrid.models.scoring.evaluate import evaluate
 
         assert ckpt is not None  # a checkpoint was given (checked above)
         result = evaluate(
@@ -261,7 +261,7 @@ def evaluate_cmd(
             quiet=quiet,
         )
         title_of = str(checkpoint) + (" on the true densities" if source == "truth" else "")
-    from crystalgrid.models.metrics import to_json, to_markdown
+    from crystalgrid.models.scoring.metrics import to_json, to_markdown
 
     result["data"] = {
         "path": str(data),
@@ -634,7 +634,7 @@ def match_cmd(
     into the crystal's true lattice; only the atoms are scored. Prints JSON unless --out.
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.matching import LATTICE_NOTE, match_checkpoint
+    from crystalgrid.models.scoring.matching import LATTICE_NOTE, match_checkpoint
 
     dataset = _open_store(data)
     view = _split(dataset, split)

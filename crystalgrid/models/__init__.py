@@ -1,8 +1,8 @@
 """Reference models: the paper's beta-VAE, the attention U-Net, training, decoding and scores.
 
 Install with ``pip install 'crystalgrid[models]'`` (torch, connected-components-3d). Names
-are imported lazily, so ``crystalgrid.models.decode`` and ``crystalgrid.models.metrics`` work
-without torch.
+are imported lazily, so ``crystalgrid.models.decode`` and
+``crystalgrid.models.scoring.metrics`` work without torch.
 
 Modules:
 
@@ -19,12 +19,13 @@ Modules:
   :func:`measure_loader`.
 - :mod:`~crystalgrid.models.decode`: :func:`decode_atoms`,
   :func:`decode_class_scores`, :func:`atoms_to_structure`, :func:`write_cif`.
-- :mod:`~crystalgrid.models.metrics`: :class:`Scorer`, :func:`to_markdown`.
-- :mod:`~crystalgrid.models.evaluate`: ``evaluate(checkpoint, view)``,
-  :func:`score_species_grids`.
+- :mod:`~crystalgrid.models.scoring.metrics`: :class:`Scorer`, :func:`to_markdown`.
+- :mod:`~crystalgrid.models.scoring.evaluate`: ``evaluate(checkpoint, view)``;
+  :mod:`~crystalgrid.models.scoring.decoders`: :func:`score_species_grids`,
+  :func:`score_peak_fit`.
 - :mod:`~crystalgrid.models.peakfit`: :func:`fit_atoms`, the training-free decoder of a
-  density grid, and :func:`score_peak_fit`.
-- :mod:`~crystalgrid.models.predictions`: :func:`score_predictions` (any model's output,
+  density grid.
+- :mod:`~crystalgrid.models.scoring.predictions`: :func:`score_predictions` (any model's output,
   same scorers), :func:`load_predictions`, :func:`write_truth_predictions`.
 - :func:`run_benchmark`, :data:`BUDGETS` and :class:`Budget` are re-exported from
   :mod:`crystalgrid.benchmark` (``crystalgrid benchmark``), which builds stores and trains.
@@ -40,7 +41,7 @@ The latent space (docs/latent.md):
   (:class:`Interpolation`), :func:`resolve_sample`, :func:`write_interpolation`.
 - :mod:`~crystalgrid.models.latent.realism`: :func:`train_realism` (:class:`RealismScorer`),
   :func:`score_report`, :func:`save_scorer`, :func:`load_scorer`.
-- :mod:`~crystalgrid.models.matching`: :class:`MatchScorer`, :func:`match_checkpoint`,
+- :mod:`~crystalgrid.models.scoring.matching`: :class:`MatchScorer`, :func:`match_checkpoint`,
   :func:`to_crystal_frame`.
 - :mod:`~crystalgrid.models.plots`: :func:`show_sample`, :func:`interpolation_strip`,
   :func:`spacing_plot`.
@@ -72,14 +73,14 @@ _EXPORTS = {
     "atoms_to_structure": "crystalgrid.models.decode",
     "atoms_to_molecule": "crystalgrid.models.decode",
     "write_cif": "crystalgrid.models.decode",
-    "Scorer": "crystalgrid.models.metrics",
-    "to_markdown": "crystalgrid.models.metrics",
-    "score_species_grids": "crystalgrid.models.evaluate",
+    "Scorer": "crystalgrid.models.scoring.metrics",
+    "to_markdown": "crystalgrid.models.scoring.metrics",
+    "score_species_grids": "crystalgrid.models.scoring.decoders",
     "fit_atoms": "crystalgrid.models.peakfit",
-    "score_peak_fit": "crystalgrid.models.peakfit",
-    "load_predictions": "crystalgrid.models.predictions",
-    "score_predictions": "crystalgrid.models.predictions",
-    "write_truth_predictions": "crystalgrid.models.predictions",
+    "score_peak_fit": "crystalgrid.models.scoring.decoders",
+    "load_predictions": "crystalgrid.models.scoring.predictions",
+    "score_predictions": "crystalgrid.models.scoring.predictions",
+    "write_truth_predictions": "crystalgrid.models.scoring.predictions",
     "BUDGETS": "crystalgrid.benchmark",
     "Budget": "crystalgrid.benchmark",
     "run_benchmark": "crystalgrid.benchmark",
@@ -102,10 +103,10 @@ _EXPORTS = {
     "score_report": "crystalgrid.models.latent.realism",
     "save_scorer": "crystalgrid.models.latent.realism",
     "load_scorer": "crystalgrid.models.latent.realism",
-    "MatchScorer": "crystalgrid.models.matching",
-    "match_checkpoint": "crystalgrid.models.matching",
-    "to_crystal_frame": "crystalgrid.models.matching",
-    "cdvae_matcher": "crystalgrid.models.matching",
+    "MatchScorer": "crystalgrid.models.scoring.matching",
+    "match_checkpoint": "crystalgrid.models.scoring.matching",
+    "to_crystal_frame": "crystalgrid.models.scoring.matching",
+    "cdvae_matcher": "crystalgrid.models.scoring.matching",
     "show_sample": "crystalgrid.models.plots",
     "interpolation_strip": "crystalgrid.models.plots",
     "spacing_plot": "crystalgrid.models.plots",

@@ -32,24 +32,22 @@ numbers, so a grid can be decoded by fitting that sum back to it:
    holds only atoms inside it, while the density also carries the tails of atoms just
    outside).
 
-This is what the density carries by itself: :func:`score_peak_fit` scores it on any split, on
-the true densities (no model) or on a VAE's reconstructions, with the same scorer as the
-U-Net's decoding. It does not import torch.
+This is what the density carries by itself:
+:func:`~crystalgrid.models.scoring.decoders.score_peak_fit` scores it on the true densities of
+any split (no model), :func:`~crystalgrid.models.scoring.evaluate.evaluate` on a VAE's
+reconstructions, with the same scorer as the U-Net's decoding. It does not import torch.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 from scipy import ndimage, optimize
 
-from crystalgrid.contracts import iter_view
-from crystalgrid.models.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
-__all__ = ["REFINE_MAX_ATOMS", "fit_amplitudes", "fit_atoms", "noise_level", "score_peak_fit"]
+__all__ = ["REFINE_MAX_ATOMS", "fit_amplitudes", "fit_atoms", "noise_level"]
 
 _TINY = 1e-12
 #: Candidates closer than this (Å) after refinement are one atom.
@@ -390,44 +388,3 @@ def _merge(
             kept.append(int(i))
     kept.sort()
     return positions[kept], amplitudes[kept]
-
-
-def score_peak_fit(
-    view: Any,
-    spec: GridSpec | None = None,
-    *,
-    limit: int | None = None,
-    batch_size: int = 64,
-    match_radius: float = 0.5,
-    quiet: bool = True,
-    **fit: Any,
-) -> dict[str, Any]:
-    """The paper's scores of :func:`fit_atoms` on the true densities of a split (no model).
-
-    Args:
-        view: a split (``iter_batches`` yielding ``density``, ``atom_positions``,
-            ``atom_numbers``).
-        spec: the grid geometry; default ``view.spec``.
-        limit: score the first ``limit`` samples.
-        batch_size: samples read at a time.
-        match_radius: Å, as in :class:`~crystalgrid.models.metrics.Scorer`.
-        quiet: no progress bar.
-        **fit: keyword arguments of :func:`fit_atoms`.
-
-    Returns:
-        :meth:`Scorer.result` plus ``"decoder"``: the settings used.
-    """
-    from tqdm.auto import tqdm
-
-    spec = spec or view.spec
-    scorer = Scorer(match_radius=match_radius)
-    total = len(view) if limit is None else min(limit, len(view))
-    with tqdm(total=total, desc="peak fit", disable=quiet, leave=False) as bar:
-        for batch in iter_view(view, batch_size, limit=limit):
-            for i, grid in enumerate(np.asarray(batch["density"])):
-                pos, z = fit_atoms(grid, spec, **fit)
-                scorer.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])
-            bar.update(len(batch["density"]))
-    result = scorer.result()
-    result["decoder"] = {"name": "peak-fit", **fit}
-    return result

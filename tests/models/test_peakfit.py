@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from crystalgrid.grids import density_grid
-from crystalgrid.models.metrics import nearest_distances
-from crystalgrid.models.peakfit import fit_amplitudes, fit_atoms, score_peak_fit
+from crystalgrid.models.peakfit import fit_amplitudes, fit_atoms
+from crystalgrid.models.scoring.decoders import score_peak_fit
+from crystalgrid.models.scoring.metrics import nearest_distances
 from crystalgrid.spec import GridSpec
 
 SPEC = GridSpec()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import crystalgrid
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.matching import (
+from crystalgrid.models.scoring.matching import (
     CDVAE_MATCHER,
     LATTICE_NOTE,
     MatchScorer,

@@ -305,7 +305,7 @@ def to_markdown(
     """Markdown tables of a :meth:`Scorer.result`, beside a reference (the paper's single cells).
 
     A ``"ceiling"`` entry in ``result`` (the true species grids decoded, from
-    :func:`crystalgrid.models.evaluate.evaluate`) gets its own column.
+    :func:`crystalgrid.models.scoring.evaluate.evaluate`) gets its own column.
 
     Args:
         result: the aggregate scores.

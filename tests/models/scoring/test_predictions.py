@@ -9,7 +9,7 @@ from click.testing import CliRunner
 import crystalgrid
 from crystalgrid.cli import main
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.predictions import (
+from crystalgrid.models.scoring.predictions import (
     load_predictions,
     score_predictions,
     write_truth_predictions,
@@ -35,7 +35,7 @@ def test_the_truth_scores_100_percent(test_view, tmp_path):
 
 
 def test_species_grids_score_as_the_decoding_ceiling(test_view, tmp_path):
-    from crystalgrid.models.evaluate import score_species_grids
+    from crystalgrid.models.scoring.decoders import score_species_grids
 
     batch = test_view[0 : len(test_view)]
     path = tmp_path / "species.npz"

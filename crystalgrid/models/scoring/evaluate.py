@@ -4,14 +4,14 @@ Each sample's density is encoded, the posterior *mean* is decoded (deterministic
 the U-Net scores every voxel of the reconstruction, a decoder turns the scores into atoms
 (by default :func:`~crystalgrid.models.decode.decode_class_scores`; the paper's connected
 components with ``decoder="unet-components"``), and
-:class:`~crystalgrid.models.metrics.Scorer` compares them
+:class:`~crystalgrid.models.scoring.metrics.Scorer` compares them
 with the sample's ground-truth atoms (``atom_positions``, ``atom_numbers``) and the
 reconstruction with the true density (voxel MSE, Å^-6).
 
-:func:`score_species_grids` scores the decoding step alone on the true species grids: the
-ceiling the model can reach with a perfect segmentation. The species grid labels only the
-atoms inside the box, so the ceiling is close to, not exactly, 100% (the
-measured figures are in docs/models.md).
+:func:`~crystalgrid.models.scoring.decoders.score_species_grids` scores the decoding step alone
+on the true species grids: the ceiling the model can reach with a perfect segmentation. The
+species grid labels only the atoms inside the box, so the ceiling is close to, not exactly,
+100% (the measured figures are in docs/models.md).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
 from crystalgrid.models.decode import decode_atoms, decode_class_scores
-from crystalgrid.models.metrics import Scorer
 from crystalgrid.models.peakfit import fit_amplitudes, fit_atoms
 from crystalgrid.models.runtime import resolve_runtime
+from crystalgrid.models.scoring.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
-__all__ = ["DECODERS", "SOURCES", "evaluate", "score_species_grids"]
+__all__ = ["DECODERS", "SOURCES", "evaluate"]
 
 #: How a reconstruction becomes atoms: peaks of the U-Net's atom log-odds (the default), the
 #: paper's connected components of the U-Net's argmax, the U-Net's peaks with species from the
@@ -190,27 +190,3 @@ def _decode(
         assert scores is not None, "U-Net decoders need the U-Net's scores"
         return decode_atoms(scores.argmax(axis=0), ckpt.spec, classes=ckpt.class_map)
     return fit_atoms(reconstruction, ckpt.spec)
-
-
-def score_species_grids(
-    view: ViewLike,
-    spec: GridSpec | None = None,
-    *,
-    batch_size: int = 256,
-    limit: int | None = None,
-    match_radius: float = 0.5,
-) -> dict[str, Any]:
-    """Scores of decoding the *true* species grids (no model): the decoding step's ceiling.
-
-    Returns:
-        :meth:`Scorer.result` (the voxel MSE is not defined here and is ``None``).
-    """
-    spec = spec or getattr(view, "spec", None)
-    if not isinstance(spec, GridSpec):
-        raise CrystalgridError("pass spec=GridSpec(...): the view has no .spec")
-    scorer = Scorer(match_radius=match_radius)
-    for batch in iter_view(view, batch_size, limit=limit):
-        for i, grid in enumerate(np.asarray(batch["species"])):
-            pos, z = decode_atoms(grid, spec)
-            scorer.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])
-    return scorer.result()

@@ -13,7 +13,7 @@ predicted (the ``index`` field of every sample and batch of a split), and one of
 With ``species`` (or atoms), a ``density`` array may come too; it then adds the voxel MSE.
 Every index must belong to the split, and every sample of the split must be predicted (use
 ``limit`` to score the first samples only). On a ``single`` store the StructureMatcher rate
-(CDVAE's settings, the lattice given: :mod:`crystalgrid.models.matching`) is added.
+(CDVAE's settings, the lattice given: :mod:`crystalgrid.models.scoring.matching`) is added.
 
 Nothing here imports torch.
 """
@@ -28,7 +28,7 @@ import numpy as np
 from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.decode import decode_atoms
-from crystalgrid.models.metrics import Scorer
+from crystalgrid.models.scoring.metrics import Scorer
 
 __all__ = ["load_predictions", "score_predictions", "write_truth_predictions"]
 
@@ -145,7 +145,7 @@ def score_predictions(
     matcher = crystals = None
     structures: dict[int, Any] = {}
     if matching and representation == "single":
-        from crystalgrid.models.matching import MatchScorer, crystal_indices
+        from crystalgrid.models.scoring.matching import MatchScorer, crystal_indices
 
         matcher = MatchScorer()
         crystals = crystal_indices(view)

@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from crystalgrid.models.metrics import PERCENTILES, Scorer, score_samples, to_json, to_markdown
+from crystalgrid.models.scoring.metrics import (
+    PERCENTILES,
+    Scorer,
+    score_samples,
+    to_json,
+    to_markdown,
+)
 
 TRUE = np.array([[1.0, 1.0, 1.0], [5.0, 5.0, 5.0], [8.0, 2.0, 6.0], [3.0, 7.0, 2.0]])
 Z = np.array([11, 26, 8, 29])

@@ -10,8 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crystalgrid.errors import CrystalgridError  # noqa: E402
-from crystalgrid.models.evaluate import evaluate, score_species_grids  # noqa: E402
-from crystalgrid.models.metrics import to_json  # noqa: E402
+from crystalgrid.models.scoring.decoders import score_species_grids  # noqa: E402
+from crystalgrid.models.scoring.evaluate import evaluate  # noqa: E402
+from crystalgrid.models.scoring.metrics import to_json  # noqa: E402
 from crystalgrid.models.training.loop import train  # noqa: E402
 from crystalgrid.spec import GridSpec  # noqa: E402
 

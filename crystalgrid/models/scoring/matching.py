@@ -265,7 +265,7 @@ def match_checkpoint(
         checkpoint: a path or a loaded checkpoint; ``None`` scores only the ceiling.
         view: a split of a ``single`` store (``open_dataset(path).split(name)``).
         limit: score the first ``limit`` samples.
-        batch_size, device, precision: as in :func:`crystalgrid.models.evaluate.evaluate`.
+        batch_size, device, precision: as in :func:`crystalgrid.models.scoring.evaluate.evaluate`.
         ceiling: also score the *true* species grids decoded the same way (what a perfect
             VAE + U-Net would reach).
         baseline: also score a random baseline: each true cell's species at uniformly random

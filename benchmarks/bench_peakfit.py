@@ -1,7 +1,7 @@
 """The training-free peak fit on imperfect densities: accuracy and seconds per sample.
 
 Each case takes the first ``--samples`` samples of a store's test split, spoils their true
-densities in one way, decodes them with :func:`crystalgrid.models.peakfit.fit_atoms` on one
+densities in one way, decodes them with :func:`crystalgrid.models.decoding.peakfit.fit_atoms` on one
 core, and scores the atoms against the truth (``Scorer``):
 
 - ``truth``: the stored density as it is;
@@ -32,7 +32,7 @@ from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
 from crystalgrid.dataset import open_dataset
-from crystalgrid.models.peakfit import fit_atoms
+from crystalgrid.models.decoding.peakfit import fit_atoms
 from crystalgrid.models.scoring.metrics import Scorer
 
 

@@ -130,17 +130,21 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "crystalgrid.contracts",
         ),
     ),
-    # The reference models, grouped by job.
+    # The reference models, grouped by job: what a run is and where it runs; the networks;
+    # decoding (the class map, no model); a trained model loaded; its scores; pictures; the
+    # latent space; and the trainer, which nothing in the models imports.
     ("model settings", ("crystalgrid.models.config", "crystalgrid.models.runtime")),
     ("networks", ("crystalgrid.models.nets",)),
+    ("decoding", ("crystalgrid.models.decoding",)),
     ("checkpoints", ("crystalgrid.models.checkpoint", "crystalgrid.models.inference")),
-    ("models", ("crystalgrid.models",)),
     ("scoring", ("crystalgrid.models.scoring",)),
+    ("plots", ("crystalgrid.models.plots",)),
     ("latent space", ("crystalgrid.models.latent",)),
-    # Nothing in the models imports the trainer: it sits on top of them.
     ("training", ("crystalgrid.models.training",)),
     # It builds stores, trains and evaluates: above the builder and the models.
     ("benchmark", ("crystalgrid.benchmark",)),
+    # The models' lazy exports name every layer above, the benchmark's names included.
+    ("models' public face", ("crystalgrid.models",)),
     ("api and cli", ("crystalgrid", "crystalgrid.__main__", "crystalgrid.cli")),
 )
 

@@ -1,7 +1,7 @@
 """Reference models: the paper's beta-VAE, the attention U-Net, training, decoding and scores.
 
 Install with ``pip install 'crystalgrid[models]'`` (torch, connected-components-3d). Names
-are imported lazily, so ``crystalgrid.models.decode`` and
+are imported lazily, so ``crystalgrid.models.decoding`` and
 ``crystalgrid.models.scoring.metrics`` work without torch.
 
 Modules:
@@ -17,13 +17,14 @@ Modules:
   :mod:`~crystalgrid.models.runtime`: device, precision, compilation;
   :mod:`~crystalgrid.models.training.loader`: batches read ahead onto the device,
   :func:`measure_loader`.
-- :mod:`~crystalgrid.models.decode`: :func:`decode_atoms`,
-  :func:`decode_class_scores`, :func:`atoms_to_structure`, :func:`write_cif`.
+- :mod:`~crystalgrid.models.decoding.segmentation`: :func:`decode_atoms`,
+  :func:`decode_class_scores`; :mod:`~crystalgrid.models.decoding.structure`:
+  :func:`atoms_to_structure`, :func:`write_cif`.
 - :mod:`~crystalgrid.models.scoring.metrics`: :class:`Scorer`, :func:`to_markdown`.
 - :mod:`~crystalgrid.models.scoring.evaluate`: ``evaluate(checkpoint, view)``;
   :mod:`~crystalgrid.models.scoring.decoders`: :func:`score_species_grids`,
   :func:`score_peak_fit`.
-- :mod:`~crystalgrid.models.peakfit`: :func:`fit_atoms`, the training-free decoder of a
+- :mod:`~crystalgrid.models.decoding.peakfit`: :func:`fit_atoms`, the training-free decoder of a
   density grid.
 - :mod:`~crystalgrid.models.scoring.predictions`: :func:`score_predictions` (any model's output,
   same scorers), :func:`load_predictions`, :func:`write_truth_predictions`.
@@ -68,15 +69,15 @@ _EXPORTS = {
     "measure_loader": "crystalgrid.models.training.loader",
     "resolve_runtime": "crystalgrid.models.runtime",
     "ClassMap": "crystalgrid.models.nets.classes",
-    "decode_atoms": "crystalgrid.models.decode",
-    "decode_class_scores": "crystalgrid.models.decode",
-    "atoms_to_structure": "crystalgrid.models.decode",
-    "atoms_to_molecule": "crystalgrid.models.decode",
-    "write_cif": "crystalgrid.models.decode",
+    "decode_atoms": "crystalgrid.models.decoding.segmentation",
+    "decode_class_scores": "crystalgrid.models.decoding.segmentation",
+    "atoms_to_structure": "crystalgrid.models.decoding.structure",
+    "atoms_to_molecule": "crystalgrid.models.decoding.structure",
+    "write_cif": "crystalgrid.models.decoding.structure",
     "Scorer": "crystalgrid.models.scoring.metrics",
     "to_markdown": "crystalgrid.models.scoring.metrics",
     "score_species_grids": "crystalgrid.models.scoring.decoders",
-    "fit_atoms": "crystalgrid.models.peakfit",
+    "fit_atoms": "crystalgrid.models.decoding.peakfit",
     "score_peak_fit": "crystalgrid.models.scoring.decoders",
     "load_predictions": "crystalgrid.models.scoring.predictions",
     "score_predictions": "crystalgrid.models.scoring.predictions",

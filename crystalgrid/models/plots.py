@@ -221,7 +221,7 @@ def show_sample(
     Returns:
         ``out``.
     """
-    from crystalgrid.models.decode import decode_atoms
+    from crystalgrid.models.decoding.segmentation import decode_atoms
 
     density = np.asarray(sample["density"], dtype=np.float32)
     species = np.asarray(sample["species"])

@@ -2,7 +2,8 @@
 
 ``z ~ N(0, 1)`` (a seeded ``torch.Generator``, so the same seed gives the same draws on any
 machine's CPU), decoded by the VAE, segmented by the U-Net and turned into atoms by
-:func:`~crystalgrid.models.decode.decode_atoms` (positions in Å in the 10 Å box frame).
+:func:`~crystalgrid.models.decoding.segmentation.decode_atoms` (positions in Å in the 10 Å
+box frame).
 
 Conditional generation (appendix G.1). :func:`random_draws` with ``condition_z`` asks a
 conditional checkpoint for a largest atomic number through the calibration of
@@ -90,7 +91,7 @@ def decode_latents(
 
     import torch
 
-    from crystalgrid.models.decode import decode_atoms
+    from crystalgrid.models.decoding.segmentation import decode_atoms
 
     device = next(model.parameters()).device
     ctx = runtime.autocast if runtime is not None else contextlib.nullcontext
@@ -211,12 +212,12 @@ def write_samples(
       ``numbers``, ``positions`` (Å), ``min_distance`` (Å), ``cif`` (a path relative to
       ``out_dir``, ``None`` for a sample without atoms), ``condition_z``), plus ``extra``.
     - One CIF per sample with atoms, in the cubic box frame
-      (:func:`~crystalgrid.models.decode.write_cif`: the box is a frame, not a lattice).
+      (:func:`~crystalgrid.models.decoding.structure.write_cif`: the box is a frame, not a lattice).
 
     Returns:
         ``{"grids": path, "atoms": path, "cif": folder}`` (those written).
     """
-    from crystalgrid.models.decode import write_cif
+    from crystalgrid.models.decoding.structure import write_cif
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

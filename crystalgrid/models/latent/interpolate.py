@@ -155,7 +155,7 @@ def write_interpolation(
     - ``strip.png``: central slices per step (:func:`crystalgrid.models.plots.interpolation_strip`).
     - ``cif/step_NN.cif``: the atoms of each step in the box frame.
     """
-    from crystalgrid.models.decode import write_cif
+    from crystalgrid.models.decoding.structure import write_cif
     from crystalgrid.models.plots import interpolation_strip
 
     out = Path(out_dir)

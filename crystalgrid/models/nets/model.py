@@ -235,7 +235,7 @@ class ReferenceModel(nn.Module):
 
         Returns:
             ``(reconstruction (B, n, n, n) raw Å^-3 float32, U-Net logits (B, classes, n, n,
-            n))``, for :func:`~crystalgrid.models.decode.decode_class_scores`.
+            n))``, for :func:`~crystalgrid.models.decoding.segmentation.decode_class_scores`.
         """
         x = self.scale(density)
         recon, _, _ = self.vae(x, self.condition(x), sample=False)

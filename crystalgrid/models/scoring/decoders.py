@@ -5,7 +5,7 @@
   the atoms inside the box, so the ceiling is close to, not exactly, 100% (the measured
   figures are in docs/models.md).
 - :func:`score_peak_fit`: the training-free peak fit
-  (:func:`~crystalgrid.models.peakfit.fit_atoms`) of the true densities.
+  (:func:`~crystalgrid.models.decoding.peakfit.fit_atoms`) of the true densities.
 
 Both report :meth:`~crystalgrid.models.scoring.metrics.Scorer.result`. This module does not
 import torch.
@@ -19,8 +19,8 @@ import numpy as np
 
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.decode import decode_atoms
-from crystalgrid.models.peakfit import fit_atoms
+from crystalgrid.models.decoding.peakfit import fit_atoms
+from crystalgrid.models.decoding.segmentation import decode_atoms
 from crystalgrid.models.scoring.metrics import Scorer
 from crystalgrid.spec import GridSpec
 

@@ -2,10 +2,10 @@
 
 Each sample's density is encoded, the posterior *mean* is decoded (deterministic scores),
 the U-Net scores every voxel of the reconstruction, a decoder turns the scores into atoms
-(by default :func:`~crystalgrid.models.decode.decode_class_scores`; the paper's connected
-components with ``decoder="unet-components"``), and
-:class:`~crystalgrid.models.scoring.metrics.Scorer` compares them
-with the sample's ground-truth atoms (``atom_positions``, ``atom_numbers``) and the
+(by default :func:`~crystalgrid.models.decoding.segmentation.decode_class_scores`; the
+paper's connected components with ``decoder="unet-components"``), and
+:class:`~crystalgrid.models.scoring.metrics.Scorer` compares them with the sample's
+ground-truth atoms (``atom_positions``, ``atom_numbers``) and the
 reconstruction with the true density (voxel MSE, Å^-6).
 
 :func:`~crystalgrid.models.scoring.decoders.score_species_grids` scores the decoding step alone
@@ -25,8 +25,8 @@ import torch
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
-from crystalgrid.models.decode import decode_atoms, decode_class_scores
-from crystalgrid.models.peakfit import fit_amplitudes, fit_atoms
+from crystalgrid.models.decoding.peakfit import fit_amplitudes, fit_atoms
+from crystalgrid.models.decoding.segmentation import decode_atoms, decode_class_scores
 from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.models.scoring.metrics import Scorer
 from crystalgrid.spec import GridSpec
@@ -74,12 +74,15 @@ def evaluate(
         match_radius: Å, for the matched-atom scores.
         ceiling: also score the true species grids of the same samples (``"ceiling"``).
         decoder: how the reconstruction becomes atoms: ``"unet-peaks"`` (peaks of the
-            U-Net's atom log-odds, :func:`~crystalgrid.models.decode.decode_class_scores`),
+            U-Net's atom log-odds,
+            :func:`~crystalgrid.models.decoding.segmentation.decode_class_scores`),
             ``"unet-components"`` (the paper's: connected components of the U-Net's argmax,
-            :func:`~crystalgrid.models.decode.decode_atoms`), ``"unet-amplitudes"`` (the
-            U-Net's peaks, each atom's Z from the amplitudes fitted to the reconstruction,
-            :func:`~crystalgrid.models.peakfit.fit_amplitudes`) or ``"peakfit"`` (the
-            training-free fit of :mod:`crystalgrid.models.peakfit`, in place of the U-Net).
+            :func:`~crystalgrid.models.decoding.segmentation.decode_atoms`),
+            ``"unet-amplitudes"`` (the U-Net's peaks, each atom's Z from the amplitudes
+            fitted to the reconstruction,
+            :func:`~crystalgrid.models.decoding.peakfit.fit_amplitudes`) or ``"peakfit"``
+            (the training-free fit of :mod:`crystalgrid.models.decoding.peakfit`, in place of
+            the U-Net).
         also: more decoders scored on the same reconstructions (one forward pass for all),
             returned under ``"also"`` by name.
         records: a list to append each sample's own summary to (``index``, ``n_true``,

@@ -284,7 +284,7 @@ def match_checkpoint(
     from pymatgen.core import Structure
     from tqdm.auto import tqdm
 
-    from crystalgrid.models.decode import decode_atoms
+    from crystalgrid.models.decoding.segmentation import decode_atoms
 
     dataset: Any = getattr(view, "dataset", None)
     if getattr(dataset, "representation", "single") != "single":

@@ -6,7 +6,7 @@ predicted (the ``index`` field of every sample and batch of a split), and one of
 - ``species`` ``(n, bins, bins, bins)`` integer atomic numbers per voxel (0: no atom): decoded
   into atoms as the reference model's segmentation is (connected components, majority vote);
 - ``density`` ``(n, bins, bins, bins)`` Å^-3 alone: decoded with the training-free peak fit
-  (:func:`crystalgrid.models.peakfit.fit_atoms`);
+  (:func:`crystalgrid.models.decoding.peakfit.fit_atoms`);
 - ``positions`` ``(m, 3)`` box Å, ``numbers`` ``(m,)`` atomic numbers and ``counts`` ``(n,)``
   atoms per sample (sample ``k`` owns the ``counts[k]`` rows after those of samples ``< k``).
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.decode import decode_atoms
+from crystalgrid.models.decoding.segmentation import decode_atoms
 from crystalgrid.models.scoring.metrics import Scorer
 
 __all__ = ["load_predictions", "score_predictions", "write_truth_predictions"]
@@ -93,7 +93,7 @@ def _predicted_atoms(
         return arrays["positions"][a:b], arrays["numbers"][a:b]
     if "species" in arrays:
         return decode_atoms(arrays["species"][k], spec)
-    from crystalgrid.models.peakfit import fit_atoms
+    from crystalgrid.models.decoding.peakfit import fit_atoms
 
     return fit_atoms(arrays["density"][k], spec)
 

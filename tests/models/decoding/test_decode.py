@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.decode import (
-    atoms_to_molecule,
-    atoms_to_structure,
-    decode_atoms,
-    decode_class_scores,
-    write_cif,
-)
+from crystalgrid.models.decoding.segmentation import decode_atoms, decode_class_scores
+from crystalgrid.models.decoding.structure import atoms_to_molecule, atoms_to_structure, write_cif
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.spec import GridSpec
 

@@ -1,4 +1,4 @@
-"""Back to atoms from a segmented grid (appendix D) or from class scores; atoms to pymatgen/CIF.
+"""Back to atoms from a segmented grid (appendix D) or from the segmenter's class scores.
 
 Two decodings, both without periodic wrapping (a 10 Å crop is not a period of the crystal):
 
@@ -14,32 +14,21 @@ Two decodings, both without periodic wrapping (a 10 Å crop is not a period of t
   with the largest summed probability there. Two touching atoms, one connected component,
   stay two atoms, and a weak atom that never wins the argmax is still found.
 
-This module does not import torch.
+The atoms are positions in Å in the box frame and atomic numbers;
+:mod:`~crystalgrid.models.decoding.structure` writes them as pymatgen objects or CIFs. This
+module does not import torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.spec import GridSpec
 
-if TYPE_CHECKING:
-    from pymatgen.core import Molecule, Structure
-
-__all__ = [
-    "atoms_to_molecule",
-    "atoms_to_structure",
-    "decode_atoms",
-    "decode_class_scores",
-    "label_components",
-    "write_cif",
-]
+__all__ = ["decode_atoms", "decode_class_scores", "label_components"]
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -186,53 +175,3 @@ def decode_class_scores(
 def _logsumexp(a: np.ndarray) -> np.ndarray:
     top = a.max(axis=0)
     return top + np.log(np.exp(a - top).sum(axis=0))
-
-
-def atoms_to_molecule(positions: np.ndarray, numbers: np.ndarray) -> Molecule:
-    """A pymatgen ``Molecule`` of the atoms (Cartesian Å, box frame; no lattice, no periodicity)."""
-    from pymatgen.core import Molecule
-
-    species: list[Any] = [int(z) for z in numbers]  # pymatgen takes Z, its hints do not say so
-    return Molecule(species, np.asarray(positions, dtype=float).reshape(-1, 3))
-
-
-def atoms_to_structure(positions: np.ndarray, numbers: np.ndarray, spec: GridSpec) -> Structure:
-    """A pymatgen ``Structure`` whose lattice is the cubic box of ``spec`` (side ``spec.side`` Å).
-
-    The box is a frame for the atoms, not a period of the crystal: a crop is not a unit cell,
-    so the periodic images this Structure implies are not the real neighbours. Use it to write
-    a CIF or to look at the atoms; to compare with the real crystal, map the atoms back with
-    the sample's transform and the true lattice.
-
-    Args:
-        positions: ``(n, 3)`` Cartesian Å in the box frame.
-        numbers: ``(n,)`` atomic numbers.
-        spec: the grid geometry.
-
-    Returns:
-        The Structure (Cartesian coordinates kept as given, also outside ``[0, side)``).
-    """
-    from pymatgen.core import Lattice, Structure
-
-    species: list[Any] = [int(z) for z in numbers]  # pymatgen takes Z, its hints do not say so
-    return Structure(
-        Lattice.cubic(spec.side),
-        species,
-        np.asarray(positions, dtype=float).reshape(-1, 3),
-        coords_are_cartesian=True,
-    )
-
-
-def write_cif(path: str | Path, positions: np.ndarray, numbers: np.ndarray, spec: GridSpec) -> Path:
-    """Write the atoms as a CIF in the cubic box of ``spec`` (see :func:`atoms_to_structure`).
-
-    Raises:
-        CrystalgridError: if there are no atoms (a CIF needs at least one site).
-    """
-    from pymatgen.io.cif import CifWriter
-
-    if len(numbers) == 0:
-        raise CrystalgridError(f"no atoms to write to {path}")
-    path = Path(path)
-    CifWriter(atoms_to_structure(positions, numbers, spec)).write_file(str(path))
-    return path

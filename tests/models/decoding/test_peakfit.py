@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crystalgrid.grids import density_grid
-from crystalgrid.models.peakfit import fit_amplitudes, fit_atoms
+from crystalgrid.models.decoding.peakfit import fit_amplitudes, fit_atoms
 from crystalgrid.models.scoring.decoders import score_peak_fit
 from crystalgrid.models.scoring.metrics import nearest_distances
 from crystalgrid.spec import GridSpec
@@ -56,7 +56,7 @@ def test_white_noise_of_one_percent_adds_no_atom():
     """A model's density is never exact: noise of 1% of the grid's maximum on a BaO cell (a
     heavy and a light atom; three noise draws) leaves the atoms, their count and their species
     as they were. (Without the noise-aware thresholds the fit found 18-27 atoms here.)"""
-    from crystalgrid.models.peakfit import noise_level
+    from crystalgrid.models.decoding.peakfit import noise_level
 
     a = 5.52
     ba = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) * a + 2.2

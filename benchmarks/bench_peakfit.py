@@ -74,7 +74,12 @@ def run(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 pos, z = fit_atoms(grid, spec, **options)
                 seconds += time.perf_counter() - t0
-                scorer.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])
+                scorer.add(
+                    pos,
+                    z,
+                    true_positions=batch["atom_positions"][i],
+                    true_numbers=batch["atom_numbers"][i],
+                )
             r = scorer.result()
             n = r["n_samples"]
             species = "n/a" if r["species_exact"] is None else f"{100 * r['species_exact']:.1f}%"

@@ -56,7 +56,9 @@ def atoms_to_structure(positions: np.ndarray, numbers: np.ndarray, spec: GridSpe
     )
 
 
-def write_cif(path: str | Path, positions: np.ndarray, numbers: np.ndarray, spec: GridSpec) -> Path:
+def write_cif(
+    path: str | Path, positions: np.ndarray, numbers: np.ndarray, *, spec: GridSpec
+) -> Path:
     """Write the atoms as a CIF in the cubic box of ``spec`` (see :func:`atoms_to_structure`).
 
     Raises:

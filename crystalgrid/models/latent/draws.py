@@ -244,7 +244,7 @@ def write_samples(
         cif = None
         if cifs and len(num):
             name = f"sample_{i:0{width}d}.cif"
-            write_cif(cif_dir / name, pos, num, spec)
+            write_cif(cif_dir / name, pos, num, spec=spec)
             cif = f"cif/{name}"
         records.append(
             {

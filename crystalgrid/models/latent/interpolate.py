@@ -176,7 +176,7 @@ def write_interpolation(
         cif = None
         if len(num):
             cif = f"cif/step_{k:02d}.cif"
-            write_cif(out / cif, pos, num, spec)
+            write_cif(out / cif, pos, num, spec=spec)
         steps.append(
             {
                 "step": k,

@@ -47,7 +47,12 @@ def score_species_grids(
     for batch in iter_view(view, batch_size, limit=limit):
         for i, grid in enumerate(np.asarray(batch["species"])):
             pos, z = decode_atoms(grid, spec)
-            scorer.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])
+            scorer.add(
+                pos,
+                z,
+                true_positions=batch["atom_positions"][i],
+                true_numbers=batch["atom_numbers"][i],
+            )
     return scorer.result()
 
 
@@ -85,7 +90,12 @@ def score_peak_fit(
         for batch in iter_view(view, batch_size, limit=limit):
             for i, grid in enumerate(np.asarray(batch["density"])):
                 pos, z = fit_atoms(grid, spec, **fit)
-                scorer.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])
+                scorer.add(
+                    pos,
+                    z,
+                    true_positions=batch["atom_positions"][i],
+                    true_numbers=batch["atom_numbers"][i],
+                )
             bar.update(len(batch["density"]))
     result = scorer.result()
     result["decoder"] = {"name": "peak-fit", **fit}

@@ -142,16 +142,20 @@ def evaluate(
             scores_i = logits_np[i] if logits_np is not None else None
             peaks: dict[str, Any] = {}  # the U-Net's peaks, found once for every decoder
             pos, z = _decode(decoder, scores_i, recon_np[i], ckpt, peaks)
-            summary = scorer.add(pos, z, truth[0][i], truth[1][i], voxel_mse=mse[i])
+            summary = scorer.add(
+                pos, z, true_positions=truth[0][i], true_numbers=truth[1][i], voxel_mse=mse[i]
+            )
             for name, other in others.items():
                 pos, z = _decode(name, scores_i, recon_np[i], ckpt, peaks)
-                other.add(pos, z, truth[0][i], truth[1][i], voxel_mse=mse[i])
+                other.add(
+                    pos, z, true_positions=truth[0][i], true_numbers=truth[1][i], voxel_mse=mse[i]
+                )
             if records is not None:
                 index = int(batch["index"][i]) if "index" in batch else None
                 records.append({"index": index, **summary})
             if oracle is not None:
                 pos, z = decode_atoms(np.asarray(batch["species"][i]), ckpt.spec)
-                oracle.add(pos, z, truth[0][i], truth[1][i])
+                oracle.add(pos, z, true_positions=truth[0][i], true_numbers=truth[1][i])
         bar.update(len(recon_np))
     bar.close()
     result = scorer.result()

@@ -76,6 +76,7 @@ def cdvae_matcher() -> StructureMatcher:
 def to_crystal_frame(
     positions: np.ndarray,
     numbers: np.ndarray,
+    *,
     transform: np.ndarray,
     lattice: Lattice | np.ndarray,
 ) -> Structure:
@@ -137,9 +138,9 @@ class MatchScorer:
         self,
         pred_positions: np.ndarray,
         pred_numbers: np.ndarray,
+        *,
         transform: np.ndarray,
         true_structure: Structure,
-        *,
         complete: bool = True,
     ) -> dict[str, Any]:
         """Score one sample.
@@ -155,7 +156,9 @@ class MatchScorer:
         """
         if len(pred_numbers) == 0:
             return self.add_structure(None, true_structure, complete=complete)
-        pred = to_crystal_frame(pred_positions, pred_numbers, transform, true_structure.lattice)
+        pred = to_crystal_frame(
+            pred_positions, pred_numbers, transform=transform, lattice=true_structure.lattice
+        )
         return self.add_structure(pred, true_structure, complete=complete)
 
     def add_structure(
@@ -330,10 +333,10 @@ def match_checkpoint(
             transform = batch["transform"][i]
             if scorer is not None and species_pred is not None:
                 pos, z = decode_atoms(species_pred[i], spec)
-                scorer.add(pos, z, transform, true, complete=complete)
+                scorer.add(pos, z, transform=transform, true_structure=true, complete=complete)
             if oracle is not None:
                 pos, z = decode_atoms(np.asarray(batch["species"][i]), spec)
-                oracle.add(pos, z, transform, true, complete=complete)
+                oracle.add(pos, z, transform=transform, true_structure=true, complete=complete)
             if guesses is not None:
                 guess = Structure(true.lattice, true.species, rng.random((len(true), 3)))
                 guesses.add_structure(guess, true, complete=complete)

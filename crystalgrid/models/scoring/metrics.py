@@ -156,9 +156,9 @@ class Scorer:
         self,
         pred_positions: np.ndarray,
         pred_numbers: np.ndarray,
+        *,
         true_positions: np.ndarray,
         true_numbers: np.ndarray,
-        *,
         voxel_mse: float | None = None,
     ) -> dict[str, Any]:
         """Score one sample and add it to the aggregate.
@@ -252,8 +252,10 @@ def score_samples(
     Keyword arguments go to :class:`Scorer`.
     """
     scorer = Scorer(**kwargs)
-    for sample in samples:
-        scorer.add(*sample)
+    for pred_positions, pred_numbers, true_positions, true_numbers in samples:
+        scorer.add(
+            pred_positions, pred_numbers, true_positions=true_positions, true_numbers=true_numbers
+        )
     return scorer.result()
 
 

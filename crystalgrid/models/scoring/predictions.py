@@ -166,7 +166,11 @@ def score_predictions(
                     diff = np.asarray(arrays["density"][k], np.float64) - batch["density"][j]
                     mse = float(np.mean(diff**2))
                 scorer.add(
-                    pos, z, batch["atom_positions"][j], batch["atom_numbers"][j], voxel_mse=mse
+                    pos,
+                    z,
+                    true_positions=batch["atom_positions"][j],
+                    true_numbers=batch["atom_numbers"][j],
+                    voxel_mse=mse,
                 )
                 if matcher is not None and crystals is not None:
                     c = int(crystals[int(sample_index)])
@@ -175,8 +179,8 @@ def score_predictions(
                     matcher.add(
                         pos,
                         z,
-                        np.asarray(batch["transform"][j]),
-                        structures[c],
+                        transform=np.asarray(batch["transform"][j]),
+                        true_structure=structures[c],
                         complete=int(batch["n_outside"][j]) == 0,
                     )
                 seen += 1

@@ -95,13 +95,13 @@ def test_structure_molecule_and_cif(tmp_path):
     assert [site.specie.Z for site in s] == list(NUMBERS)
     m = atoms_to_molecule(ATOMS, NUMBERS)
     assert len(m) == 4
-    path = write_cif(tmp_path / "x.cif", ATOMS, NUMBERS, SPEC)
+    path = write_cif(tmp_path / "x.cif", ATOMS, NUMBERS, spec=SPEC)
     from pymatgen.core import Structure
 
     back = Structure.from_file(path)
     assert sorted(site.specie.Z for site in back) == sorted(NUMBERS.tolist())
     with pytest.raises(CrystalgridError, match="no atoms"):
-        write_cif(tmp_path / "empty.cif", np.zeros((0, 3)), np.zeros(0), SPEC)
+        write_cif(tmp_path / "empty.cif", np.zeros((0, 3)), np.zeros(0), spec=SPEC)
 
 
 def _scores(

@@ -40,7 +40,10 @@ def samples(store):
 def test_mapping_back_recovers_the_source_sites(samples):
     sample, true = next((s, t) for s, t in samples if s["n_outside"] == 0 and len(t) > 4)
     pred = to_crystal_frame(
-        sample["atom_positions"], sample["atom_numbers"], sample["transform"], true.lattice
+        sample["atom_positions"],
+        sample["atom_numbers"],
+        transform=sample["transform"],
+        lattice=true.lattice,
     )
     assert pred.lattice == true.lattice and len(pred) == len(true)
     assert np.all(pred.frac_coords >= 0) and np.all(pred.frac_coords < 1)
@@ -56,8 +59,8 @@ def test_a_perfect_reconstruction_matches(samples):
         record = scorer.add(
             sample["atom_positions"],
             sample["atom_numbers"],
-            sample["transform"],
-            true,
+            transform=sample["transform"],
+            true_structure=true,
             complete=sample["n_outside"] == 0,
         )
         if sample["n_outside"] == 0:
@@ -95,7 +98,9 @@ def test_a_scrambled_reconstruction_does_not_match(samples):
     assert len(big) >= 4
     for sample, true in big:
         scrambled = rng.uniform(0, 10, size=sample["atom_positions"].shape)
-        record = scorer.add(scrambled, sample["atom_numbers"], sample["transform"], true)
+        record = scorer.add(
+            scrambled, sample["atom_numbers"], transform=sample["transform"], true_structure=true
+        )
         assert not record["matched"] and record["rms"] is None, sample["material_id"]
     result = scorer.result()
     assert result["n_matched"] == 0 and result["match_rate"] == 0.0 and result["rms_mean"] is None
@@ -104,7 +109,9 @@ def test_a_scrambled_reconstruction_does_not_match(samples):
 def test_invalid_or_empty_predictions_never_match(samples):
     sample, true = next((s, t) for s, t in samples if s["n_outside"] == 0)
     scorer = MatchScorer()
-    record = scorer.add(np.zeros((0, 3)), np.zeros(0, dtype=int), sample["transform"], true)
+    record = scorer.add(
+        np.zeros((0, 3)), np.zeros(0, dtype=int), transform=sample["transform"], true_structure=true
+    )
     assert record == {
         "valid": False,
         "matched": False,
@@ -115,7 +122,7 @@ def test_invalid_or_empty_predictions_never_match(samples):
     # a duplicated atom 0.1 Å away: two sites closer than 0.5 Å
     pos = np.vstack([sample["atom_positions"], sample["atom_positions"][:1] + 0.1])
     num = np.concatenate([sample["atom_numbers"], sample["atom_numbers"][:1]])
-    assert not scorer.add(pos, num, sample["transform"], true)["valid"]
+    assert not scorer.add(pos, num, transform=sample["transform"], true_structure=true)["valid"]
     assert scorer.result()["n_valid"] == 0 and scorer.result()["match_rate"] == 0.0
 
 

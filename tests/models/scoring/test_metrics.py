@@ -41,8 +41,8 @@ def test_a_shift_beyond_the_radius_matches_nothing():
 
 def test_one_missing_atom_changes_the_count_scores():
     scorer = Scorer()
-    scorer.add(TRUE[:3], Z[:3], TRUE, Z)  # one atom missed
-    scorer.add(TRUE, Z, TRUE, Z)  # perfect
+    scorer.add(TRUE[:3], Z[:3], true_positions=TRUE, true_numbers=Z)  # one atom missed
+    scorer.add(TRUE, Z, true_positions=TRUE, true_numbers=Z)  # perfect
     r = scorer.result()
     assert r["count_exact"] == 0.5
     assert r["count_within"] == 1.0
@@ -76,9 +76,11 @@ def test_matched_species_use_the_nearest_prediction():
 
 def test_empty_predictions_and_targets_never_give_nan():
     scorer = Scorer()
-    scorer.add(np.zeros((0, 3)), [], TRUE, Z)  # nothing predicted
-    scorer.add(TRUE[:2], Z[:2], np.zeros((0, 3)), [])  # nothing there
-    scorer.add(np.zeros((0, 3)), [], np.zeros((0, 3)), [])  # both empty: count is exact
+    scorer.add(np.zeros((0, 3)), [], true_positions=TRUE, true_numbers=Z)  # nothing predicted
+    scorer.add(TRUE[:2], Z[:2], true_positions=np.zeros((0, 3)), true_numbers=[])  # nothing there
+    scorer.add(
+        np.zeros((0, 3)), [], true_positions=np.zeros((0, 3)), true_numbers=[]
+    )  # both empty: count is exact
     r = scorer.result()
     assert r["true_without_pred"] == 4 and r["pred_without_true"] == 2
     assert r["pred_to_true"] is None and r["true_to_pred"] is None
@@ -94,7 +96,7 @@ def test_empty_predictions_and_targets_never_give_nan():
 def test_voxel_mse_percentiles_and_markdown():
     scorer = Scorer()
     for mse in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0):
-        scorer.add(TRUE, Z, TRUE, Z, voxel_mse=mse * 1e-3)
+        scorer.add(TRUE, Z, true_positions=TRUE, true_numbers=Z, voxel_mse=mse * 1e-3)
     r = scorer.result()
     assert r["voxel_mse"]["50"] == pytest.approx(5e-3)
     assert r["voxel_mse"]["100"] == pytest.approx(1e-2)
@@ -108,4 +110,4 @@ def test_voxel_mse_percentiles_and_markdown():
 
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="differ in length"):
-        Scorer().add(TRUE, Z[:2], TRUE, Z)
+        Scorer().add(TRUE, Z[:2], true_positions=TRUE, true_numbers=Z)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint
 
 __all__ = ["reconstruct_batch", "reconstruct_one"]
 
@@ -24,7 +24,7 @@ def _reconstruct(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(reconstructions (B, n, n, n) float32 Å^-3, atomic numbers (B, n, n, n) uint8)`` of
     grids ``(B, n, n, n)`` Å^-3."""
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     model = ckpt.model.eval()
     d = torch.from_numpy(np.ascontiguousarray(density, dtype=np.float32))
     recon, species = model.reconstruct(d.to(next(model.parameters()).device))

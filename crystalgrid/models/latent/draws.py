@@ -147,12 +147,12 @@ def random_draws(
     """
     import torch
 
-    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+    from crystalgrid.models.checkpoint import as_checkpoint
     from crystalgrid.models.runtime import resolve_runtime
 
     if n < 1:
         raise CrystalgridError(f"the number of samples must be >= 1, got {n}")
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
     model = ckpt.model.to(runtime.device).eval()
     conditional = bool(ckpt.config.conditional)

@@ -96,13 +96,13 @@ def interpolate(
     """
     import torch
 
-    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+    from crystalgrid.models.checkpoint import as_checkpoint
     from crystalgrid.models.latent.draws import decode_latents
     from crystalgrid.models.runtime import resolve_runtime
 
     if steps < 2:
         raise CrystalgridError(f"--steps must be >= 2 (both ends are included), got {steps}")
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     runtime = resolve_runtime(device, "fp32", compile=False)
     model = ckpt.model.to(runtime.device).eval()
     targets = np.stack([np.asarray(s["density"], dtype=np.float32) for s in (sample_a, sample_b)])

@@ -40,8 +40,9 @@ from torch import nn
 
 from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint
 from crystalgrid.models.runtime import resolve_runtime
+from crystalgrid.models.scoring.metrics import percentiles
 
 __all__ = [
     "REALISM_FORMAT",
@@ -187,7 +188,7 @@ def train_realism(
     """
     from tqdm.auto import tqdm
 
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     _unconditional(ckpt)
     runtime = resolve_runtime(device, "fp32", compile=False)
     model = ckpt.model.to(runtime.device).eval()
@@ -278,10 +279,7 @@ def _stats(scores: np.ndarray) -> dict[str, Any]:
         "mean": float(scores.mean()),
         "std": float(scores.std()),
         "n": int(scores.size),
-        "percentiles": {
-            str(p): float(v)
-            for p, v in zip((10, 50, 90), np.percentile(scores, (10, 50, 90)), strict=True)
-        },
+        "percentiles": percentiles(scores, (10, 50, 90)),
     }
 
 
@@ -314,7 +312,7 @@ def score_report(
     """
     from crystalgrid.models.latent.draws import random_draws
 
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     parts = []
     for batch in iter_view(view, batch_size, fields=("density",)):
         parts.append(np.asarray(batch["density"], dtype=np.float32))
@@ -348,7 +346,7 @@ def score_report(
         "shuffled": _stats(scorer.score(shuffled)),
     }
     for name, other in (generators or {}).items():
-        other_ckpt = other if isinstance(other, Checkpoint) else load_checkpoint(other)
+        other_ckpt = as_checkpoint(other)
         o_recon, o_draws = decoded(other_ckpt)
         report[f"{name}_real_decoded"] = _stats(scorer.score(o_recon))
         report[f"{name}_random_draws"] = _stats(scorer.score(o_draws))

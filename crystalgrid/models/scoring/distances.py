@@ -8,7 +8,31 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["min_distance", "nearest_neighbour_distances"]
+__all__ = ["min_distance", "nearest_distances", "nearest_neighbour_distances"]
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(n, m)`` squared distances, Å^2, between points ``a`` ``(n, 3)`` and ``b`` ``(m, 3)``."""
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1)
+
+
+def nearest_distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each point of ``a`` the distance to, and the index of, the nearest point of ``b``.
+
+    Args:
+        a: ``(n, 3)`` Å.
+        b: ``(m, 3)`` Å, ``m >= 1``.
+
+    Returns:
+        ``(distances (n,) Å, indices (n,))``.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 3)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 3)
+    if len(b) == 0:
+        raise ValueError("nearest_distances needs at least one point in b")
+    d2 = _squared_distances(a, b)
+    idx = d2.argmin(axis=1) if len(a) else np.zeros(0, dtype=np.int64)
+    return np.sqrt(d2[np.arange(len(a)), idx]), idx
 
 
 def nearest_neighbour_distances(positions: np.ndarray) -> np.ndarray:
@@ -23,7 +47,7 @@ def nearest_neighbour_distances(positions: np.ndarray) -> np.ndarray:
     p = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     if len(p) < 2:
         return np.zeros(0, dtype=np.float64)
-    d2 = ((p[:, None, :] - p[None, :, :]) ** 2).sum(axis=-1)
+    d2 = _squared_distances(p, p)
     np.fill_diagonal(d2, np.inf)
     return np.sqrt(d2.min(axis=1))
 

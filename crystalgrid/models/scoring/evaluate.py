@@ -24,7 +24,7 @@ import torch
 
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint
 from crystalgrid.models.decoding.peakfit import fit_amplitudes, fit_atoms
 from crystalgrid.models.decoding.segmentation import decode_atoms, decode_class_scores
 from crystalgrid.models.runtime import resolve_runtime
@@ -106,7 +106,7 @@ def evaluate(
             raise CrystalgridError(f"decoder must be one of {', '.join(DECODERS)}, got {name!r}")
     if source not in SOURCES:
         raise CrystalgridError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     spec = spec or getattr(view, "spec", None) or ckpt.spec
     if spec != ckpt.spec:
         raise CrystalgridError(

@@ -27,6 +27,7 @@ import numpy as np
 
 from crystalgrid.contracts import iter_view
 from crystalgrid.models.scoring.distances import min_distance, nearest_neighbour_distances
+from crystalgrid.models.scoring.metrics import percentiles
 from crystalgrid.validity import MIN_DISTANCE, MIN_VOLUME
 
 __all__ = [
@@ -39,16 +40,6 @@ __all__ = [
 
 #: Default histogram edges of the spacing distribution, Å (0 to 6 Å by 0.1 Å).
 SPACING_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 10) for i in range(61))
-_PERCENTILES = tuple(range(0, 101, 10))
-
-
-def _percentiles(values: np.ndarray) -> dict[str, float] | None:
-    if values.size == 0:
-        return None
-    return {
-        str(p): float(v)
-        for p, v in zip(_PERCENTILES, np.percentile(values, _PERCENTILES), strict=True)
-    }
 
 
 def spacing_distribution(
@@ -87,7 +78,7 @@ def spacing_distribution(
         "n_samples": len(per_sample),
         "n_samples_with_pairs": int(sum(x.size > 0 for x in per_sample)),
         "mean": float(d.mean()) if n else None,
-        "percentiles": _percentiles(d),
+        "percentiles": percentiles(d),
     }
 
 

@@ -302,10 +302,10 @@ def match_checkpoint(
     if checkpoint is not None:
         import torch
 
-        from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
+        from crystalgrid.models.checkpoint import as_checkpoint
         from crystalgrid.models.runtime import resolve_runtime
 
-        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        ckpt = as_checkpoint(checkpoint)
         if ckpt.spec != spec:
             raise CrystalgridError("the split's grid spec differs from the checkpoint's")
         runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)

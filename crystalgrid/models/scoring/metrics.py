@@ -31,17 +31,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import numpy as np
+
+from crystalgrid.models.scoring.distances import nearest_distances
 
 __all__ = [
     "PAPER_REPEATED",
     "PAPER_SINGLE",
     "PERCENTILES",
     "Scorer",
-    "nearest_distances",
+    "percentiles",
     "score_samples",
     "to_json",
     "to_markdown",
@@ -74,25 +77,6 @@ PAPER_REPEATED: dict[str, Any] = {
 }
 
 
-def nearest_distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each point of ``a`` the distance to, and the index of, the nearest point of ``b``.
-
-    Args:
-        a: ``(n, 3)`` Å.
-        b: ``(m, 3)`` Å, ``m >= 1``.
-
-    Returns:
-        ``(distances (n,) Å, indices (n,))``.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 3)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 3)
-    if len(b) == 0:
-        raise ValueError("nearest_distances needs at least one point in b")
-    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1)
-    idx = d2.argmin(axis=1) if len(a) else np.zeros(0, dtype=np.int64)
-    return np.sqrt(d2[np.arange(len(a)), idx]), idx
-
-
 @cache
 def _group_table() -> np.ndarray:
     from pymatgen.core.periodic_table import Element
@@ -103,9 +87,18 @@ def _group_table() -> np.ndarray:
     return table
 
 
-def _percentiles(
-    values: list[np.ndarray] | np.ndarray, pcts: tuple[int, ...]
+def percentiles(
+    values: np.ndarray | Sequence[np.ndarray], pcts: Sequence[int] = PERCENTILES
 ) -> dict[str, float] | None:
+    """Percentiles of ``values`` (numpy's linear interpolation), keyed by ``str(p)``.
+
+    Args:
+        values: an array, or a list of arrays pooled together.
+        pcts: the percentiles, 0..100.
+
+    Returns:
+        ``{"0": ..., "10": ..., ...}``; ``None`` when there is no value at all.
+    """
     if isinstance(values, list):
         arr = np.concatenate(values) if values else np.zeros(0)
     else:
@@ -228,8 +221,8 @@ class Scorer:
             "n_pred_atoms": self.n_pred,
             "match_radius": self.match_radius,
             "count_tolerance": self.count_tolerance,
-            "pred_to_true": _percentiles(self._p2t, self.percentiles),
-            "true_to_pred": _percentiles(self._t2p, self.percentiles),
+            "pred_to_true": percentiles(self._p2t, self.percentiles),
+            "true_to_pred": percentiles(self._t2p, self.percentiles),
             "true_within_radius": _frac(self.n_within, self.n_true),
             "count_exact": _frac(self.n_count_exact, self.n_samples),
             "count_within": _frac(self.n_count_within, self.n_samples),
@@ -237,7 +230,7 @@ class Scorer:
             "species_exact": _frac((dz == 0).sum(), n_m),
             "dz_histogram": hist,
             "same_group": _frac(same.sum(), n_m),
-            "voxel_mse": _percentiles(np.asarray(self._mse), self.percentiles),
+            "voxel_mse": percentiles(np.asarray(self._mse), self.percentiles),
             "voxel_mse_mean": float(np.mean(self._mse)) if self._mse else None,
             "true_without_pred": self.true_without_pred,
             "pred_without_true": self.pred_without_true,

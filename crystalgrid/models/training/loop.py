@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -46,6 +45,7 @@ import torch
 
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.fileio import write_atomic
 from crystalgrid.jsonio import jsonable
 from crystalgrid.models.checkpoint import read_checkpoint, restore_rng_state, save_checkpoint
 from crystalgrid.models.config import TrainConfig
@@ -121,9 +121,7 @@ class _Log:
                 for record in read_log(path)
                 if record.get("step", 0) <= keep_until_step
             ]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+            write_atomic(path, "".join(line + "\n" for line in kept).encode())
         elif keep_until_step is None and path.exists():
             path.unlink()
         self._fh = open(path, "a")  # noqa: SIM115 - closed by close()

@@ -8,7 +8,7 @@ import pytest
 from crystalgrid.grids import density_grid
 from crystalgrid.models.decoding.peakfit import fit_amplitudes, fit_atoms
 from crystalgrid.models.scoring.decoders import score_peak_fit
-from crystalgrid.models.scoring.metrics import nearest_distances
+from crystalgrid.models.scoring.distances import nearest_distances
 from crystalgrid.spec import GridSpec
 
 SPEC = GridSpec()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -214,6 +216,35 @@ def test_inference_does_not_import_the_trainer() -> None:
     }
     # Only the verbs that train import the trainer.
     assert trainer_users <= {"crystalgrid.cli.model_verbs", "crystalgrid.benchmark"}
+
+
+#: Modules that import without torch (their docstrings say so; the models' face is lazy).
+TORCH_FREE = (
+    "crystalgrid.models",
+    "crystalgrid.models.config",
+    "crystalgrid.models.nets.classes",
+    "crystalgrid.models.decoding.segmentation",
+    "crystalgrid.models.decoding.structure",
+    "crystalgrid.models.decoding.peakfit",
+    "crystalgrid.models.scoring.distances",
+    "crystalgrid.models.scoring.metrics",
+    "crystalgrid.models.scoring.generated",
+    "crystalgrid.models.scoring.decoders",
+    "crystalgrid.models.scoring.predictions",
+    "crystalgrid.models.scoring.matching",
+    "crystalgrid.models.latent.conditioning",
+    "crystalgrid.models.plots",
+)
+
+
+def test_torch_free_modules_import_without_torch() -> None:
+    code = (
+        "import importlib, sys\n"
+        "sys.modules['torch'] = None  # import torch -> ImportError\n"
+        f"for name in {TORCH_FREE!r}:\n"
+        "    importlib.import_module(name)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_public_names_resolve() -> None:

@@ -38,7 +38,7 @@ def test_a_few_steps_lower_the_loss(tiny_config, views, tmp_path):
     # The U-Net's head starts at the prior, so the cross-entropy starts low and falls within
     # these few steps; the reconstruction error of this tiny VAE moves by less than its
     # batch-to-batch noise in 18 steps (that it learns more than an empty grid is
-    # tests/models/test_learning.py's, over 60 steps).
+    # tests/models/training/test_learning.py's, over 60 steps).
     first = np.mean([r["ce"] for r in steps[:4]])
     final = np.mean([r["ce"] for r in steps[-4:]])
     assert final < 0.9 * first, (first, final)

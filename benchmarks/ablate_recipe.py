@@ -2,10 +2,10 @@
 
 Each variant is the previous one with one more change (a ladder from the earlier CPU recipe
 to the current one), trained for the same number of steps on the same split with the same
-seed, then scored by ``crystalgrid.models.evaluate`` on the first ``--eval-limit`` samples of
-the validation split (posterior-mean reconstructions, U-Net peaks). One JSON line per variant
-goes to ``OUT/ablation.jsonl`` as it finishes (a rerun skips the variants already there), and
-the table to ``OUT/ablation.md``.
+seed, then scored by ``crystalgrid.models.scoring.evaluate`` on the first ``--eval-limit``
+samples of the validation split (posterior-mean reconstructions, U-Net peaks). One JSON line
+per variant goes to ``OUT/ablation.jsonl`` as it finishes (a rerun skips the variants already
+there), and the table to ``OUT/ablation.md``.
 
 Run (2 CPU cores, ~10 minutes a variant at 600 steps)::
 
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from crystalgrid.benchmark import OVERFIT_CPU
 from crystalgrid.dataset import open_dataset
-from crystalgrid.models.benchmark import OVERFIT_CPU
-from crystalgrid.models.evaluate import evaluate
-from crystalgrid.models.train import train
+from crystalgrid.models.scoring.evaluate import evaluate
+from crystalgrid.models.training.loop import train
 
 #: The earlier CPU recipe (models/baseline-1h-cpu-earlier.json) at the ablation's length.
 BASE = OVERFIT_CPU.with_overrides(val_max_batches=2, log_every=50)

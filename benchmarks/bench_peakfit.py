@@ -1,7 +1,7 @@
 """The training-free peak fit on imperfect densities: accuracy and seconds per sample.
 
 Each case takes the first ``--samples`` samples of a store's test split, spoils their true
-densities in one way, decodes them with :func:`crystalgrid.models.peakfit.fit_atoms` on one
+densities in one way, decodes them with :func:`crystalgrid.models.decoding.peakfit.fit_atoms` on one
 core, and scores the atoms against the truth (``Scorer``):
 
 - ``truth``: the stored density as it is;
@@ -32,8 +32,8 @@ from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
 from crystalgrid.dataset import open_dataset
-from crystalgrid.models.metrics import Scorer
-from crystalgrid.models.peakfit import fit_atoms
+from crystalgrid.models.decoding.peakfit import fit_atoms
+from crystalgrid.models.scoring.metrics import Scorer
 
 
 def spoilers(voxel: float, seed: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -74,7 +74,12 @@ def run(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 pos, z = fit_atoms(grid, spec, **options)
                 seconds += time.perf_counter() - t0
-                scorer.add(pos, z, batch["atom_positions"][i], batch["atom_numbers"][i])
+                scorer.add(
+                    pos,
+                    z,
+                    true_positions=batch["atom_positions"][i],
+                    true_numbers=batch["atom_numbers"][i],
+                )
             r = scorer.result()
             n = r["n_samples"]
             species = "n/a" if r["species_exact"] is None else f"{100 * r['species_exact']:.1f}%"

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.decode import ClassMap
-from crystalgrid.models.losses import ReferenceModel
+from crystalgrid.models.nets.classes import ClassMap
+from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.models.runtime import resolve_runtime
 
 # 84 species: the number of elements in ../shared/data/mp_binaries.
@@ -210,7 +210,7 @@ def main() -> None:
     loader = None
     if args.data:
         import crystalgrid
-        from crystalgrid.models.loader import measure_loader
+        from crystalgrid.models.training.loader import measure_loader
 
         view = crystalgrid.open_dataset(args.data).split("train")
         loader = {b: measure_loader(view, b, n_batches=50) for b in batches}

@@ -23,8 +23,8 @@ import numpy as np
 import zarr
 
 from crystalgrid.errors import CrystalgridError, RemoteStorageError
+from crystalgrid.read_order import epoch_order, share, span_edges
 from crystalgrid.remote import is_url
-from crystalgrid.sampling import epoch_order, share, span_edges
 from crystalgrid.spec import GridSpec
 from crystalgrid.store import (
     SPLITS,
@@ -57,7 +57,7 @@ REJECT_COLUMNS = ("material_id", "reason", "detail")
 #: Chunks of the grid arrays read together by the fast paths (a "span").
 CHUNKS_PER_READ = 4
 
-#: Spans whose samples a shuffled order mixes (see :mod:`crystalgrid.sampling`).
+#: Spans whose samples a shuffled order mixes (see :mod:`crystalgrid.read_order`).
 WINDOW = 4
 
 
@@ -364,7 +364,7 @@ class _Spans:
     """The decoded spans an order reads, each kept until the last position that needs it.
 
     Spans are ``span`` samples aligned to multiples of ``span`` (read whole with
-    :meth:`Dataset.batch`). A chunk-wise order (:mod:`crystalgrid.sampling`) so keeps a few
+    :meth:`Dataset.batch`). A chunk-wise order (:mod:`crystalgrid.read_order`) so keeps a few
     spans in memory and decodes each once.
     """
 
@@ -445,7 +445,7 @@ class DatasetView:
         drop_last: bool = False,
         window: int = WINDOW,
     ) -> np.ndarray:
-        """The store indices this rank reads in one epoch (see :mod:`crystalgrid.sampling`).
+        """The store indices this rank reads in one epoch (see :mod:`crystalgrid.read_order`).
 
         Shuffled, the order is chunk-wise: spans of :meth:`span` samples are permuted and the
         samples of every ``window`` spans are permuted together. With ``world_size`` > 1 the

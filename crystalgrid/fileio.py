@@ -45,7 +45,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 def write_atomic(
     path: str | os.PathLike[str],
-    data: bytes,
+    data: bytes | memoryview,
     *,
     durable: bool = False,
     exclusive: bool = False,

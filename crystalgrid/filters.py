@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crystalgrid.configs import Config
+from crystalgrid.config_base import Config
 from crystalgrid.errors import ConfigError, RejectedStructure
 from crystalgrid.validity import MIN_DISTANCE, MIN_VOLUME
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crystalgrid.configs import Config
+from crystalgrid.config_base import Config
 from crystalgrid.errors import ConfigError
 
 __all__ = ["GridSpec"]

@@ -3,7 +3,7 @@
 - :class:`TorchView`: map-style; indexing reads through the view's one-chunk cache, so a
   sequential sampler decodes each chunk once, a shuffling sampler a chunk per item.
 - :class:`TorchStream`: iterable; reads whole chunks in a chunk-wise shuffled order
-  (:mod:`crystalgrid.sampling`) and shares the epoch among ranks and DataLoader workers.
+  (:mod:`crystalgrid.read_order`) and shares the epoch among ranks and DataLoader workers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.sampling import divide
+from crystalgrid.read_order import divide
 
 try:
     import torch

@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from crystalgrid.configs import Config
+from crystalgrid.config_base import Config
 from crystalgrid.errors import ConfigError
 from crystalgrid.filters import FilterConfig
 from crystalgrid.grids.numpy_backend import DENSITY_METHOD

@@ -113,7 +113,7 @@ def train_cmd(
     _require_torch()
     from crystalgrid.models.checkpoint import checkpoint_config
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.train import train
+    from crystalgrid.models.training.loop import train
 
     if resume is not None and config_path is None:
         config = checkpoint_config(resume)
@@ -239,12 +239,12 @@ def evaluate_cmd(
     dataset = _open_store(data)
     view = _split(dataset, split)
     if predictions is not None:
-        from crystalgrid.models.predictions import score_predictions
+        from crystalgrid.models.scoring.predictions import score_predictions
 
         result = score_predictions(predictions, view, limit=limit, quiet=quiet)
         title_of = str(predictions)
     else:
-        from crystalgrid.models.evaluate import evaluate
+        from crystalgrid.models.scoring.evaluate import evaluate
 
         assert ckpt is not None  # a checkpoint was given (checked above)
         result = evaluate(
@@ -261,7 +261,7 @@ def evaluate_cmd(
             quiet=quiet,
         )
         title_of = str(checkpoint) + (" on the true densities" if source == "truth" else "")
-    from crystalgrid.models.metrics import to_json, to_markdown
+    from crystalgrid.models.scoring.metrics import to_json, to_markdown
 
     result["data"] = {
         "path": str(data),
@@ -359,15 +359,14 @@ def sample_cmd(
     the generated largest atomic number follows the requested one) and spacing.png.
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.generate import (
+    from crystalgrid.models.latent.draws import random_draws, write_samples
+    from crystalgrid.models.plots import spacing_plot
+    from crystalgrid.models.scoring.generated import (
         conditional_check,
-        random_draws,
         real_atom_sets,
         spacing_distribution,
         structural_validity,
-        write_samples,
     )
-    from crystalgrid.models.plots import spacing_plot
 
     samples = random_draws(
         ckpt,
@@ -451,7 +450,11 @@ def interpolate_cmd(
     Writes interpolation.npz, atoms.json, cif/ and strip.png (central slices per step).
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.interpolate import interpolate, resolve_sample, write_interpolation
+    from crystalgrid.models.latent.interpolate import (
+        interpolate,
+        resolve_sample,
+        write_interpolation,
+    )
 
     dataset = _open_store(data)
     a, b = resolve_sample(dataset, from_), resolve_sample(dataset, to)
@@ -481,8 +484,9 @@ def show_cmd(store: Path, index: str, out: Path, checkpoint: Path | None, dpi: i
     Target density slices, species and atoms in 3-D; with --checkpoint the reconstruction
     beside it and a parity plot of predicted vs target voxel density.
     """
-    from crystalgrid.models.interpolate import resolve_sample
-    from crystalgrid.models.plots import reconstruct_one, show_sample
+    from crystalgrid.models.inference import reconstruct_one
+    from crystalgrid.models.latent.interpolate import resolve_sample
+    from crystalgrid.models.plots import show_sample
 
     dataset = _open_store(store)
     sample = dataset.all()[resolve_sample(dataset, index)]
@@ -546,7 +550,12 @@ def realism_cmd(
     of real grids, real decoded, random draws, noise and shuffled grids.
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.realism import load_scorer, save_scorer, score_report, train_realism
+    from crystalgrid.models.latent.realism import (
+        load_scorer,
+        save_scorer,
+        score_report,
+        train_realism,
+    )
 
     dataset = _open_store(data)
     if ckpt.spec != dataset.spec:
@@ -625,7 +634,7 @@ def match_cmd(
     into the crystal's true lattice; only the atoms are scored. Prints JSON unless --out.
     """
     ckpt = _load(checkpoint)
-    from crystalgrid.models.matching import LATTICE_NOTE, match_checkpoint
+    from crystalgrid.models.scoring.matching import LATTICE_NOTE, match_checkpoint
 
     dataset = _open_store(data)
     view = _split(dataset, split)
@@ -750,7 +759,7 @@ def benchmark_cmd(
     atom counts, distance percentiles) beside the paper's numbers and the decoding ceiling.
     """
     _require_torch()
-    from crystalgrid.models.benchmark import run_benchmark
+    from crystalgrid.benchmark import run_benchmark
 
     results = run_benchmark(
         budget,

@@ -1,52 +1,54 @@
 """Reference models: the paper's beta-VAE, the attention U-Net, training, decoding and scores.
 
-Install with ``pip install 'crystalgrid[models]'`` (torch, connected-components-3d). Names
-are imported lazily, so ``crystalgrid.models.decode`` and ``crystalgrid.models.metrics`` work
-without torch.
+Install with ``pip install 'crystalgrid[models]'`` (torch, connected-components-3d,
+matplotlib). Names are imported lazily: ``from crystalgrid.models import Scorer`` loads the
+scorer's module only, and the modules that need no torch (the configuration, the class map,
+decoding, the scores of atoms, the conditioning calibration, the plots) import without it.
 
-Modules:
+The subpackages, each a job, from the bottom of their layers up (docs/architecture.md):
 
-- :mod:`~crystalgrid.models.config`: :class:`TrainConfig`, the full run configuration.
-- :mod:`~crystalgrid.models.vae`: :class:`VAE`; :mod:`~crystalgrid.models.unet`:
-  :class:`AttentionUNet3D`; :mod:`~crystalgrid.models.losses`: :class:`ReferenceModel`
-  (both networks, the joint loss, ``reconstruct``/``generate``).
-- :mod:`~crystalgrid.models.train`: ``train(config, view_train, view_val, out_dir=...)``, the
-  training loop; :mod:`~crystalgrid.models.checkpoint`: the checkpoint format,
-  :func:`load_checkpoint` (what every verb uses to load a model), :func:`save_checkpoint`;
-  :mod:`~crystalgrid.models.runtime`: device, precision, compilation;
-  :mod:`~crystalgrid.models.loader`: batches read ahead onto the device,
-  :func:`measure_loader`.
-- :mod:`~crystalgrid.models.decode`: :func:`decode_atoms`, :class:`ClassMap`,
-  :func:`decode_class_scores`, :func:`atoms_to_structure`, :func:`write_cif`.
-- :mod:`~crystalgrid.models.metrics`: :class:`Scorer`, :func:`to_markdown`.
-- :mod:`~crystalgrid.models.evaluate`: ``evaluate(checkpoint, view)``,
-  :func:`score_species_grids`.
-- :mod:`~crystalgrid.models.peakfit`: :func:`fit_atoms`, the training-free decoder of a
-  density grid, and :func:`score_peak_fit`.
-- :mod:`~crystalgrid.models.predictions`: :func:`score_predictions` (any model's output,
-  same scorers), :func:`load_predictions`, :func:`write_truth_predictions`.
-- :mod:`~crystalgrid.models.benchmark`: :func:`run_benchmark` by :data:`BUDGETS`
-  (``crystalgrid benchmark``).
-
-The latent space (docs/latent.md):
-
-- :mod:`~crystalgrid.models.generate`: :func:`random_draws` (:class:`Samples`),
-  :func:`spacing_distribution`, :func:`structural_validity`, :func:`conditional_check`,
-  :func:`write_samples`; :mod:`~crystalgrid.models.conditioning`:
-  :func:`condition_calibration`, :func:`condition_for_z`.
-- :mod:`~crystalgrid.models.interpolate`: ``interpolate(checkpoint, a, b, steps=)``
-  (:class:`Interpolation`), :func:`resolve_sample`, :func:`write_interpolation`.
-- :mod:`~crystalgrid.models.realism`: :func:`train_realism` (:class:`RealismScorer`),
-  :func:`score_report`, :func:`save_scorer`, :func:`load_scorer`.
-- :mod:`~crystalgrid.models.matching`: :class:`MatchScorer`, :func:`match_checkpoint`,
-  :func:`to_crystal_frame`.
+- :mod:`~crystalgrid.models.config`: :class:`TrainConfig`, the whole run's configuration;
+  :mod:`~crystalgrid.models.runtime`: device, precision, compilation (:func:`resolve_runtime`).
+- :mod:`~crystalgrid.models.nets`: the networks: :class:`VAE` (``nets.vae``),
+  :class:`AttentionUNet3D` (``nets.unet``), :class:`ReferenceModel` (``nets.model``: both
+  networks, the joint loss, ``reconstruct``/``generate``) and :class:`ClassMap`
+  (``nets.classes``).
+- :mod:`~crystalgrid.models.decoding`: back to atoms: :func:`decode_atoms`,
+  :func:`decode_class_scores` (``decoding.segmentation``); :func:`fit_atoms`, the
+  training-free peak fit (``decoding.peakfit``); :func:`atoms_to_structure`,
+  :func:`atoms_to_molecule`, :func:`write_cif` (``decoding.structure``).
+- :mod:`~crystalgrid.models.checkpoint`: the checkpoint format, :func:`load_checkpoint`
+  (what every verb uses to load a model, never importing the trainer),
+  :func:`save_checkpoint`, :class:`Checkpoint`, the shipped models by name (``weights/``);
+  :mod:`~crystalgrid.models.inference`: a checkpoint's reconstructions of numpy grids.
+- :mod:`~crystalgrid.models.scoring`: :class:`Scorer`, :func:`to_markdown`
+  (``scoring.metrics``); ``evaluate(checkpoint, view)`` (``scoring.evaluate``);
+  :func:`score_species_grids`, :func:`score_peak_fit` (``scoring.decoders``);
+  :func:`score_predictions`, :func:`load_predictions`, :func:`write_truth_predictions`
+  (``scoring.predictions``); :class:`MatchScorer`, :func:`match_checkpoint`,
+  :func:`to_crystal_frame`, :func:`cdvae_matcher` (``scoring.matching``);
+  :func:`spacing_distribution`, :func:`structural_validity`, :func:`conditional_check`
+  (``scoring.generated``); :func:`nearest_neighbour_distances` (``scoring.distances``).
 - :mod:`~crystalgrid.models.plots`: :func:`show_sample`, :func:`interpolation_strip`,
   :func:`spacing_plot`.
+- :mod:`~crystalgrid.models.latent` (docs/latent.md): :func:`random_draws`
+  (:class:`Samples`), :func:`decode_latents`, :func:`write_samples` (``latent.draws``);
+  ``interpolate(checkpoint, a, b, steps=)`` (:class:`Interpolation`),
+  :func:`resolve_sample`, :func:`write_interpolation` (``latent.interpolate``);
+  :func:`condition_calibration`, :func:`condition_for_z` (``latent.conditioning``);
+  :func:`train_realism` (:class:`RealismScorer`, :class:`LambdaNet`), :func:`score_report`,
+  :func:`save_scorer`, :func:`load_scorer` (``latent.realism``).
+- :mod:`~crystalgrid.models.training`: ``train(config, view_train, view_val,
+  out_dir=...)`` (``training.loop``), :func:`measure_loader` (``training.loader``), the
+  cube symmetries (``training.augment``). Nothing else in the models imports it.
 
-Fresh grids on the GPU while training: :mod:`crystalgrid.grids.sampler` (docs/gpu-grids.md).
+:func:`run_benchmark`, :data:`BUDGETS` and :class:`Budget` are re-exported from
+:mod:`crystalgrid.benchmark` (``crystalgrid benchmark``), which builds stores, trains and
+scores, above the models. Fresh grids on the GPU while training:
+:mod:`crystalgrid.grids.sampler` (docs/gpu-grids.md).
 
-``train``, ``evaluate`` and ``interpolate`` are functions of the modules of the same name:
-``from crystalgrid.models.train import train``.
+``train``, ``evaluate`` and ``interpolate`` are not exported here (each is a function of its
+module): ``from crystalgrid.models.training.loop import train``.
 """
 
 from __future__ import annotations
@@ -55,58 +57,58 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "config",
-    "VAE": "vae",
-    "AttentionUNet3D": "unet",
-    "ReferenceModel": "losses",
-    "Checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "measure_loader": "loader",
-    "resolve_runtime": "runtime",
-    "ClassMap": "decode",
-    "decode_atoms": "decode",
-    "decode_class_scores": "decode",
-    "atoms_to_structure": "decode",
-    "atoms_to_molecule": "decode",
-    "write_cif": "decode",
-    "Scorer": "metrics",
-    "to_markdown": "metrics",
-    "score_species_grids": "evaluate",
-    "fit_atoms": "peakfit",
-    "score_peak_fit": "peakfit",
-    "load_predictions": "predictions",
-    "score_predictions": "predictions",
-    "write_truth_predictions": "predictions",
-    "BUDGETS": "benchmark",
-    "Budget": "benchmark",
-    "run_benchmark": "benchmark",
-    "Samples": "generate",
-    "random_draws": "generate",
-    "decode_latents": "generate",
-    "nearest_neighbour_distances": "generate",
-    "spacing_distribution": "generate",
-    "structural_validity": "generate",
-    "condition_calibration": "conditioning",
-    "condition_for_z": "conditioning",
-    "conditional_check": "generate",
-    "write_samples": "generate",
-    "Interpolation": "interpolate",
-    "resolve_sample": "interpolate",
-    "write_interpolation": "interpolate",
-    "LambdaNet": "realism",
-    "RealismScorer": "realism",
-    "train_realism": "realism",
-    "score_report": "realism",
-    "save_scorer": "realism",
-    "load_scorer": "realism",
-    "MatchScorer": "matching",
-    "match_checkpoint": "matching",
-    "to_crystal_frame": "matching",
-    "cdvae_matcher": "matching",
-    "show_sample": "plots",
-    "interpolation_strip": "plots",
-    "spacing_plot": "plots",
+    "TrainConfig": "crystalgrid.models.config",
+    "resolve_runtime": "crystalgrid.models.runtime",
+    "ClassMap": "crystalgrid.models.nets.classes",
+    "ReferenceModel": "crystalgrid.models.nets.model",
+    "AttentionUNet3D": "crystalgrid.models.nets.unet",
+    "VAE": "crystalgrid.models.nets.vae",
+    "fit_atoms": "crystalgrid.models.decoding.peakfit",
+    "decode_atoms": "crystalgrid.models.decoding.segmentation",
+    "decode_class_scores": "crystalgrid.models.decoding.segmentation",
+    "atoms_to_structure": "crystalgrid.models.decoding.structure",
+    "atoms_to_molecule": "crystalgrid.models.decoding.structure",
+    "write_cif": "crystalgrid.models.decoding.structure",
+    "Checkpoint": "crystalgrid.models.checkpoint",
+    "load_checkpoint": "crystalgrid.models.checkpoint",
+    "save_checkpoint": "crystalgrid.models.checkpoint",
+    "score_species_grids": "crystalgrid.models.scoring.decoders",
+    "score_peak_fit": "crystalgrid.models.scoring.decoders",
+    "nearest_neighbour_distances": "crystalgrid.models.scoring.distances",
+    "spacing_distribution": "crystalgrid.models.scoring.generated",
+    "structural_validity": "crystalgrid.models.scoring.generated",
+    "conditional_check": "crystalgrid.models.scoring.generated",
+    "MatchScorer": "crystalgrid.models.scoring.matching",
+    "match_checkpoint": "crystalgrid.models.scoring.matching",
+    "to_crystal_frame": "crystalgrid.models.scoring.matching",
+    "cdvae_matcher": "crystalgrid.models.scoring.matching",
+    "Scorer": "crystalgrid.models.scoring.metrics",
+    "to_markdown": "crystalgrid.models.scoring.metrics",
+    "load_predictions": "crystalgrid.models.scoring.predictions",
+    "score_predictions": "crystalgrid.models.scoring.predictions",
+    "write_truth_predictions": "crystalgrid.models.scoring.predictions",
+    "show_sample": "crystalgrid.models.plots",
+    "interpolation_strip": "crystalgrid.models.plots",
+    "spacing_plot": "crystalgrid.models.plots",
+    "condition_calibration": "crystalgrid.models.latent.conditioning",
+    "condition_for_z": "crystalgrid.models.latent.conditioning",
+    "Samples": "crystalgrid.models.latent.draws",
+    "random_draws": "crystalgrid.models.latent.draws",
+    "decode_latents": "crystalgrid.models.latent.draws",
+    "write_samples": "crystalgrid.models.latent.draws",
+    "Interpolation": "crystalgrid.models.latent.interpolate",
+    "resolve_sample": "crystalgrid.models.latent.interpolate",
+    "write_interpolation": "crystalgrid.models.latent.interpolate",
+    "LambdaNet": "crystalgrid.models.latent.realism",
+    "RealismScorer": "crystalgrid.models.latent.realism",
+    "train_realism": "crystalgrid.models.latent.realism",
+    "score_report": "crystalgrid.models.latent.realism",
+    "save_scorer": "crystalgrid.models.latent.realism",
+    "load_scorer": "crystalgrid.models.latent.realism",
+    "measure_loader": "crystalgrid.models.training.loader",
+    "BUDGETS": "crystalgrid.benchmark",
+    "Budget": "crystalgrid.benchmark",
+    "run_benchmark": "crystalgrid.benchmark",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -116,7 +118,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'crystalgrid.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"crystalgrid.models.{module}"), name)
+    return getattr(importlib.import_module(module), name)
 
 
 def __dir__() -> list[str]:

@@ -3,7 +3,8 @@
 A checkpoint (``torch.save`` of a dict, read with ``weights_only=True``: no code is
 unpickled) holds the networks, the optimiser, the config, the class map, the grid spec, the
 position (epoch, step, batch within the epoch), the torch RNG states, user metadata and the
-versions that wrote it. Files are written atomically (temporary file, fsync, rename).
+versions that wrote it. Files are written atomically and durably
+(:func:`crystalgrid.fileio.write_atomic`: temporary file, fsync, rename).
 
 Shipped models. The reference baselines ship inside the package (``crystalgrid/models/
 weights/``) as weights-only bf16 files written by :func:`export_checkpoint`; wherever a
@@ -14,8 +15,8 @@ trainer nor the optimiser state.
 
 from __future__ import annotations
 
+import io
 import math
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +26,16 @@ import torch
 
 from crystalgrid._version import __version__
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.fileio import write_atomic
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.decode import ClassMap
-from crystalgrid.models.losses import ReferenceModel
+from crystalgrid.models.nets.classes import ClassMap
+from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.spec import GridSpec
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
+    "as_checkpoint",
     "atomic_save",
     "checkpoint_config",
     "export_checkpoint",
@@ -77,13 +80,11 @@ def resolve_checkpoint(ref: str | Path) -> Path:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` of ``obj`` to ``path``, atomically and durably
+    (:func:`~crystalgrid.fileio.write_atomic`; the bytes are built in memory first)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer(), durable=True)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def save_checkpoint(
     best_val: float = math.inf,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temporary file, fsync, rename).
+    """Write a checkpoint atomically (:func:`atomic_save`).
 
     Args:
         path: the file to write.
@@ -216,6 +217,16 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         metadata=dict(ckpt.get("metadata") or {}),
         path=Path(path),
     )
+
+
+def as_checkpoint(checkpoint: str | Path | Checkpoint) -> Checkpoint:
+    """A loaded checkpoint as it is; a path or a shipped name loaded by
+    :func:`load_checkpoint` (on the CPU).
+
+    Raises:
+        CrystalgridError: if the file is missing or is not such a checkpoint.
+    """
+    return checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from crystalgrid.configs import Config
+from crystalgrid.config_base import Config
 from crystalgrid.errors import ConfigError, CrystalgridError
 
 __all__ = ["TrainConfig"]
@@ -42,7 +42,7 @@ class TrainConfig(Config):
         latent_dim: size of the VAE bottleneck (paper: 300).
         latent_kind: ``"dense"`` (the paper's fully connected bottleneck) or ``"conv"`` (a
             latent grid on the encoder's 8^3 cells, ``latent_dim / 512`` channels each; see
-            :mod:`crystalgrid.models.vae`).
+            :mod:`crystalgrid.models.nets.vae`).
         encoder_channels: channels of the four encoder convolutions (paper: 16, 32, 64, 128).
         decoder_channels: channels of the three upsampling convolutions (paper: 64, 32, 16).
         unet_base_channels: channels at the U-Net's finest level; doubled at each level.
@@ -50,7 +50,7 @@ class TrainConfig(Config):
         conditional: scale the bottleneck input and output by each sample's largest (scaled)
             density (paper appendix G.1).
         output_activation: the decoder's last activation, ``"softplus"`` (default) or
-            ``"relu"`` (the paper's, which can die: see :mod:`crystalgrid.models.vae`).
+            ``"relu"`` (the paper's, which can die: see :mod:`crystalgrid.models.nets.vae`).
         input_norm: BatchNorm after the first convolution of the encoder and of the U-Net
             (the paper's). ``False`` leaves those layers unnormalised, so a sample's absolute
             amplitudes (which carry Z) are not divided by statistics of its batch-mates.

@@ -34,7 +34,6 @@ __all__ = [
     "SHOW_SIZE_WITH_RECONSTRUCTION",
     "SPACING_SIZE",
     "interpolation_strip",
-    "reconstruct_one",
     "show_sample",
     "spacing_plot",
 ]
@@ -222,7 +221,7 @@ def show_sample(
     Returns:
         ``out``.
     """
-    from crystalgrid.models.decode import decode_atoms
+    from crystalgrid.models.decoding.segmentation import decode_atoms
 
     density = np.asarray(sample["density"], dtype=np.float32)
     species = np.asarray(sample["species"])
@@ -319,7 +318,7 @@ def interpolation_strip(
     pixels at dpi 100 (K steps). One colour scale for all density panels.
 
     Args:
-        result: an :class:`~crystalgrid.models.interpolate.Interpolation`.
+        result: an :class:`~crystalgrid.models.latent.interpolate.Interpolation`.
         out: the PNG path.
         spec: the grid geometry (axes in Å; default the paper's 10 Å box).
     """
@@ -381,11 +380,11 @@ def spacing_plot(
     """Nearest-neighbour spacing histograms of the samples and of real crystals (Fig. 5A).
 
     Args:
-        samples, real: :func:`crystalgrid.models.generate.spacing_distribution` results
+        samples, real: :func:`crystalgrid.models.scoring.generated.spacing_distribution` results
             (``real`` may be ``None``); drawn as densities (per Å) so different counts
             compare.
         out: the PNG path; ``SPACING_SIZE`` pixels (640 x 400) at dpi 100.
-        validity, real_validity: :func:`~crystalgrid.models.generate.structural_validity`
+        validity, real_validity: :func:`~crystalgrid.models.scoring.generated.structural_validity`
             results, for the legend.
         min_distance: where the validity threshold line is drawn, Å.
     """
@@ -421,40 +420,6 @@ def spacing_plot(
         ax.set_title("nearest-neighbour spacing")
         ax.legend(fontsize=8)
         return _save(fig, out, dpi)
-
-
-def reconstruct_one(checkpoint: Any, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reconstruction (posterior mean) and segmentation of one grid, for :func:`show_sample`.
-
-    Args:
-        checkpoint: a path or a loaded :class:`~crystalgrid.models.train.Checkpoint`.
-        density: ``(B, B, B)`` Å^-3.
-
-    Returns:
-        ``(reconstruction (B, B, B) float32 Å^-3, atomic number per voxel (B, B, B) uint8)``.
-    """
-    import torch
-
-    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
-
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    model = ckpt.model.eval()
-    d = torch.from_numpy(np.ascontiguousarray(density, dtype=np.float32))[None]
-    recon, species = model.reconstruct(d.to(next(model.parameters()).device))
-    return recon[0].float().cpu().numpy(), species[0].to(torch.uint8).cpu().numpy()
-
-
-def reconstruct_batch(checkpoint: Any, density: np.ndarray) -> np.ndarray:
-    """Reconstructions (posterior means) of a batch of grids ``(B, n, n, n)`` Å^-3, float32."""
-    import torch
-
-    from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint
-
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    model = ckpt.model.eval()
-    d = torch.from_numpy(np.ascontiguousarray(density, dtype=np.float32))
-    recon, _ = model.reconstruct(d.to(next(model.parameters()).device))
-    return recon.float().cpu().numpy()
 
 
 #: Pixel size of each of :func:`benchmark_figures`' pictures (dpi 100).

@@ -162,8 +162,8 @@ def checkpoint(tmp_path_factory):
     torch = pytest.importorskip("torch")
     from crystalgrid.models.checkpoint import save_checkpoint
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.decode import ClassMap
-    from crystalgrid.models.losses import ReferenceModel
+    from crystalgrid.models.nets.classes import ClassMap
+    from crystalgrid.models.nets.model import ReferenceModel
     from crystalgrid.spec import GridSpec
 
     tiny = TrainConfig(

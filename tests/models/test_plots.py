@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 import crystalgrid
 from crystalgrid.cli import main
-from crystalgrid.models.generate import spacing_distribution, structural_validity
 from crystalgrid.models.plots import (
     SHOW_SIZE,
     SHOW_SIZE_WITH_RECONSTRUCTION,
@@ -20,6 +19,7 @@ from crystalgrid.models.plots import (
     show_sample,
     spacing_plot,
 )
+from crystalgrid.models.scoring.generated import spacing_distribution, structural_validity
 from crystalgrid.spec import GridSpec
 
 matplotlib_image = pytest.importorskip("matplotlib.image")

@@ -54,7 +54,7 @@ def test_bad_configs_are_user_errors(tmp_path):
     ],
 )
 def test_cpu_configs_are_the_benchmark_budgets(name, budget_name):
-    from crystalgrid.models.benchmark import BUDGETS
+    from crystalgrid.benchmark import BUDGETS
 
     config = TrainConfig.from_file(MODELS / f"{name}.json")
     assert (MODELS / f"{name}.md").is_file()

@@ -20,7 +20,7 @@ from crystalgrid.models.checkpoint import (  # noqa: E402
     read_checkpoint,
     resolve_checkpoint,
 )
-from crystalgrid.models.train import train  # noqa: E402
+from crystalgrid.models.training.loop import train  # noqa: E402
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_every_shipped_model_loads_without_the_trainer(name):
     code = (
         "import sys; from crystalgrid.models.checkpoint import load_checkpoint; "
         f"ckpt = load_checkpoint({name!r}); "
-        "assert 'crystalgrid.models.train' not in sys.modules; "
+        "assert 'crystalgrid.models.training.loop' not in sys.modules; "
         "print(ckpt.step, ckpt.metadata.get('representation'))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

@@ -1,0 +1,270 @@
+"""Random draws from the latent space (paper section 4), decoded into grids and atoms.
+
+``z ~ N(0, 1)`` (a seeded ``torch.Generator``, so the same seed gives the same draws on any
+machine's CPU), decoded by the VAE, segmented by the U-Net and turned into atoms by
+:func:`~crystalgrid.models.decoding.segmentation.decode_atoms` (positions in Å in the 10 Å
+box frame).
+
+Conditional generation (appendix G.1). :func:`random_draws` with ``condition_z`` asks a
+conditional checkpoint for a largest atomic number through the calibration of
+:mod:`~crystalgrid.models.latent.conditioning`;
+:func:`~crystalgrid.models.scoring.generated.conditional_check` reports how closely the
+generated largest atomic number follows the requested one (paper Fig. S10A).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from crystalgrid.errors import CrystalgridError
+from crystalgrid.models.latent.conditioning import condition_for_z
+from crystalgrid.models.scoring.distances import min_distance
+from crystalgrid.spec import GridSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from crystalgrid.models.checkpoint import Checkpoint
+    from crystalgrid.models.nets.model import ReferenceModel
+    from crystalgrid.models.runtime import Runtime
+
+__all__ = ["Samples", "decode_latents", "random_draws", "write_samples"]
+
+
+@dataclass
+class Samples:
+    """Decoded latent vectors.
+
+    Attributes:
+        z: ``(n, latent)`` float32, the latent vectors.
+        density: ``(n, B, B, B)`` float32, decoded density, Å^-3.
+        species: ``(n, B, B, B)`` uint8, the U-Net's atomic number per voxel (0: no atom).
+        positions: per sample ``(k, 3)`` float64 atom positions, box Å.
+        numbers: per sample ``(k,)`` uint8 atomic numbers.
+        condition: ``(n,)`` float32 condition fed to a conditional VAE (scaled density), or
+            ``None``.
+        condition_z: ``(n,)`` int64 requested largest atomic numbers, or ``None``.
+    """
+
+    z: np.ndarray
+    density: np.ndarray
+    species: np.ndarray
+    positions: list[np.ndarray]
+    numbers: list[np.ndarray]
+    condition: np.ndarray | None = None
+    condition_z: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+
+def decode_latents(
+    model: ReferenceModel,
+    z: torch.Tensor,
+    c: torch.Tensor | None = None,
+    *,
+    spec: GridSpec,
+    runtime: Runtime | None = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Decode, segment and turn into atoms a batch of latent vectors, ``batch_size`` at a time.
+
+    Args:
+        model: the networks (eval mode).
+        z: ``(n, latent)``; c: ``(n,)`` scaled conditions (conditional models only).
+        spec: the model's grid geometry.
+        runtime: device and precision (default: the model's device, fp32).
+        batch_size: vectors per forward pass.
+
+    Returns:
+        ``(density (n, B, B, B) float32 Å^-3, species (n, B, B, B) uint8, positions,
+        numbers)`` with one ``(k, 3)`` / ``(k,)`` array per sample.
+    """
+    import contextlib
+
+    import torch
+
+    from crystalgrid.models.decoding.segmentation import decode_atoms
+
+    device = next(model.parameters()).device
+    ctx = runtime.autocast if runtime is not None else contextlib.nullcontext
+    densities, species = [], []
+    for a in range(0, len(z), batch_size):
+        zb = z[a : a + batch_size].to(device)
+        cb = None if c is None else c[a : a + batch_size].to(device)
+        with ctx():
+            d, s = model.generate(zb, cb)
+        densities.append(d.float().cpu().numpy())
+        species.append(s.to(torch.uint8).cpu().numpy())
+    bins = spec.bins
+    dens = np.concatenate(densities) if densities else np.zeros((0, bins, bins, bins), np.float32)
+    spc = np.concatenate(species) if species else np.zeros((0, bins, bins, bins), np.uint8)
+    positions, numbers = [], []
+    for grid in spc:
+        p, n = decode_atoms(grid, spec)
+        positions.append(p)
+        numbers.append(n)
+    return dens, spc, positions, numbers
+
+
+def random_draws(
+    checkpoint: str | Path | Checkpoint,
+    n: int,
+    *,
+    seed: int = 0,
+    condition_z: Sequence[int] | None = None,
+    calibration: dict[str, Any] | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    precision: str | None = None,
+) -> Samples:
+    """Decode ``z ~ N(0, 1)`` into grids, segmentations and atoms.
+
+    Args:
+        checkpoint: a path or a loaded :class:`~crystalgrid.models.checkpoint.Checkpoint`.
+        n: latent draws (``torch.randn`` from a ``torch.Generator`` seeded with ``seed``,
+            on the CPU, so the draws do not depend on the device).
+        seed: the generator's seed.
+        condition_z: for a conditional checkpoint, the largest atomic numbers to ask for;
+            each of the ``n`` draws is decoded once per requested value (``n * k`` samples,
+            the same ``z`` for every value, so only the condition differs).
+        calibration: the Z -> condition calibration; default the checkpoint's metadata
+            ``condition_calibration`` (written by the trainer), else the isolated-atom peak.
+        batch_size: vectors per forward pass.
+        device, precision: where and how to run (``precision``: ``"fp32"``/``"bf16"``;
+            default the checkpoint's, whose ``"auto"`` is bf16 on CUDA and fp32 on the CPU).
+
+    Raises:
+        CrystalgridError: a conditional checkpoint without ``condition_z``, or a condition
+            for an unconditional one.
+    """
+    import torch
+
+    from crystalgrid.models.checkpoint import as_checkpoint
+    from crystalgrid.models.runtime import resolve_runtime
+
+    if n < 1:
+        raise CrystalgridError(f"the number of samples must be >= 1, got {n}")
+    ckpt = as_checkpoint(checkpoint)
+    runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
+    model = ckpt.model.to(runtime.device).eval()
+    conditional = bool(ckpt.config.conditional)
+    if conditional and not condition_z:
+        raise CrystalgridError(
+            "this checkpoint is a conditional model: give the largest atomic number to "
+            "generate (--condition Z)"
+        )
+    if condition_z and not conditional:
+        raise CrystalgridError(
+            "this checkpoint is not conditional (trained without --conditional); drop --condition"
+        )
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(n, ckpt.config.latent_dim, generator=gen)
+    c = cz = None
+    if conditional:
+        calib = calibration or ckpt.metadata.get("condition_calibration")
+        zs = np.asarray(list(condition_z or ()), dtype=np.int64)
+        values = condition_for_z(
+            zs.tolist(), calib, spec=ckpt.spec, density_scale=ckpt.config.density_scale
+        )
+        z = z.repeat(len(zs), 1)
+        cz = np.repeat(zs, n)
+        c = torch.from_numpy(np.repeat(values, n))
+    dens, spc, pos, num = decode_latents(
+        model, z, c, spec=ckpt.spec, runtime=runtime, batch_size=batch_size
+    )
+    return Samples(
+        z=z.numpy().astype(np.float32),
+        density=dens,
+        species=spc,
+        positions=pos,
+        numbers=num,
+        condition=None if c is None else c.numpy().astype(np.float32),
+        condition_z=cz,
+    )
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def write_samples(
+    samples: Samples,
+    out_dir: str | Path,
+    spec: GridSpec,
+    *,
+    grids: bool = True,
+    cifs: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write decoded samples: ``grids.npz``, ``atoms.json`` and ``cif/sample_NNNN.cif``.
+
+    - ``grids.npz`` (compressed): ``z`` (n, latent), ``density`` (n, B, B, B) Å^-3,
+      ``species`` (n, B, B, B) uint8, and ``condition``/``condition_z`` when conditional.
+    - ``atoms.json``: ``spec``, ``frame`` (box Å), ``samples`` (``index``, ``n_atoms``,
+      ``numbers``, ``positions`` (Å), ``min_distance`` (Å), ``cif`` (a path relative to
+      ``out_dir``, ``None`` for a sample without atoms), ``condition_z``), plus ``extra``.
+    - One CIF per sample with atoms, in the cubic box frame
+      (:func:`~crystalgrid.models.decoding.structure.write_cif`: the box is a frame, not a lattice).
+
+    Returns:
+        ``{"grids": path, "atoms": path, "cif": folder}`` (those written).
+    """
+    from crystalgrid.models.decoding.structure import write_cif
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if grids:
+        arrays: dict[str, np.ndarray] = {
+            "z": samples.z,
+            "density": samples.density,
+            "species": samples.species,
+        }
+        if samples.condition is not None:
+            arrays["condition"] = samples.condition
+        if samples.condition_z is not None:
+            arrays["condition_z"] = samples.condition_z
+        paths["grids"] = out / "grids.npz"
+        np.savez_compressed(paths["grids"], **cast(dict[str, Any], arrays))
+    cif_dir = out / "cif"
+    if cifs:
+        cif_dir.mkdir(exist_ok=True)
+        paths["cif"] = cif_dir
+    records = []
+    width = max(4, len(str(len(samples) - 1)))
+    for i, (pos, num) in enumerate(zip(samples.positions, samples.numbers, strict=True)):
+        cif = None
+        if cifs and len(num):
+            name = f"sample_{i:0{width}d}.cif"
+            write_cif(cif_dir / name, pos, num, spec=spec)
+            cif = f"cif/{name}"
+        records.append(
+            {
+                "index": i,
+                "n_atoms": len(num),
+                "numbers": [int(v) for v in num],
+                "positions": np.round(np.asarray(pos, dtype=float), 5).tolist(),
+                "min_distance": _finite(min_distance(pos)),
+                "cif": cif,
+                "condition_z": None if samples.condition_z is None else int(samples.condition_z[i]),
+            }
+        )
+    doc = {
+        "spec": spec.to_dict(),
+        "frame": (
+            "box: Cartesian Å in the grid's cube [0, side)^3; no lattice (a box is not a period)"
+        ),
+        **(extra or {}),
+        "samples": records,
+    }
+    paths["atoms"] = out / "atoms.json"
+    paths["atoms"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    return paths

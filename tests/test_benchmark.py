@@ -1,0 +1,193 @@
+"""``crystalgrid benchmark``: the smoke budget end to end, as CI runs it (< 3 minutes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from crystalgrid.cli import main
+from crystalgrid.errors import CrystalgridError
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    result = CliRunner().invoke(main, ["benchmark", "--budget", "smoke", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_smoke_writes_results_beside_the_paper(smoke):
+    out, output = smoke
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"] == "smoke" and results["seed"] == 0
+    assert results["command"].startswith("crystalgrid")
+    assert {"crystalgrid", "torch", "numpy", "python"} <= set(results["versions"])
+    assert results["machine"]["cpu_cores"] >= 1 and results["wall_time_s"] > 0
+    assert results["source"]["kind"] == "demo"
+    single = results["representations"]["single"]
+    assert single["train"]["steps"] == 40 and single["scored_split"] == "test"
+    scores = single["scores"]
+    assert scores["n_samples"] == single["samples"]["scored"] > 0
+    assert 0 <= scores["true_within_radius"] <= 1
+    assert single["ceiling"]["true_within_radius"] > 0.95  # true species grids decoded
+    assert single["peakfit_on_true_density"]["true_within_radius"] > 0.9
+    assert single["peakfit_on_reconstruction"]["decoder"] == "peakfit"
+    assert single["scores"]["decoder"] == "unet-peaks"
+    assert single["unet_components"]["decoder"] == "unet-components"
+    assert single["unet_components"]["n_samples"] == single["scores"]["n_samples"]
+    on_truth = single["unet_on_true_density"]
+    assert on_truth["source"] == "truth" and on_truth["n_samples"] == scores["n_samples"]
+    assert single["paper"]["count_exact"] == 0.90
+    md = (out / "results.md").read_text()
+    assert "paper (single cells)" in md and "decoding ceiling" in md and "peak fit" in md
+    assert "single: 40 steps" in output
+
+
+def test_smoke_draws_the_four_pictures(smoke):
+    from matplotlib.image import imread
+
+    from crystalgrid.models.plots import BENCHMARK_SIZE
+
+    out, _ = smoke
+    for name in ("loss", "parity", "counts", "distances"):
+        image = imread(out / f"single-{name}.png")
+        assert image.shape[:2] == (BENCHMARK_SIZE[1], BENCHMARK_SIZE[0]), name
+        assert image[..., :3].std() > 0.01, name  # not a blank canvas
+
+
+def test_a_used_folder_is_refused_and_stores_are_reused(smoke, tmp_path):
+    out, _ = smoke
+    runner = CliRunner()
+    again = runner.invoke(main, ["benchmark", "--budget", "smoke", "--out", str(out), "-q"])
+    assert again.exit_code == 2 and "already holds a benchmark" in again.stderr
+    reuse = runner.invoke(
+        main,
+        [
+            "benchmark",
+            "--out",
+            str(tmp_path / "second"),
+            "--data-dir",
+            str(out / "stores"),
+            "--steps",
+            "2",
+            "--eval-limit",
+            "3",
+            "-q",
+        ],
+    )
+    assert reuse.exit_code == 0, reuse.output
+    results = json.loads((tmp_path / "second" / "results.json").read_text())
+    assert results["build"]["stores"]["single"]["reused"] is True
+    single = results["representations"]["single"]
+    assert single["train"]["steps"] == 2 and single["scores"]["n_samples"] == 3
+    # The training's runtime, read from its log (evaluation never compiles).
+    log = (tmp_path / "second" / "single" / "log.jsonl").read_text().splitlines()
+    assert single["train"]["runtime"] == json.loads(log[0])["runtime"]
+
+    # An interrupted run (a last.pt, no results.json) is refused without --resume, and
+    # continued from its checkpoint with it.
+    for name in ("results.json", "results.md"):
+        (tmp_path / "second" / name).unlink()
+    cont = ["benchmark", "--out", str(tmp_path / "second"), "--data-dir", str(out / "stores")]
+    refused = runner.invoke(main, [*cont, "--steps", "4", "-q"])
+    assert refused.exit_code == 2 and "add --resume" in refused.stderr
+    resumed = runner.invoke(main, [*cont, "--steps", "4", "--resume", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    train = json.loads((tmp_path / "second" / "results.json").read_text())
+    train = train["representations"]["single"]["train"]
+    assert train["steps"] == 4 and train["sessions"] == 2 and train["seconds"] > 0
+
+
+def test_every_budget_is_offered_by_the_cli():
+    from crystalgrid.benchmark import BUDGETS
+    from crystalgrid.cli.model_verbs import benchmark_cmd
+
+    option = next(p for p in benchmark_cmd.params if p.name == "budget")
+    assert set(option.type.choices) == set(BUDGETS)
+
+
+def test_training_seconds_skip_the_time_between_sessions():
+    from crystalgrid.benchmark import training_seconds
+
+    log = [
+        {"kind": "start", "time": 100.0},
+        {"kind": "step", "time": 130.0},
+        {"kind": "start", "time": 1000.0},  # resumed much later
+        {"kind": "step", "time": 1010.0},
+        {"kind": "stop", "time": 1012.0},
+    ]
+    assert training_seconds(log) == pytest.approx(42.0)
+
+
+def test_unknown_budget_and_bad_source(tmp_path):
+    from crystalgrid.benchmark import run_benchmark
+
+    with pytest.raises(CrystalgridError, match="unknown budget"):
+        run_benchmark("1d-tpu", out=tmp_path / "x")
+    result = CliRunner().invoke(
+        main, ["benchmark", "--source", str(tmp_path / "none.json"), "--out", str(tmp_path / "y")]
+    )
+    assert result.exit_code == 2 and "source not found" in result.stderr
+    result = CliRunner().invoke(
+        main, ["benchmark", "--licence", "CC-BY-4.0", "--out", str(tmp_path / "z")]
+    )
+    assert result.exit_code == 2 and "demo set's licence" in result.stderr
+
+
+def test_the_gpu_budget_plans_the_paper_model():
+    from crystalgrid.benchmark import BUDGETS
+
+    gpu = BUDGETS["10m-gpu"]
+    assert gpu.representations == ("single", "repeated")
+    assert gpu.train.encoder_channels == (16, 32, 64, 128) and gpu.train.latent_dim == 300
+    assert gpu.train.device == "auto" and gpu.workers is None  # every core builds
+    # Crops get their own steps and prior; single cells the budget's own configuration.
+    assert gpu.config_for("single") == gpu.train
+    crops = gpu.config_for("repeated")
+    assert crops.max_steps == 2 * gpu.train.max_steps and crops.background_prior == 0.97
+    assert crops.latent_kind == "conv" and gpu.train.latent_kind == "dense"
+    card = json.loads((MODELS / "gpu-10m.json").read_text())
+    assert card["notes"]["repeated overrides"] == gpu.overrides["repeated"]
+
+
+def test_a_budget_runs_only_the_representations_asked_for(tmp_path):
+    from crystalgrid.benchmark import run_benchmark
+
+    with pytest.raises(CrystalgridError, match="smoke budget trains single, not repeated"):
+        run_benchmark("smoke", out=tmp_path / "x", representations=("repeated",))
+    with pytest.raises(CrystalgridError, match="at least 1"):
+        run_benchmark("smoke", out=tmp_path / "y", eval_limit=0)
+    result = CliRunner().invoke(
+        main, ["benchmark", "--budget", "1h-cpu", "--repr", "both", "--out", str(tmp_path / "z")]
+    )
+    assert result.exit_code == 2 and "not repeated" in result.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+@pytest.mark.slow
+def test_the_gpu_budget_runs_small_on_a_cpu(tmp_path):
+    """The 10m-gpu plan end to end (both stores, the paper's networks), one step each on CPU."""
+    out = tmp_path / "gpu-small"
+    args = ["benchmark", "--budget", "10m-gpu", "--out", str(out), "-q"]
+    args += ["--crystals", "12", "--steps", "1", "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["representations"]) == {"single", "repeated"}
+    for rep in results["representations"].values():
+        assert rep["train"]["steps"] == 1  # --steps wins over the crops' own steps
+    reps = results["representations"]
+    assert reps["single"]["config"]["latent_dim"] == 300  # the paper's bottleneck
+    assert reps["repeated"]["config"]["latent_kind"] == "conv"
+    assert reps["single"]["config"]["background_prior"] == 0.99
+    assert reps["repeated"]["config"]["background_prior"] == 0.97
+    assert "paper (crops)" in (out / "results.md").read_text()

@@ -40,7 +40,7 @@ from torch import nn
 
 from crystalgrid.contracts import iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint
+from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint, atomic_save
 from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.models.scoring.metrics import percentiles
 
@@ -369,10 +369,10 @@ def _unconditional(ckpt: Checkpoint) -> None:
 
 
 def save_scorer(scorer: RealismScorer, path: str | Path) -> Path:
-    """Write the scorer (weights, configuration, provenance, history) to ``path``."""
+    """Write the scorer (weights, configuration, provenance, history) to ``path``, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
+    atomic_save(
         {
             "format": REALISM_FORMAT,
             "state": {k: v.detach().cpu() for k, v in scorer.net.state_dict().items()},

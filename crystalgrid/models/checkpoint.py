@@ -4,7 +4,7 @@ A checkpoint (``torch.save`` of a dict, read with ``weights_only=True``: no code
 unpickled) holds the networks, the optimiser, the config, the class map, the grid spec, the
 position (epoch, step, batch within the epoch), the torch RNG states, user metadata and the
 versions that wrote it. Files are written atomically and durably
-(:func:`crystalgrid.fileio.write_atomic`: temporary file, fsync, rename).
+(:func:`crystalgrid.fileio.open_atomic`: temporary file, fsync, rename).
 
 Shipped models. The reference baselines ship inside the package (``crystalgrid/models/
 weights/``) as weights-only bf16 files written by :func:`export_checkpoint`; wherever a
@@ -15,7 +15,6 @@ trainer nor the optimiser state.
 
 from __future__ import annotations
 
-import io
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 
 from crystalgrid._version import __version__
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.fileio import write_atomic
+from crystalgrid.fileio import open_atomic
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.models.nets.model import ReferenceModel
@@ -81,10 +80,9 @@ def resolve_checkpoint(ref: str | Path) -> Path:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` of ``obj`` to ``path``, atomically and durably
-    (:func:`~crystalgrid.fileio.write_atomic`; the bytes are built in memory first)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomic(path, buffer.getbuffer(), durable=True)
+    (:func:`~crystalgrid.fileio.open_atomic`: streamed to a temporary file, then renamed)."""
+    with open_atomic(path, durable=True) as fh:
+        torch.save(obj, fh)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -62,6 +62,9 @@ class Budget:
         peakfit_recon_limit: test samples whose *reconstructions* the peak fit decodes (the
             VAE without the U-Net; slower on imperfect grids); ``None``: ``peakfit_limit``,
             ``0``: skipped.
+        tune_limit: validation samples the U-Net peak decoder's threshold is tuned on
+            (:func:`~crystalgrid.models.scoring.threshold.tune_threshold`, recorded in the
+            run's ``last.pt``); ``0``: not tuned (threshold 0).
         workers: build workers; ``None``: the cores available.
         split_fractions: train, val, test fractions of the crystals.
         eval_split: the split scored (``"train"`` for a proof that the model can learn).
@@ -77,6 +80,7 @@ class Budget:
     eval_limit: int | None = None
     peakfit_limit: int | None = 200
     peakfit_recon_limit: int | None = None
+    tune_limit: int = 200
     workers: int | None = None
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     eval_split: str = "test"
@@ -466,9 +470,10 @@ def _train_and_score(
     resume: bool,
     quiet: bool,
 ) -> dict[str, Any]:
-    from crystalgrid.models.checkpoint import load_checkpoint
+    from crystalgrid.models.checkpoint import DECODER_METADATA, load_checkpoint, update_metadata
     from crystalgrid.models.scoring.decoders import score_peak_fit
     from crystalgrid.models.scoring.evaluate import evaluate
+    from crystalgrid.models.scoring.threshold import tune_threshold
     from crystalgrid.models.training.loop import read_log, train
 
     train_view, val_view = dataset.split("train"), dataset.split("val")
@@ -494,6 +499,16 @@ def _train_and_score(
     steps = [r for r in log if r["kind"] == "step"]
     speeds = [r["samples_per_s"] for r in steps[1:]] or [r["samples_per_s"] for r in steps]
 
+    # The U-Net peak decoder's threshold, tuned on the validation split and recorded in
+    # last.pt, so that every score below (and a later `crystalgrid evaluate`) uses it.
+    tuning = None
+    if budget.tune_limit and len(val_view):
+        tuning = tune_threshold(
+            last, val_view, limit=budget.tune_limit, device=config.device, quiet=quiet
+        )
+        entry = {k: v for k, v in tuning.items() if k != "table"}
+        data = {"path": str(dataset.location), "split": "val"}
+        update_metadata(last, **{DECODER_METADATA: {**entry, "data": data}})
     ckpt = load_checkpoint(last)
     per_sample: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -508,6 +523,18 @@ def _train_and_score(
         also=("unet-components", "unet-amplitudes"),
     )
     eval_s = time.perf_counter() - t0
+    # The same model with the untuned threshold (0: P(atom) >= 0.5), beside the tuned one.
+    untuned = None
+    if ckpt.peak_threshold != 0.0:
+        untuned = evaluate(
+            ckpt,
+            test_view,
+            limit=budget.eval_limit,
+            device=config.device,
+            ceiling=False,
+            threshold=0.0,
+            quiet=quiet,
+        )
     # The U-Net on the true densities: what the segmenter reaches without the VAE's errors.
     unet_on_truth = evaluate(
         ckpt,
@@ -563,6 +590,8 @@ def _train_and_score(
         "ceiling": scores.get("ceiling"),
         "unet_components": scores["also"]["unet-components"],
         "unet_amplitudes": scores["also"]["unet-amplitudes"],
+        "threshold_tuning": tuning,
+        "threshold_zero": untuned,
         "unet_on_true_density": unet_on_truth,
         "peakfit_on_true_density": peakfit,
         "peakfit_on_reconstruction": peakfit_recon,
@@ -623,7 +652,25 @@ def _markdown(results: dict[str, Any]) -> str:
             f"{rep['scored_split']} samples.",
             "",
         ]
+        tuning = rep.get("threshold_tuning")
+        if tuning:
+            lines += [
+                f"The U-Net peaks' threshold, tuned on {tuning['n_samples']} validation samples "
+                f"(best F1 of atoms within {tuning['match_radius']} Å): "
+                f"**{tuning['threshold']:g}**.",
+                "",
+                "| threshold | predicted / true atoms | recall | precision | F1 | exact counts |",
+                "|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {row['threshold']:g} | {row['n_pred_atoms']} / {row['n_true_atoms']} | "
+                f"{100 * row['recall']:.1f}% | {100 * row['precision']:.1f}% | {row['f1']:.3f} | "
+                f"{100 * (row['count_exact'] or 0):.1f}% |"
+                for row in tuning["table"]
+            ]
+            lines += [""]
         others = [
+            ("this model, threshold 0 (untuned)", rep.get("threshold_zero")),
             ("this model, the paper's decoding (components)", rep["unet_components"]),
             ("this model, species from fitted amplitudes", rep.get("unet_amplitudes")),
             ("its U-Net on the true density (no VAE)", rep.get("unet_on_true_density")),

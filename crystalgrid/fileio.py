@@ -2,7 +2,8 @@
 
 :func:`write_atomic` writes a file so that a reader sees either the old file or the whole new
 one (a temporary file beside the target, then a rename; optionally fsynced, or created only
-where none exists). :func:`hold_flock` holds a kernel advisory lock on a file. Both work on
+where none exists); :func:`open_atomic` does the same for a writer that streams to a file
+object. :func:`hold_flock` holds a kernel advisory lock on a file. All three work on
 local paths only; stores and sources behind URLs go through fsspec and zarr instead.
 """
 
@@ -22,7 +23,7 @@ try:  # POSIX advisory locks; elsewhere a flock is not taken
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["TMP_SUFFIX", "fsync_dir", "hold_flock", "write_atomic"]
+__all__ = ["TMP_SUFFIX", "fsync_dir", "hold_flock", "open_atomic", "write_atomic"]
 
 #: The suffix of the temporary files of :func:`write_atomic` (``.<name>.<pid>-<tag>.tmp``).
 TMP_SUFFIX = ".tmp"
@@ -41,6 +42,50 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _flush(fh: IO[bytes], durable: bool) -> None:
+    """With ``durable``, push ``fh``'s bytes to the disk before its rename."""
+    if durable:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def _temporary_beside(target: Path, suffix: str) -> Iterator[Path]:
+    """A fresh temporary path beside ``target`` (its folders made), removed when the block
+    ends unless it was renamed away."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def open_atomic(
+    path: str | os.PathLike[str], *, durable: bool = False, suffix: str = TMP_SUFFIX
+) -> Iterator[IO[bytes]]:
+    """A binary file to write whose contents replace ``path`` when the block ends.
+
+    The streaming form of :func:`write_atomic` (same temporary file, rename and
+    ``durable``), for writers that take a file object, such as ``torch.save``: the bytes
+    are never all held in memory. If the block raises, ``path`` is unchanged and the
+    temporary file is removed.
+
+    Raises:
+        OSError: the write failed (a full disk: ``ENOSPC``); ``path`` is unchanged.
+    """
+    target = Path(path)
+    with _temporary_beside(target, suffix) as tmp:
+        with open(tmp, "wb") as fh:
+            yield fh
+            _flush(fh, durable)
+        os.replace(tmp, target)
+    if durable:
+        fsync_dir(target.parent)
 
 
 def write_atomic(
@@ -65,25 +110,19 @@ def write_atomic(
     Raises:
         OSError: the write failed (a full disk: ``ENOSPC``); ``path`` is unchanged.
     """
+    if not exclusive:
+        with open_atomic(path, durable=durable, suffix=suffix) as fh:
+            fh.write(data)
+        return True
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
-    try:
+    with _temporary_beside(target, suffix) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        if exclusive:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                return False
-        else:
-            os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+            _flush(fh, durable)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
     if durable:
         fsync_dir(target.parent)
     return True

@@ -47,7 +47,21 @@ def test_smoke_writes_results_beside_the_paper(smoke):
     on_truth = single["unet_on_true_density"]
     assert on_truth["source"] == "truth" and on_truth["n_samples"] == scores["n_samples"]
     assert single["paper"]["count_exact"] == 0.90
+    # The peak threshold is tuned on val, recorded in last.pt and used for the test scores.
+    from crystalgrid.models.checkpoint import load_checkpoint
+
+    tuning = single["threshold_tuning"]
+    assert tuning["n_samples"] == single["samples"]["val"] > 0
+    assert [row["threshold"] for row in tuning["table"]][:3] == [-2.0, -1.0, 0.0]
+    best = max(row["f1"] for row in tuning["table"])
+    assert next(r for r in tuning["table"] if r["threshold"] == tuning["threshold"])["f1"] == best
+    recorded = load_checkpoint(out / "single" / "last.pt").metadata["decoder"]
+    assert recorded["threshold"] == tuning["threshold"] == scores["peak_threshold"]
+    assert recorded["data"]["split"] == "val"
+    if tuning["threshold"] != 0.0:
+        assert single["threshold_zero"]["peak_threshold"] == 0.0
     md = (out / "results.md").read_text()
+    assert "tuned on" in md and "| threshold | predicted / true atoms |" in md
     assert "paper (single cells)" in md and "decoding ceiling" in md and "peak fit" in md
     assert "single: 40 steps" in output
 

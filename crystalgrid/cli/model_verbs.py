@@ -1,5 +1,6 @@
-"""CLI verbs (registered on ``crystalgrid.cli.main``): ``train`` and ``evaluate``; and over the
-latent space (docs/latent.md): ``sample``, ``interpolate``, ``realism``, ``match``, ``show``.
+"""CLI verbs (registered on ``crystalgrid.cli.main``): ``train``, ``evaluate`` and
+``tune-threshold``; and over the latent space (docs/latent.md): ``sample``, ``interpolate``,
+``realism``, ``match``, ``show``.
 
 torch and the model code are imported inside the verbs, so ``crystalgrid --help`` stays fast
 and works without the ``models`` extra; a verb run without torch says how to install it.
@@ -185,6 +186,12 @@ def train_cmd(
     help="What the decoder reads: the VAE's reconstruction (the model's score), or the true "
     "density (the U-Net or the peak fit alone, without the VAE's errors).",
 )
+@click.option(
+    "--threshold",
+    type=float,
+    help="Atom log-odds above which a U-Net peak is an atom. Default: the one tuned on "
+    "validation and recorded with the checkpoint (`crystalgrid tune-threshold --write`), else 0.",
+)
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write the scores as JSON.")
 @click.option("--markdown", is_flag=True, help="Print the scores as markdown tables.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -206,6 +213,7 @@ def evaluate_cmd(
     predictions: Path | None,
     decoder: str,
     source: str,
+    threshold: float | None,
     out: Path | None,
     markdown: bool,
     batch_size: int,
@@ -221,8 +229,10 @@ def evaluate_cmd(
     """
     if (checkpoint is None) == (predictions is None):
         raise CrystalgridError("give either a CHECKPOINT or --predictions FILE (one of them)")
-    if predictions is not None and source != "reconstruction":
-        raise CrystalgridError("--input is for a CHECKPOINT; --predictions are scored as given")
+    if predictions is not None and (source != "reconstruction" or threshold is not None):
+        raise CrystalgridError(
+            "--input and --threshold are for a CHECKPOINT; --predictions are scored as given"
+        )
     if checkpoint is not None:
         _require_torch()
         from crystalgrid.models.checkpoint import resolve_checkpoint
@@ -258,6 +268,7 @@ def evaluate_cmd(
             ceiling=ceiling,
             decoder=decoder,
             source=source,
+            threshold=threshold,
             quiet=quiet,
         )
         title_of = str(checkpoint) + (" on the true densities" if source == "truth" else "")
@@ -282,6 +293,90 @@ def evaluate_cmd(
             f"{result['n_samples']} samples scored; true atoms within 0.5 Å: "
             f"{'n/a' if within is None else f'{100 * within:.1f}%'}; written to {out}"
         )
+
+
+@main.command("tune-threshold")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--split",
+    default="val",
+    show_default=True,
+    help="The split to tune on: not the one whose scores are reported.",
+)
+@click.option("--limit", type=int, default=200, show_default=True, help="Its first N samples.")
+@click.option(
+    "--input",
+    "source",
+    type=click.Choice(["reconstruction", "truth"]),
+    default="reconstruction",
+    show_default=True,
+    help="What the U-Net reads: the VAE's reconstruction (the model's chain) or the true density.",
+)
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Record the best threshold in CHECKPOINT (rewritten atomically); `crystalgrid "
+    "evaluate` then uses it.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Write the table as JSON.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def tune_threshold_cmd(
+    checkpoint: Path,
+    data: Path,
+    split: str,
+    limit: int,
+    source: str,
+    write: bool,
+    out: Path | None,
+    batch_size: int,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Tune the U-Net peak decoder's threshold on a split (best F1 of atoms within 0.5 Å).
+
+    Prints each candidate's recall, precision, F1 and exact counts.
+    """
+    ckpt = _load(checkpoint)
+    if write:  # refuse a shipped model before the work, not after
+        from crystalgrid.models.checkpoint import writable_checkpoint
+
+        writable_checkpoint(checkpoint)
+    from crystalgrid.models.scoring.threshold import tune_threshold
+
+    dataset = _open_store(data)
+    tuning = tune_threshold(
+        ckpt,
+        _split(dataset, split),
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        source=source,
+        quiet=quiet,
+    )
+    tuning["data"] = {"path": str(data), "split": split}
+    if out is not None:
+        _write_json(out, tuning)
+    click.echo("| threshold | predicted / true atoms | recall | precision | F1 | exact counts |")
+    click.echo("|---|---|---|---|---|---|")
+    for row in tuning["table"]:
+        mark = " (best)" if row["threshold"] == tuning["threshold"] else ""
+        click.echo(
+            f"| {row['threshold']:g}{mark} | {row['n_pred_atoms']} / {row['n_true_atoms']} | "
+            f"{_pct(row['recall'])} | {_pct(row['precision'])} | {row['f1']:.3f} | "
+            f"{_pct(row['count_exact'])} |"
+        )
+    if write:
+        from crystalgrid.models.checkpoint import DECODER_METADATA, update_metadata
+
+        entry = {k: v for k, v in tuning.items() if k != "table"}
+        update_metadata(checkpoint, **{DECODER_METADATA: entry})
+        click.echo(f"threshold {tuning['threshold']:g} recorded in {checkpoint}")
+    else:
+        click.echo(f"best threshold: {tuning['threshold']:g} (--write records it)")
 
 
 # ---- latent space: sample, interpolate, realism, match, show ----------------------

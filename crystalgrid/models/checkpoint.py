@@ -4,7 +4,7 @@ A checkpoint (``torch.save`` of a dict, read with ``weights_only=True``: no code
 unpickled) holds the networks, the optimiser, the config, the class map, the grid spec, the
 position (epoch, step, batch within the epoch), the torch RNG states, user metadata and the
 versions that wrote it. Files are written atomically and durably
-(:func:`crystalgrid.fileio.write_atomic`: temporary file, fsync, rename).
+(:func:`crystalgrid.fileio.open_atomic`: temporary file, fsync, rename).
 
 Shipped models. The reference baselines ship inside the package (``crystalgrid/models/
 weights/``) as weights-only bf16 files written by :func:`export_checkpoint`; wherever a
@@ -15,7 +15,6 @@ trainer nor the optimiser state.
 
 from __future__ import annotations
 
-import io
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 
 from crystalgrid._version import __version__
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.fileio import write_atomic
+from crystalgrid.fileio import open_atomic
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.models.nets.model import ReferenceModel
@@ -34,6 +33,7 @@ from crystalgrid.spec import GridSpec
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "DECODER_METADATA",
     "Checkpoint",
     "as_checkpoint",
     "atomic_save",
@@ -44,6 +44,8 @@ __all__ = [
     "resolve_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
+    "update_metadata",
+    "writable_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "crystalgrid.models/vae-unet/1"
@@ -55,6 +57,10 @@ SHIPPED: dict[str, str] = {
     "baseline-2h-cpu-repeated": "baseline-2h-cpu-repeated.pt",
 }
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+#: The metadata entry that holds a checkpoint's decoder settings tuned on a split
+#: (:func:`crystalgrid.models.scoring.threshold.tune_threshold`): ``{"threshold": ..., ...}``.
+DECODER_METADATA = "decoder"
 
 
 def resolve_checkpoint(ref: str | Path) -> Path:
@@ -81,10 +87,39 @@ def resolve_checkpoint(ref: str | Path) -> Path:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` of ``obj`` to ``path``, atomically and durably
-    (:func:`~crystalgrid.fileio.write_atomic`; the bytes are built in memory first)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomic(path, buffer.getbuffer(), durable=True)
+    (:func:`~crystalgrid.fileio.open_atomic`: streamed to a temporary file, then renamed)."""
+    with open_atomic(path, durable=True) as fh:
+        torch.save(obj, fh)
+
+
+def update_metadata(path: str | Path, **entries: Any) -> Path:
+    """Add or replace ``entries`` (JSON-ready) in the metadata of the checkpoint file
+    ``path``, rewritten atomically; everything else is kept as it was.
+
+    Raises:
+        CrystalgridError: for a shipped model (:func:`writable_checkpoint`) or a file that is
+            not a checkpoint.
+    """
+    target = writable_checkpoint(path)
+    ckpt = read_checkpoint(target)
+    ckpt["metadata"] = {**ckpt.get("metadata", {}), **entries}
+    atomic_save(ckpt, target)
+    return target
+
+
+def writable_checkpoint(ref: str | Path) -> Path:
+    """The file of a checkpoint that may be rewritten: a path, not a shipped name.
+
+    Raises:
+        CrystalgridError: for a shipped model (part of the installed package: copy its file
+            and change the copy) or a missing file.
+    """
+    if not Path(ref).is_file() and str(ref) in SHIPPED:
+        raise CrystalgridError(
+            f"{ref} is a shipped model, part of the installed package; copy its file "
+            f"({_WEIGHTS / SHIPPED[str(ref)]}) and change the copy"
+        )
+    return resolve_checkpoint(ref)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -179,6 +214,13 @@ class Checkpoint:
     batch_in_epoch: int
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def peak_threshold(self) -> float:
+        """The atom log-odds above which a U-Net peak is an atom: the threshold tuned on a
+        validation split and recorded with the checkpoint (:data:`DECODER_METADATA`), else 0
+        (``P(atom) >= 0.5``)."""
+        return float(self.metadata.get(DECODER_METADATA, {}).get("threshold", 0.0))
 
 
 def checkpoint_config(path: str | Path) -> TrainConfig:

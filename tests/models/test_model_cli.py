@@ -121,7 +121,7 @@ def test_train_then_evaluate_end_to_end(tmp_path, fake_store, tiny_config):
     assert result.exit_code == 0, result.output
     assert "on the true densities" in result.output
     both = ["evaluate", "--predictions", str(out), "--data", str(fake_store), "--input", "truth"]
-    _one_line_error(CliRunner().invoke(main, both), "--input is for a CHECKPOINT")
+    _one_line_error(CliRunner().invoke(main, both), "--input and --threshold are for a CHECKPOINT")
 
     bad = CliRunner().invoke(
         main, ["evaluate", str(ckpt), "--data", str(fake_store), "--split", "x"]

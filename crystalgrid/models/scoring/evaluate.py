@@ -16,6 +16,7 @@ species grid labels only the atoms inside the box, so the ceiling is close to, n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,11 @@ from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint
 from crystalgrid.models.decoding.peakfit import fit_amplitudes, fit_atoms
 from crystalgrid.models.decoding.segmentation import decode_atoms, decode_class_scores
-from crystalgrid.models.runtime import resolve_runtime
+from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.models.scoring.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
-__all__ = ["DECODERS", "SOURCES", "evaluate"]
+__all__ = ["DECODERS", "SOURCES", "evaluate", "model_outputs"]
 
 #: How a reconstruction becomes atoms: peaks of the U-Net's atom log-odds (the default), the
 #: paper's connected components of the U-Net's argmax, the U-Net's peaks with species from the
@@ -57,6 +58,7 @@ def evaluate(
     also: tuple[str, ...] = (),
     records: list[dict[str, Any]] | None = None,
     source: str = "reconstruction",
+    threshold: float | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """The paper's scores of a checkpoint on a split.
@@ -90,11 +92,16 @@ def evaluate(
         source: what the decoders read: ``"reconstruction"`` (the VAE's, the model's score)
             or ``"truth"`` (the true densities, no VAE: the segmenter or the peak fit on its
             own, which tells the VAE's share of the error from the U-Net's; no voxel MSE).
+        threshold: the atom log-odds above which a U-Net peak is an atom; ``None``: the
+            checkpoint's own (:attr:`~crystalgrid.models.checkpoint.Checkpoint.peak_threshold`,
+            tuned on a validation split by
+            :func:`~crystalgrid.models.scoring.threshold.tune_threshold`, else 0).
         quiet: no progress bar.
 
     Returns:
-        :meth:`Scorer.result` plus ``"checkpoint"`` (path, step, epoch), ``"runtime"`` and,
-        with ``ceiling``, ``"ceiling"``: the scores of decoding the true species grids.
+        :meth:`Scorer.result` plus ``"checkpoint"`` (path, step, epoch), ``"runtime"``,
+        ``"peak_threshold"`` and, with ``ceiling``, ``"ceiling"``: the scores of decoding
+        the true species grids.
 
     Raises:
         CrystalgridError: for a missing checkpoint or a grid spec that differs.
@@ -114,24 +121,18 @@ def evaluate(
             f"{ckpt.spec.to_dict()}"
         )
     runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
-    model = ckpt.model.to(runtime.device).eval()
+    threshold = ckpt.peak_threshold if threshold is None else float(threshold)
     scorer = Scorer(match_radius=match_radius)
     others = {name: Scorer(match_radius=match_radius) for name in also}
     oracle = Scorer(match_radius=match_radius) if ceiling else None
     needs_scores = any(name.startswith("unet") for name in (decoder, *also))
     total = len(view) if limit is None else min(limit, len(view))
     bar = tqdm(total=total, desc="evaluate", disable=quiet, leave=False)
-    for batch in iter_view(view, batch_size, limit=limit):
-        density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
+    outputs = model_outputs(
+        ckpt, view, runtime, batch_size=batch_size, limit=limit, source=source, scores=needs_scores
+    )
+    for batch, recon_np, logits_np in outputs:
         true_density = np.asarray(batch["density"], dtype=np.float32)
-        with runtime.autocast():
-            if source == "truth":
-                logits = model.segment_scores(density.to(runtime.device))
-                recon_np = true_density
-            else:
-                recon, logits = model.reconstruct_scores(density.to(runtime.device))
-                recon_np = recon.float().cpu().numpy()
-        logits_np = logits.float().cpu().numpy() if needs_scores else None
         mse: Any = (
             [None] * len(recon_np)  # the decoders read the truth itself
             if source == "truth"
@@ -141,12 +142,12 @@ def evaluate(
         for i in range(len(recon_np)):
             scores_i = logits_np[i] if logits_np is not None else None
             peaks: dict[str, Any] = {}  # the U-Net's peaks, found once for every decoder
-            pos, z = _decode(decoder, scores_i, recon_np[i], ckpt, peaks)
+            pos, z = _decode(decoder, scores_i, recon_np[i], ckpt, peaks, threshold)
             summary = scorer.add(
                 pos, z, true_positions=truth[0][i], true_numbers=truth[1][i], voxel_mse=mse[i]
             )
             for name, other in others.items():
-                pos, z = _decode(name, scores_i, recon_np[i], ckpt, peaks)
+                pos, z = _decode(name, scores_i, recon_np[i], ckpt, peaks, threshold)
                 other.add(
                     pos, z, true_positions=truth[0][i], true_numbers=truth[1][i], voxel_mse=mse[i]
                 )
@@ -167,6 +168,7 @@ def evaluate(
     }
     result["runtime"] = runtime.describe()
     result["decoder"] = decoder
+    result["peak_threshold"] = threshold
     result["source"] = source
     if oracle is not None:
         result["ceiling"] = oracle.result()
@@ -175,20 +177,61 @@ def evaluate(
     return result
 
 
+def model_outputs(
+    ckpt: Checkpoint,
+    view: ViewLike,
+    runtime: Runtime,
+    *,
+    batch_size: int,
+    limit: int | None = None,
+    source: str = "reconstruction",
+    scores: bool = True,
+) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray | None]]:
+    """The model's outputs on a split, batch by batch, as numpy on the CPU.
+
+    Args:
+        ckpt: the loaded checkpoint; its model is moved to ``runtime.device``.
+        view: the split; ``limit``: its first samples only.
+        runtime: device and precision of the forward passes.
+        source: ``"reconstruction"`` (the VAE's posterior-mean reconstruction, then the
+            U-Net on it) or ``"truth"`` (the U-Net on the true density, no VAE).
+        scores: also return the U-Net's logits (else ``None``).
+
+    Yields:
+        ``(batch, density (B, n, n, n) float32 Å^-3, logits (B, classes, n, n, n) float32 or
+        None)``: the view's batch, what the decoders read (the reconstruction, or the true
+        density itself) and the U-Net's scores of it.
+    """
+    model = ckpt.model.to(runtime.device).eval()
+    for batch in iter_view(view, batch_size, limit=limit):
+        density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
+        with runtime.autocast():
+            if source == "truth":
+                logits = model.segment_scores(density.to(runtime.device))
+                read = np.asarray(batch["density"], dtype=np.float32)
+            else:
+                recon, logits = model.reconstruct_scores(density.to(runtime.device))
+                read = recon.float().cpu().numpy()
+        yield batch, read, (logits.float().cpu().numpy() if scores else None)
+
+
 def _decode(
     decoder: str,
     scores: np.ndarray | None,
     reconstruction: np.ndarray,
     ckpt: Checkpoint,
     peaks: dict[str, Any],
+    threshold: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Atoms of one sample by ``decoder`` (:data:`DECODERS`) from its U-Net logits
     ``(classes, n, n, n)`` or its reconstructed density ``(n, n, n)``; ``peaks`` keeps the
-    sample's U-Net peaks for the next decoder that needs them."""
+    sample's U-Net peaks (atom log-odds above ``threshold``) for the next decoder."""
     if decoder in ("unet-peaks", "unet-amplitudes"):
         if "atoms" not in peaks:
             assert scores is not None, "U-Net decoders need the U-Net's scores"
-            peaks["atoms"] = decode_class_scores(scores, ckpt.spec, ckpt.class_map)
+            peaks["atoms"] = decode_class_scores(
+                scores, ckpt.spec, ckpt.class_map, threshold=threshold
+            )
         positions, numbers = peaks["atoms"]
         if decoder == "unet-peaks":
             return positions, numbers

@@ -9,7 +9,9 @@ Definitions (``r`` = ``match_radius``, 0.5 Å by default):
 - ``pred_to_true``: for every predicted atom, the distance to the nearest true atom of its
   sample; ``true_to_pred`` the other way round. Percentiles 0, 10, ..., 100 (numpy's linear
   interpolation) over all atoms of all samples.
-- ``true_within_radius``: the fraction of true atoms whose nearest predicted atom is within r.
+- ``true_within_radius``: the fraction of true atoms whose nearest predicted atom is within r
+  (recall); ``pred_within_radius`` the fraction of predicted atoms with a true atom within r
+  (precision: extra atoms lower it, missed ones do not).
 - ``count_exact`` / ``count_within``: the fraction of samples whose number of predicted atoms
   equals the true number / differs by at most ``count_tolerance`` (2).
 - Species, over the *matched* true atoms (nearest predicted atom within r; several true atoms
@@ -140,6 +142,7 @@ class Scorer:
         self.n_true = 0
         self.n_pred = 0
         self.n_within = 0
+        self.n_pred_within = 0
         self.n_count_exact = 0
         self.n_count_within = 0
         self.true_without_pred = 0
@@ -184,6 +187,7 @@ class Scorer:
             d_t2p, idx = nearest_distances(tp, pp)
             self._p2t.append(d_p2t)
             self._t2p.append(d_t2p)
+            self.n_pred_within += int((d_p2t <= self.match_radius).sum())
             matched = d_t2p <= self.match_radius
             n_matched = int(matched.sum())
             self.n_within += n_matched
@@ -224,6 +228,7 @@ class Scorer:
             "pred_to_true": percentiles(self._p2t, self.percentiles),
             "true_to_pred": percentiles(self._t2p, self.percentiles),
             "true_within_radius": _frac(self.n_within, self.n_true),
+            "pred_within_radius": _frac(self.n_pred_within, self.n_pred),
             "count_exact": _frac(self.n_count_exact, self.n_samples),
             "count_within": _frac(self.n_count_within, self.n_samples),
             "n_matched": int(n_m),
@@ -278,6 +283,7 @@ def _summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("samples", cell("n_samples", False)),
         ("atoms", f"{r['n_true_atoms']} / {r['n_pred_atoms']}" if "n_true_atoms" in r else ""),
         ("within", cell("true_within_radius")),
+        ("pred_within", cell("pred_within_radius")),
         ("count_exact", cell("count_exact")),
         ("count_within", cell("count_within")),
         ("species_exact", cell("species_exact")),
@@ -314,6 +320,7 @@ def to_markdown(
         "samples": "samples",
         "atoms": "true atoms / predicted atoms",
         "within": f"true atoms within {r} Å of a prediction",
+        "pred_within": f"predicted atoms within {r} Å of a true atom",
         "count_exact": "samples with the exact atom count",
         "count_within": f"samples with the atom count within ±{t}",
         "species_exact": f"species exact (atoms matched within {r} Å)",

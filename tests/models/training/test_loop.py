@@ -305,3 +305,20 @@ def test_the_factorised_head_gives_normalised_class_scores_and_learns(tiny_confi
     first = np.mean([r["ce"] for r in steps[:4]])
     final = np.mean([r["ce"] for r in steps[-4:]])
     assert final < 0.9 * first, (first, final)
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_file(tiny_config, tmp_path):
+    """A checkpoint is streamed to a temporary file: a write that fails half-way leaves the
+    previous checkpoint whole and no temporary file behind."""
+    from crystalgrid.models.checkpoint import atomic_save
+    from crystalgrid.spec import GridSpec
+
+    model = ReferenceModel(tiny_config.with_overrides(classes=(8, 26)), 30, ClassMap([8, 26]))
+    path = save_checkpoint(tmp_path / "last.pt", model, spec=GridSpec())
+    before = path.read_bytes()
+    unpicklable = {"weights": torch.zeros(1000), "rows": (i for i in range(3))}
+    with pytest.raises(TypeError, match="pickle"):
+        atomic_save(unpicklable, path)
+    assert path.read_bytes() == before
+    assert load_checkpoint(path).config == model.config
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

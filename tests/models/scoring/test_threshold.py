@@ -1,0 +1,176 @@
+"""The peak decoder's threshold: tuned on a split by F1, recorded with the checkpoint, used by
+evaluate, and written from the CLI (never into a shipped model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+
+from crystalgrid.cli import main  # noqa: E402
+from crystalgrid.errors import CrystalgridError  # noqa: E402
+from crystalgrid.models.checkpoint import (  # noqa: E402
+    DECODER_METADATA,
+    load_checkpoint,
+    update_metadata,
+)
+from crystalgrid.models.scoring import evaluate as evaluate_module  # noqa: E402
+from crystalgrid.models.scoring import threshold as threshold_module  # noqa: E402
+from crystalgrid.models.scoring.evaluate import evaluate  # noqa: E402
+from crystalgrid.models.scoring.threshold import tune_threshold  # noqa: E402
+
+# Class 1 of the tiny checkpoint's classes (8, 22, 38) is oxygen.
+TRUE_VOXELS = [(5, 5, 5), (15, 15, 15), (24, 8, 20)]
+BUMP_VOXELS = [(5, 24, 12), (20, 20, 5)]
+
+
+class _Split:
+    """Three atoms a sample at voxel centres; ``len``, ``iter_batches``, ``spec``."""
+
+    def __init__(self, n: int, spec):
+        self.spec, self.n = spec, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def iter_batches(self, batch_size, **_):
+        h = self.spec.voxel
+        positions = (np.array(TRUE_VOXELS, dtype=np.float64) + 0.5) * h
+        for start in range(0, self.n, batch_size):
+            k = min(batch_size, self.n - start)
+            yield {
+                "density": np.zeros((k, *self.spec.shape), dtype=np.float32),
+                "species": np.zeros((k, *self.spec.shape), dtype=np.uint8),
+                "atom_positions": [positions] * k,
+                "atom_numbers": [np.full(3, 8, dtype=np.uint8)] * k,
+            }
+
+
+def _scores(spec, n_classes: int) -> np.ndarray:
+    """U-Net logits: the true atoms at log-odds 5, two bumps at log-odds 1.2."""
+    logits = np.full((n_classes, *spec.shape), -10.0, dtype=np.float32)
+    logits[0] = 0.0
+    for ijk in TRUE_VOXELS:
+        logits[(1, *ijk)] = 5.0
+    for ijk in BUMP_VOXELS:
+        logits[(1, *ijk)] = 1.2
+    return logits
+
+
+@pytest.fixture
+def crafted(monkeypatch, checkpoint):
+    """The tiny checkpoint whose U-Net 'scores' are the crafted logits above."""
+    ckpt = load_checkpoint(checkpoint)
+    logits = _scores(ckpt.spec, ckpt.class_map.n_classes)
+
+    def outputs(ckpt, view, runtime, *, batch_size, limit=None, source="reconstruction", **_):
+        n = len(view) if limit is None else min(limit, len(view))
+        for batch in view.iter_batches(batch_size):
+            k = len(batch["density"])
+            n -= k
+            yield batch, batch["density"], np.stack([logits] * k)
+            if n <= 0:
+                return
+
+    monkeypatch.setattr(threshold_module, "model_outputs", outputs)
+    monkeypatch.setattr(evaluate_module, "model_outputs", outputs)
+    return ckpt
+
+
+def test_the_best_f1_drops_the_bumps_and_keeps_the_atoms(crafted):
+    split = _Split(4, crafted.spec)
+    tuning = tune_threshold(crafted, split, quiet=True)
+    rows = {row["threshold"]: row for row in tuning["table"]}
+    assert rows[0.0]["n_pred_atoms"] == 4 * 5 and rows[0.0]["recall"] == 1.0
+    assert rows[0.0]["precision"] == pytest.approx(3 / 5)
+    assert rows[0.0]["f1"] == pytest.approx(0.75)
+    # Every threshold in [1.2, 5) keeps exactly the true atoms; the tie goes to the one
+    # nearest 0.
+    assert tuning["threshold"] == 1.5
+    assert rows[1.5]["f1"] == 1.0 and rows[1.5]["count_exact"] == 1.0
+    assert rows[6.0]["n_pred_atoms"] == 0 and rows[6.0]["f1"] == 0.0
+    assert tuning["n_samples"] == 4 and tuning["source"] == "reconstruction"
+    json.dumps(tuning, allow_nan=False)
+    assert tune_threshold(crafted, split, limit=1, quiet=True)["n_samples"] == 1
+
+
+def test_bad_tuning_requests_are_one_clear_error(crafted):
+    split = _Split(2, crafted.spec)
+    with pytest.raises(CrystalgridError, match="at least one candidate"):
+        tune_threshold(crafted, split, thresholds=())
+    with pytest.raises(CrystalgridError, match="source must be one of"):
+        tune_threshold(crafted, split, source="density")
+    with pytest.raises(CrystalgridError, match="empty"):
+        tune_threshold(crafted, _Split(0, crafted.spec))
+
+
+def test_evaluate_uses_the_recorded_threshold(crafted, checkpoint, tmp_path):
+    split = _Split(3, crafted.spec)
+    assert crafted.peak_threshold == 0.0
+    default = evaluate(crafted, split, ceiling=False, quiet=True)
+    assert default["n_pred_atoms"] == 15 and default["peak_threshold"] == 0.0
+    assert default["pred_within_radius"] == pytest.approx(0.6)
+
+    copy = tmp_path / "tuned.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    update_metadata(copy, **{DECODER_METADATA: {"threshold": 1.5, "criterion": "f1"}})
+    tuned = load_checkpoint(copy)
+    assert tuned.peak_threshold == 1.5
+    assert tuned.metadata[DECODER_METADATA]["criterion"] == "f1"
+    kept, before = tuned.model.state_dict(), crafted.model.state_dict()
+    assert kept.keys() == before.keys()
+    assert all(torch.equal(kept[k], before[k]) for k in kept)  # the weights are as they were
+    scores = evaluate(tuned, split, ceiling=False, quiet=True)
+    assert scores["n_pred_atoms"] == 9 and scores["count_exact"] == 1.0
+    assert scores["peak_threshold"] == 1.5
+    # An explicit threshold wins over the recorded one.
+    assert evaluate(tuned, split, threshold=0.0, ceiling=False, quiet=True)["n_pred_atoms"] == 15
+
+
+def test_a_shipped_model_is_never_rewritten():
+    with pytest.raises(CrystalgridError, match=r"shipped model.*copy its file"):
+        update_metadata("baseline-1h-cpu-single", decoder={"threshold": 1.0})
+
+
+def test_tune_threshold_cli_writes_and_refuses(crafted, checkpoint, tmp_path, monkeypatch):
+    import crystalgrid
+
+    class _Dataset:
+        spec = crafted.spec
+
+        def split(self, name):
+            if name != "val":
+                raise ValueError(f"unknown split {name!r}")
+            return _Split(4, crafted.spec)
+
+    monkeypatch.setattr(crystalgrid.dataset, "open_dataset", lambda path: _Dataset())
+    store = tmp_path / "store.zarr"
+    store.mkdir()
+    copy = tmp_path / "run.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    out = tmp_path / "tuning.json"
+    args = ["tune-threshold", str(copy), "--data", str(store), "--quiet", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "| 1.5 (best) | 12 / 12 | 100.0% | 100.0% | 1.000 | 100.0% |" in result.output
+    assert "best threshold: 1.5" in result.output
+    assert json.loads(out.read_text())["data"]["split"] == "val"
+    assert load_checkpoint(copy).peak_threshold == 0.0  # not written without --write
+
+    result = CliRunner().invoke(main, [*args, "--write"])
+    assert result.exit_code == 0, result.output
+    recorded = load_checkpoint(copy).metadata[DECODER_METADATA]
+    assert recorded["threshold"] == 1.5 and recorded["data"]["split"] == "val"
+    assert "table" not in recorded
+
+    shipped = ["tune-threshold", "baseline-1h-cpu-single", "--data", str(store), "--write"]
+    result = CliRunner().invoke(main, shipped)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "shipped model" in lines[0]
+    result = CliRunner().invoke(main, [*args[:4], "--split", "test"])
+    assert result.exit_code == 2 and "no split 'test'" in result.stderr

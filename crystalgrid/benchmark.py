@@ -132,9 +132,13 @@ RECIPE: dict[str, Any] = {
     "lr_schedule": "cosine",
 }
 
-#: The recipe at the CPU width, with a latent large enough for cells of ~60 atoms.
+#: The recipe at the CPU width, with a latent grid of 512 numbers on the encoder's 8^3 cells
+#: instead of a dense bottleneck: on the MP binaries' single cells it lowered the validation
+#: MSE after the VAE stage from 0.0119 to 0.0028 and placed 84% of the atoms within 0.5 Å of
+#: 300 validation cells instead of 46% (dense latent of 256, same steps; the card
+#: models/baseline-1h-cpu-single.md); on crops the dense bottleneck stalled altogether.
 BASELINE_CPU = TrainConfig(
-    **{**_CPU_ARCHITECTURE, "latent_dim": 256},
+    **{**_CPU_ARCHITECTURE, "latent_dim": 512, "latent_kind": "conv"},
     **RECIPE,
     warmup_steps=100,
     batch_size=8,
@@ -190,16 +194,13 @@ BUDGETS: dict[str, Budget] = {
         name="2h-cpu-repeated",
         description="the repeated-crop baseline 2 CPU cores train in about two hours",
         representations=("repeated",),
-        # Crops hold 20-100+ atoms: the same recipe with twice the steps and a latent grid of
-        # 512 numbers on the encoder's 8^3 cells instead of a dense bottleneck (at step 5,000
-        # of this budget, 200 test crops: 54.1% of the atoms within 0.5 Å against 0.4% with a
-        # dense latent of 512; the card). Their grids are ~2.8% atom voxels (single cells
-        # ~0.25%): the U-Net's head starts at that share. The atom class weight stays 10:
-        # alone on true crops for 300 steps it placed 77% of the atoms within 0.5 Å against
-        # 70% with weight 1.
-        train=BASELINE_CPU.with_overrides(
-            latent_dim=512, latent_kind="conv", max_steps=9000, background_prior=0.97
-        ),
+        # Crops hold 20-100+ atoms: the same recipe with twice the steps. The latent grid
+        # came from this budget (at step 5,000, 200 test crops: 54.1% of the atoms within
+        # 0.5 Å against 0.4% with a dense latent of 512; the card). Their grids are ~2.8% atom
+        # voxels (single cells ~0.25%): the U-Net's head starts at that share. The atom class
+        # weight stays 10: alone on true crops for 300 steps it placed 77% of the atoms
+        # within 0.5 Å against 70% with weight 1.
+        train=BASELINE_CPU.with_overrides(max_steps=9000, background_prior=0.97),
         samples_per_crystal=3,
         eval_limit=None,
         peakfit_limit=100,
@@ -212,12 +213,18 @@ BUDGETS: dict[str, Budget] = {
             "cores, both representations one after the other, the paper's width"
         ),
         representations=("single", "repeated"),
-        # The CPU recipe at the paper's width and latent (300), batches of 128, with a lower
-        # peak learning rate reached by a warm-up: at lr 1e-3 the 65,536-wide bottleneck
+        # The CPU recipe at the paper's width, batches of 128, with a lower peak learning
+        # rate reached by a warm-up: at lr 1e-3 the paper's 65,536-wide dense bottleneck
         # diverged in the first steps (KL 1e12, then an all-zero decoder), on the GPU and
-        # on a CPU alike; 3e-4 after 50 warm-up steps learned on a CPU.
+        # on a CPU alike; 3e-4 after 50 warm-up steps learned on a CPU. The latent is the CPU
+        # recipe's grid of 512 on the encoder's 8^3 cells: with the paper's dense latent of
+        # 300 the H200 runs placed 53.1% of single-cell atoms and 0.1% of crop atoms
+        # (models/gpu-10m.md); on 2 CPU cores the grid lifted single cells from 46% to 84%
+        # and crops from 0.4% to 54% (the CPU baselines' cards). Not yet run on a GPU.
         train=TrainConfig(
             **{**RECIPE, "lr": 3e-4},
+            latent_dim=512,
+            latent_kind="conv",
             warmup_steps=50,
             batch_size=128,
             epochs=1000,
@@ -227,15 +234,10 @@ BUDGETS: dict[str, Budget] = {
             val_max_batches=4,
             checkpoint_every=0,
         ),
-        # Crops: with the dense latent of 300 their VAE stalled at a validation MSE of 0.24
-        # (single cells 0.015) and the chain placed 0.1% of the atoms (one H200, 1,600 steps;
-        # models/gpu-10m.md); on a CPU a latent grid on the encoder's 8^3 cells lowered the
-        # crops' MSE 4x and placed 54% (baseline-2h-cpu-repeated.md). Crops get that latent,
-        # twice the steps, 60% of them for the VAE, and the head's prior at their atom share.
+        # Crops: twice the steps, 60% of them for the VAE, and the head's prior at their
+        # atom share.
         overrides={
             "repeated": {
-                "latent_dim": 512,
-                "latent_kind": "conv",
                 "max_steps": 1600,
                 "vae_stage": 0.6,
                 "background_prior": 0.97,

@@ -42,6 +42,7 @@ LADDER: list[tuple[str, dict[str, Any]]] = [
     ("staged: VAE half, then U-Net on recon + truth", {"vae_stage": 0.5, "unet_input": "both"}),
     ("no BatchNorm on the raw density", {"input_norm": False}),
     ("cube-symmetry augmentation", {"augment": "cube"}),
+    ("a latent grid of 512 on the encoder's cells", {"latent_dim": 512, "latent_kind": "conv"}),
 ]
 
 

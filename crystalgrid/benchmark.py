@@ -472,10 +472,10 @@ def _train_and_score(
     resume: bool,
     quiet: bool,
 ) -> dict[str, Any]:
-    from crystalgrid.models.checkpoint import DECODER_METADATA, load_checkpoint, update_metadata
+    from crystalgrid.models.checkpoint import load_checkpoint
     from crystalgrid.models.scoring.decoders import score_peak_fit
     from crystalgrid.models.scoring.evaluate import evaluate
-    from crystalgrid.models.scoring.threshold import tune_threshold
+    from crystalgrid.models.scoring.threshold import record_tuning, tune_threshold
     from crystalgrid.models.training.loop import read_log, train
 
     train_view, val_view = dataset.split("train"), dataset.split("val")
@@ -508,9 +508,8 @@ def _train_and_score(
         tuning = tune_threshold(
             last, val_view, limit=budget.tune_limit, device=config.device, quiet=quiet
         )
-        entry = {k: v for k, v in tuning.items() if k != "table"}
-        data = {"path": str(dataset.location), "split": "val"}
-        update_metadata(last, **{DECODER_METADATA: {**entry, "data": data}})
+        tuning["data"] = {"path": str(dataset.location), "split": "val"}
+        record_tuning(last, tuning)
     ckpt = load_checkpoint(last)
     per_sample: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -629,6 +628,8 @@ def _pictures(
 
 
 def _markdown(results: dict[str, Any]) -> str:
+    from crystalgrid.models.scoring.threshold import tuning_table
+
     lines = [
         f"# crystalgrid benchmark: {results['budget']}",
         "",
@@ -661,16 +662,9 @@ def _markdown(results: dict[str, Any]) -> str:
                 f"(best F1 of atoms within {tuning['match_radius']} Å): "
                 f"**{tuning['threshold']:g}**.",
                 "",
-                "| threshold | predicted / true atoms | recall | precision | F1 | exact counts |",
-                "|---|---|---|---|---|---|",
+                *tuning_table(tuning),
+                "",
             ]
-            lines += [
-                f"| {row['threshold']:g} | {row['n_pred_atoms']} / {row['n_true_atoms']} | "
-                f"{100 * row['recall']:.1f}% | {100 * row['precision']:.1f}% | {row['f1']:.3f} | "
-                f"{100 * (row['count_exact'] or 0):.1f}% |"
-                for row in tuning["table"]
-            ]
-            lines += [""]
         others = [
             ("this model, threshold 0 (untuned)", rep.get("threshold_zero")),
             ("this model, the paper's decoding (components)", rep["unet_components"]),

@@ -345,7 +345,7 @@ def tune_threshold_cmd(
         from crystalgrid.models.checkpoint import writable_checkpoint
 
         writable_checkpoint(checkpoint)
-    from crystalgrid.models.scoring.threshold import tune_threshold
+    from crystalgrid.models.scoring.threshold import record_tuning, tune_threshold, tuning_table
 
     dataset = _open_store(data)
     tuning = tune_threshold(
@@ -360,20 +360,10 @@ def tune_threshold_cmd(
     tuning["data"] = {"path": str(data), "split": split}
     if out is not None:
         _write_json(out, tuning)
-    click.echo("| threshold | predicted / true atoms | recall | precision | F1 | exact counts |")
-    click.echo("|---|---|---|---|---|---|")
-    for row in tuning["table"]:
-        mark = " (best)" if row["threshold"] == tuning["threshold"] else ""
-        click.echo(
-            f"| {row['threshold']:g}{mark} | {row['n_pred_atoms']} / {row['n_true_atoms']} | "
-            f"{_pct(row['recall'])} | {_pct(row['precision'])} | {row['f1']:.3f} | "
-            f"{_pct(row['count_exact'])} |"
-        )
+    for line in tuning_table(tuning):
+        click.echo(line)
     if write:
-        from crystalgrid.models.checkpoint import DECODER_METADATA, update_metadata
-
-        entry = {k: v for k, v in tuning.items() if k != "table"}
-        update_metadata(checkpoint, **{DECODER_METADATA: entry})
+        record_tuning(checkpoint, tuning)
         click.echo(f"threshold {tuning['threshold']:g} recorded in {checkpoint}")
     else:
         click.echo(f"best threshold: {tuning['threshold']:g} (--write records it)")

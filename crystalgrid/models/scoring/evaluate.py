@@ -32,7 +32,7 @@ from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.models.scoring.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
-__all__ = ["DECODERS", "SOURCES", "evaluate", "model_outputs"]
+__all__ = ["DECODERS", "SOURCES", "check_spec", "evaluate", "model_outputs"]
 
 #: How a reconstruction becomes atoms: peaks of the U-Net's atom log-odds (the default), the
 #: paper's connected components of the U-Net's argmax, the U-Net's peaks with species from the
@@ -114,12 +114,7 @@ def evaluate(
     if source not in SOURCES:
         raise CrystalgridError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     ckpt = as_checkpoint(checkpoint)
-    spec = spec or getattr(view, "spec", None) or ckpt.spec
-    if spec != ckpt.spec:
-        raise CrystalgridError(
-            f"the split's grid spec {spec.to_dict()} differs from the checkpoint's "
-            f"{ckpt.spec.to_dict()}"
-        )
+    check_spec(ckpt, view, spec)
     runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
     threshold = ckpt.peak_threshold if threshold is None else float(threshold)
     scorer = Scorer(match_radius=match_radius)
@@ -175,6 +170,21 @@ def evaluate(
     if others:
         result["also"] = {name: {**o.result(), "decoder": name} for name, o in others.items()}
     return result
+
+
+def check_spec(ckpt: Checkpoint, view: ViewLike, spec: GridSpec | None = None) -> None:
+    """Refuse a split whose grid spec (``spec``, else ``view.spec`` when present) is not the
+    checkpoint's.
+
+    Raises:
+        CrystalgridError: the specs differ.
+    """
+    spec = spec or getattr(view, "spec", None) or ckpt.spec
+    if spec != ckpt.spec:
+        raise CrystalgridError(
+            f"the split's grid spec {spec.to_dict()} differs from the checkpoint's "
+            f"{ckpt.spec.to_dict()}"
+        )
 
 
 def model_outputs(

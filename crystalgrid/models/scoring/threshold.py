@@ -25,13 +25,18 @@ from typing import Any
 
 from crystalgrid.contracts import ViewLike
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint
+from crystalgrid.models.checkpoint import (
+    DECODER_METADATA,
+    Checkpoint,
+    as_checkpoint,
+    update_metadata,
+)
 from crystalgrid.models.decoding.segmentation import decode_class_scores
 from crystalgrid.models.runtime import resolve_runtime
-from crystalgrid.models.scoring.evaluate import SOURCES, model_outputs
+from crystalgrid.models.scoring.evaluate import SOURCES, check_spec, model_outputs
 from crystalgrid.models.scoring.metrics import Scorer
 
-__all__ = ["THRESHOLDS", "tune_threshold"]
+__all__ = ["THRESHOLDS", "record_tuning", "tune_threshold", "tuning_table"]
 
 #: The candidate atom log-odds thresholds (``P(atom)`` from 0.12 to 0.998).
 THRESHOLDS: tuple[float, ...] = (-2.0, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
@@ -69,7 +74,8 @@ def tune_threshold(
         "precision", "f1", "count_exact"}, ...]}``, JSON-ready, one row per candidate.
 
     Raises:
-        CrystalgridError: no candidates, an unknown ``source`` or an empty split.
+        CrystalgridError: no candidates, an unknown ``source``, an empty split or a split
+            whose grid spec is not the checkpoint's.
     """
     from tqdm.auto import tqdm
 
@@ -78,6 +84,7 @@ def tune_threshold(
     if source not in SOURCES:
         raise CrystalgridError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     ckpt = as_checkpoint(checkpoint)
+    check_spec(ckpt, view)
     runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
     scorers = {float(t): Scorer(match_radius=match_radius) for t in thresholds}
     total = len(view) if limit is None else min(limit, len(view))
@@ -110,6 +117,32 @@ def tune_threshold(
         "match_radius": match_radius,
         "table": table,
     }
+
+
+def tuning_table(tuning: dict[str, Any]) -> list[str]:
+    """The lines of a markdown table of :func:`tune_threshold`'s candidates, the best marked."""
+    lines = [
+        "| threshold | predicted / true atoms | recall | precision | F1 | exact counts |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in tuning["table"]:
+        mark = " (best)" if row["threshold"] == tuning["threshold"] else ""
+        exact = row["count_exact"]
+        lines.append(
+            f"| {row['threshold']:g}{mark} | {row['n_pred_atoms']} / {row['n_true_atoms']} | "
+            f"{100 * row['recall']:.1f}% | {100 * row['precision']:.1f}% | {row['f1']:.3f} | "
+            + ("n/a" if exact is None else f"{100 * exact:.1f}%")
+            + " |"
+        )
+    return lines
+
+
+def record_tuning(path: str | Path, tuning: dict[str, Any]) -> Path:
+    """Record :func:`tune_threshold`'s result, without its table, in the checkpoint file
+    ``path`` (``metadata["decoder"]``; :func:`~crystalgrid.models.checkpoint.update_metadata`:
+    atomic, never a shipped model)."""
+    entry = {k: v for k, v in tuning.items() if k != "table"}
+    return update_metadata(path, **{DECODER_METADATA: entry})
 
 
 def _row(threshold: float, result: dict[str, Any]) -> dict[str, Any]:

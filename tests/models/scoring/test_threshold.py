@@ -106,6 +106,10 @@ def test_bad_tuning_requests_are_one_clear_error(crafted):
         tune_threshold(crafted, split, source="density")
     with pytest.raises(CrystalgridError, match="empty"):
         tune_threshold(crafted, _Split(0, crafted.spec))
+    from crystalgrid.spec import GridSpec
+
+    with pytest.raises(CrystalgridError, match="grid spec"):
+        tune_threshold(crafted, _Split(2, GridSpec(side=12.0)))
 
 
 def test_evaluate_uses_the_recorded_threshold(crafted, checkpoint, tmp_path):

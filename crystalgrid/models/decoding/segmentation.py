@@ -28,7 +28,7 @@ import numpy as np
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.spec import GridSpec
 
-__all__ = ["decode_atoms", "decode_class_scores", "label_components"]
+__all__ = ["class_score_peaks", "decode_atoms", "decode_class_scores", "label_components"]
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -120,6 +120,28 @@ def decode_class_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Atoms from a segmenter's class scores: peaks of the atom log-odds (module docstring).
 
+    The atoms of :func:`class_score_peaks`, without their log-odds.
+    """
+    positions, numbers, _ = class_score_peaks(
+        logits, spec, classes, threshold=threshold, window=window
+    )
+    return positions, numbers
+
+
+def class_score_peaks(
+    logits: np.ndarray,
+    spec: GridSpec,
+    classes: ClassMap | Sequence[int],
+    *,
+    threshold: float = 0.0,
+    window: int = 5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`decode_class_scores` with each atom's peak log-odds.
+
+    The atoms come by decreasing log-odds, and a peak is kept or suppressed by higher peaks
+    only, so the atoms at a higher threshold are exactly the leading ones whose log-odds
+    exceed it: one call at the lowest threshold serves every higher one.
+
     Args:
         logits: ``(n_classes, bins, bins, bins)`` unnormalised scores, class 0 "no atom".
         spec: the grid's geometry.
@@ -130,7 +152,8 @@ def decode_class_scores(
             bins over 10 Å: 1 Å, below any real interatomic distance).
 
     Returns:
-        ``(positions (n, 3) float64 box Å, numbers (n,) uint8)``, by decreasing log-odds.
+        ``(positions (n, 3) float64 box Å, numbers (n,) uint8, log-odds (n,) float64)``, by
+        decreasing log-odds.
     """
     from scipy import ndimage
 
@@ -156,7 +179,7 @@ def decode_class_scores(
         if all(np.abs(ijk - other).max() > half for other in kept):
             kept.append(ijk)
     if not kept:
-        return np.zeros((0, 3), dtype=np.float64), np.zeros(0, dtype=np.uint8)
+        return np.zeros((0, 3)), np.zeros(0, dtype=np.uint8), np.zeros(0)
     peaks = np.array(kept)
     # 3x3x3 neighbourhoods (zero outside the grid): P(atom)-weighted centroid, summed classes.
     offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -169,7 +192,7 @@ def decode_class_scores(
     centre = (weight[..., None] * (idx - 1)).sum(axis=1) / weight.sum(axis=1)[:, None]
     positions = (centre + 0.5) * spec.voxel
     cls = near[1:].sum(axis=2).argmax(axis=0) + 1
-    return positions, cmap.z_of_class[cls]
+    return positions, cmap.z_of_class[cls], atom_logit[tuple(peaks.T)]
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:

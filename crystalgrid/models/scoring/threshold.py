@@ -31,7 +31,7 @@ from crystalgrid.models.checkpoint import (
     as_checkpoint,
     update_metadata,
 )
-from crystalgrid.models.decoding.segmentation import decode_class_scores
+from crystalgrid.models.decoding.segmentation import class_score_peaks
 from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.models.scoring.evaluate import SOURCES, check_spec, model_outputs
 from crystalgrid.models.scoring.metrics import Scorer
@@ -87,6 +87,7 @@ def tune_threshold(
     check_spec(ckpt, view)
     runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
     scorers = {float(t): Scorer(match_radius=match_radius) for t in thresholds}
+    lowest = min(scorers)
     total = len(view) if limit is None else min(limit, len(view))
     if total == 0:
         raise CrystalgridError("the split to tune the threshold on is empty")
@@ -95,13 +96,15 @@ def tune_threshold(
     for batch, _, logits in outputs:
         assert logits is not None  # model_outputs returns scores by default
         for i in range(len(logits)):
+            # The peaks at the lowest threshold; each higher one keeps those above it.
+            pos, z, log_odds = class_score_peaks(
+                logits[i], ckpt.spec, ckpt.class_map, threshold=lowest
+            )
             for threshold, scorer in scorers.items():
-                pos, z = decode_class_scores(
-                    logits[i], ckpt.spec, ckpt.class_map, threshold=threshold
-                )
+                keep = log_odds > threshold
                 scorer.add(
-                    pos,
-                    z,
+                    pos[keep],
+                    z[keep],
                     true_positions=batch["atom_positions"][i],
                     true_numbers=batch["atom_numbers"][i],
                 )

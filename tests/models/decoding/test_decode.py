@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.models.decoding.segmentation import decode_atoms, decode_class_scores
+from crystalgrid.models.decoding.segmentation import (
+    class_score_peaks,
+    decode_atoms,
+    decode_class_scores,
+)
 from crystalgrid.models.decoding.structure import atoms_to_molecule, atoms_to_structure, write_cif
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.spec import GridSpec
@@ -152,3 +156,21 @@ def test_class_scores_plateaus_threshold_and_errors():
         decode_class_scores(logits[:, :10], SPEC, cmap)
     with pytest.raises(ValueError, match="odd"):
         decode_class_scores(logits, SPEC, cmap, window=4)
+
+
+def test_peaks_at_a_low_threshold_hold_those_of_every_higher_one():
+    """Random smooth scores with many peaks of all heights: filtering the lowest threshold's
+    peaks by their log-odds gives exactly what decoding at the higher threshold gives."""
+    from scipy import ndimage
+
+    cmap = ClassMap([8, 26])
+    rng = np.random.default_rng(7)
+    logits = ndimage.gaussian_filter(rng.normal(size=(3, *SPEC.shape)), (0, 1.5, 1.5, 1.5)) * 30
+    pos, z, log_odds = class_score_peaks(logits, SPEC, cmap, threshold=-3.0)
+    assert len(pos) > 20 and np.all(np.diff(log_odds) <= 0)  # by decreasing log-odds
+    for threshold in np.percentile(log_odds, [20, 50, 80]):
+        keep = log_odds > threshold
+        assert 0 < keep.sum() < len(pos)
+        direct_pos, direct_z = decode_class_scores(logits, SPEC, cmap, threshold=threshold)
+        np.testing.assert_array_equal(pos[keep], direct_pos)
+        np.testing.assert_array_equal(z[keep], direct_z)

@@ -10,6 +10,12 @@ Run::
     python benchmarks/bench_train.py                 # GPU: batch 24/128, fp32/bf16, eager/compiled
     python benchmarks/bench_train.py --data STORE    # and the loader
     python benchmarks/bench_train.py --threads 2     # CPU: batch 24, fp32/bf16, eager
+    python benchmarks/bench_train.py --budgets --threads 2   # each stage of each CPU budget
+
+``--budgets`` times each stage of each CPU budget of ``crystalgrid benchmark`` (its own
+networks, batch and head) in fp32 and in bf16 autocast in the same run, and prints the
+training time each budget's steps take at those rates: what a budget costs on this CPU. Where
+the CPU only emulates bf16 (AVX2), its bf16 rows take few steps (they are slow).
 
 On CPU the default grid is reduced (batch 24, eager; ``torch.compile`` on CPU needs a C++
 compiler and minutes of compilation); pass ``--batch-sizes``/``--compile`` to widen it.
@@ -19,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -29,42 +34,11 @@ import torch
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.models.nets.model import ReferenceModel
-from crystalgrid.models.runtime import resolve_runtime
+from crystalgrid.models.runtime import cpu_name, resolve_runtime
+from crystalgrid.models.training.speed import synthetic_batch
 
 # 84 species: the number of elements in ../shared/data/mp_binaries.
 DEFAULT_SPECIES = tuple(range(1, 85))
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
-
-
-def synthetic_batch(
-    batch: int, bins: int, species: tuple[int, ...], device: torch.device, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Density ``(B, n, n, n)`` (a few Gaussians per grid) and a species grid, on ``device``."""
-    g = torch.Generator().manual_seed(seed)
-    n_atoms = 8
-    centres = torch.rand(batch, n_atoms, 3, generator=g) * bins
-    z = torch.tensor(species)[torch.randint(len(species), (batch, n_atoms), generator=g)]
-    ax = torch.arange(bins, dtype=torch.float32) + 0.5
-    grid = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1)  # (n, n, n, 3)
-    density = torch.zeros(batch, bins, bins, bins)
-    spec = torch.zeros(batch, bins, bins, bins, dtype=torch.uint8)
-    h = 10.0 / bins
-    for a in range(n_atoms):
-        d2 = ((grid[None] - centres[:, a, None, None, None, :]) ** 2).sum(-1) * h * h
-        zz = z[:, a].float()[:, None, None, None]
-        density += 0.0635 * zz * torch.exp(-d2 / 2)
-        spec = torch.where(d2 <= 0.25, z[:, a].to(torch.uint8)[:, None, None, None], spec)
-    return density.to(device), spec.to(device)
 
 
 def bench_one(
@@ -126,6 +100,98 @@ def bench_one(
     }
 
 
+def _network_key(config: TrainConfig) -> tuple[Any, ...]:
+    """What decides a step's cost: the networks, the stages, the U-Net's input, the batch."""
+    return (
+        config.latent_kind,
+        config.latent_dim,
+        tuple(config.encoder_channels),
+        tuple(config.decoder_channels),
+        config.unet_base_channels,
+        config.unet_levels,
+        bool(config.vae_stage),
+        config.unet_input,
+        config.head,
+        config.batch_size,
+    )
+
+
+def bench_budgets(
+    precisions: list[str], *, steps: int, n_classes: int, emulated_steps: int = 1
+) -> dict[str, Any]:
+    """Samples/s of each stage of each CPU budget, in each precision, and each budget's
+    expected training time at those rates (markdown tables on stdout)."""
+    import warnings
+
+    from crystalgrid.benchmark import BUDGETS
+    from crystalgrid.errors import PrecisionWarning
+    from crystalgrid.models.runtime import cpu_capability, cpu_native_bf16
+    from crystalgrid.models.training.speed import (
+        expected_training_seconds,
+        measure_stage_rates,
+        stage_steps,
+    )
+
+    configs: dict[tuple[Any, ...], tuple[TrainConfig, list[str]]] = {}
+    runs: list[tuple[str, TrainConfig]] = []
+    for name, budget in BUDGETS.items():
+        for representation in budget.representations:
+            config = budget.config_for(representation)
+            if config.device not in ("cpu", "auto") or name.endswith("gpu"):
+                continue
+            label = name if len(budget.representations) == 1 else f"{name} ({representation})"
+            runs.append((label, config))
+            entry = configs.setdefault(_network_key(config), (config, []))
+            entry[1].append(label)
+    rates: dict[tuple[tuple[Any, ...], str], Any] = {}
+    print(f"\n| networks (budgets) | stage | {' | '.join(p + ' samples/s' for p in precisions)} |")
+    print("|---|---|" + "---|" * len(precisions))
+    for key, (config, labels) in configs.items():
+        for precision in precisions:
+            emulated = precision == "bf16" and not cpu_native_bf16()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PrecisionWarning)
+                runtime = resolve_runtime("cpu", precision, False)
+            rates[key, precision] = measure_stage_rates(
+                config,
+                n_classes=n_classes,
+                steps=emulated_steps if emulated else steps,
+                warmup=0 if emulated else 1,
+                runtime=runtime,
+            )
+        for stage in rates[key, precisions[0]].rates:
+            cells = " | ".join(f"{rates[key, p].rates[stage]:.2f}" for p in precisions)
+            print(f"| {', '.join(labels)} | {stage} | {cells} |", flush=True)
+    print(f"\n| budget | steps | {' | '.join('training, ' + p for p in precisions)} |")
+    print("|---|---|" + "---|" * len(precisions))
+    expected: dict[str, dict[str, float]] = {}
+    for label, config in runs:
+        total = config.max_steps or 0
+        parts = " + ".join(f"{n:,} {s}" for s, n in stage_steps(config, total).items())
+        times = {
+            p: expected_training_seconds(config, rates[_network_key(config), p], total_steps=total)
+            for p in precisions
+        }
+        expected[label] = times
+        print(f"| {label} | {parts} | " + " | ".join(_minutes(t) for t in times.values()) + " |")
+    return {
+        "cpu": cpu_name(),
+        "cpu_capability": cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "n_classes": n_classes,
+        "rates": [
+            {"budgets": labels, "precision": p, **rates[key, p].to_dict()}
+            for key, (_, labels) in configs.items()
+            for p in precisions
+        ],
+        "expected_training_s": expected,
+    }
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -147,10 +213,31 @@ def main() -> None:
         "--data", type=Path, help="also time the loader on this store's train split"
     )
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    parser.add_argument(
+        "--budgets",
+        action="store_true",
+        help="time each stage of each CPU budget (fp32 and bf16) and its expected training time",
+    )
+    parser.add_argument(
+        "--classes", type=int, default=85, help="U-Net classes for --budgets (MP binaries: 85)"
+    )
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.budgets:
+        from crystalgrid.models.runtime import cpu_capability
+
+        print(
+            f"CPU: {cpu_name()} ({cpu_capability()}); torch {torch.__version__}; "
+            f"threads {torch.get_num_threads()}; {args.classes} classes; synthetic batches"
+        )
+        found = bench_budgets(
+            args.precisions or ["fp32", "bf16"], steps=args.steps or 3, n_classes=args.classes
+        )
+        if args.json:
+            args.json.write_text(json.dumps(found, indent=2))
+        return
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     runtime = resolve_runtime(args.device)
     gpu = runtime.device.type == "cuda"

@@ -27,7 +27,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -111,9 +111,7 @@ OVERFIT_CPU = TrainConfig(
     epochs=100_000,
     max_steps=2200,
     device="cpu",
-    # bf16 autocast: 2.4x the fp32 steps per second on a CPU with AMX or AVX512-BF16
-    # (docs/benchmarks.md); ``--precision fp32`` on CPUs without bf16 instructions.
-    precision="bf16",
+    precision="auto",
     log_every=25,
 )
 
@@ -145,7 +143,7 @@ BASELINE_CPU = TrainConfig(
     epochs=100_000,
     max_steps=4500,
     device="cpu",
-    precision="bf16",
+    precision="auto",
     log_every=50,
     val_max_batches=8,
     checkpoint_every=1000,
@@ -293,9 +291,13 @@ def _versions() -> dict[str, str]:
 def _machine() -> dict[str, Any]:
     import torch
 
+    from crystalgrid.models.runtime import cpu_capability, cpu_name
+
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
+        "cpu_capability": cpu_capability(),
         "cpu_cores": _cores(),
         "torch_threads": torch.get_num_threads(),
     }
@@ -322,6 +324,7 @@ def run_benchmark(
     eval_limit: int | None = None,
     resume: bool = False,
     quiet: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Build, train, evaluate and report one budget (module docstring).
 
@@ -341,6 +344,10 @@ def run_benchmark(
         resume: continue each representation's training from its ``last.pt`` in ``out``
             (an interrupted run); representations without one start afresh.
         quiet: no progress bars.
+        announce: called with one line before each representation's training: its steps and
+            the time they are expected to take on this machine (measured over a few steps
+            of the budget's networks, :func:`~crystalgrid.models.training.speed.
+            measure_stage_rates`); ``None``: not measured.
 
     Returns:
         What ``results.json`` holds.
@@ -426,9 +433,15 @@ def run_benchmark(
         }
         dataset = open_dataset(store)
         config = budget.config_for(representation).with_overrides(**overrides)
+        expected = None
+        if announce is not None:
+            expected = _expected_training(config, dataset, out / representation, resume)
+            announce(f"{representation}: {expected['line']}")
         results["representations"][representation] = _train_and_score(
             budget, config, dataset, representation, out, resume, quiet
         )
+        if expected is not None:
+            results["representations"][representation]["train"]["expected"] = expected
         results["wall_time_s"] = time.perf_counter() - started
         if len(results["representations"]) < len(budget.representations):
             # What is done so far survives an interrupted run (results.json marks a finished one).
@@ -437,6 +450,43 @@ def run_benchmark(
     for partial in ("results-partial.json", "results-partial.md"):
         (out / partial).unlink(missing_ok=True)
     return results
+
+
+def _expected_training(
+    config: TrainConfig, dataset: Any, run_dir: Path, resume: bool
+) -> dict[str, Any]:
+    """The training's steps and its expected seconds on this machine, with the rates they
+    come from and a line for the user."""
+    from crystalgrid.models.checkpoint import read_checkpoint
+    from crystalgrid.models.training.loader import scan_species
+    from crystalgrid.models.training.speed import expected_training_seconds, measure_stage_rates
+
+    train_view = dataset.split("train")
+    batch = min(config.batch_size, max(1, len(train_view)))
+    config = replace(config, batch_size=batch)
+    total = (len(train_view) // batch) * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    done = 0
+    if resume and (run_dir / "last.pt").exists():
+        done = int(read_checkpoint(run_dir / "last.pt")["step"])
+    n_classes = len(config.classes) + 1 if config.classes else scan_species(train_view).n_classes
+    rates = measure_stage_rates(
+        config, bins=dataset.spec.bins, n_classes=n_classes, batch_size=min(batch, 4)
+    )
+    left = expected_training_seconds(config, rates, total_steps=total, done=done)
+    names = {"vae": "VAE stage", "unet": "U-Net stage", "joint": "joint step"}
+    speeds = ", ".join(f"{names[k]} {v:.1f} samples/s" for k, v in rates.rates.items())
+    line = (
+        f"{total - done:,} training steps of batch {batch}, expected ~{left / 60:.1f} min on "
+        f"this machine ({rates.runtime}; {speeds})"
+    )
+    return {
+        "steps": total - done,
+        "seconds": left,
+        **rates.to_dict(),
+        "line": line,
+    }
 
 
 def training_seconds(log: list[dict[str, Any]]) -> float:

@@ -9,6 +9,8 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CrystalgridError",
+    "CrystalgridWarning",
+    "PrecisionWarning",
     "RejectedStructure",
     "RemoteStorageError",
     "first_line",
@@ -52,6 +54,16 @@ class RemoteStorageError(CrystalgridError):
     """Remote storage (an ``s3://`` or other fsspec URL) failed: the endpoint is unreachable,
     the credentials are refused or missing, the bucket does not exist, or access is denied.
     The message is one line and names the location, never a credential."""
+
+
+class CrystalgridWarning(UserWarning):
+    """Something the user should know that does not stop the work; the CLI prints it as
+    one line (``crystalgrid: warning: ...``)."""
+
+
+class PrecisionWarning(CrystalgridWarning):
+    """A precision asked for that this processor only emulates (bf16 on a CPU without bf16
+    instructions): the work goes on, many times slower than it would in fp32."""
 
 
 class RejectedStructure(ValueError):  # noqa: N818 - it names what happened to the structure

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from crystalgrid._version import __version__
-from crystalgrid.errors import CrystalgridError, RemoteStorageError
+from crystalgrid.errors import CrystalgridError, CrystalgridWarning, RemoteStorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,12 +26,23 @@ def main() -> None:
 
 
 def user_errors(func: F) -> F:
-    """Report a :class:`CrystalgridError` as ``crystalgrid: error: ...`` and exit 2."""
+    """Report a :class:`CrystalgridError` as ``crystalgrid: error: ...`` and exit 2, and a
+    :class:`CrystalgridWarning` as one line ``crystalgrid: warning: ...`` (the work goes on)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                default_show = warnings.showwarning
+
+                def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+                    if issubclass(category, CrystalgridWarning):
+                        click.echo(f"crystalgrid: warning: {message}", err=True)
+                    else:
+                        default_show(message, category, *rest, **kw)
+
+                warnings.showwarning = show
+                return func(*args, **kwargs)
         except CrystalgridError as exc:
             click.echo(f"crystalgrid: error: {exc}", err=True)
             if isinstance(exc, RemoteStorageError):

@@ -19,6 +19,24 @@ from crystalgrid.errors import CrystalgridError
 _INSTALL_HINT = "the reference models need torch: pip install 'crystalgrid[models]'"
 
 
+#: What ``--precision`` means for every verb that runs a network.
+_PRECISION_HELP = (
+    "auto: bf16 autocast where the processor runs bf16 natively (a GPU, a CPU with "
+    "AVX512-BF16 or AMX), fp32 elsewhere."
+)
+
+
+def precision_option(default: str | None = "auto", text: str = _PRECISION_HELP) -> Any:
+    """The ``--precision`` option (auto, fp32, bf16) of a verb that runs a network."""
+    return click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16"]),
+        default=default,
+        show_default=default is not None,
+        help=text,
+    )
+
+
 def _require_torch() -> None:
     try:
         import torch  # noqa: F401
@@ -75,9 +93,7 @@ def _split(dataset: Any, name: str) -> Any:
     help="Conditional VAE on the largest density (appendix G.1); `sample --condition Z`.",
 )
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N.")
-@click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16"]), help="auto: bf16 on CUDA."
-)
+@precision_option(None, _PRECISION_HELP + " Default: the configuration's (auto).")
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the step.")
 @click.option("--train-split", default="train", show_default=True)
 @click.option(
@@ -196,7 +212,7 @@ def train_cmd(
 @click.option("--markdown", is_flag=True, help="Print the scores as markdown tables.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="Default: the run's.")
+@precision_option()
 @click.option("--limit", type=int, help="Score only the first N samples of the split.")
 @click.option(
     "--ceiling/--no-ceiling",
@@ -322,6 +338,7 @@ def evaluate_cmd(
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table as JSON.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@precision_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def tune_threshold_cmd(
@@ -334,6 +351,7 @@ def tune_threshold_cmd(
     out: Path | None,
     batch_size: int,
     device: str,
+    precision: str,
     quiet: bool,
 ) -> None:
     """Tune the U-Net peak decoder's threshold on a split (best F1 of atoms within 0.5 Å).
@@ -354,6 +372,7 @@ def tune_threshold_cmd(
         limit=limit,
         batch_size=batch_size,
         device=device,
+        precision=precision,
         source=source,
         quiet=quiet,
     )
@@ -419,6 +438,7 @@ def _pct(x: float | None) -> str:
 )
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@precision_option()
 @click.option("--grids/--no-grids", default=True, show_default=True, help="Write grids.npz.")
 @click.option("--cif/--no-cif", "cifs", default=True, show_default=True, help="One CIF each.")
 @user_errors
@@ -434,6 +454,7 @@ def sample_cmd(
     within: int,
     batch_size: int,
     device: str,
+    precision: str,
     grids: bool,
     cifs: bool,
 ) -> None:
@@ -460,6 +481,7 @@ def sample_cmd(
         condition_z=conditions or None,
         batch_size=batch_size,
         device=device,
+        precision=precision,
     )
     extra = {"checkpoint": str(checkpoint), "seed": seed, "n_draws": n}
     write_samples(samples, out, ckpt.spec, grids=grids, cifs=cifs, extra=extra)
@@ -526,9 +548,17 @@ def _summary(validity: dict[str, Any]) -> dict[str, Any]:
 @click.option("--steps", type=int, default=8, show_default=True, help="Points, ends included.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path))
 @click.option("--device", default="cpu", show_default=True)
+@precision_option()
 @user_errors
 def interpolate_cmd(
-    checkpoint: Path, data: Path, from_: str, to: str, steps: int, out: Path, device: str
+    checkpoint: Path,
+    data: Path,
+    from_: str,
+    to: str,
+    steps: int,
+    out: Path,
+    device: str,
+    precision: str,
 ) -> None:
     """Decode a straight line in latent space between two samples' encodings.
 
@@ -544,7 +574,7 @@ def interpolate_cmd(
     dataset = _open_store(data)
     a, b = resolve_sample(dataset, from_), resolve_sample(dataset, to)
     whole = dataset.all()
-    result = interpolate(ckpt, whole[a], whole[b], steps=steps, device=device)
+    result = interpolate(ckpt, whole[a], whole[b], steps=steps, device=device, precision=precision)
     extra = {"checkpoint": str(checkpoint), "data": str(data)}
     paths = write_interpolation(result, out, ckpt.spec, extra=extra)
     counts = ", ".join(str(len(x)) for x in result.numbers)
@@ -687,6 +717,7 @@ def realism_cmd(
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write the scores as JSON.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@precision_option()
 @click.option(
     "--ceiling/--no-ceiling",
     default=True,
@@ -709,6 +740,7 @@ def match_cmd(
     out: Path | None,
     batch_size: int,
     device: str,
+    precision: str,
     ceiling: bool,
     baseline: bool,
     quiet: bool,
@@ -729,6 +761,7 @@ def match_cmd(
         limit=limit,
         batch_size=batch_size,
         device=device,
+        precision=precision,
         ceiling=ceiling,
         baseline=baseline,
         quiet=quiet,
@@ -803,11 +836,7 @@ def match_cmd(
 )
 @click.option("--crystals", type=int, help="Use only the first N structures of the source.")
 @click.option("--device", help="Override the budget's device (auto, cpu, cuda).")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
-    help="Override the budget's precision (bf16 autocast also runs on CPUs).",
-)
+@precision_option(None, "Override the budget's precision. " + _PRECISION_HELP)
 @click.option(
     "--licence",
     default=None,
@@ -868,6 +897,7 @@ def benchmark_cmd(
         eval_limit=eval_limit,
         resume=resume,
         quiet=quiet,
+        announce=click.echo,
     )
     for name, rep in results["representations"].items():
         scores = rep["scores"]

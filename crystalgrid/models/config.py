@@ -105,7 +105,9 @@ class TrainConfig(Config):
         max_steps: stop after this many optimiser steps in total; ``None``: no limit.
         seed: seeds torch and the shuffle (epoch ``e`` shuffles with ``seed + e``).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``.
+        precision: ``"auto"`` (bf16 autocast where the processor runs bf16 natively: a CUDA
+            GPU, a CPU with AVX512-BF16 or AMX; fp32 elsewhere), ``"fp32"``, ``"bf16"`` (on a
+            CPU that only emulates it, a warning and a run many times slower than fp32).
         compile: ``torch.compile`` the training step; ``None``: on CUDA only.
         log_every: write a step record to the log every this many steps.
         checkpoint_every: also checkpoint every this many steps (0: at the end of each epoch

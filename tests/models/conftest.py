@@ -140,6 +140,7 @@ def tiny_config():
         epochs=1,
         seed=0,
         device="cpu",
+        precision="fp32",  # the same arithmetic, and speed, on every CPU
         log_every=1,
         prefetch=1,
     )

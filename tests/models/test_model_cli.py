@@ -129,6 +129,37 @@ def test_train_then_evaluate_end_to_end(tmp_path, fake_store, tiny_config):
     _one_line_error(bad, "no split 'x'")
 
 
+def test_bf16_on_a_cpu_that_emulates_it_warns_in_one_line_and_trains(
+    tmp_path, fake_store, tiny_config, monkeypatch
+):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config.to_dict()))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(fake_store), "--config", str(config), "--out", str(run)]
+    result = CliRunner().invoke(main, [*args, "--max-steps", "1", "--precision", "bf16", "--quiet"])
+    assert result.exit_code == 0, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("crystalgrid: warning: bf16 on this CPU (AVX2) is emulated")
+    start = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert (start["precision"], start["cpu_capability"]) == ("bf16", "AVX2")
+    # Evaluation follows the processor, not the precision the model was trained in.
+    scores = tmp_path / "scores.json"
+    evaluate = ["evaluate", str(run / "last.pt"), "--data", str(fake_store), "--limit", "1"]
+    result = CliRunner().invoke(main, [*evaluate, "--out", str(scores), "--quiet"])
+    assert result.exit_code == 0 and not result.stderr, result.output
+    assert json.loads(scores.read_text())["runtime"] == "cpu (AVX2), fp32, eager"
+
+
+def test_an_unknown_precision_is_exit_2(tmp_path, fake_store, tiny_config):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({**tiny_config.to_dict(), "precision": "fp16"}))
+    args = ["train", "--data", str(fake_store), "--config", str(config), "--out", str(tmp_path)]
+    _one_line_error(CliRunner().invoke(main, args), "precision must be one of")
+    flag = ["train", "--data", str(fake_store), "--out", str(tmp_path), "--precision", "fp16"]
+    assert CliRunner().invoke(main, flag).exit_code == 2
+
+
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory):
     """A real store: the embedded demo structures, one single-cell sample each."""

@@ -138,8 +138,9 @@ def random_draws(
         calibration: the Z -> condition calibration; default the checkpoint's metadata
             ``condition_calibration`` (written by the trainer), else the isolated-atom peak.
         batch_size: vectors per forward pass.
-        device, precision: where and how to run (``precision``: ``"fp32"``/``"bf16"``;
-            default the checkpoint's, whose ``"auto"`` is bf16 on CUDA and fp32 on the CPU).
+        device, precision: where and how to run (``precision``: ``"auto"``, ``"fp32"``,
+            ``"bf16"``; default ``"auto"``: bf16 where the processor runs it natively, see
+            :func:`~crystalgrid.models.runtime.resolve_runtime`).
 
     Raises:
         CrystalgridError: a conditional checkpoint without ``condition_z``, or a condition
@@ -153,7 +154,7 @@ def random_draws(
     if n < 1:
         raise CrystalgridError(f"the number of samples must be >= 1, got {n}")
     ckpt = as_checkpoint(checkpoint)
-    runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
+    runtime = resolve_runtime(device, precision or "auto", compile=False)
     model = ckpt.model.to(runtime.device).eval()
     conditional = bool(ckpt.config.conditional)
     if conditional and not condition_z:

@@ -81,6 +81,7 @@ def interpolate(
     *,
     steps: int = 8,
     device: str = "cpu",
+    precision: str = "auto",
 ) -> Interpolation:
     """Decode ``steps`` points of the line between two samples' encodings.
 
@@ -90,6 +91,8 @@ def interpolate(
             optionally ``species``, ``index``, ``material_id``, ``atom_numbers``).
         steps: points along the line, ends included (>= 2).
         device: where to run.
+        precision: ``"auto"`` (bf16 autocast where the processor runs it natively, else fp32),
+            ``"fp32"`` or ``"bf16"``.
 
     Raises:
         CrystalgridError: fewer than two steps, or grids of the wrong size.
@@ -103,7 +106,7 @@ def interpolate(
     if steps < 2:
         raise CrystalgridError(f"--steps must be >= 2 (both ends are included), got {steps}")
     ckpt = as_checkpoint(checkpoint)
-    runtime = resolve_runtime(device, "fp32", compile=False)
+    runtime = resolve_runtime(device, precision, compile=False)
     model = ckpt.model.to(runtime.device).eval()
     targets = np.stack([np.asarray(s["density"], dtype=np.float32) for s in (sample_a, sample_b)])
     if targets.shape[1:] != ckpt.spec.shape:

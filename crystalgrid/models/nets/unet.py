@@ -149,16 +149,17 @@ class AttentionUNet3D(nn.Module):
             skip = skips[i]
             gated = skip if isinstance(self.gates[i], nn.Identity) else self.gates[i](skip, h)
             h = self.merge[i](torch.cat([gated, self.ups[i](h)], dim=1))
-        logits = self.head(h)
         if any(pads):
-            logits = logits[
+            # The head is per voxel (1x1x1): cropping its few input channels first costs less
+            # than cropping one logit per class, forward and backward alike.
+            h = h[
                 :,
                 :,
                 pads[4] : pads[4] + n[0],
                 pads[2] : pads[2] + n[1],
                 pads[0] : pads[0] + n[2],
             ]
-        return logits
+        return self.head(h)
 
     def n_parameters(self) -> int:
         """Number of trainable parameters."""

@@ -71,7 +71,8 @@ def evaluate(
             the checkpoint's.
         batch_size: samples per forward pass.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        precision: ``"fp32"`` or ``"bf16"``; ``None``: the checkpoint config's choice.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``; ``None``: ``"auto"`` (bf16 where the
+            processor runs it natively, fp32 elsewhere), whatever the model was trained in.
         limit: score only the first ``limit`` samples.
         match_radius: Å, for the matched-atom scores.
         ceiling: also score the true species grids of the same samples (``"ceiling"``).
@@ -115,7 +116,7 @@ def evaluate(
         raise CrystalgridError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     ckpt = as_checkpoint(checkpoint)
     check_spec(ckpt, view, spec)
-    runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
+    runtime = resolve_runtime(device, precision or "auto", compile=False)
     threshold = ckpt.peak_threshold if threshold is None else float(threshold)
     scorer = Scorer(match_radius=match_radius)
     others = {name: Scorer(match_radius=match_radius) for name in also}

@@ -308,7 +308,7 @@ def match_checkpoint(
         ckpt = as_checkpoint(checkpoint)
         if ckpt.spec != spec:
             raise CrystalgridError("the split's grid spec differs from the checkpoint's")
-        runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
+        runtime = resolve_runtime(device, precision or "auto", compile=False)
         model = ckpt.model.to(runtime.device).eval()
     scorer = MatchScorer() if model is not None else None
     oracle = MatchScorer() if ceiling or model is None else None

@@ -62,8 +62,8 @@ def tune_threshold(
         view: the split to tune on (the validation split), with ``density``,
             ``atom_positions`` and ``atom_numbers``; ``limit``: its first samples only.
         thresholds: the candidates, atom log-odds.
-        batch_size, device, precision: of the forward passes (precision ``None``: the
-            checkpoint's).
+        batch_size, device, precision: of the forward passes (precision ``None``: ``"auto"``,
+            bf16 where the processor runs it natively).
         match_radius: Å, a predicted and a true atom this close match.
         source: ``"reconstruction"`` (the model's chain) or ``"truth"`` (the U-Net alone).
         quiet: no progress bar.
@@ -85,7 +85,7 @@ def tune_threshold(
         raise CrystalgridError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     ckpt = as_checkpoint(checkpoint)
     check_spec(ckpt, view)
-    runtime = resolve_runtime(device, precision or ckpt.config.precision, compile=False)
+    runtime = resolve_runtime(device, precision or "auto", compile=False)
     scorers = {float(t): Scorer(match_radius=match_radius) for t in thresholds}
     lowest = min(scorers)
     total = len(view) if limit is None else min(limit, len(view))

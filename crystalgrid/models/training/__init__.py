@@ -5,6 +5,10 @@
   :func:`~crystalgrid.models.training.loop.read_log`.
 - :mod:`~crystalgrid.models.training.loader`: batches read ahead onto the device,
   :func:`~crystalgrid.models.training.loader.measure_loader`.
+- :mod:`~crystalgrid.models.training.schedule`: where a staged run's U-Net stage starts, and
+  each step's learning rate.
+- :mod:`~crystalgrid.models.training.speed`: samples/s of each stage on this machine, and a
+  run's expected training time.
 - :mod:`~crystalgrid.models.training.augment`: the 48 symmetries of the cube, applied to
   training batches.
 

@@ -6,12 +6,15 @@ The trainer needs only this of a split (:class:`~crystalgrid.contracts.ViewLike`
 ``"species"`` ``(B, n, n, n)`` uint8. The grid geometry comes from ``spec=`` or ``view.spec``.
 
 A background thread reads ahead (``config.prefetch`` batches, see
-:mod:`~crystalgrid.models.training.loader`); on CUDA the step runs under bf16 autocast and
-``torch.compile`` unless the config says otherwise (:mod:`~crystalgrid.models.runtime`).
+:mod:`~crystalgrid.models.training.loader`). With ``precision="auto"`` the step runs under
+bf16 autocast where the processor runs bf16 natively (a GPU, a CPU with AVX512-BF16 or AMX) and
+in fp32 elsewhere; ``torch.compile`` on CUDA unless the config says otherwise
+(:mod:`~crystalgrid.models.runtime`).
 
 Files written in ``out_dir``:
 
-- ``log.jsonl``: one JSON record per line; ``kind`` is ``start`` (config, device, sizes),
+- ``log.jsonl``: one JSON record per line; ``kind`` is ``start`` (config, device, the
+  precision actually used and the CPU's capability, sizes),
   ``step`` (every ``log_every`` steps: mean loss terms over the window, samples/s), ``epoch``
   (train means, validation loss terms and voxel accuracies, time) or ``stop`` (``max_steps``
   reached mid-epoch).
@@ -54,8 +57,10 @@ from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.models.training.augment import apply_cube_symmetry, cube_symmetries
 from crystalgrid.models.training.loader import TRAIN_FIELDS, device_batches, scan_species
+from crystalgrid.models.training.schedule import learning_rate, stage_boundary
 from crystalgrid.spec import GridSpec
 
+# learning_rate and stage_boundary live in training.schedule; the loop re-exports them.
 __all__ = ["learning_rate", "read_log", "stage_boundary", "train", "validation_loss"]
 
 # Fields that define the networks and the loss: a resumed run must keep them.
@@ -428,6 +433,8 @@ def train(
             "time": time.time(),
             "resumed_from": str(resume) if resume is not None else None,
             "runtime": runtime.describe(),
+            "precision": runtime.precision,
+            "cpu_capability": runtime.cpu_capability,
             "parameters": model.n_parameters(),
             "train_samples": len(view_train),
             "val_samples": len(view_val) if view_val is not None else 0,
@@ -546,13 +553,6 @@ def train(
     return last
 
 
-def stage_boundary(config: TrainConfig, total_steps: int) -> int:
-    """The first step of the U-Net stage of a staged run (0: joint training throughout)."""
-    if not config.vae_stage:
-        return 0
-    return min(max(1, round(config.vae_stage * total_steps)), max(1, total_steps - 1))
-
-
 def _enter_stage(model: ReferenceModel, step: int, boundary: int) -> str:
     """The stage of step ``step``; at the U-Net stage the VAE is frozen (eval mode, no grad)."""
     if not boundary:
@@ -563,29 +563,6 @@ def _enter_stage(model: ReferenceModel, step: int, boundary: int) -> str:
         model.vae.eval()
         model.vae.requires_grad_(False)
     return "unet"
-
-
-def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """The learning rate of optimiser step ``step`` (0-based) of a run of ``total_steps``.
-
-    A staged run (``config.vae_stage``) restarts the schedule at the U-Net stage: each stage
-    decays from ``lr`` over its own steps (the groups' ``lr_scale`` applies on top). The first
-    ``config.warmup_steps`` of each stage rise linearly from ``lr / 100``.
-    """
-    boundary = stage_boundary(config, total_steps)
-    if boundary:
-        if step >= boundary:
-            step, total_steps = step - boundary, total_steps - boundary
-        else:
-            total_steps = boundary
-    floor = config.lr / 100
-    warmup = config.warmup_steps
-    if step < warmup:
-        return floor + (config.lr - floor) * step / warmup
-    if config.lr_schedule == "constant" or total_steps - warmup <= 1:
-        return config.lr
-    progress = min(step - warmup, total_steps - warmup - 1) / (total_steps - warmup - 1)
-    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _epoch_line(record: dict[str, Any]) -> str:

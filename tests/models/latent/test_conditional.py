@@ -40,6 +40,7 @@ def conditional_run(make_view, tmp_path_factory):
         batch_size=4,
         epochs=1,
         device="cpu",
+        precision="fp32",
         log_every=1,
         prefetch=0,
     )

@@ -35,7 +35,7 @@ def test_resolve_sample_by_index_and_material_id(store):
 def test_the_line_between_two_encodings(checkpoint, make_view):
     view = make_view(2, seed=4)
     ckpt = load_checkpoint(checkpoint)
-    result = interpolate(ckpt, view[0], view[1], steps=5)
+    result = interpolate(ckpt, view[0], view[1], steps=5, precision="fp32")
     np.testing.assert_allclose(result.t, [0, 0.25, 0.5, 0.75, 1])
     assert result.density.shape == (5, 30, 30, 30) and result.species.dtype == np.uint8
     assert len(result.positions) == len(result.numbers) == 5

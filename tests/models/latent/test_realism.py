@@ -39,6 +39,7 @@ LOW_BETA = TrainConfig(
     classes=(8, 26),
     beta=1e-8,
     device="cpu",
+    precision="fp32",
 )
 SMALL = (2, 4, 4)
 

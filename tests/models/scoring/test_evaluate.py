@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crystalgrid.errors import CrystalgridError  # noqa: E402
+from crystalgrid.models.runtime import cpu_capability  # noqa: E402
 from crystalgrid.models.scoring.decoders import score_species_grids  # noqa: E402
 from crystalgrid.models.scoring.evaluate import evaluate  # noqa: E402
 from crystalgrid.models.scoring.metrics import to_json  # noqa: E402
@@ -30,9 +31,11 @@ def test_decoding_the_true_species_grids_recovers_every_atom(make_view):
 def test_evaluate_a_checkpoint(make_view, tiny_config, tmp_path):
     view = make_view(8, seed=0)
     last = train(tiny_config.with_overrides(max_steps=2), view, out_dir=tmp_path, quiet=True)
-    result = evaluate(last, make_view(5, seed=4), batch_size=2, device="cpu", quiet=True)
+    result = evaluate(
+        last, make_view(5, seed=4), batch_size=2, device="cpu", precision="fp32", quiet=True
+    )
     assert result["n_samples"] == 5 and result["checkpoint"]["step"] == 2
-    assert result["runtime"] == "cpu, fp32, eager"
+    assert result["runtime"] == f"cpu ({cpu_capability()}), fp32, eager"
     assert result["voxel_mse_mean"] is not None and math.isfinite(result["voxel_mse_mean"])
     assert result["ceiling"]["true_within_radius"] == 1.0  # atoms well inside the box
     json.loads(to_json(result))  # JSON-ready, no NaN

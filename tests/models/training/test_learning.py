@@ -40,6 +40,7 @@ def learnt(make_view, tmp_path_factory):
         beta=1e-4,
         epochs=30,
         device="cpu",
+        precision="fp32",
         log_every=2,
         prefetch=0,
     )

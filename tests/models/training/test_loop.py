@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from crystalgrid.errors import CrystalgridError  # noqa: E402
+from crystalgrid.errors import ConfigError, CrystalgridError, PrecisionWarning  # noqa: E402
 from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from crystalgrid.models.nets.classes import ClassMap  # noqa: E402
 from crystalgrid.models.nets.model import ReferenceModel  # noqa: E402
-from crystalgrid.models.runtime import resolve_runtime  # noqa: E402
+from crystalgrid.models.runtime import (  # noqa: E402
+    cpu_capability,
+    cpu_native_bf16,
+    resolve_runtime,
+)
 from crystalgrid.models.training.loader import measure_loader, scan_species  # noqa: E402
 from crystalgrid.models.training.loop import train  # noqa: E402
 
@@ -48,7 +53,9 @@ def test_a_few_steps_lower_the_loss(tiny_config, views, tmp_path):
     assert all(np.isfinite(r["loss"]) for r in steps)
     assert last == tmp_path / "last.pt" and (tmp_path / "best.pt").exists()
     start = _records(tmp_path, "start")[0]
-    assert start["classes"] == [8, 26] and start["runtime"] == "cpu, fp32, eager"
+    assert start["classes"] == [8, 26]
+    assert start["runtime"] == f"cpu ({cpu_capability()}), fp32, eager"
+    assert start["precision"] == "fp32" and start["cpu_capability"] == cpu_capability()
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_config, views, tmp_path):
@@ -149,21 +156,29 @@ def test_split_smaller_than_a_batch_is_a_user_error(tiny_config, views, tmp_path
 
 
 def test_bf16_autocast_step_runs_on_cpu(tiny_config, views, tmp_path):
+    # bf16 asked for runs on any CPU (emulated where the CPU lacks bf16, with a warning).
     config = tiny_config.with_overrides(precision="bf16", max_steps=1)
-    train(config, views[0], out_dir=tmp_path, quiet=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        train(config, views[0], out_dir=tmp_path, quiet=True)
     (step,) = _records(tmp_path, "step")
     assert np.isfinite(step["loss"])
-    assert _records(tmp_path, "start")[0]["runtime"] == "cpu, bf16 autocast, eager"
+    start = _records(tmp_path, "start")[0]
+    assert start["runtime"] == f"cpu ({cpu_capability()}), bf16 autocast, eager"
+    assert start["precision"] == "bf16"
 
 
 def test_runtime_resolution_without_a_gpu():
     rt = resolve_runtime()
     if not torch.cuda.is_available():
-        assert (rt.device.type, rt.amp_dtype, rt.compile) == ("cpu", None, False)
+        native = torch.bfloat16 if cpu_native_bf16() else None
+        assert (rt.device.type, rt.amp_dtype, rt.compile) == ("cpu", native, False)
         with pytest.raises(CrystalgridError, match="no CUDA GPU"):
             resolve_runtime("cuda")
-    assert resolve_runtime("cpu", "bf16", True).amp_dtype == torch.bfloat16
-    with pytest.raises(CrystalgridError, match="precision"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        assert resolve_runtime("cpu", "bf16", True).amp_dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="precision"):
         resolve_runtime("cpu", "fp16")
 
 
@@ -191,7 +206,7 @@ def test_a_read_error_in_the_prefetch_thread_reaches_the_caller(tiny_config, vie
 
 def test_cosine_schedule_and_constant():
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.training.loop import learning_rate
+    from crystalgrid.models.training.schedule import learning_rate
 
     cosine = TrainConfig(lr=1e-3, lr_schedule="cosine")
     assert learning_rate(cosine, 0, 101) == pytest.approx(1e-3)
@@ -260,7 +275,7 @@ def test_a_staged_run_trains_the_vae_then_only_the_unet(tiny_config, views, tmp_
 
 def test_the_staged_schedule_restarts_at_the_boundary():
     from crystalgrid.models.config import TrainConfig
-    from crystalgrid.models.training.loop import learning_rate, stage_boundary
+    from crystalgrid.models.training.schedule import learning_rate, stage_boundary
 
     config = TrainConfig(lr=1e-3, lr_schedule="cosine", vae_stage=0.25)
     assert stage_boundary(config, 100) == 25 and stage_boundary(TrainConfig(), 100) == 0

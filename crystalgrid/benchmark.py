@@ -471,8 +471,10 @@ def _expected_training(
     if resume and (run_dir / "last.pt").exists():
         done = int(read_checkpoint(run_dir / "last.pt")["step"])
     n_classes = len(config.classes) + 1 if config.classes else scan_species(train_view).n_classes
+    # One timed step per stage at the run's batch (at most 8: a smaller batch runs fewer
+    # samples/s on a CPU, a larger one costs seconds of the paper's width to time).
     rates = measure_stage_rates(
-        config, bins=dataset.spec.bins, n_classes=n_classes, batch_size=min(batch, 4)
+        config, bins=dataset.spec.bins, n_classes=n_classes, batch_size=min(batch, 8), steps=1
     )
     left = expected_training_seconds(config, rates, total_steps=total, done=done)
     names = {"vae": "VAE stage", "unet": "U-Net stage", "joint": "joint step"}

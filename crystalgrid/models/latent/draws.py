@@ -155,7 +155,7 @@ def random_draws(
         raise CrystalgridError(f"the number of samples must be >= 1, got {n}")
     ckpt = as_checkpoint(checkpoint)
     runtime = resolve_runtime(device, precision or "auto", compile=False)
-    model = ckpt.model.to(runtime.device).eval()
+    model = runtime.place(ckpt.model).eval()
     conditional = bool(ckpt.config.conditional)
     if conditional and not condition_z:
         raise CrystalgridError(

@@ -107,7 +107,7 @@ def interpolate(
         raise CrystalgridError(f"--steps must be >= 2 (both ends are included), got {steps}")
     ckpt = as_checkpoint(checkpoint)
     runtime = resolve_runtime(device, precision, compile=False)
-    model = ckpt.model.to(runtime.device).eval()
+    model = runtime.place(ckpt.model).eval()
     targets = np.stack([np.asarray(s["density"], dtype=np.float32) for s in (sample_a, sample_b)])
     if targets.shape[1:] != ckpt.spec.shape:
         raise CrystalgridError(

@@ -191,9 +191,9 @@ def train_realism(
     ckpt = as_checkpoint(checkpoint)
     _unconditional(ckpt)
     runtime = resolve_runtime(device, "fp32", compile=False)
-    model = ckpt.model.to(runtime.device).eval()
+    model = runtime.place(ckpt.model).eval()
     torch.manual_seed(seed)
-    net = LambdaNet(channels).to(runtime.device)
+    net = runtime.place(LambdaNet(channels))
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
@@ -329,7 +329,7 @@ def score_report(
     def decoded(model_ckpt: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
         _unconditional(model_ckpt)
         runtime = resolve_runtime(device, "fp32", compile=False)
-        model = model_ckpt.model.to(runtime.device).eval()
+        model = runtime.place(model_ckpt.model).eval()
         recon = []
         for a in range(0, len(real), batch_size):
             r, _ = model.reconstruct(torch.from_numpy(real[a : a + batch_size]).to(runtime.device))

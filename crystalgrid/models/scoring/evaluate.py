@@ -213,7 +213,7 @@ def model_outputs(
         None)``: the view's batch, what the decoders read (the reconstruction, or the true
         density itself) and the U-Net's scores of it.
     """
-    model = ckpt.model.to(runtime.device).eval()
+    model = runtime.place(ckpt.model).eval()
     for batch in iter_view(view, batch_size, limit=limit):
         density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
         with runtime.autocast():

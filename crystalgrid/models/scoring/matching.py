@@ -309,7 +309,7 @@ def match_checkpoint(
         if ckpt.spec != spec:
             raise CrystalgridError("the split's grid spec differs from the checkpoint's")
         runtime = resolve_runtime(device, precision or "auto", compile=False)
-        model = ckpt.model.to(runtime.device).eval()
+        model = runtime.place(ckpt.model).eval()
     scorer = MatchScorer() if model is not None else None
     oracle = MatchScorer() if ceiling or model is None else None
     guesses = MatchScorer() if baseline else None

@@ -389,7 +389,7 @@ def train(
 
     if ckpt is None:
         _seed_all(config.seed)
-    model = ReferenceModel(config, spec.bins, class_map).to(runtime.device)
+    model = runtime.place(ReferenceModel(config, spec.bins, class_map))
     optimizer = _optimizer(model, config)
     pos = (
         _Position()

@@ -125,7 +125,7 @@ def measure_stage_rates(
     rates = {}
     for stage in _stages(config):
         torch.manual_seed(0)
-        model = ReferenceModel(config, bins, ClassMap(species)).to(runtime.device).train()
+        model = runtime.place(ReferenceModel(config, bins, ClassMap(species))).train()
         if stage == "unet":
             model.vae.eval()
             model.vae.requires_grad_(False)

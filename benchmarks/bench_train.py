@@ -119,8 +119,10 @@ def _network_key(config: TrainConfig) -> tuple[Any, ...]:
 def bench_budgets(
     precisions: list[str], *, steps: int, n_classes: int, emulated_steps: int = 1
 ) -> dict[str, Any]:
-    """Samples/s of each stage of each CPU budget, in each precision, and each budget's
-    expected training time at those rates (markdown tables on stdout)."""
+    """Samples/s of each stage of each CPU budget, in each precision (and fp32 with the
+    networks in the contiguous layout, the straightforward one, beside the channels-last 3-D
+    layout the trainer uses on a CPU), and each budget's expected training time at those rates
+    (markdown tables on stdout)."""
     import warnings
 
     from crystalgrid.benchmark import BUDGETS
@@ -144,8 +146,9 @@ def bench_budgets(
             entry = configs.setdefault(_network_key(config), (config, []))
             entry[1].append(label)
     rates: dict[tuple[tuple[Any, ...], str], Any] = {}
-    print(f"\n| networks (budgets) | stage | {' | '.join(p + ' samples/s' for p in precisions)} |")
-    print("|---|---|" + "---|" * len(precisions))
+    columns = [*precisions, "fp32-contiguous"]
+    print(f"\n| networks (budgets) | stage | {' | '.join(c + ' samples/s' for c in columns)} |")
+    print("|---|---|" + "---|" * len(columns))
     for key, (config, labels) in configs.items():
         for precision in precisions:
             emulated = precision == "bf16" and not cpu_native_bf16()
@@ -159,8 +162,15 @@ def bench_budgets(
                 warmup=0 if emulated else 1,
                 runtime=runtime,
             )
+        rates[key, "fp32-contiguous"] = measure_stage_rates(
+            config,
+            n_classes=n_classes,
+            steps=steps,
+            runtime=resolve_runtime("cpu", "fp32", False),
+            memory_format=torch.contiguous_format,
+        )
         for stage in rates[key, precisions[0]].rates:
-            cells = " | ".join(f"{rates[key, p].rates[stage]:.2f}" for p in precisions)
+            cells = " | ".join(f"{rates[key, c].rates[stage]:.2f}" for c in columns)
             print(f"| {', '.join(labels)} | {stage} | {cells} |", flush=True)
     print(f"\n| budget | steps | {' | '.join('training, ' + p for p in precisions)} |")
     print("|---|---|" + "---|" * len(precisions))
@@ -180,9 +190,9 @@ def bench_budgets(
         "threads": torch.get_num_threads(),
         "n_classes": n_classes,
         "rates": [
-            {"budgets": labels, "precision": p, **rates[key, p].to_dict()}
+            {"budgets": labels, "case": c, **rates[key, c].to_dict()}
             for key, (_, labels) in configs.items()
-            for p in precisions
+            for c in columns
         ],
         "expected_training_s": expected,
     }

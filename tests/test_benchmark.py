@@ -1,4 +1,4 @@
-"""``crystalgrid benchmark``: the smoke budget end to end, as CI runs it (< 3 minutes)."""
+"""``crystalgrid benchmark``: the smoke budget end to end, as CI runs it (<= 2 minutes)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,17 @@ def test_smoke_writes_results_beside_the_paper(smoke):
     assert "tuned on" in md and "| threshold | predicted / true atoms |" in md
     assert "paper (single cells)" in md and "decoding ceiling" in md and "peak fit" in md
     assert "single: 40 steps" in output
+    # The precision and CPU capability used, and the time expected before training began.
+    from crystalgrid.models.runtime import cpu_capability, cpu_native_bf16
+
+    assert results["machine"]["cpu_capability"] == cpu_capability()
+    expected = single["train"]["expected"]
+    assert expected["precision"] == ("bf16" if cpu_native_bf16() else "fp32")
+    assert expected["cpu_capability"] == cpu_capability() and expected["steps"] == 40
+    assert set(expected["samples_per_s"]) == {"vae", "unet"} and expected["seconds"] > 0
+    assert f"({cpu_capability()})" in single["train"]["runtime"]
+    assert "single: 40 training steps of batch 8, expected ~" in output
+    assert f"({cpu_capability()})" in md
 
 
 def test_smoke_draws_the_four_pictures(smoke):

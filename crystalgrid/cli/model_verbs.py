@@ -801,7 +801,7 @@ def match_cmd(
     type=click.Choice(["smoke", "overfit-cpu", "1h-cpu", "2h-cpu-repeated", "10m-gpu"]),
     default="smoke",
     show_default=True,
-    help="How much work: smoke (< 3 min on 2 cores), overfit-cpu (proof of learning, "
+    help="How much work: smoke (<= 2 min on 2 cores), overfit-cpu (proof of learning, "
     "<= 15 min), 1h-cpu (single cells), 2h-cpu-repeated (repeated crops), 10m-gpu "
     "(one H100/H200).",
 )

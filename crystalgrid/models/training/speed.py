@@ -103,6 +103,7 @@ def measure_stage_rates(
     steps: int = 2,
     warmup: int = 1,
     runtime: Runtime | None = None,
+    memory_format: torch.memory_format | None = None,
 ) -> StageRates:
     """Time ``steps`` optimiser steps of each stage of ``config``'s networks.
 
@@ -114,6 +115,8 @@ def measure_stage_rates(
         batch_size: samples per step (default: the configuration's).
         steps, warmup: timed and untimed steps per stage.
         runtime: where and how to run (default: the configuration's device and precision).
+        memory_format: the networks' memory format (default: the runtime's, channels-last 3-D
+            on a CPU); ``torch.contiguous_format`` times the straightforward layout.
 
     Returns:
         The samples/s of each stage.
@@ -126,6 +129,8 @@ def measure_stage_rates(
     for stage in _stages(config):
         torch.manual_seed(0)
         model = runtime.place(ReferenceModel(config, bins, ClassMap(species))).train()
+        if memory_format is not None:
+            model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
         if stage == "unet":
             model.vae.eval()
             model.vae.requires_grad_(False)

@@ -353,7 +353,7 @@ def run_benchmark(
         announce: called with one line before each representation's training: its steps and
             the time they are expected to take on this machine (measured over a few steps
             of the budget's networks, :func:`~crystalgrid.models.training.speed.
-            measure_stage_rates`); ``None``: not measured.
+            measure_stage_rates`; a run of a few steps is not timed); ``None``: not measured.
 
     Returns:
         What ``results.json`` holds.
@@ -458,6 +458,10 @@ def run_benchmark(
     return results
 
 
+#: Runs of at most this many steps are not timed before they start.
+_UNTIMED_STEPS = 10
+
+
 def _expected_training(
     config: TrainConfig, dataset: Any, run_dir: Path, resume: bool
 ) -> dict[str, Any]:
@@ -476,6 +480,11 @@ def _expected_training(
     done = 0
     if resume and (run_dir / "last.pt").exists():
         done = int(read_checkpoint(run_dir / "last.pt")["step"])
+    steps = total - done
+    if steps <= _UNTIMED_STEPS:
+        # Timing the stages would take about as long as training them.
+        line = f"{steps:,} training steps of batch {batch} (too few to time first)"
+        return {"steps": steps, "seconds": None, "line": line}
     n_classes = len(config.classes) + 1 if config.classes else scan_species(train_view).n_classes
     # One timed step per stage at the run's batch (at most 8: a smaller batch runs fewer
     # samples/s on a CPU, a larger one costs seconds of the paper's width to time).
@@ -486,11 +495,11 @@ def _expected_training(
     names = {"vae": "VAE stage", "unet": "U-Net stage", "joint": "joint step"}
     speeds = ", ".join(f"{names[k]} {v:.1f} samples/s" for k, v in rates.rates.items())
     line = (
-        f"{total - done:,} training steps of batch {batch}, expected ~{left / 60:.1f} min on "
+        f"{steps:,} training steps of batch {batch}, expected ~{left / 60:.1f} min on "
         f"this machine ({rates.runtime}; {speeds})"
     )
     return {
-        "steps": total - done,
+        "steps": steps,
         "seconds": left,
         **rates.to_dict(),
         "line": line,

@@ -641,6 +641,7 @@ def show_cmd(store: Path, index: str, out: Path, checkpoint: Path | None, dpi: i
     help="Also score this checkpoint's random draws and reconstructions (repeatable).",
 )
 @click.option("--device", default="cpu", show_default=True)
+@precision_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def realism_cmd(
@@ -657,6 +658,7 @@ def realism_cmd(
     scorer: Path | None,
     generators: tuple[Path, ...],
     device: str,
+    precision: str,
     quiet: bool,
 ) -> None:
     """Train (or load) the appendix-G realism scorer on CHECKPOINT, a low-beta autoencoder.
@@ -686,6 +688,7 @@ def realism_cmd(
             lr=lr,
             seed=seed,
             device=device,
+            precision=precision,
             quiet=quiet,
         )
         save_scorer(trained, out / "realism.pt")
@@ -700,6 +703,7 @@ def realism_cmd(
         seed=seed,
         generators=others,
         device=device,
+        precision=precision,
     )
     report["data"] = {"path": str(data), "eval_split": eval_split}
     _write_json(out / "realism.json", report)

@@ -162,6 +162,7 @@ def train_realism(
     channels: tuple[int, int, int] = (16, 32, 64),
     seed: int = 0,
     device: str = "cpu",
+    precision: str = "auto",
     log_every: int = 50,
     quiet: bool = True,
 ) -> RealismScorer:
@@ -180,6 +181,8 @@ def train_realism(
         channels: :class:`LambdaNet` channels.
         seed: seeds the network, the shuffle and the mixes.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``.
+        precision: ``"auto"`` (bf16 autocast where the processor runs it natively, else
+            fp32), ``"fp32"`` or ``"bf16"``.
         log_every: keep a history record every this many steps.
         quiet: no progress bar.
 
@@ -190,7 +193,7 @@ def train_realism(
 
     ckpt = as_checkpoint(checkpoint)
     _unconditional(ckpt)
-    runtime = resolve_runtime(device, "fp32", compile=False)
+    runtime = resolve_runtime(device, precision, compile=False)
     model = runtime.place(ckpt.model).eval()
     torch.manual_seed(seed)
     net = runtime.place(LambdaNet(channels))
@@ -204,13 +207,14 @@ def train_realism(
     net.train()
     for step in tqdm(range(1, steps + 1), desc="realism", disable=quiet, leave=False):
         density = torch.from_numpy(next(batches)).to(runtime.device)
-        with torch.no_grad():
+        with torch.no_grad(), runtime.autocast():
             mu, _ = model.vae.encode(model.scale(density))
             lam = torch.rand(len(mu), generator=gen)
-            grid = model.vae.decode(mix_latents(mu, lam, gen))
+            grid = model.vae.decode(mix_latents(mu.float(), lam, gen))
         lam = lam.to(runtime.device)
-        logits = net(grid)
-        loss = F.binary_cross_entropy_with_logits(logits, lam)
+        with runtime.autocast():
+            logits = net(grid)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), lam)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -293,6 +297,7 @@ def score_report(
     generators: dict[str, str | Path | Checkpoint] | None = None,
     batch_size: int = 64,
     device: str = "cpu",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Mean realism scores of real, decoded, random and out-of-distribution grids.
 
@@ -306,6 +311,9 @@ def score_report(
     - ``shuffled``: out of distribution: each real grid with its voxels permuted.
     - for each entry of ``generators``: ``<name>_random_draws`` and ``<name>_real_decoded``,
       the same for another checkpoint (e.g. the reference VAE the scorer is meant to judge).
+
+    The networks of the checkpoints run at ``precision`` (``"auto"``: bf16 autocast where the
+    processor runs it natively, else fp32); the scorer itself in fp32.
 
     Returns:
         ``{category: {"mean", "std", "n", "percentiles"}}`` plus ``"scorer"`` facts.
@@ -328,13 +336,22 @@ def score_report(
 
     def decoded(model_ckpt: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
         _unconditional(model_ckpt)
-        runtime = resolve_runtime(device, "fp32", compile=False)
+        runtime = resolve_runtime(device, precision, compile=False)
         model = runtime.place(model_ckpt.model).eval()
         recon = []
         for a in range(0, len(real), batch_size):
-            r, _ = model.reconstruct(torch.from_numpy(real[a : a + batch_size]).to(runtime.device))
-            recon.append(r.cpu().numpy())
-        draws = random_draws(model_ckpt, len(real), seed=seed, batch_size=batch_size, device=device)
+            grids = torch.from_numpy(real[a : a + batch_size]).to(runtime.device)
+            with runtime.autocast():
+                r, _ = model.reconstruct(grids)
+            recon.append(r.float().cpu().numpy())
+        draws = random_draws(
+            model_ckpt,
+            len(real),
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+        )
         return np.concatenate(recon), draws.density
 
     recon, draws = decoded(ckpt)

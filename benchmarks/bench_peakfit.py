@@ -6,13 +6,17 @@ core, and scores the atoms against the truth (``Scorer``):
 
 - ``truth``: the stored density as it is;
 - ``noise 1%``: plus white Gaussian noise of sigma = 1% of each grid's maximum (seeded);
+- ``noise 1%, clipped``: the same, then clipped at zero (a non-negative output, as a
+  network's softplus is, has noise like this: its mean is positive where the density is low);
 - ``blur 0.3 Å``: convolved with a Gaussian of sigma 0.3 Å, the edge values continued past
   the faces (as a model's smooth output);
 - ``noise 0.02``: plus white noise of sigma 0.02 Å^-3 (a fixed level).
 
 Each spoiled grid is decoded twice: by the default fit (one Gaussian width fitted for the
-whole grid, the outermost voxel layer left out of the fits) and by the straightforward fit
-(the width held at the grid's sigma, every voxel fitted: ``fit_width=False, border=0``).
+whole grid, the outermost voxel layer left out of the fits, the expected clipped density
+fitted where the grid was clipped) and by the straightforward fit (the width held at the
+grid's sigma, every voxel fitted, the grid taken as it is: ``fit_width=False, border=0,
+clipped=False``).
 
 Run::
 
@@ -42,6 +46,7 @@ def spoilers(voxel: float, seed: int) -> dict[str, Callable[[np.ndarray], np.nda
     return {
         "truth": lambda g: g,
         "noise 1%": lambda g: g + rng.normal(0, 0.01 * g.max(), g.shape),
+        "noise 1%, clipped": lambda g: np.maximum(g + rng.normal(0, 0.01 * g.max(), g.shape), 0),
         "blur 0.3 Å": lambda g: ndimage.gaussian_filter(g, 0.3 / voxel, mode="nearest"),
         "noise 0.02": lambda g: g + rng.normal(0, 0.02, g.shape),
     }
@@ -49,7 +54,7 @@ def spoilers(voxel: float, seed: int) -> dict[str, Callable[[np.ndarray], np.nda
 
 DECODERS: dict[str, dict[str, object]] = {
     "fitted width": {},
-    "fixed width": {"fit_width": False, "border": 0},
+    "fixed width": {"fit_width": False, "border": 0, "clipped": False},
 }
 
 

@@ -26,7 +26,12 @@ numbers, so a grid can be decoded by fitting that sum back to it:
 4. **Residual rounds.** Two atoms closer than ``2 sigma`` (2 Å) make one peak, so the peaks of
    the smoothed residual (grid minus fit) above the same thresholds are added as new
    candidates and steps 2-3 repeated, up to ``rounds`` times.
-5. Candidates whose fitted amplitude is below ``min_z``, or below 5 standard deviations of
+5. **Clipped noise.** A grid with exactly-zero voxels was clipped at zero after noise was
+   added (an Eq. (1) density is positive everywhere): the noise's positive mean where the
+   density is low would otherwise look like atoms. Its level is estimated from the zeros and
+   their neighbours (:func:`clipped_noise_level`), and the refinement and the residual rounds
+   fit the expected clipped density ``E[max(model + noise, 0)]`` instead of the model.
+6. Candidates whose fitted amplitude is below ``min_z``, or below 5 standard deviations of
    an amplitude fitted to the noise alone, are dropped; the others become atoms
    with ``Z = round(amplitude)``; candidates outside the box are dropped (the ground truth
    holds only atoms inside it, while the density also carries the tails of atoms just
@@ -43,11 +48,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy import ndimage, optimize
+from scipy import ndimage, optimize, special
 
 from crystalgrid.spec import GridSpec
 
-__all__ = ["REFINE_MAX_ATOMS", "fit_amplitudes", "fit_atoms", "noise_level"]
+__all__ = ["REFINE_MAX_ATOMS", "clipped_noise_level", "fit_amplitudes", "fit_atoms", "noise_level"]
 
 _TINY = 1e-12
 #: Candidates closer than this (Å) after refinement are one atom.
@@ -132,6 +137,33 @@ def noise_level(grid: np.ndarray) -> float:
     return 1.4826 * mad / _noise_gains(0.0)[0]
 
 
+def clipped_noise_level(grid: np.ndarray, *, min_zeros: float = 0.05) -> float:
+    """The standard deviation of white noise that was added to a grid and then clipped at zero
+    (the grid's units), or 0 for a grid that was not clipped.
+
+    A grid is taken as clipped when at least ``min_zeros`` of its voxels are exactly 0 (an
+    Eq. (1) density is positive everywhere). Where the density is ~0, clipped noise is 0
+    half of the time and half-normal otherwise, so its squares average ``sigma^2 / 2``: the
+    zero voxels and their neighbours are such a region.
+    """
+    values = np.asarray(grid, dtype=np.float64)
+    zero = values == 0
+    if np.count_nonzero(zero) < min_zeros * values.size:
+        return 0.0
+    region = ndimage.binary_dilation(zero)
+    return float(np.sqrt(2 * np.mean(values[region] ** 2)))
+
+
+def _clipped_mean(x: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``E[max(x + n, 0)]`` for ``n ~ N(0, sigma^2)``, and its derivative in ``x``
+    (``x`` and the derivative unchanged for ``sigma`` 0)."""
+    if sigma <= 0:
+        return x, np.ones_like(x)
+    t = x / sigma
+    cdf = special.ndtr(t)
+    return x * cdf + sigma * np.exp(-0.5 * t**2) / np.sqrt(2 * np.pi), cdf
+
+
 def fit_amplitudes(
     density: np.ndarray,
     positions: np.ndarray,
@@ -195,6 +227,7 @@ def fit_atoms(
     smooth: float = 1.0,
     fit_width: bool = True,
     border: int = 1,
+    clipped: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Atoms recovered from one density grid by peaks and a least-squares fit (module doc).
 
@@ -216,6 +249,10 @@ def fit_atoms(
         border: voxels this close to a face are left out of the fits (still searched for
             peaks): a smoothed grid is least faithful at its faces, where its filter had
             to guess what lies beyond.
+        clipped: for a grid whose noise was clipped at zero (:func:`clipped_noise_level`
+            finds it; any non-negative output is such a grid), fit the expected clipped
+            density ``E[max(model + noise, 0)]`` instead of the model itself, so that the
+            noise's positive mean where the density is low does not become extra atoms.
 
     Returns:
         ``(positions (n, 3) float64 box Å, numbers (n,) uint8)``.
@@ -230,7 +267,8 @@ def fit_atoms(
         raise ValueError("the density grid holds NaN or infinite values")
     target = grid.ravel()
     rows = _interior(spec.bins, border)
-    noise = noise_level(grid)
+    clip_sigma = clipped_noise_level(grid) if clipped else 0.0
+    noise = max(noise_level(grid), clip_sigma)
     floor = max(threshold, _SIGNIFICANCE * noise * _noise_gains(smooth)[1] / spec.norm)
     # An amplitude fitted to noise alone has this standard deviation (electrons): the noise
     # over the root of the summed squares of one electron's Gaussian on the grid.
@@ -250,12 +288,12 @@ def fit_atoms(
         amplitudes, _ = optimize.nnls(_design(positions, spec, width)[rows], target[rows])
         if refine and len(positions) <= REFINE_MAX_ATOMS:
             positions, amplitudes, width = _refine(
-                positions, amplitudes, target, rows, spec, width, fit_width
+                positions, amplitudes, target, rows, spec, width, fit_width, clip_sigma
             )
         positions, amplitudes = _merge(positions, amplitudes, keep, spec.sigma)
         if round_ == rounds or len(positions) == 0:
             break
-        fitted = _design(positions, spec, width) @ amplitudes
+        fitted, _ = _clipped_mean(_design(positions, spec, width) @ amplitudes, clip_sigma)
         extra = peaks_of((target - fitted).reshape(spec.shape), max_atoms - len(positions))
         if len(extra) == 0:
             break
@@ -286,10 +324,12 @@ def _refine(
     spec: GridSpec,
     width: float,
     fit_width: bool,
+    clip_sigma: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Least-squares fit of positions, amplitudes and (``fit_width``) the one Gaussian width
     all atoms share, together (a few Levenberg-Marquardt steps), over the voxels ``rows``
-    (flat indices) of the grid ``target`` (flat).
+    (flat indices) of the grid ``target`` (flat); with ``clip_sigma`` the model is the
+    expected density of noise of that level clipped at zero (:func:`_clipped_mean`).
 
     Returns ``(positions (n, 3) Å, amplitudes (n,) electrons, width Å)``.
     """
@@ -310,7 +350,8 @@ def _refine(
 
     def residual(theta: np.ndarray) -> np.ndarray:
         g, _ = model(theta)
-        return (g @ unpack(theta)[1] - target)[rows]
+        expected, _ = _clipped_mean(g @ unpack(theta)[1], clip_sigma)
+        return (expected - target)[rows]
 
     def jacobian(theta: np.ndarray) -> np.ndarray:
         g, delta = model(theta)
@@ -328,6 +369,8 @@ def _refine(
         jac[:, 3 * n : 4 * n] = g
         if fit_width:  # d g / d w = g (r^2 / w^3 - 3 / w), summed over the atoms
             jac[:, 4 * n] = (g * (r2.reshape(-1, n) / w**3 - 3 / w)) @ amp
+        if clip_sigma > 0:  # the chain rule through the clipped mean
+            jac *= _clipped_mean(g @ amp, clip_sigma)[1][:, None]
         return jac[rows]
 
     # Levenberg-Marquardt on the normal equations (4n + 1 unknowns, bins^3 residuals).

@@ -74,6 +74,32 @@ def test_white_noise_of_one_percent_adds_no_atom():
         assert d.max() < 0.2 and (z[idx] == numbers).all()
 
 
+def test_noise_clipped_at_zero_adds_no_atom():
+    """Noise clipped at zero, as any non-negative output (a softplus) is, raises the grid
+    where the density is low: the fit models that (the expected clipped density) instead of
+    taking the raise for atoms. The same BaO cell, noise of 1% of its maximum, three draws."""
+    from crystalgrid.models.decoding.peakfit import clipped_noise_level
+
+    a = 5.52
+    ba = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) * a + 2.2
+    true = np.concatenate([ba, ba + np.array([0.5, 0, 0]) * a])
+    numbers = np.array([56] * 4 + [8] * 4)
+    grid = density_grid(true, numbers, SPEC)
+    assert clipped_noise_level(grid) == 0.0  # an Eq. (1) density: no voxel is exactly 0
+    rng = np.random.default_rng(2)
+    sigma = 0.01 * float(grid.max())
+    for _ in range(3):
+        clipped = np.maximum(grid + rng.normal(0, sigma, SPEC.shape), 0.0)
+        assert clipped_noise_level(clipped) == pytest.approx(sigma, rel=0.5)
+        pos, z = fit_atoms(clipped, SPEC)
+        assert len(z) == 8
+        d, idx = nearest_distances(true, pos)
+        assert d.max() < 0.2 and (z[idx] == numbers).all()
+    # Fitting the grid as if it were not clipped turns the raise into atoms.
+    _, z_plain = fit_atoms(clipped, SPEC, clipped=False)
+    assert len(z_plain) > 8
+
+
 def test_a_blurred_grid_keeps_its_atoms_and_species():
     """A model's density is also smoother than the truth: the BaO cell blurred by a Gaussian
     of 0.3 Å (edges continued past the faces) is decoded with the width fitted to

@@ -486,10 +486,21 @@ def _expected_training(
         line = f"{steps:,} training steps of batch {batch} (too few to time first)"
         return {"steps": steps, "seconds": None, "line": line}
     n_classes = len(config.classes) + 1 if config.classes else scan_species(train_view).n_classes
-    # One timed step per stage at the run's batch (at most 8: a smaller batch runs fewer
-    # samples/s on a CPU, a larger one costs seconds of the paper's width to time).
+    # A GPU is timed at the run's batch (eager: a compiled run goes faster); a CPU for one step
+    # per stage at a batch of at most 8 (a smaller batch runs fewer samples/s on a CPU, a
+    # larger one costs seconds of the paper's width to time).
+    import torch
+
+    gpu = config.device.startswith("cuda") or (
+        config.device == "auto" and torch.cuda.is_available()
+    )
     rates = measure_stage_rates(
-        config, bins=dataset.spec.bins, n_classes=n_classes, batch_size=min(batch, 8), steps=1
+        config,
+        bins=dataset.spec.bins,
+        n_classes=n_classes,
+        batch_size=batch if gpu else min(batch, 8),
+        steps=5 if gpu else 1,
+        warmup=3 if gpu else 1,
     )
     left = expected_training_seconds(config, rates, total_steps=total, done=done)
     names = {"vae": "VAE stage", "unet": "U-Net stage", "joint": "joint step"}

@@ -15,6 +15,7 @@ trainer nor the optimiser state.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "atomic_save",
     "checkpoint_config",
     "export_checkpoint",
+    "file_sha256",
     "load_checkpoint",
     "read_checkpoint",
     "resolve_checkpoint",
@@ -203,6 +205,7 @@ class Checkpoint:
             current epoch already used.
         metadata: what the trainer was given (data path, representation, ...).
         path: where it was read from.
+        sha256: the SHA-256 of the file read (hex): which weights a score belongs to.
     """
 
     model: ReferenceModel
@@ -214,6 +217,16 @@ class Checkpoint:
     batch_in_epoch: int
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    sha256: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-ready: the file (path, SHA-256) and its step and epoch, for a results file."""
+        return {
+            "path": str(self.path) if self.path else None,
+            "sha256": self.sha256,
+            "step": self.step,
+            "epoch": self.epoch,
+        }
 
     @property
     def peak_threshold(self) -> float:
@@ -258,7 +271,17 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         batch_in_epoch=int(ckpt["batch_in_epoch"]),
         metadata=dict(ckpt.get("metadata") or {}),
         path=Path(path),
+        sha256=file_sha256(path),
     )
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def as_checkpoint(checkpoint: str | Path | Checkpoint) -> Checkpoint:

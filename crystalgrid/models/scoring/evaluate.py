@@ -100,7 +100,7 @@ def evaluate(
         quiet: no progress bar.
 
     Returns:
-        :meth:`Scorer.result` plus ``"checkpoint"`` (path, step, epoch), ``"runtime"``,
+        :meth:`Scorer.result` plus ``"checkpoint"`` (path, SHA-256, step, epoch), ``"runtime"``,
         ``"peak_threshold"`` and, with ``ceiling``, ``"ceiling"``: the scores of decoding
         the true species grids.
 
@@ -156,12 +156,7 @@ def evaluate(
         bar.update(len(recon_np))
     bar.close()
     result = scorer.result()
-    result["checkpoint"] = {
-        "path": str(ckpt.path) if ckpt.path else None,
-        "step": ckpt.step,
-        "epoch": ckpt.epoch,
-        "metadata": ckpt.metadata,
-    }
+    result["checkpoint"] = {**ckpt.identity(), "metadata": ckpt.metadata}
     result["runtime"] = runtime.describe()
     result["decoder"] = decoder
     result["peak_threshold"] = threshold

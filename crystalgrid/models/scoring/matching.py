@@ -352,9 +352,5 @@ def match_checkpoint(
     if guesses is not None:
         result["random_baseline"] = guesses.result()
     if ckpt is not None:
-        result["checkpoint"] = {
-            "path": str(ckpt.path) if ckpt.path else None,
-            "step": ckpt.step,
-            "epoch": ckpt.epoch,
-        }
+        result["checkpoint"] = ckpt.identity()
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -35,6 +36,8 @@ def test_evaluate_a_checkpoint(make_view, tiny_config, tmp_path):
         last, make_view(5, seed=4), batch_size=2, device="cpu", precision="fp32", quiet=True
     )
     assert result["n_samples"] == 5 and result["checkpoint"]["step"] == 2
+    # Which weights the scores belong to: the checkpoint file's SHA-256.
+    assert result["checkpoint"]["sha256"] == hashlib.sha256(last.read_bytes()).hexdigest()
     assert result["runtime"] == f"cpu ({cpu_capability()}), fp32, eager"
     assert result["voxel_mse_mean"] is not None and math.isfinite(result["voxel_mse_mean"])
     assert result["ceiling"]["true_within_radius"] == 1.0  # atoms well inside the box

@@ -288,7 +288,12 @@ def evaluate_cmd(
             quiet=quiet,
         )
         title_of = str(checkpoint) + (" on the true densities" if source == "truth" else "")
-    from crystalgrid.models.scoring.metrics import to_json, to_markdown
+    from crystalgrid.models.scoring.metrics import (
+        PAPER_REPEATED,
+        PAPER_SINGLE,
+        to_json,
+        to_markdown,
+    )
 
     result["data"] = {
         "path": str(data),
@@ -300,7 +305,9 @@ def evaluate_cmd(
         out.write_text(to_json(result) + "\n")
     if markdown:
         title = f"{title_of} on {data} ({split})"
-        click.echo(to_markdown(result, title=title), nl=False)
+        crops = getattr(dataset, "representation", None) == "repeated"
+        paper = PAPER_REPEATED if crops else PAPER_SINGLE
+        click.echo(to_markdown(result, title=title, reference=paper), nl=False)
     elif out is None:
         click.echo(to_json(result))
     else:

@@ -32,7 +32,7 @@ from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.models.scoring.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
-__all__ = ["DECODERS", "SOURCES", "check_spec", "evaluate", "model_outputs"]
+__all__ = ["DECODERS", "INTERIOR_MARGIN", "SOURCES", "check_spec", "evaluate", "model_outputs"]
 
 #: How a reconstruction becomes atoms: peaks of the U-Net's atom log-odds (the default), the
 #: paper's connected components of the U-Net's argmax, the U-Net's peaks with species from the
@@ -41,6 +41,11 @@ DECODERS = ("unet-peaks", "unet-components", "unet-amplitudes", "peakfit")
 
 #: What the decoders read: the VAE's reconstruction, or the true density (no VAE).
 SOURCES = ("reconstruction", "truth")
+
+
+#: Å: atoms at least this far from every face are scored apart as well (a crop's density
+#: carries the periodic images beyond each face, its labels only the atoms inside).
+INTERIOR_MARGIN = 0.6
 
 
 def evaluate(
@@ -59,6 +64,7 @@ def evaluate(
     records: list[dict[str, Any]] | None = None,
     source: str = "reconstruction",
     threshold: float | None = None,
+    interior_margin: float | None = INTERIOR_MARGIN,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """The paper's scores of a checkpoint on a split.
@@ -75,6 +81,8 @@ def evaluate(
             processor runs it natively, fp32 elsewhere), whatever the model was trained in.
         limit: score only the first ``limit`` samples.
         match_radius: Å, for the matched-atom scores.
+        interior_margin: Å; also score the atoms at least this far from every face of the box
+            (``"interior"``: where a crop's labels and its density agree); ``None``: not.
         ceiling: also score the true species grids of the same samples (``"ceiling"``).
         decoder: how the reconstruction becomes atoms: ``"unet-peaks"`` (peaks of the
             U-Net's atom log-odds,
@@ -118,9 +126,10 @@ def evaluate(
     check_spec(ckpt, view, spec)
     runtime = resolve_runtime(device, precision or "auto", compile=False)
     threshold = ckpt.peak_threshold if threshold is None else float(threshold)
-    scorer = Scorer(match_radius=match_radius)
-    others = {name: Scorer(match_radius=match_radius) for name in also}
-    oracle = Scorer(match_radius=match_radius) if ceiling else None
+    interior = None if interior_margin is None else (ckpt.spec.side, float(interior_margin))
+    scorer = Scorer(match_radius=match_radius, interior=interior)
+    others = {name: Scorer(match_radius=match_radius, interior=interior) for name in also}
+    oracle = Scorer(match_radius=match_radius, interior=interior) if ceiling else None
     needs_scores = any(name.startswith("unet") for name in (decoder, *also))
     total = len(view) if limit is None else min(limit, len(view))
     bar = tqdm(total=total, desc="evaluate", disable=quiet, leave=False)

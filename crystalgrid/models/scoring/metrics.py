@@ -20,6 +20,11 @@ Definitions (``r`` = ``match_radius``, 0.5 Å by default):
   ``Element.group``; lanthanides and actinides are group 3).
 - ``voxel_mse``: per-sample mean squared error between the predicted and the true density
   grid (Å^-6), percentiles over samples, and its mean.
+- ``interior`` (with ``interior=(side, margin)``): recall, precision and species of the atoms
+  at least ``margin`` Å from every face of the box (true atoms for recall, predicted atoms
+  for precision; their matches may lie anywhere). A crop's density holds the periodic images
+  just outside each face while its true atoms are only those inside, so atoms near a face
+  are where a crop's labels and its density disagree; the interior scores leave them out.
 
 Empty sets never produce NaN: a sample without predicted atoms adds no distances, its true
 atoms count as unmatched (``true_without_pred``) and fail ``true_within_radius``; a sample
@@ -123,6 +128,8 @@ class Scorer:
         match_radius: Å; true atoms with a predicted atom this close are matched.
         count_tolerance: the atom-count score's +- tolerance.
         percentiles: percentiles to report.
+        interior: ``(side, margin)`` Å: also score the atoms at least ``margin`` from every
+            face of a box ``[0, side]^3`` (``"interior"`` in the result); ``None``: not.
     """
 
     def __init__(
@@ -131,8 +138,11 @@ class Scorer:
         match_radius: float = 0.5,
         count_tolerance: int = 2,
         percentiles: tuple[int, ...] = PERCENTILES,
+        interior: tuple[float, float] | None = None,
     ) -> None:
         self.match_radius = match_radius
+        self.interior = interior
+        self._inner = {"true": 0, "pred": 0, "within": 0, "pred_within": 0, "species": 0}
         self.count_tolerance = count_tolerance
         self.percentiles = tuple(percentiles)
         self._p2t: list[np.ndarray] = []
@@ -178,6 +188,9 @@ class Scorer:
         self.n_samples += 1
         self.n_true += len(tp)
         self.n_pred += len(pp)
+        if self.interior is not None:
+            self._inner["true"] += int(self._inside(tp).sum())
+            self._inner["pred"] += int(self._inside(pp).sum())
         diff = abs(len(pp) - len(tp))
         self.n_count_exact += diff == 0
         self.n_count_within += diff <= self.count_tolerance
@@ -195,6 +208,11 @@ class Scorer:
             self.n_within += n_matched
             z_true, z_pred = tz[matched], pz[idx[matched]]
             self._dz.append(np.abs(z_true - z_pred))
+            if self.interior is not None:
+                inner_t, inner_p = self._inside(tp), self._inside(pp)
+                self._inner["within"] += int((matched & inner_t).sum())
+                self._inner["pred_within"] += int(((d_p2t <= self.match_radius) & inner_p).sum())
+                self._inner["species"] += int((tz == pz[idx])[matched & inner_t].sum())
             groups = _group_table()
             self._same_group.append(groups[z_true] == groups[z_pred])
             n_exact = int((z_true == z_pred).sum())
@@ -206,6 +224,25 @@ class Scorer:
             "n_pred": len(pp),
             "n_matched": n_matched,
             "n_species_exact": n_exact,
+        }
+
+    def _inside(self, positions: np.ndarray) -> np.ndarray:
+        """``(n,)`` bool: the positions at least the interior margin from every face."""
+        assert self.interior is not None
+        side, margin = self.interior
+        return np.all((positions >= margin) & (positions <= side - margin), axis=1)
+
+    def _interior_result(self) -> dict[str, Any] | None:
+        if self.interior is None:
+            return None
+        inner = self._inner
+        return {
+            "margin": self.interior[1],
+            "n_true_atoms": inner["true"],
+            "n_pred_atoms": inner["pred"],
+            "true_within_radius": _frac(inner["within"], inner["true"]),
+            "pred_within_radius": _frac(inner["pred_within"], inner["pred"]),
+            "species_exact": _frac(inner["species"], inner["within"]),
         }
 
     def result(self) -> dict[str, Any]:
@@ -241,6 +278,7 @@ class Scorer:
             "voxel_mse_mean": float(np.mean(self._mse)) if self._mse else None,
             "true_without_pred": self.true_without_pred,
             "pred_without_true": self.pred_without_true,
+            "interior": self._interior_result(),
         }
 
 
@@ -294,6 +332,9 @@ def _summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         value = "" if "dz_histogram" not in r else _fmt((hist or {}).get(key), True)
         rows.append((f"dz{key}", value))
     rows.append(("same_group", cell("same_group")))
+    inner = r.get("interior") or {}
+    for key in ("true_within_radius", "pred_within_radius"):
+        rows.append((f"interior_{key}", _fmt(inner[key], True) if key in inner else ""))
     rows.append(("mse", cell("voxel_mse_mean", False)))
     return rows
 
@@ -332,6 +373,16 @@ def to_markdown(
         "same_group": "species read in the true group (paper: a group network of its own)",
         "mse": "voxel MSE, mean (Å^-6)",
     }
+    if result.get("interior"):
+        m = result["interior"]["margin"]
+        labels = {
+            **{k: v for k, v in labels.items() if k != "mse"},
+            "interior_true_within_radius": f"true atoms ≥ {m} Å from every face: within {r} Å",
+            "interior_pred_within_radius": (
+                f"predicted atoms ≥ {m} Å from every face: within {r} Å of a true atom"
+            ),
+            "mse": labels["mse"],
+        }
     columns: list[tuple[str, dict[str, Any]]] = [("this model", result)]
     if result.get("ceiling"):
         columns.append(("decoding ceiling (true species grid)", result["ceiling"]))

@@ -111,3 +111,31 @@ def test_voxel_mse_percentiles_and_markdown():
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="differ in length"):
         Scorer().add(TRUE, Z[:2], true_positions=TRUE, true_numbers=Z)
+
+
+def test_interior_scores_leave_out_the_atoms_near_a_face():
+    """A crop's extra atoms sit at its faces (periodic images its labels leave out): the
+    interior scores count only atoms at least the margin from every face."""
+    true_pos = np.array([[5.0, 5.0, 5.0], [2.0, 3.0, 4.0], [0.3, 5.0, 5.0]])
+    true_z = np.array([8, 26, 8])
+    # Two atoms found, one missed at a face, and one extra just inside another face.
+    pred_pos = np.array([[5.1, 5.0, 5.0], [2.0, 3.0, 4.0], [5.0, 9.8, 5.0]])
+    pred_z = np.array([8, 25, 8])
+    scorer = Scorer(interior=(10.0, 0.6))
+    scorer.add(pred_pos, pred_z, true_positions=true_pos, true_numbers=true_z)
+    result = scorer.result()
+    assert result["true_within_radius"] == pytest.approx(2 / 3)
+    assert result["pred_within_radius"] == pytest.approx(2 / 3)
+    inner = result["interior"]
+    assert inner == {
+        "margin": 0.6,
+        "n_true_atoms": 2,
+        "n_pred_atoms": 2,
+        "true_within_radius": 1.0,
+        "pred_within_radius": 1.0,
+        "species_exact": 0.5,
+    }
+    md = to_markdown(result)
+    assert "| true atoms ≥ 0.6 Å from every face: within 0.5 Å | 100.0% |" in md
+    assert Scorer().result()["interior"] is None
+    assert "from every face" not in to_markdown(score_samples([]))

@@ -235,6 +235,14 @@ class Checkpoint:
         (``P(atom) >= 0.5``)."""
         return float(self.metadata.get(DECODER_METADATA, {}).get("threshold", 0.0))
 
+    @property
+    def amplitude_offset(self) -> float:
+        """Electrons added to the amplitudes fitted to the reconstruction before they are
+        rounded to atomic numbers (the ``unet-amplitudes`` decoder): tuned on a validation
+        split with the threshold and recorded with the checkpoint, else 0."""
+        entry = self.metadata.get(DECODER_METADATA, {}).get("amplitudes") or {}
+        return float(entry.get("offset", 0.0))
+
 
 def checkpoint_config(path: str | Path) -> TrainConfig:
     """The training configuration stored in a checkpoint.

@@ -52,7 +52,14 @@ from scipy import ndimage, optimize, special
 
 from crystalgrid.spec import GridSpec
 
-__all__ = ["REFINE_MAX_ATOMS", "clipped_noise_level", "fit_amplitudes", "fit_atoms", "noise_level"]
+__all__ = [
+    "REFINE_MAX_ATOMS",
+    "clipped_noise_level",
+    "fit_amplitudes",
+    "fit_atoms",
+    "fitted_electrons",
+    "noise_level",
+]
 
 _TINY = 1e-12
 #: Candidates closer than this (Å) after refinement are one atom.
@@ -171,13 +178,44 @@ def fit_amplitudes(
     *,
     fit_width: bool = False,
     border: int = 0,
+    offset: float = 0.0,
 ) -> np.ndarray:
     """Atomic numbers of atoms at known positions, from the amplitudes of Eq. (1).
 
     With the positions fixed, a density grid is linear in the atoms' amplitudes: the
-    non-negative least-squares fit of one Gaussian per position gives each atom's electrons,
-    rounded to the nearest atomic number. This lets a segmenter that places atoms well take
-    their species from the density it segmented (amplitudes are what a density carries Z in).
+    non-negative least-squares fit of one Gaussian per position gives each atom's electrons
+    (:func:`fitted_electrons`), plus ``offset``, rounded to the nearest atomic number. This
+    lets a segmenter that places atoms well take their species from the density it segmented
+    (amplitudes are what a density carries Z in).
+
+    Args:
+        density: ``(bins, bins, bins)`` Å^-3.
+        positions: ``(n, 3)`` box Å.
+        spec: the grid geometry.
+        fit_width: see :func:`fitted_electrons`.
+        border: voxels this close to a face are left out of the fit.
+        offset: electrons added to every fitted amplitude before rounding: a model's
+            reconstructions hold fewer electrons than the atoms they decode (a calibration
+            tuned on a validation split, :func:`~crystalgrid.models.scoring.threshold.
+            tune_threshold`); 0 for a true density.
+
+    Returns:
+        ``(n,)`` uint8 atomic numbers in ``[1, 118]``.
+    """
+    electrons = fitted_electrons(density, positions, spec, fit_width=fit_width, border=border)
+    return _atomic_numbers(electrons + offset)
+
+
+def fitted_electrons(
+    density: np.ndarray,
+    positions: np.ndarray,
+    spec: GridSpec,
+    *,
+    fit_width: bool = False,
+    border: int = 0,
+) -> np.ndarray:
+    """The electrons of atoms at known positions: the non-negative least-squares amplitudes
+    of one Eq. (1) Gaussian per position.
 
     Args:
         density: ``(bins, bins, bins)`` Å^-3.
@@ -191,11 +229,11 @@ def fit_amplitudes(
         border: voxels this close to a face are left out of the fit.
 
     Returns:
-        ``(n,)`` uint8 atomic numbers in ``[1, 118]``.
+        ``(n,)`` float64 electrons.
     """
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     if len(positions) == 0:
-        return np.zeros(0, dtype=np.uint8)
+        return np.zeros(0)
     grid = np.asarray(density, dtype=np.float64)
     if grid.shape != spec.shape:
         raise ValueError(f"grid shape {grid.shape} does not match the spec's {spec.shape}")
@@ -212,7 +250,7 @@ def fit_amplitudes(
             lambda w: fit(w)[1], bounds=(low, high), method="bounded", options={"xatol": 1e-3}
         )
         width = float(best.x)
-    return _atomic_numbers(fit(width)[0])
+    return np.asarray(fit(width)[0], dtype=np.float64)
 
 
 def fit_atoms(

@@ -90,7 +90,7 @@ def evaluate(
             ``"unet-components"`` (the paper's: connected components of the U-Net's argmax,
             :func:`~crystalgrid.models.decoding.segmentation.decode_atoms`),
             ``"unet-amplitudes"`` (the U-Net's peaks, each atom's Z from the amplitudes
-            fitted to the reconstruction,
+            fitted to the reconstruction plus the checkpoint's tuned offset,
             :func:`~crystalgrid.models.decoding.peakfit.fit_amplitudes`) or ``"peakfit"``
             (the training-free fit of :mod:`crystalgrid.models.decoding.peakfit`, in place of
             the U-Net).
@@ -250,7 +250,9 @@ def _decode(
         positions, numbers = peaks["atoms"]
         if decoder == "unet-peaks":
             return positions, numbers
-        return positions, fit_amplitudes(reconstruction, positions, ckpt.spec)
+        return positions, fit_amplitudes(
+            reconstruction, positions, ckpt.spec, offset=ckpt.amplitude_offset
+        )
     if decoder == "unet-components":
         assert scores is not None, "U-Net decoders need the U-Net's scores"
         return decode_atoms(scores.argmax(axis=0), ckpt.spec, classes=ckpt.class_map)

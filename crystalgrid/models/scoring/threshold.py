@@ -13,6 +13,11 @@ scores at every candidate threshold and keeps the one with the best F1 of atoms 
 - precision: the predicted atoms with a true atom within r (``pred_within_radius``);
 - F1: their harmonic mean; ties go to the threshold nearest 0.
 
+On reconstructions it also calibrates the ``unet-amplitudes`` decoder's species: the
+amplitudes fitted to a reconstruction at the kept peaks hold fewer electrons than the atoms
+matched to them, and the median shortfall, added back before rounding, is recorded as the
+decoder's ``amplitudes.offset``.
+
 :func:`~crystalgrid.models.checkpoint.update_metadata` records the result with the checkpoint
 (``metadata["decoder"]``), and :func:`~crystalgrid.models.scoring.evaluate.evaluate` then uses
 it by default.
@@ -23,6 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from crystalgrid.contracts import ViewLike
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.checkpoint import (
@@ -31,8 +38,10 @@ from crystalgrid.models.checkpoint import (
     as_checkpoint,
     update_metadata,
 )
+from crystalgrid.models.decoding.peakfit import fitted_electrons
 from crystalgrid.models.decoding.segmentation import class_score_peaks
 from crystalgrid.models.runtime import resolve_runtime
+from crystalgrid.models.scoring.distances import nearest_distances
 from crystalgrid.models.scoring.evaluate import SOURCES, check_spec, model_outputs
 from crystalgrid.models.scoring.metrics import Scorer
 
@@ -71,7 +80,10 @@ def tune_threshold(
     Returns:
         ``{"threshold": the best, "criterion": "f1", "source", "n_samples",
         "match_radius", "table": [{"threshold", "n_pred_atoms", "n_true_atoms", "recall",
-        "precision", "f1", "count_exact"}, ...]}``, JSON-ready, one row per candidate.
+        "precision", "f1", "count_exact"}, ...], "amplitudes": {"offset", "n_atoms",
+        "species_exact", "species_exact_uncalibrated"}}``, JSON-ready, one row per
+        candidate; ``"amplitudes"`` (the calibration at the best threshold) is ``None`` for
+        ``source="truth"`` or where no atom matched.
 
     Raises:
         CrystalgridError: no candidates, an unknown ``source``, an empty split or a split
@@ -93,13 +105,17 @@ def tune_threshold(
         raise CrystalgridError("the split to tune the threshold on is empty")
     bar = tqdm(total=total, desc="tune threshold", disable=quiet, leave=False)
     outputs = model_outputs(ckpt, view, runtime, batch_size=batch_size, limit=limit, source=source)
-    for batch, _, logits in outputs:
+    kept: list[tuple[Any, ...]] = []  # per sample, for the amplitudes' calibration
+    for batch, grids, logits in outputs:
         assert logits is not None  # model_outputs returns scores by default
         for i in range(len(logits)):
             # The peaks at the lowest threshold; each higher one keeps those above it.
             pos, z, log_odds = class_score_peaks(
                 logits[i], ckpt.spec, ckpt.class_map, threshold=lowest
             )
+            if source == "reconstruction":
+                truth = (batch["atom_positions"][i], batch["atom_numbers"][i])
+                kept.append((grids[i], pos, log_odds, *truth))
             for threshold, scorer in scorers.items():
                 keep = log_odds > threshold
                 scorer.add(
@@ -119,6 +135,35 @@ def tune_threshold(
         "n_samples": total,
         "match_radius": match_radius,
         "table": table,
+        "amplitudes": _calibrate_amplitudes(kept, best["threshold"], ckpt, match_radius),
+    }
+
+
+def _calibrate_amplitudes(
+    samples: list[tuple[Any, ...]], threshold: float, ckpt: Checkpoint, match_radius: float
+) -> dict[str, Any] | None:
+    """The electrons to add to the amplitudes fitted at the peaks kept at ``threshold``: the
+    median of (true Z - fitted electrons) over the peaks matched to a true atom within
+    ``match_radius``, with the exact species before and after."""
+    shortfall: list[np.ndarray] = []
+    for grid, pos, log_odds, true_pos, true_z in samples:
+        pos = pos[log_odds > threshold]
+        if not len(pos) or not len(true_pos):
+            continue
+        electrons = fitted_electrons(grid, pos, ckpt.spec)
+        distance, nearest = nearest_distances(pos, np.asarray(true_pos, dtype=np.float64))
+        matched = distance <= match_radius
+        true_numbers = np.asarray(true_z, dtype=np.float64)[nearest[matched]]
+        shortfall.append(true_numbers - electrons[matched])
+    if not shortfall or not sum(len(s) for s in shortfall):
+        return None
+    gaps = np.concatenate(shortfall)
+    offset = round(float(np.median(gaps)), 2)
+    return {
+        "offset": offset,
+        "n_atoms": len(gaps),
+        "species_exact": float(np.mean(np.abs(gaps - offset) < 0.5)),
+        "species_exact_uncalibrated": float(np.mean(np.abs(gaps) < 0.5)),
     }
 
 
@@ -137,6 +182,15 @@ def tuning_table(tuning: dict[str, Any]) -> list[str]:
             + ("n/a" if exact is None else f"{100 * exact:.1f}%")
             + " |"
         )
+    amplitudes = tuning.get("amplitudes")
+    if amplitudes:
+        lines += [
+            "",
+            f"Species from the amplitudes at the best threshold's peaks (the unet-amplitudes "
+            f"decoder): {amplitudes['offset']:+.2f} electrons added before rounding, "
+            f"{100 * amplitudes['species_exact']:.1f}% of {amplitudes['n_atoms']} matched atoms "
+            f"exact ({100 * amplitudes['species_exact_uncalibrated']:.1f}% without).",
+        ]
     return lines
 
 

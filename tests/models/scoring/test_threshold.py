@@ -178,3 +178,39 @@ def test_tune_threshold_cli_writes_and_refuses(crafted, checkpoint, tmp_path, mo
     assert len(lines) == 1 and "shipped model" in lines[0]
     result = CliRunner().invoke(main, [*args[:4], "--split", "test"])
     assert result.exit_code == 2 and "no split 'test'" in result.stderr
+
+
+class _LightSplit(_Split):
+    """The same oxygen atoms, but their density holds 6 electrons each (a reconstruction
+    that lost two), as the 'reconstruction' the crafted outputs hand back."""
+
+    def iter_batches(self, batch_size, **kw):
+        from crystalgrid.grids import density_grid
+
+        for batch in super().iter_batches(batch_size, **kw):
+            grid = density_grid(batch["atom_positions"][0], np.full(3, 6), self.spec)
+            batch["density"] = np.stack([grid.astype(np.float32)] * len(batch["density"]))
+            yield batch
+
+
+def test_the_amplitudes_are_calibrated_at_the_best_threshold_and_used(
+    crafted, checkpoint, tmp_path
+):
+    split = _LightSplit(3, crafted.spec)
+    tuning = tune_threshold(crafted, split, quiet=True)
+    amplitudes = tuning["amplitudes"]
+    assert amplitudes["offset"] == pytest.approx(2.0, abs=0.05)
+    assert amplitudes["n_atoms"] == 9  # the bumps are gone at the best threshold
+    assert amplitudes["species_exact"] == 1.0 and amplitudes["species_exact_uncalibrated"] == 0.0
+    assert "+2.00 electrons added" in "\n".join(threshold_module.tuning_table(tuning))
+    # On the true densities there is nothing to calibrate.
+    assert tune_threshold(crafted, split, source="truth", quiet=True)["amplitudes"] is None
+
+    copy = tmp_path / "calibrated.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    threshold_module.record_tuning(copy, tuning)
+    calibrated = load_checkpoint(copy)
+    assert calibrated.amplitude_offset == amplitudes["offset"] and crafted.amplitude_offset == 0
+    read = {"ceiling": False, "decoder": "unet-amplitudes", "quiet": True}
+    assert evaluate(calibrated, split, **read)["species_exact"] == 1.0
+    assert evaluate(crafted, split, threshold=1.5, **read)["species_exact"] == 0.0

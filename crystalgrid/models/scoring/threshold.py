@@ -146,6 +146,7 @@ def _calibrate_amplitudes(
     median of (true Z - fitted electrons) over the peaks matched to a true atom within
     ``match_radius``, with the exact species before and after."""
     shortfall: list[np.ndarray] = []
+    fitted: list[np.ndarray] = []
     for grid, pos, log_odds, true_pos, true_z in samples:
         pos = pos[log_odds > threshold]
         if not len(pos) or not len(true_pos):
@@ -155,15 +156,21 @@ def _calibrate_amplitudes(
         matched = distance <= match_radius
         true_numbers = np.asarray(true_z, dtype=np.float64)[nearest[matched]]
         shortfall.append(true_numbers - electrons[matched])
+        fitted.append(electrons[matched])
     if not shortfall or not sum(len(s) for s in shortfall):
         return None
-    gaps = np.concatenate(shortfall)
+    gaps, electrons = np.concatenate(shortfall), np.concatenate(fitted)
     offset = round(float(np.median(gaps)), 2)
+    numbers = gaps + electrons
+
+    def exact(shift: float) -> float:  # rounded as the decoder rounds
+        return float(np.mean(np.clip(np.rint(electrons + shift), 1, 118) == numbers))
+
     return {
         "offset": offset,
         "n_atoms": len(gaps),
-        "species_exact": float(np.mean(np.abs(gaps - offset) < 0.5)),
-        "species_exact_uncalibrated": float(np.mean(np.abs(gaps) < 0.5)),
+        "species_exact": exact(offset),
+        "species_exact_uncalibrated": exact(0.0),
     }
 
 

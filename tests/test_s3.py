@@ -702,3 +702,20 @@ def test_an_endpoint_killed_during_verify_is_one_line(small_local_build, relay):
     assert re.search(r" \(reading \S+/c/[\d/]+\)$", lines[0]), lines[0]
     relay.start()
     _assert_intact(url, relay, small_local_build)
+
+
+def test_the_model_verbs_take_a_store_by_url(s3_build, tmp_path):
+    """`evaluate` (any verb with --data) reads an s3:// store as the dataset verbs do; a URL
+    holding no store is one line and exit 2."""
+    pytest.importorskip("torch")
+    out = tmp_path / "scores.json"
+    args = ["evaluate", "baseline-2h-cpu-repeated", "--data", s3_build, "--split", "train"]
+    result = CliRunner().invoke(main, [*args, "--limit", "2", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    assert scores["n_samples"] == 2 and scores["data"]["path"] == s3_build
+    missing = f"s3://{BUCKET}/nothing-here.zarr"
+    bad = CliRunner().invoke(main, ["evaluate", "baseline-2h-cpu-repeated", "--data", missing])
+    assert bad.exit_code == 2
+    (line,) = bad.stderr.strip().splitlines()
+    assert line.startswith("crystalgrid: error: ") and "nothing-here.zarr" in line

@@ -44,12 +44,14 @@ def _require_torch() -> None:
         raise CrystalgridError(_INSTALL_HINT) from None
 
 
-def _open_store(path: Path) -> Any:
-    if not path.exists():
-        raise CrystalgridError(f"dataset store not found: {path}")
+def _open_store(location: str) -> Any:
+    """The store at a local path or a URL (``s3://...``), opened."""
     from crystalgrid.dataset import open_dataset
+    from crystalgrid.remote import is_url
 
-    return open_dataset(path)
+    if not is_url(location) and not Path(location).exists():
+        raise CrystalgridError(f"dataset store not found: {location}")
+    return open_dataset(location)
 
 
 def _split(dataset: Any, name: str) -> Any:
@@ -64,8 +66,8 @@ def _split(dataset: Any, name: str) -> Any:
     "--data",
     "data",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Dataset store built by `crystalgrid build`.",
+    metavar="PATH|URL",
+    help="Dataset store built by `crystalgrid build` (a folder or an s3:// URL).",
 )
 @click.option(
     "--config",
@@ -107,7 +109,7 @@ def _split(dataset: Any, name: str) -> Any:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def train_cmd(
-    data: Path,
+    data: str,
     config_path: Path | None,
     out_dir: Path,
     epochs: int | None,
@@ -176,7 +178,7 @@ def train_cmd(
 
 @main.command("evaluate")
 @click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, metavar="PATH|URL", help="Dataset store.")
 @click.option("--split", "split", default="test", show_default=True)
 @click.option(
     "--predictions",
@@ -224,7 +226,7 @@ def train_cmd(
 @user_errors
 def evaluate_cmd(
     checkpoint: Path | None,
-    data: Path,
+    data: str,
     split: str,
     predictions: Path | None,
     decoder: str,
@@ -320,7 +322,7 @@ def evaluate_cmd(
 
 @main.command("tune-threshold")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, metavar="PATH|URL", help="Dataset store.")
 @click.option(
     "--split",
     default="val",
@@ -350,7 +352,7 @@ def evaluate_cmd(
 @user_errors
 def tune_threshold_cmd(
     checkpoint: Path,
-    data: Path,
+    data: str,
     split: str,
     limit: int,
     source: str,
@@ -424,7 +426,7 @@ def _pct(x: float | None) -> str:
 @click.option(
     "--data",
     "data",
-    type=click.Path(path_type=Path),
+    metavar="PATH|URL",
     help="Store whose real crystals the spacing is compared with.",
 )
 @click.option("--split", default="train", show_default=True, help="Split of --data for reals.")
@@ -453,7 +455,7 @@ def sample_cmd(
     checkpoint: Path,
     n: int,
     out: Path,
-    data: Path | None,
+    data: str | None,
     split: str,
     real_limit: int,
     seed: int,
@@ -549,7 +551,7 @@ def _summary(validity: dict[str, Any]) -> dict[str, Any]:
 
 @main.command("interpolate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, metavar="PATH|URL", help="Dataset store.")
 @click.option("--from", "from_", required=True, help="Store sample index or material id.")
 @click.option("--to", "to", required=True, help="Store sample index or material id.")
 @click.option("--steps", type=int, default=8, show_default=True, help="Points, ends included.")
@@ -559,7 +561,7 @@ def _summary(validity: dict[str, Any]) -> dict[str, Any]:
 @user_errors
 def interpolate_cmd(
     checkpoint: Path,
-    data: Path,
+    data: str,
     from_: str,
     to: str,
     steps: int,
@@ -590,7 +592,7 @@ def interpolate_cmd(
 
 
 @main.command("show")
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store", metavar="STORE")
 @click.argument("index")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="PNG file.")
 @click.option(
@@ -600,7 +602,7 @@ def interpolate_cmd(
 )
 @click.option("--dpi", type=int, default=100, show_default=True)
 @user_errors
-def show_cmd(store: Path, index: str, out: Path, checkpoint: Path | None, dpi: int) -> None:
+def show_cmd(store: str, index: str, out: Path, checkpoint: Path | None, dpi: int) -> None:
     """Picture of sample INDEX (store index or material id) of STORE as a PNG.
 
     Target density slices, species and atoms in 3-D; with --checkpoint the reconstruction
@@ -626,7 +628,7 @@ def show_cmd(store: Path, index: str, out: Path, checkpoint: Path | None, dpi: i
 
 @main.command("realism")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, metavar="PATH|URL", help="Dataset store.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path))
 @click.option("--train-split", default="train", show_default=True)
 @click.option("--eval-split", default="test", show_default=True)
@@ -653,7 +655,7 @@ def show_cmd(store: Path, index: str, out: Path, checkpoint: Path | None, dpi: i
 @user_errors
 def realism_cmd(
     checkpoint: Path,
-    data: Path,
+    data: str,
     out: Path,
     train_split: str,
     eval_split: str,
@@ -722,7 +724,7 @@ def realism_cmd(
 
 @main.command("match")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, metavar="PATH|URL", help="Dataset store.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--limit", type=int, help="Score only the first N samples.")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write the scores as JSON.")
@@ -745,7 +747,7 @@ def realism_cmd(
 @user_errors
 def match_cmd(
     checkpoint: Path,
-    data: Path,
+    data: str,
     split: str,
     limit: int | None,
     out: Path | None,

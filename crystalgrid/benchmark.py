@@ -467,6 +467,8 @@ def _expected_training(
 ) -> dict[str, Any]:
     """The training's steps and its expected seconds on this machine, with the rates they
     come from and a line for the user."""
+    import torch
+
     from crystalgrid.models.checkpoint import read_checkpoint
     from crystalgrid.models.training.loader import scan_species
     from crystalgrid.models.training.speed import expected_training_seconds, measure_stage_rates
@@ -489,8 +491,6 @@ def _expected_training(
     # A GPU is timed at the run's batch (eager: a compiled run goes faster); a CPU for one step
     # per stage at a batch of at most 8 (a smaller batch runs fewer samples/s on a CPU, a
     # larger one costs seconds of the paper's width to time).
-    import torch
-
     gpu = config.device.startswith("cuda") or (
         config.device == "auto" and torch.cuda.is_available()
     )

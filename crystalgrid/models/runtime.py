@@ -45,15 +45,8 @@ EMULATED_BF16_SLOWDOWN = 18
 
 #: oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) below bf16: with one of these set, oneDNN's
 #: convolutions emulate bf16 whatever the processor has.
-_ONEDNN_CAPS_WITHOUT_BF16 = (
-    "sse41",
-    "avx",
-    "avx2",
-    "avx2_vnni",
-    "avx2_vnni_2",
-    "avx512_core",
-    "avx512_core_vnni",
-)
+_ONEDNN_CAPS_AVX2 = ("sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2")
+_ONEDNN_CAPS_WITHOUT_BF16 = (*_ONEDNN_CAPS_AVX2, "avx512_core", "avx512_core_vnni")
 _ONEDNN_CAPS_WITHOUT_AMX = (
     *_ONEDNN_CAPS_WITHOUT_BF16,
     "avx512_core_bf16",
@@ -87,7 +80,7 @@ def cpu_capability() -> str:
         return aten
     onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", ""))
     onednn_cap = onednn_cap.strip().lower()
-    if onednn_cap in ("sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2"):
+    if onednn_cap in _ONEDNN_CAPS_AVX2:
         return "AVX2"
     if _cpu_flag("amx_tile") and onednn_cap not in _ONEDNN_CAPS_WITHOUT_AMX:
         return "AMX"

@@ -54,6 +54,7 @@ from crystalgrid.spec import GridSpec
 
 __all__ = [
     "REFINE_MAX_ATOMS",
+    "atomic_numbers",
     "clipped_noise_level",
     "fit_amplitudes",
     "fit_atoms",
@@ -203,7 +204,7 @@ def fit_amplitudes(
         ``(n,)`` uint8 atomic numbers in ``[1, 118]``.
     """
     electrons = fitted_electrons(density, positions, spec, fit_width=fit_width, border=border)
-    return _atomic_numbers(electrons + offset)
+    return atomic_numbers(electrons + offset)
 
 
 def fitted_electrons(
@@ -338,7 +339,7 @@ def fit_atoms(
         positions = np.concatenate([positions, extra])
         amplitudes = np.concatenate([amplitudes, np.zeros(len(extra))])
     inside = np.all((positions >= 0) & (positions < spec.side), axis=1)
-    return positions[inside], _atomic_numbers(amplitudes[inside])
+    return positions[inside], atomic_numbers(amplitudes[inside])
 
 
 @functools.cache
@@ -349,7 +350,7 @@ def _interior(bins: int, border: int) -> np.ndarray:
     return np.ravel_multi_index((i.ravel(), j.ravel(), k.ravel()), (bins, bins, bins))
 
 
-def _atomic_numbers(electrons: np.ndarray) -> np.ndarray:
+def atomic_numbers(electrons: np.ndarray) -> np.ndarray:
     """Fitted amplitudes (electrons) -> atomic numbers, ``uint8`` in ``[1, 118]``."""
     return np.clip(np.rint(electrons), 1, 118).astype(np.uint8)
 

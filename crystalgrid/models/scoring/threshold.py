@@ -38,7 +38,7 @@ from crystalgrid.models.checkpoint import (
     as_checkpoint,
     update_metadata,
 )
-from crystalgrid.models.decoding.peakfit import fitted_electrons
+from crystalgrid.models.decoding.peakfit import atomic_numbers, fitted_electrons
 from crystalgrid.models.decoding.segmentation import class_score_peaks
 from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.models.scoring.distances import nearest_distances
@@ -164,7 +164,7 @@ def _calibrate_amplitudes(
     numbers = gaps + electrons
 
     def exact(shift: float) -> float:  # rounded as the decoder rounds
-        return float(np.mean(np.clip(np.rint(electrons + shift), 1, 118) == numbers))
+        return float(np.mean(atomic_numbers(electrons + shift) == numbers))
 
     return {
         "offset": offset,

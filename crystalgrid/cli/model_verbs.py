@@ -188,12 +188,13 @@ def train_cmd(
 )
 @click.option(
     "--decoder",
-    type=click.Choice(["unet-peaks", "unet-components", "unet-amplitudes", "peakfit"]),
+    type=click.Choice(["unet-peaks", "unet-components", "unet-amplitudes", "unet-cell", "peakfit"]),
     default="unet-peaks",
     show_default=True,
     help="Atoms from the reconstruction: peaks of the U-Net's atom log-odds, the paper's "
     "connected components of the U-Net's argmax, the U-Net's peaks with species from the "
-    "reconstruction's fitted amplitudes, or the training-free peak fit.",
+    "reconstruction's fitted amplitudes, the U-Net's peaks with each cell's species read "
+    "together (amplitudes, U-Net scores, a prior over elements), or the training-free peak fit.",
 )
 @click.option(
     "--input",
@@ -372,12 +373,19 @@ def tune_threshold_cmd(
         from crystalgrid.models.checkpoint import writable_checkpoint
 
         writable_checkpoint(checkpoint)
-    from crystalgrid.models.scoring.threshold import record_tuning, tune_threshold, tuning_table
+    from crystalgrid.models.scoring.threshold import (
+        record_tuning,
+        split_element_counts,
+        tune_threshold,
+        tuning_table,
+    )
 
     dataset = _open_store(data)
+    prior = split_element_counts(dataset.split("train")) if "train" in dataset.splits else None
     tuning = tune_threshold(
         ckpt,
         _split(dataset, split),
+        element_prior=prior,
         limit=limit,
         batch_size=batch_size,
         device=device,
@@ -743,6 +751,13 @@ def realism_cmd(
     show_default=True,
     help="Also match random positions with the true species in the true lattice.",
 )
+@click.option(
+    "--decoder",
+    type=click.Choice(["unet-components", "unet-peaks", "unet-amplitudes", "unet-cell"]),
+    default="unet-components",
+    show_default=True,
+    help="How a reconstruction becomes atoms (as in `crystalgrid evaluate`).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def match_cmd(
@@ -756,6 +771,7 @@ def match_cmd(
     precision: str,
     ceiling: bool,
     baseline: bool,
+    decoder: str,
     quiet: bool,
 ) -> None:
     """CDVAE's StructureMatcher scores of CHECKPOINT's reconstructions of single cells.
@@ -777,6 +793,7 @@ def match_cmd(
         precision=precision,
         ceiling=ceiling,
         baseline=baseline,
+        decoder=decoder,
         quiet=quiet,
     )
     result["data"] = {"path": str(data), "split": split}

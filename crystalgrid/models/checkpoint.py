@@ -28,6 +28,7 @@ from crystalgrid._version import __version__
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.fileio import open_atomic
 from crystalgrid.models.config import TrainConfig
+from crystalgrid.models.decoding.cell_species import CellSpecies
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.spec import GridSpec
@@ -242,6 +243,17 @@ class Checkpoint:
         split with the threshold and recorded with the checkpoint, else 0."""
         entry = self.metadata.get(DECODER_METADATA, {}).get("amplitudes") or {}
         return float(entry.get("offset", 0.0))
+
+    @property
+    def cell_species(self) -> CellSpecies:
+        """The per-cell species reader of the ``unet-cell`` decoder: its settings tuned on a
+        validation split with the threshold and recorded with the checkpoint, else amplitudes
+        offset by :attr:`amplitude_offset`, spread 2 electrons, half-weighted segmenter
+        scores and a uniform prior."""
+        entry = self.metadata.get(DECODER_METADATA, {}).get("cell_species")
+        if entry:
+            return CellSpecies.from_dict(entry)
+        return CellSpecies(offset=self.amplitude_offset, sigma=2.0, segmenter_weight=0.5)
 
 
 def checkpoint_config(path: str | Path) -> TrainConfig:

@@ -4,6 +4,9 @@
   to atoms: ``decode_atoms``, ``decode_class_scores``.
 - :mod:`~crystalgrid.models.decoding.peakfit`: a density grid to atoms without training:
   ``fit_atoms``, ``fit_amplitudes``.
+- :mod:`~crystalgrid.models.decoding.cell_species`: the species of a sample's atoms read
+  together, from their amplitudes, a segmenter's scores and a prior over elements:
+  ``CellSpecies``.
 - :mod:`~crystalgrid.models.decoding.structure`: atoms to pymatgen and CIF:
   ``atoms_to_structure``, ``atoms_to_molecule``, ``write_cif``.
 

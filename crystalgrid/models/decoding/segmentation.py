@@ -14,6 +14,10 @@ Two decodings, both without periodic wrapping (a 10 Å crop is not a period of t
   with the largest summed probability there. Two touching atoms, one connected component,
   stay two atoms, and a weak atom that never wins the argmax is still found.
 
+:func:`species_probabilities` gives, for atoms placed by any decoder, the segmenter's
+probability of each atomic number around each atom (what
+:class:`~crystalgrid.models.decoding.cell_species.CellSpecies` weighs with the amplitudes).
+
 The atoms are positions in Å in the box frame and atomic numbers;
 :mod:`~crystalgrid.models.decoding.structure` writes them as pymatgen objects or CIFs. This
 module does not import torch.
@@ -28,7 +32,13 @@ import numpy as np
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.spec import GridSpec
 
-__all__ = ["class_score_peaks", "decode_atoms", "decode_class_scores", "label_components"]
+__all__ = [
+    "class_score_peaks",
+    "decode_atoms",
+    "decode_class_scores",
+    "label_components",
+    "species_probabilities",
+]
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -193,6 +203,54 @@ def class_score_peaks(
     positions = (centre + 0.5) * spec.voxel
     cls = near[1:].sum(axis=2).argmax(axis=0) + 1
     return positions, cmap.z_of_class[cls], atom_logit[tuple(peaks.T)]
+
+
+def species_probabilities(
+    logits: np.ndarray,
+    positions: np.ndarray,
+    spec: GridSpec,
+    classes: ClassMap | Sequence[int],
+    *,
+    max_z: int = 118,
+) -> np.ndarray:
+    """The segmenter's probability of each atomic number at each atom.
+
+    The class probabilities (softmax of ``logits``) of the 3x3x3 voxels around the voxel
+    holding each atom are summed over the atom classes and normalised, as
+    :func:`class_score_peaks` names an atom's species.
+
+    Args:
+        logits: ``(n_classes, bins, bins, bins)`` unnormalised scores, class 0 "no atom".
+        positions: ``(n, 3)`` box Å.
+        spec: the grid's geometry.
+        classes: the class map (or the atomic numbers of classes 1.. in order).
+        max_z: columns of the result.
+
+    Returns:
+        ``(n, max_z)`` float64, column ``Z - 1`` the probability of element ``Z``; rows sum to 1.
+    """
+    cmap = classes if isinstance(classes, ClassMap) else ClassMap(classes)
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape != (cmap.n_classes, *spec.shape):
+        raise ValueError(
+            f"logits of shape {logits.shape}, expected {(cmap.n_classes, *spec.shape)}"
+        )
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    out = np.zeros((len(positions), max_z))
+    if not len(positions) or cmap.n_classes < 2:
+        return out
+    voxel = np.clip(np.floor(positions / spec.voxel).astype(np.int64), 0, spec.bins - 1)
+    offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    idx = np.clip(voxel[:, None, :] + offsets[None], 0, spec.bins - 1)  # (n, 27, 3)
+    near = logits[:, idx[..., 0], idx[..., 1], idx[..., 2]]  # (classes, n, 27)
+    near = np.exp(near - near.max(axis=0))
+    near /= near.sum(axis=0)
+    atom = near[1:].sum(axis=2)  # (atom classes, n)
+    atom /= np.maximum(atom.sum(axis=0), 1e-300)
+    z = cmap.z_of_class[1:].astype(np.int64)
+    keep = z <= max_z
+    np.add.at(out.T, z[keep] - 1, atom[keep])
+    return out
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:

@@ -26,18 +26,31 @@ import torch
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint
-from crystalgrid.models.decoding.peakfit import fit_amplitudes, fit_atoms
-from crystalgrid.models.decoding.segmentation import decode_atoms, decode_class_scores
+from crystalgrid.models.decoding.peakfit import fit_amplitudes, fit_atoms, fitted_electrons
+from crystalgrid.models.decoding.segmentation import (
+    decode_atoms,
+    decode_class_scores,
+    species_probabilities,
+)
 from crystalgrid.models.runtime import Runtime, resolve_runtime
 from crystalgrid.models.scoring.metrics import Scorer
 from crystalgrid.spec import GridSpec
 
-__all__ = ["DECODERS", "INTERIOR_MARGIN", "SOURCES", "check_spec", "evaluate", "model_outputs"]
+__all__ = [
+    "DECODERS",
+    "INTERIOR_MARGIN",
+    "SOURCES",
+    "check_spec",
+    "decode_sample",
+    "evaluate",
+    "model_outputs",
+]
 
 #: How a reconstruction becomes atoms: peaks of the U-Net's atom log-odds (the default), the
 #: paper's connected components of the U-Net's argmax, the U-Net's peaks with species from the
-#: reconstruction's fitted amplitudes, or the training-free peak fit.
-DECODERS = ("unet-peaks", "unet-components", "unet-amplitudes", "peakfit")
+#: reconstruction's fitted amplitudes, the U-Net's peaks with species read per cell from the
+#: amplitudes and the U-Net's scores together, or the training-free peak fit.
+DECODERS = ("unet-peaks", "unet-components", "unet-amplitudes", "unet-cell", "peakfit")
 
 #: What the decoders read: the VAE's reconstruction, or the true density (no VAE).
 SOURCES = ("reconstruction", "truth")
@@ -91,7 +104,11 @@ def evaluate(
             :func:`~crystalgrid.models.decoding.segmentation.decode_atoms`),
             ``"unet-amplitudes"`` (the U-Net's peaks, each atom's Z from the amplitudes
             fitted to the reconstruction plus the checkpoint's tuned offset,
-            :func:`~crystalgrid.models.decoding.peakfit.fit_amplitudes`) or ``"peakfit"``
+            :func:`~crystalgrid.models.decoding.peakfit.fit_amplitudes`), ``"unet-cell"``
+            (the U-Net's peaks, the species of all of a sample's atoms read together from
+            their amplitudes, the U-Net's scores and a prior over elements, by the
+            checkpoint's tuned :attr:`~crystalgrid.models.checkpoint.Checkpoint.cell_species`)
+            or ``"peakfit"``
             (the training-free fit of :mod:`crystalgrid.models.decoding.peakfit`, in place of
             the U-Net).
         also: more decoders scored on the same reconstructions (one forward pass for all),
@@ -147,12 +164,12 @@ def evaluate(
         for i in range(len(recon_np)):
             scores_i = logits_np[i] if logits_np is not None else None
             peaks: dict[str, Any] = {}  # the U-Net's peaks, found once for every decoder
-            pos, z = _decode(decoder, scores_i, recon_np[i], ckpt, peaks, threshold)
+            pos, z = decode_sample(decoder, scores_i, recon_np[i], ckpt, peaks, threshold)
             summary = scorer.add(
                 pos, z, true_positions=truth[0][i], true_numbers=truth[1][i], voxel_mse=mse[i]
             )
             for name, other in others.items():
-                pos, z = _decode(name, scores_i, recon_np[i], ckpt, peaks, threshold)
+                pos, z = decode_sample(name, scores_i, recon_np[i], ckpt, peaks, threshold)
                 other.add(
                     pos, z, true_positions=truth[0][i], true_numbers=truth[1][i], voxel_mse=mse[i]
                 )
@@ -230,18 +247,21 @@ def model_outputs(
         yield batch, read, (logits.float().cpu().numpy() if scores else None)
 
 
-def _decode(
+def decode_sample(
     decoder: str,
     scores: np.ndarray | None,
     reconstruction: np.ndarray,
     ckpt: Checkpoint,
-    peaks: dict[str, Any],
-    threshold: float,
+    peaks: dict[str, Any] | None = None,
+    threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Atoms of one sample by ``decoder`` (:data:`DECODERS`) from its U-Net logits
     ``(classes, n, n, n)`` or its reconstructed density ``(n, n, n)``; ``peaks`` keeps the
-    sample's U-Net peaks (atom log-odds above ``threshold``) for the next decoder."""
-    if decoder in ("unet-peaks", "unet-amplitudes"):
+    sample's U-Net peaks (atom log-odds above ``threshold``, default the checkpoint's) for the
+    next decoder. Returns ``(positions (n, 3) box Å, atomic numbers (n,) uint8)``."""
+    peaks = {} if peaks is None else peaks
+    threshold = ckpt.peak_threshold if threshold is None else threshold
+    if decoder in ("unet-peaks", "unet-amplitudes", "unet-cell"):
         if "atoms" not in peaks:
             assert scores is not None, "U-Net decoders need the U-Net's scores"
             peaks["atoms"] = decode_class_scores(
@@ -250,6 +270,11 @@ def _decode(
         positions, numbers = peaks["atoms"]
         if decoder == "unet-peaks":
             return positions, numbers
+        if decoder == "unet-cell":
+            assert scores is not None
+            electrons = fitted_electrons(reconstruction, positions, ckpt.spec)
+            probabilities = species_probabilities(scores, positions, ckpt.spec, ckpt.class_map)
+            return positions, ckpt.cell_species.assign(electrons, probabilities)
         return positions, fit_amplitudes(
             reconstruction, positions, ckpt.spec, offset=ckpt.amplitude_offset
         )

@@ -27,6 +27,7 @@ This module does not import torch (except :func:`match_checkpoint`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -57,6 +58,9 @@ __all__ = [
 CDVAE_MATCHER: dict[str, float] = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 
 _SIZE_BINS = ((1, 4), (5, 8), (9, 16), (17, 10**9))
+
+#: The decoders a match reads reconstructions with (those of ``evaluate`` that use the U-Net).
+_MATCH_DECODERS = ("unet-components", "unet-peaks", "unet-amplitudes", "unet-cell")
 
 #: Said in every result and by the CLI: what this score does and does not measure.
 LATTICE_NOTE = (
@@ -257,6 +261,7 @@ def match_checkpoint(
     ceiling: bool = True,
     baseline: bool = True,
     seed: int = 0,
+    decoder: str = "unet-components",
     quiet: bool = True,
 ) -> dict[str, Any]:
     """StructureMatcher scores of a checkpoint's reconstructions of a ``single`` split.
@@ -275,6 +280,9 @@ def match_checkpoint(
             fractional positions (seeded by ``seed``) in the true lattice. CDVAE's tolerances
             are loose for small cells, so this baseline is far from zero (see the docs).
         seed: the baseline's seed.
+        decoder: how a reconstruction becomes atoms, one of
+            :data:`~crystalgrid.models.scoring.evaluate.DECODERS` but ``"peakfit"`` (the
+            paper's connected components of the U-Net's argmax by default).
         quiet: no progress bar.
 
     Returns:
@@ -282,12 +290,14 @@ def match_checkpoint(
         ``"random_baseline"`` (with ``baseline``) and ``"checkpoint"``.
 
     Raises:
-        CrystalgridError: for a ``repeated`` store, or a grid spec that differs.
+        CrystalgridError: for a ``repeated`` store, a grid spec that differs or an unknown
+            decoder.
     """
     from pymatgen.core import Structure
     from tqdm.auto import tqdm
 
     from crystalgrid.models.decoding.segmentation import decode_atoms
+    from crystalgrid.models.scoring.evaluate import decode_sample
 
     dataset: Any = getattr(view, "dataset", None)
     if getattr(dataset, "representation", "single") != "single":
@@ -295,35 +305,33 @@ def match_checkpoint(
             "structure matching needs single-cell samples (a repeated crop has no cell to "
             f"map back to); this store is {dataset.representation!r}"
         )
+    if decoder not in _MATCH_DECODERS:
+        raise CrystalgridError(
+            f"decoder must be one of {', '.join(_MATCH_DECODERS)}, got {decoder!r}"
+        )
     crystals = crystal_indices(view)
     spec = view.spec
-    model = runtime = None
     ckpt = None
+    batches: Iterator[tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]]
     if checkpoint is not None:
-        import torch
-
         from crystalgrid.models.checkpoint import as_checkpoint
         from crystalgrid.models.runtime import resolve_runtime
+        from crystalgrid.models.scoring.evaluate import check_spec, model_outputs
 
         ckpt = as_checkpoint(checkpoint)
-        if ckpt.spec != spec:
-            raise CrystalgridError("the split's grid spec differs from the checkpoint's")
+        check_spec(ckpt, view)
         runtime = resolve_runtime(device, precision or "auto", compile=False)
-        model = runtime.place(ckpt.model).eval()
-    scorer = MatchScorer() if model is not None else None
-    oracle = MatchScorer() if ceiling or model is None else None
+        batches = model_outputs(ckpt, view, runtime, batch_size=batch_size, limit=limit)
+    else:
+        batches = ((batch, None, None) for batch in iter_view(view, batch_size, limit=limit))
+    scorer = MatchScorer() if ckpt is not None else None
+    oracle = MatchScorer() if ceiling or ckpt is None else None
     guesses = MatchScorer() if baseline else None
     rng = np.random.default_rng(seed)
     structures: dict[int, Structure] = {}
     total = len(view) if limit is None else min(limit, len(view))
     bar = tqdm(total=total, desc="match", disable=quiet, leave=False)
-    for batch in iter_view(view, batch_size, limit=limit):
-        species_pred = None
-        if model is not None and runtime is not None:
-            density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
-            with runtime.autocast():
-                _, sp = model.reconstruct(density.to(runtime.device))
-            species_pred = sp.to(torch.uint8).cpu().numpy()
+    for batch, reconstructions, logits in batches:
         for i, index in enumerate(np.asarray(batch["index"])):
             c = int(crystals[index])
             if c not in structures:
@@ -331,8 +339,9 @@ def match_checkpoint(
             true = structures[c]
             complete = int(batch["n_outside"][i]) == 0
             transform = batch["transform"][i]
-            if scorer is not None and species_pred is not None:
-                pos, z = decode_atoms(species_pred[i], spec)
+            if scorer is not None and ckpt is not None:
+                assert reconstructions is not None and logits is not None
+                pos, z = decode_sample(decoder, logits[i], reconstructions[i], ckpt)
                 scorer.add(pos, z, transform=transform, true_structure=true, complete=complete)
             if oracle is not None:
                 pos, z = decode_atoms(np.asarray(batch["species"][i]), spec)
@@ -353,4 +362,5 @@ def match_checkpoint(
         result["random_baseline"] = guesses.result()
     if ckpt is not None:
         result["checkpoint"] = ckpt.identity()
+        result["decoder"] = decoder
     return result

@@ -175,3 +175,14 @@ def test_match_verb(store, checkpoint, tmp_path):
     assert stdout.exit_code == 0 and "ceiling" not in json.loads(stdout.stdout)
     missing = CliRunner().invoke(main, ["match", str(tmp_path / "x.pt"), "--data", str(store)])
     assert missing.exit_code == 2 and "checkpoint not found" in missing.stderr
+
+
+def test_match_reads_reconstructions_with_the_chosen_decoder(store, checkpoint):
+    view = crystalgrid.open_dataset(store).split("test")
+    for decoder in ("unet-components", "unet-cell"):
+        scores = match_checkpoint(
+            checkpoint, view, limit=3, ceiling=False, baseline=False, decoder=decoder
+        )
+        assert scores["decoder"] == decoder and scores["n_samples"] == 3
+    with pytest.raises(CrystalgridError, match="decoder must be one of"):
+        match_checkpoint(checkpoint, view, limit=3, decoder="peakfit")

@@ -146,10 +146,13 @@ def test_tune_threshold_cli_writes_and_refuses(crafted, checkpoint, tmp_path, mo
     class _Dataset:
         spec = crafted.spec
 
+        def __init__(self) -> None:
+            self.splits = {"train": 2, "val": 4}
+
         def split(self, name):
-            if name != "val":
+            if name not in self.splits:
                 raise ValueError(f"unknown split {name!r}")
-            return _Split(4, crafted.spec)
+            return _Split(self.splits[name], crafted.spec)
 
     monkeypatch.setattr(crystalgrid.dataset, "open_dataset", lambda path: _Dataset())
     store = tmp_path / "store.zarr"
@@ -162,7 +165,10 @@ def test_tune_threshold_cli_writes_and_refuses(crafted, checkpoint, tmp_path, mo
     assert result.exit_code == 0, result.output
     assert "| 1.5 (best) | 12 / 12 | 100.0% | 100.0% | 1.000 | 100.0% |" in result.output
     assert "best threshold: 1.5" in result.output
-    assert json.loads(out.read_text())["data"]["split"] == "val"
+    written = json.loads(out.read_text())
+    assert written["data"]["split"] == "val"
+    # The per-cell reader's prior is counted on the training split: two oxygen samples.
+    assert written["cell_species"]["counts"][7] == 2 and sum(written["cell_species"]["counts"]) == 2
     assert load_checkpoint(copy).peak_threshold == 0.0  # not written without --write
 
     result = CliRunner().invoke(main, [*args, "--write"])
@@ -214,3 +220,39 @@ def test_the_amplitudes_are_calibrated_at_the_best_threshold_and_used(
     read = {"ceiling": False, "decoder": "unet-amplitudes", "quiet": True}
     assert evaluate(calibrated, split, **read)["species_exact"] == 1.0
     assert evaluate(crafted, split, threshold=1.5, **read)["species_exact"] == 0.0
+
+
+def test_the_cell_species_reader_is_tuned_with_the_training_prior_and_used(
+    crafted, checkpoint, tmp_path
+):
+    split = _LightSplit(3, crafted.spec)
+    prior = np.zeros(118, dtype=np.int64)
+    prior[[7, 21]] = (40, 10)  # oxygen and titanium cells
+    tuning = tune_threshold(crafted, split, element_prior=prior, quiet=True)
+    cell, tuned = tuning["cell_species"], tuning["cell_species_tuning"]
+    assert cell["offset"] == tuning["amplitudes"]["offset"]
+    assert cell["counts"] == prior.tolist()
+    assert tuned["n_atoms"] == 9 and tuned["species_exact"] == 1.0
+    assert len(tuned["grid"]) == len(threshold_module.CELL_SIGMAS) * len(
+        threshold_module.CELL_WEIGHTS
+    )
+    assert "Species read per cell" in "\n".join(threshold_module.tuning_table(tuning))
+    assert tune_threshold(crafted, split, source="truth", quiet=True)["cell_species"] is None
+
+    copy = tmp_path / "calibrated.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    threshold_module.record_tuning(copy, tuning)
+    calibrated = load_checkpoint(copy)
+    assert calibrated.cell_species.to_dict() == cell
+    read = {"ceiling": False, "decoder": "unet-cell", "quiet": True}
+    assert evaluate(calibrated, split, **read)["species_exact"] == 1.0
+
+
+def test_the_training_split_s_elements_are_counted_per_sample():
+    class Cells:
+        def iter_batches(self, batch_size, **_):
+            yield {"atom_numbers": [np.array([8, 8, 22, 0]), np.array([8, 1])]}
+
+    counts = threshold_module.split_element_counts(Cells())
+    assert counts.shape == (118,) and counts.sum() == 4
+    assert (counts[7], counts[21], counts[0]) == (2, 1, 1)

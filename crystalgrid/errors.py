@@ -7,9 +7,11 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 __all__ = [
+    "BadInputError",
     "ConfigError",
     "CrystalgridError",
     "CrystalgridWarning",
+    "NotFoundError",
     "PrecisionWarning",
     "RejectedStructure",
     "RemoteStorageError",
@@ -48,6 +50,15 @@ class ConfigError(CrystalgridError, ValueError):
     Both a :class:`CrystalgridError` (one line from the CLI) and a ``ValueError`` (what
     Python code expects of a bad argument).
     """
+
+
+class BadInputError(CrystalgridError, ValueError):
+    """Input data the package cannot use: a structure that does not fit the box, a latent of
+    the wrong shape, an argument out of its range. Also a ``ValueError``."""
+
+
+class NotFoundError(CrystalgridError, FileNotFoundError):
+    """A file, store, model or split that does not exist. Also a ``FileNotFoundError``."""
 
 
 class RemoteStorageError(CrystalgridError):

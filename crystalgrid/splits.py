@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from crystalgrid.errors import ConfigError, CrystalgridError
+from crystalgrid.errors import ConfigError, CrystalgridError, NotFoundError
 
 __all__ = [
     "FILE_FORMAT",
@@ -187,7 +187,7 @@ def read_split_file(path: str | os.PathLike[str]) -> dict[str, str]:
         with open(path, encoding="utf-8") as fh:
             document = json.load(fh)
     except FileNotFoundError:
-        raise CrystalgridError(f"split file not found: {path}") from None
+        raise NotFoundError(f"split file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CrystalgridError(f"{path}: not a readable split file ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != FILE_FORMAT:

@@ -38,6 +38,12 @@ The subpackages, each a job, from the bottom of their layers up (docs/architectu
   :func:`condition_calibration`, :func:`condition_for_z` (``latent.conditioning``);
   :func:`train_realism` (:class:`RealismScorer`, :class:`LambdaNet`), :func:`score_report`,
   :func:`save_scorer`, :func:`load_scorer` (``latent.realism``).
+- :mod:`~crystalgrid.models.latent.prior`: :class:`LatentPrior`, a prior learned over a
+  trained model's latent grid so that random draws look like crystals; :func:`fit_prior`,
+  :func:`save_prior`, :func:`load_prior`.
+- :mod:`~crystalgrid.models.pretrained`: ``load(name_or_path)`` gives a :class:`CrystalModel`
+  whose methods take and give pymatgen Structures: ``encode``, ``decode``, ``reconstruct``,
+  ``sample``, ``interpolate``, ``score``.
 - :mod:`~crystalgrid.models.training`: ``train(config, view_train, view_val,
   out_dir=...)`` (``training.loop``), :func:`measure_loader` (``training.loader``), the
   cube symmetries (``training.augment``). Nothing else in the models imports it.
@@ -105,6 +111,12 @@ _EXPORTS = {
     "score_report": "crystalgrid.models.latent.realism",
     "save_scorer": "crystalgrid.models.latent.realism",
     "load_scorer": "crystalgrid.models.latent.realism",
+    "LatentPrior": "crystalgrid.models.latent.prior",
+    "fit_prior": "crystalgrid.models.latent.prior",
+    "load_prior": "crystalgrid.models.latent.prior",
+    "save_prior": "crystalgrid.models.latent.prior",
+    "CrystalModel": "crystalgrid.models.pretrained",
+    "load": "crystalgrid.models.pretrained",
     "measure_loader": "crystalgrid.models.training.loader",
     "BUDGETS": "crystalgrid.benchmark",
     "Budget": "crystalgrid.benchmark",

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from crystalgrid._version import __version__
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, NotFoundError
 from crystalgrid.fileio import open_atomic
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.decoding.cell_species import CellSpecies
@@ -82,8 +82,8 @@ def resolve_checkpoint(ref: str | Path) -> Path:
             raise CrystalgridError(f"the shipped model {name!r} is missing from {_WEIGHTS}")
         return shipped
     if path.suffix or len(path.parts) > 1:
-        raise CrystalgridError(f"checkpoint not found: {path}")
-    raise CrystalgridError(
+        raise NotFoundError(f"checkpoint not found: {path}")
+    raise NotFoundError(
         f"no checkpoint file or shipped model named {name!r}; shipped: {', '.join(SHIPPED)}"
     )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from crystalgrid.config_base import Config
-from crystalgrid.errors import ConfigError, CrystalgridError
+from crystalgrid.errors import ConfigError, CrystalgridError, NotFoundError
 
 __all__ = ["TrainConfig"]
 
@@ -237,7 +237,7 @@ class TrainConfig(Config):
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise CrystalgridError(f"configuration file not found: {path}") from None
+            raise NotFoundError(f"configuration file not found: {path}") from None
         except json.JSONDecodeError as exc:
             raise CrystalgridError(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):

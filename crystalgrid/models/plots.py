@@ -33,6 +33,7 @@ __all__ = [
     "SHOW_SIZE",
     "SHOW_SIZE_WITH_RECONSTRUCTION",
     "SPACING_SIZE",
+    "draws_beside_real",
     "interpolation_strip",
     "show_sample",
     "spacing_plot",
@@ -364,6 +365,55 @@ def interpolation_strip(
             if legend is not None and j not in (0, k + 1):
                 legend.remove()
         fig.suptitle("latent interpolation: density (xy, central) and species (max along z)")
+        return _save(fig, out, dpi)
+
+
+def draws_beside_real(
+    draws: np.ndarray,
+    real: np.ndarray,
+    out: str | Path,
+    *,
+    spec: GridSpec | None = None,
+    counts: tuple[Sequence[int], Sequence[int]] | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Real cells (top row) above random draws (bottom row): each grid's density summed along
+    z, one colour scale per row.
+
+    Args:
+        draws: ``(k, B, B, B)`` decoded densities of random draws, Å^-3.
+        real: ``(k, B, B, B)`` densities of real cells, Å^-3.
+        out: the PNG path (``160 k`` x 360 pixels at dpi 100).
+        spec: the grid geometry (default the paper's 10 Å box).
+        counts: the atoms of each real cell and each draw, shown in the titles.
+    """
+    k = len(draws)
+    if k == 0 or len(real) != k:
+        raise ValueError(f"give as many real cells as draws (>= 1), got {len(real)} and {k}")
+    side = (spec or GridSpec()).side
+    scale = dpi / 100
+    with _figure((round(160 * k * scale), round(360 * scale)), dpi) as fig:
+        grid = fig.add_gridspec(2, k, left=0.01, right=0.99, bottom=0.02, top=0.86, hspace=0.25)
+        for row, (grids, name) in enumerate(((real, "real"), (draws, "draw"))):
+            projections = [np.asarray(g, dtype=np.float64).sum(axis=2) for g in grids]
+            vmax = max(float(p.max()) for p in projections) or 1.0
+            for j, p in enumerate(projections):
+                ax = fig.add_subplot(grid[row, j])
+                ax.imshow(
+                    p.T,
+                    origin="lower",
+                    extent=(0, side, 0, side),
+                    cmap="magma",
+                    vmin=0,
+                    vmax=vmax,
+                    interpolation="nearest",
+                )
+                title = f"{name} {j + 1}"
+                if counts is not None:
+                    title += f": {_atoms(int(counts[row][j]))}"
+                ax.set_title(title, fontsize=7)
+                ax.set_axis_off()
+        fig.suptitle("real cells (top) and random draws (bottom): density summed along z")
         return _save(fig, out, dpi)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, NotFoundError
 from crystalgrid.remote import remote_errors
 from crystalgrid.sources import collection
 from crystalgrid.sources.base import RawRecord, Rejected, Source, parse_record
@@ -93,7 +93,7 @@ def _open_source(location: str | os.PathLike[str], **kw: Any) -> Source:
     url = _is_url(location)
     path = RemotePath(str(location)) if url else Path(location).expanduser()
     if not path.exists():
-        raise CrystalgridError(f"source not found: {location}")
+        raise NotFoundError(f"source not found: {location}")
     if path.is_dir():
         if (path / "collection.json").is_file():
             if isinstance(path, RemotePath):

@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 from typing import IO, TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, NotFoundError
 from crystalgrid.jsonstream import iter_json
 from crystalgrid.remote import is_url, remote_options
 from crystalgrid.sources.base import RawRecord, Rejected
@@ -204,11 +204,11 @@ def _resolve(path: str | os.PathLike[str] | RemotePath) -> Path | RemotePath:
     if isinstance(path, RemotePath) or _is_url(path):
         remote = path if isinstance(path, RemotePath) else RemotePath(str(path))
         if not remote.exists():
-            raise CrystalgridError(f"source not found: {path}")
+            raise NotFoundError(f"source not found: {path}")
         return remote
     resolved = Path(path).expanduser().resolve()
     if not resolved.exists():
-        raise CrystalgridError(f"source not found: {path}")
+        raise NotFoundError(f"source not found: {path}")
     return resolved
 
 

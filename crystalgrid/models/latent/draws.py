@@ -1,9 +1,10 @@
 """Random draws from the latent space (paper section 4), decoded into grids and atoms.
 
-``z ~ N(0, 1)`` (a seeded ``torch.Generator``, so the same seed gives the same draws on any
-machine's CPU), decoded by the VAE, segmented by the U-Net and turned into atoms by
-:func:`~crystalgrid.models.decoding.segmentation.decode_atoms` (positions in Å in the 10 Å
-box frame).
+``z`` from the model's learned prior (:mod:`~crystalgrid.models.latent.prior`) where it has
+one, else the paper's ``N(0, 1)`` (a seeded ``torch.Generator`` on the CPU either way, so the
+same seed gives the same draws on any machine), decoded by the VAE, segmented by the U-Net
+and turned into atoms by :func:`~crystalgrid.models.decoding.segmentation.decode_atoms`
+(positions in Å in the 10 Å box frame).
 
 Conditional generation (appendix G.1). :func:`random_draws` with ``condition_z`` asks a
 conditional checkpoint for a largest atomic number through the calibration of
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -51,6 +52,7 @@ class Samples:
         condition: ``(n,)`` float32 condition fed to a conditional VAE (scaled density), or
             ``None``.
         condition_z: ``(n,)`` int64 requested largest atomic numbers, or ``None``.
+        prior: where ``z`` was drawn from: ``"learned"`` or ``"normal"``.
     """
 
     z: np.ndarray
@@ -60,6 +62,7 @@ class Samples:
     numbers: list[np.ndarray]
     condition: np.ndarray | None = None
     condition_z: np.ndarray | None = None
+    prior: str = "normal"
 
     def __len__(self) -> int:
         return len(self.z)
@@ -73,6 +76,7 @@ def decode_latents(
     spec: GridSpec,
     runtime: Runtime | None = None,
     batch_size: int = 64,
+    read_atoms: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Decode, segment and turn into atoms a batch of latent vectors, ``batch_size`` at a time.
 
@@ -82,6 +86,10 @@ def decode_latents(
         spec: the model's grid geometry.
         runtime: device and precision (default: the model's device, fp32).
         batch_size: vectors per forward pass.
+        read_atoms: ``read_atoms(U-Net logits (classes, B, B, B), density (B, B, B) Å^-3)``
+            gives one sample's ``(positions, numbers)`` (e.g. a checkpoint's tuned decoder,
+            :func:`~crystalgrid.models.scoring.evaluate.decode_sample`); default the paper's
+            connected components of the argmax segmentation.
 
     Returns:
         ``(density (n, B, B, B) float32 Å^-3, species (n, B, B, B) uint8, positions,
@@ -96,21 +104,31 @@ def decode_latents(
     device = next(model.parameters()).device
     ctx = runtime.autocast if runtime is not None else contextlib.nullcontext
     densities, species = [], []
+    positions: list[np.ndarray] = []
+    numbers: list[np.ndarray] = []
     for a in range(0, len(z), batch_size):
         zb = z[a : a + batch_size].to(device)
         cb = None if c is None else c[a : a + batch_size].to(device)
-        with ctx():
-            d, s = model.generate(zb, cb)
-        densities.append(d.float().cpu().numpy())
-        species.append(s.to(torch.uint8).cpu().numpy())
+        with torch.no_grad(), ctx():
+            recon = model.vae.decode(zb, cb)
+            logits = model.class_log_probs(model.unet(recon))
+            d = model.unscale(recon).reshape(len(zb), *spec.shape)
+            s = model.z_of_class[logits.argmax(dim=1)]
+        grids = d.float().cpu().numpy()
+        labels = s.to(torch.uint8).cpu().numpy()
+        densities.append(grids)
+        species.append(labels)
+        scores = logits.float().cpu().numpy() if read_atoms is not None else None
+        for i in range(len(zb)):
+            if scores is not None and read_atoms is not None:
+                p, n = read_atoms(scores[i], grids[i])
+            else:
+                p, n = decode_atoms(labels[i], spec)
+            positions.append(p)
+            numbers.append(n)
     bins = spec.bins
     dens = np.concatenate(densities) if densities else np.zeros((0, bins, bins, bins), np.float32)
     spc = np.concatenate(species) if species else np.zeros((0, bins, bins, bins), np.uint8)
-    positions, numbers = [], []
-    for grid in spc:
-        p, n = decode_atoms(grid, spec)
-        positions.append(p)
-        numbers.append(n)
     return dens, spc, positions, numbers
 
 
@@ -124,8 +142,11 @@ def random_draws(
     batch_size: int = 64,
     device: str = "cpu",
     precision: str | None = None,
+    prior: str = "auto",
+    temperature: float = 1.0,
+    decoder: str = "unet-components",
 ) -> Samples:
-    """Decode ``z ~ N(0, 1)`` into grids, segmentations and atoms.
+    """Decode random latents into grids, segmentations and atoms.
 
     Args:
         checkpoint: a path or a loaded :class:`~crystalgrid.models.checkpoint.Checkpoint`.
@@ -141,14 +162,22 @@ def random_draws(
         device, precision: where and how to run (``precision``: ``"auto"``, ``"fp32"``,
             ``"bf16"``; default ``"auto"``: bf16 where the processor runs it natively, see
             :func:`~crystalgrid.models.runtime.resolve_runtime`).
+        prior: ``"learned"``: the prior fitted to the model's posteriors and saved beside its
+            weights (:mod:`~crystalgrid.models.latent.prior`); ``"normal"``: the paper's
+            ``N(0, 1)``; ``"auto"``: learned where the model has one.
+        temperature: scales the learned prior's widths.
+        decoder: how a decoded density becomes atoms: the paper's ``"unet-components"``, or
+            another U-Net decoder of :data:`~crystalgrid.models.scoring.evaluate.DECODERS`
+            with the checkpoint's tuned settings (``"unet-cell"`` reads species per cell).
 
     Raises:
-        CrystalgridError: a conditional checkpoint without ``condition_z``, or a condition
-            for an unconditional one.
+        CrystalgridError: a conditional checkpoint without ``condition_z``, a condition
+            for an unconditional one, or ``prior="learned"`` for a model without one.
     """
     import torch
 
     from crystalgrid.models.checkpoint import as_checkpoint
+    from crystalgrid.models.latent.prior import prior_for
     from crystalgrid.models.runtime import resolve_runtime
 
     if n < 1:
@@ -166,8 +195,19 @@ def random_draws(
         raise CrystalgridError(
             "this checkpoint is not conditional (trained without --conditional); drop --condition"
         )
+    if prior not in ("auto", "learned", "normal"):
+        raise CrystalgridError(f"prior must be auto, learned or normal, got {prior!r}")
+    learned = prior_for(ckpt) if prior != "normal" else None
+    if prior == "learned" and learned is None:
+        raise CrystalgridError(
+            "this model has no learned prior beside its weights; fit one with `crystalgrid "
+            "fit-prior`, or draw from N(0, 1) (prior 'normal')"
+        )
     gen = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(n, ckpt.config.latent_dim, generator=gen)
+    if learned is not None:
+        z = learned.sample(n, generator=gen, temperature=temperature).cpu()
+    else:
+        z = torch.randn(n, ckpt.config.latent_dim, generator=gen)
     c = cz = None
     if conditional:
         calib = calibration or ckpt.metadata.get("condition_calibration")
@@ -178,10 +218,21 @@ def random_draws(
         z = z.repeat(len(zs), 1)
         cz = np.repeat(zs, n)
         c = torch.from_numpy(np.repeat(values, n))
+    read_atoms = None
+    if decoder != "unet-components":
+        from crystalgrid.models.scoring.evaluate import DECODERS, decode_sample
+
+        if decoder not in DECODERS or not decoder.startswith("unet"):
+            raise CrystalgridError(f"draws are read by a U-Net decoder, not {decoder!r}")
+
+        def read_atoms(logits: np.ndarray, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return decode_sample(decoder, logits, density, ckpt)
+
     dens, spc, pos, num = decode_latents(
-        model, z, c, spec=ckpt.spec, runtime=runtime, batch_size=batch_size
+        model, z, c, spec=ckpt.spec, runtime=runtime, batch_size=batch_size, read_atoms=read_atoms
     )
     return Samples(
+        prior="learned" if learned is not None else "normal",
         z=z.numpy().astype(np.float32),
         density=dens,
         species=spc,

@@ -4,6 +4,10 @@ Both samples are encoded (posterior means), ``z(t) = (1 - t) z_a + t z_b`` for `
 ``t`` evenly spaced in [0, 1] (both ends included), and each ``z(t)`` is decoded, segmented
 and turned into atoms (box Å). A conditional model interpolates its condition the same way.
 
+:func:`interpolation_survey` walks many such lines and reports how physical the points
+between the ends stay: their structural validity, atoms per point and, for a model with a
+learned prior, the prior's log-density along the line.
+
 Samples are named by their index in the store (``view[i]["index"]``, the number
 ``crystalgrid show`` takes) or by material id (the first sample of that crystal).
 """
@@ -19,7 +23,13 @@ import numpy as np
 
 from crystalgrid.errors import CrystalgridError
 
-__all__ = ["Interpolation", "interpolate", "resolve_sample", "write_interpolation"]
+__all__ = [
+    "Interpolation",
+    "interpolate",
+    "interpolation_survey",
+    "resolve_sample",
+    "write_interpolation",
+]
 
 
 def resolve_sample(dataset: Any, ident: str | int) -> int:
@@ -144,6 +154,88 @@ def interpolate(
         ends=ends,
         condition=None if c is None else c.cpu().numpy().astype(np.float32),
     )
+
+
+def interpolation_survey(
+    checkpoint: Any,
+    view: Any,
+    *,
+    pairs: int = 50,
+    steps: int = 8,
+    batch_size: int = 64,
+    device: str = "cpu",
+    precision: str = "auto",
+) -> dict[str, Any]:
+    """How physical straight lines in the latent space stay between real samples.
+
+    The first ``2 * pairs`` samples of ``view`` are encoded (posterior means) and paired
+    (0 with 1, 2 with 3, ...); each line is decoded at ``steps`` points, ends included, and
+    the points strictly between the ends are scored.
+
+    Returns:
+        ``{"n_pairs", "steps", "validity": structural_validity of the inner points (without
+        the per-sample lists), "atoms_per_point": atom_counts of the inner points,
+        "ends": the same two for the ends, "prior_log_density": mean nats at each t (a model
+        with a learned prior; else None), "t"}``.
+
+    Raises:
+        CrystalgridError: fewer than three steps, fewer than two samples, or a conditional
+            model.
+    """
+    import torch
+
+    from crystalgrid.contracts import iter_view
+    from crystalgrid.models.checkpoint import as_checkpoint
+    from crystalgrid.models.latent.draws import decode_latents
+    from crystalgrid.models.latent.prior import prior_for
+    from crystalgrid.models.runtime import resolve_runtime
+    from crystalgrid.models.scoring.generated import atom_counts, structural_validity
+
+    if steps < 3:
+        raise CrystalgridError(f"steps must be >= 3 (ends and a point between), got {steps}")
+    ckpt = as_checkpoint(checkpoint)
+    if ckpt.config.conditional:
+        raise CrystalgridError("the survey walks an unconditional model's latent space")
+    runtime = resolve_runtime(device, precision, compile=False)
+    model = runtime.place(ckpt.model).eval()
+    means = []
+    for batch in iter_view(view, batch_size, limit=2 * pairs, fields=("density",)):
+        grids = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
+        with torch.no_grad(), runtime.autocast():
+            x = model.scale(grids.to(runtime.device))
+            mu, _ = model.vae.encode(x)
+        means.append(mu.float().cpu())
+    if not means or sum(len(m) for m in means) < 2:
+        raise CrystalgridError("the survey needs at least two samples")
+    mu = torch.cat(means)
+    n_pairs = len(mu) // 2
+    a, b = mu[0 : 2 * n_pairs : 2], mu[1 : 2 * n_pairs : 2]
+    t = torch.linspace(0.0, 1.0, steps)
+    z = (1 - t)[None, :, None] * a[:, None] + t[None, :, None] * b[:, None]  # (pairs, steps, L)
+    _, _, positions, _ = decode_latents(
+        model, z.reshape(-1, z.shape[-1]), spec=ckpt.spec, runtime=runtime, batch_size=batch_size
+    )
+    inner = [p for k, p in enumerate(positions) if 0 < k % steps < steps - 1]
+    ends = [p for k, p in enumerate(positions) if k % steps in (0, steps - 1)]
+    prior = prior_for(ckpt)
+    density = None
+    if prior is not None:
+        log_p = prior.log_prob(z.reshape(-1, z.shape[-1])).reshape(n_pairs, steps)
+        density = [round(float(v), 1) for v in log_p.mean(0)]
+
+    def summary(sets: list[np.ndarray]) -> dict[str, Any]:
+        valid = structural_validity(sets)
+        return {k: v for k, v in valid.items() if k not in ("valid", "min_distance")}
+
+    return {
+        "n_pairs": n_pairs,
+        "steps": steps,
+        "t": [round(float(v), 4) for v in t],
+        "validity": summary(inner),
+        "atoms_per_point": atom_counts(inner),
+        "ends": {"validity": summary(ends), "atoms_per_point": atom_counts(ends)},
+        "prior_log_density": density,
+    }
 
 
 def write_interpolation(

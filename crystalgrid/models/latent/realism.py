@@ -39,7 +39,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
 from crystalgrid.contracts import iter_view
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, NotFoundError
 from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint, atomic_save
 from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.models.scoring.metrics import percentiles
@@ -305,7 +305,8 @@ def score_report(
 
     - ``real``: the stored grids themselves, not decoded.
     - ``real_decoded``: their reconstructions by ``checkpoint`` (posterior mean; lambda = 0).
-    - ``random_draws``: ``checkpoint``'s decoding of ``z ~ N(0, 1)`` (lambda = 1).
+    - ``random_draws``: ``checkpoint``'s random draws, from its learned prior where it has one
+      (then also ``random_draws_normal``: ``z ~ N(0, 1)``, the paper's draws, lambda = 1).
     - ``noise``: out of distribution: every voxel drawn independently from the real grids'
       pooled voxel values (same histogram, no structure).
     - ``shuffled``: out of distribution: each real grid with its voxels permuted.
@@ -334,7 +335,7 @@ def score_report(
     noise = rng.choice(flat.ravel(), size=flat.shape).reshape(real.shape).astype(np.float32)
     shuffled = np.stack([row[rng.permutation(row.size)] for row in flat]).reshape(real.shape)
 
-    def decoded(model_ckpt: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
+    def decoded(model_ckpt: Checkpoint, prior: str = "auto") -> tuple[np.ndarray, Any]:
         _unconditional(model_ckpt)
         runtime = resolve_runtime(device, precision, compile=False)
         model = runtime.place(model_ckpt.model).eval()
@@ -351,22 +352,31 @@ def score_report(
             batch_size=batch_size,
             device=device,
             precision=precision,
+            prior=prior,
         )
-        return np.concatenate(recon), draws.density
+        return np.concatenate(recon), draws
 
     recon, draws = decoded(ckpt)
     report: dict[str, Any] = {
         "real": _stats(scorer.score(real)),
         "real_decoded": _stats(scorer.score(recon)),
-        "random_draws": _stats(scorer.score(draws)),
+        "random_draws": {**_stats(scorer.score(draws.density)), "prior": draws.prior},
         "noise": _stats(scorer.score(noise)),
         "shuffled": _stats(scorer.score(shuffled)),
     }
+    if draws.prior == "learned":  # the paper's N(0, 1) draws beside the learned prior's
+        report["random_draws_normal"] = {
+            **_stats(scorer.score(decoded(ckpt, "normal")[1].density)),
+            "prior": "normal",
+        }
     for name, other in (generators or {}).items():
         other_ckpt = as_checkpoint(other)
         o_recon, o_draws = decoded(other_ckpt)
         report[f"{name}_real_decoded"] = _stats(scorer.score(o_recon))
-        report[f"{name}_random_draws"] = _stats(scorer.score(o_draws))
+        report[f"{name}_random_draws"] = {
+            **_stats(scorer.score(o_draws.density)),
+            "prior": o_draws.prior,
+        }
     report["scorer"] = {
         "score": "1 - predicted lambda (lambda: weight of the N(0,1) draw in the mix)",
         "autoencoder": scorer.autoencoder,
@@ -413,7 +423,7 @@ def load_scorer(path: str | Path, *, device: str = "cpu") -> RealismScorer:
     """
     path = Path(path)
     if not path.is_file():
-        raise CrystalgridError(f"realism scorer not found: {path}")
+        raise NotFoundError(f"realism scorer not found: {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
         raise CrystalgridError(f"{path} is not a readable realism scorer")
     try:

@@ -237,6 +237,12 @@ class VAE(nn.Module):
             assert isinstance(last, nn.Conv3d) and last.bias is not None
             nn.init.constant_(last.bias, 0.01)
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The latent's layout: ``(channels, size, size, size)`` for a latent grid,
+        ``(latent_dim,)`` for the dense bottleneck."""
+        return tuple(self._dec_shape) if self.latent == "conv" else (self.latent_dim,)
+
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or tuple(x.shape[1:]) != (1, self.bins, self.bins, self.bins):
             raise ValueError(

@@ -12,6 +12,12 @@ Validity (CDVAE, Xie et al. 2022): a structure is valid when no two atoms are cl
 atoms has no lattice, so only the distance test applies; a sample with no atom at all is
 counted invalid (there is no structure) and reported as ``n_empty``; one atom is valid.
 
+Atoms per sample (:func:`atom_counts`) and chemistry (:func:`charge_balance`: the share of
+samples whose composition pymatgen can give integer oxidation states summing to zero, as
+SMACT's charge balance does in CDVAE's composition validity) compare draws with real cells.
+:func:`uniqueness_and_novelty` matches draws with each other and with training samples by
+StructureMatcher, the box taken as the lattice.
+
 Conditional generation (appendix G.1): :func:`conditional_check` reports how closely the
 generated largest atomic number follows the requested one.
 
@@ -20,6 +26,7 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,10 +39,14 @@ from crystalgrid.validity import MIN_DISTANCE, MIN_VOLUME
 
 __all__ = [
     "SPACING_EDGES",
+    "atom_counts",
+    "charge_balance",
     "conditional_check",
     "real_atom_sets",
+    "real_atoms",
     "spacing_distribution",
     "structural_validity",
+    "uniqueness_and_novelty",
 ]
 
 #: Default histogram edges of the spacing distribution, Å (0 to 6 Å by 0.1 Å).
@@ -155,13 +166,138 @@ def real_atom_sets(
     Returns:
         One ``(n_i, 3)`` array per sample.
     """
-    out: list[np.ndarray] = []
+    return real_atoms(view, limit=limit, batch_size=batch_size)[0]
+
+
+def real_atoms(
+    view: Any, *, limit: int | None = 2000, batch_size: int = 256
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The ground-truth atoms of the first ``limit`` samples of a split: one ``(n_i, 3)``
+    array of positions (box Å) and one ``(n_i,)`` array of atomic numbers per sample."""
+    positions: list[np.ndarray] = []
+    numbers: list[np.ndarray] = []
     for batch in iter_view(view, batch_size, fields=("atom_positions", "atom_numbers")):
-        for pos in batch["atom_positions"]:
-            if limit is not None and len(out) >= limit:
-                return out
-            out.append(np.asarray(pos, dtype=np.float64).reshape(-1, 3))
-    return out
+        for pos, z in zip(batch["atom_positions"], batch["atom_numbers"], strict=True):
+            if limit is not None and len(positions) >= limit:
+                return positions, numbers
+            positions.append(np.asarray(pos, dtype=np.float64).reshape(-1, 3))
+            numbers.append(np.asarray(z, dtype=np.uint8).reshape(-1))
+    return positions, numbers
+
+
+def atom_counts(atom_sets: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Atoms per sample: ``mean`` and ``percentiles`` (0..100 by 10) of the counts, and
+    ``n_samples``."""
+    counts = np.array([len(np.asarray(p).reshape(-1, 3)) for p in atom_sets], dtype=np.float64)
+    return {
+        "n_samples": len(counts),
+        "mean": float(counts.mean()) if len(counts) else None,
+        "percentiles": percentiles(counts),
+    }
+
+
+def charge_balance(numbers: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The share of samples whose composition can be charge-balanced: pymatgen finds at
+    least one assignment of common oxidation states summing to zero
+    (``Composition.oxi_state_guesses``). A sample of one element counts as balanced (an
+    element, oxidation state 0); a sample with no atom does not.
+
+    Returns:
+        ``fraction`` (``None`` for no sample), ``n_samples``, ``n_balanced``, ``definition``.
+    """
+    from pymatgen.core import Composition, Element
+
+    seen: dict[str, bool] = {}
+    balanced = 0
+    for z in numbers:
+        z = np.asarray(z).reshape(-1)
+        z = z[z > 0]
+        if not len(z):
+            continue
+        elements, counts = np.unique(z, return_counts=True)
+        key = " ".join(f"{e}:{c}" for e, c in zip(elements, counts, strict=True))
+        if key not in seen:
+            comp = Composition(
+                {Element.from_Z(int(e)): int(c) for e, c in zip(elements, counts, strict=True)}
+            )
+            with warnings.catch_warnings():
+                # pymatgen warns once per element without a Pauling electronegativity (noble
+                # gases, the heaviest elements) while it orders them; the verdict is unchanged.
+                warnings.filterwarnings("ignore", "No Pauling electronegativity", UserWarning)
+                reduced = comp.reduced_composition
+                seen[key] = len(elements) == 1 or bool(reduced.oxi_state_guesses())
+        balanced += seen[key]
+    n = len(numbers)
+    return {
+        "fraction": balanced / n if n else None,
+        "n_samples": n,
+        "n_balanced": balanced,
+        "definition": "pymatgen Composition.oxi_state_guesses finds a neutral assignment "
+        "(one element: balanced; no atom: not)",
+    }
+
+
+def uniqueness_and_novelty(
+    positions: Sequence[np.ndarray],
+    numbers: Sequence[np.ndarray],
+    training: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
+    *,
+    side: float,
+) -> dict[str, Any]:
+    """Uniqueness (draws unlike every other draw) and novelty (draws unlike every training
+    sample) by CDVAE's StructureMatcher, each atom set taken as a Structure whose lattice is
+    the cubic box of ``side`` Å. Only sets with the same reduced formula are compared.
+
+    Args:
+        positions, numbers: the draws' atoms (box Å, atomic numbers).
+        training: the training samples' ``(positions, numbers)``.
+        side: the box's side, Å.
+
+    Returns:
+        ``uniqueness`` (distinct structures / non-empty draws), ``novelty`` (draws matching no
+        training sample / non-empty draws), ``n_samples``, ``n_distinct``, ``n_novel``,
+        ``definition``.
+    """
+    from pymatgen.core import Lattice, Structure
+
+    from crystalgrid.models.scoring.matching import cdvae_matcher
+
+    lattice = Lattice.cubic(side)
+
+    def structures(
+        pos: Sequence[np.ndarray], num: Sequence[np.ndarray]
+    ) -> dict[str, list[Structure]]:
+        by_formula: dict[str, list[Structure]] = {}
+        for p, z in zip(pos, num, strict=True):
+            z = np.asarray(z).reshape(-1)
+            if not len(z):
+                continue
+            species: list[Any] = [int(e) for e in z]  # pymatgen takes Z; its hints do not say so
+            s = Structure(lattice, species, np.asarray(p).reshape(-1, 3), coords_are_cartesian=True)
+            with warnings.catch_warnings():  # as in charge_balance
+                warnings.filterwarnings("ignore", "No Pauling electronegativity", UserWarning)
+                formula = s.composition.reduced_formula
+            by_formula.setdefault(formula, []).append(s)
+        return by_formula
+
+    matcher = cdvae_matcher()
+    draws = structures(positions, numbers)
+    train = structures(*training)
+    n = sum(len(v) for v in draws.values())
+    distinct = novel = 0
+    for formula, group in draws.items():
+        distinct += len(matcher.group_structures(group))
+        for s in group:
+            novel += not any(matcher.fit(s, t) for t in train.get(formula, []))
+    return {
+        "uniqueness": distinct / n if n else None,
+        "novelty": novel / n if n else None,
+        "n_samples": n,
+        "n_distinct": distinct,
+        "n_novel": novel,
+        "definition": "CDVAE's StructureMatcher, the box as the lattice; only samples of the "
+        "same reduced formula compared; draws with no atom left out",
+    }
 
 
 def conditional_check(

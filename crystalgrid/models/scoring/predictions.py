@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from crystalgrid.contracts import iter_view
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, NotFoundError
 from crystalgrid.models.decoding.segmentation import decode_atoms
 from crystalgrid.models.scoring.metrics import Scorer
 
@@ -41,7 +41,7 @@ def load_predictions(path: str | Path, bins: int) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CrystalgridError(f"predictions file not found: {path}")
+        raise NotFoundError(f"predictions file not found: {path}")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:

@@ -92,3 +92,17 @@ def test_interpolate_verb_user_errors(checkpoint, store, tmp_path):
     nostore = ["interpolate", str(checkpoint), "--data", str(tmp_path / "x.zarr")]
     result = CliRunner().invoke(main, [*nostore, "--from", "0", "--to", "1", "--out", "o"])
     assert result.exit_code == 2 and "dataset store not found" in result.stderr
+
+
+def test_the_survey_scores_the_points_between_the_ends(store, checkpoint):
+    from crystalgrid.models.latent.interpolate import interpolation_survey
+
+    view = crystalgrid.open_dataset(store).split("train")
+    survey = interpolation_survey(checkpoint, view, pairs=3, steps=4)
+    assert survey["n_pairs"] == 3 and survey["t"] == [0.0, 0.3333, 0.6667, 1.0]
+    assert survey["validity"]["n_samples"] == 6  # two inner points per pair
+    assert survey["ends"]["validity"]["n_samples"] == 6
+    assert survey["atoms_per_point"]["n_samples"] == 6
+    assert survey["prior_log_density"] is None  # the tiny model has no learned prior
+    with pytest.raises(CrystalgridError, match="steps must be >= 3"):
+        interpolation_survey(checkpoint, view, pairs=3, steps=2)

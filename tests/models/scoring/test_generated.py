@@ -4,6 +4,7 @@ sets (numpy only)."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -80,3 +81,40 @@ def test_validity_fraction_by_hand():
     w = structural_validity(sets[1:3], volumes=[0.05, 10.0])
     assert w["valid"] == [False, True] and w["n_small_volume"] == 1
     assert structural_validity([])["fraction"] is None
+
+
+def test_atom_counts_and_charge_balance():
+    from crystalgrid.models.scoring.generated import atom_counts, charge_balance
+
+    counts = atom_counts([np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((0, 3))])
+    assert counts["n_samples"] == 3 and counts["mean"] == 2.0
+    assert counts["percentiles"]["50"] == 2.0
+    numbers = [
+        np.array([11, 17]),  # NaCl: balanced
+        np.array([26, 26, 8, 8, 8]),  # Fe2O3: balanced
+        np.array([11, 11, 2]),  # Na2He: no neutral assignment, and no warning about He
+        np.array([26]),  # an element
+        np.array([], dtype=np.uint8),  # nothing
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        balance = charge_balance(numbers)
+    assert (balance["n_samples"], balance["n_balanced"]) == (5, 3)
+    assert balance["fraction"] == pytest.approx(0.6)
+
+
+def test_uniqueness_and_novelty_by_structure_matcher():
+    from crystalgrid.models.scoring.generated import uniqueness_and_novelty
+
+    pair = np.array([[2.0, 2.0, 2.0], [4.5, 2.0, 2.0]])
+    shifted = pair + 1.0  # the same two atoms moved: the same structure
+    other = pair  # the same places, another compound
+    draws = (
+        [pair, shifted, other, np.zeros((0, 3))],
+        [np.array([11, 17]), np.array([11, 17]), np.array([11, 9]), np.zeros(0)],
+    )
+    training = ([pair], [np.array([11, 17])])
+    result = uniqueness_and_novelty(*draws, training, side=10.0)
+    assert result["n_samples"] == 3  # the empty draw is left out
+    assert result["n_distinct"] == 2 and result["n_novel"] == 1
+    assert result["uniqueness"] == pytest.approx(2 / 3)

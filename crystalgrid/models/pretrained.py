@@ -35,7 +35,7 @@ from crystalgrid.models.decoding.structure import atoms_to_structure
 from crystalgrid.models.latent.draws import decode_latents
 from crystalgrid.models.latent.prior import LatentPrior, prior_for
 from crystalgrid.models.runtime import Runtime, resolve_runtime
-from crystalgrid.models.scoring.evaluate import decode_sample, evaluate
+from crystalgrid.models.scoring.evaluate import DECODERS, decode_sample, evaluate
 from crystalgrid.models.scoring.matching import to_crystal_frame
 
 if TYPE_CHECKING:
@@ -85,10 +85,16 @@ class CrystalModel:
         self.spec = checkpoint.spec
         self.runtime: Runtime = resolve_runtime(device, precision, compile=False)
         self.net = self.runtime.place(checkpoint.model).eval()
+        if checkpoint.config.conditional:
+            raise BadInputError(
+                "a conditional model needs its condition at every decode: use random_draws "
+                "and interpolate of crystalgrid.models.latent"
+            )
         tuned = "cell_species" in checkpoint.metadata.get("decoder", {})
         self.decoder = decoder or ("unet-cell" if tuned else "unet-peaks")
-        if self.decoder == "peakfit" or not self.decoder.startswith("unet"):
-            raise CrystalgridError(f"the model decodes with a U-Net decoder, not {self.decoder!r}")
+        readers = [name for name in DECODERS if name.startswith("unet")]
+        if self.decoder not in readers:
+            raise BadInputError(f"decoder must be one of {', '.join(readers)}, got {decoder!r}")
         self.prior: LatentPrior | None = prior_for(checkpoint)
         self._latent_dim = int(checkpoint.config.latent_dim)
 

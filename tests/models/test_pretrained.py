@@ -87,6 +87,8 @@ def test_bad_input_is_one_line(model):
     with pytest.raises(BadInputError, match="cannot grid the structure"):
         model.encode(disordered)
     assert issubclass(BadInputError, CrystalgridError) and issubclass(BadInputError, ValueError)
+    with pytest.raises(BadInputError, match="decoder must be one of"):
+        CrystalModel(model.checkpoint, decoder="peakfit")
 
 
 def test_a_prior_of_another_model_is_refused(tmp_path, checkpoint):

@@ -38,6 +38,8 @@ from crystalgrid.models.scoring.metrics import percentiles
 from crystalgrid.validity import MIN_DISTANCE, MIN_VOLUME
 
 __all__ = [
+    "CHARGE_BALANCE_MAX_ELEMENTS",
+    "CHARGE_BALANCE_MAX_SITES",
     "SPACING_EDGES",
     "atom_counts",
     "charge_balance",
@@ -48,6 +50,12 @@ __all__ = [
     "structural_validity",
     "uniqueness_and_novelty",
 ]
+
+#: Samples with more elements are not searched for a charge balance (pymatgen's search is
+#: exponential in the elements).
+CHARGE_BALANCE_MAX_ELEMENTS = 4
+#: ... and so are samples whose reduced formula holds more sites.
+CHARGE_BALANCE_MAX_SITES = 20
 
 #: Default histogram edges of the spacing distribution, Å (0 to 6 Å by 0.1 Å).
 SPACING_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 10) for i in range(61))
@@ -196,25 +204,34 @@ def atom_counts(atom_sets: Sequence[np.ndarray]) -> dict[str, Any]:
     }
 
 
-def charge_balance(numbers: Sequence[np.ndarray]) -> dict[str, Any]:
+def charge_balance(
+    numbers: Sequence[np.ndarray], *, max_elements: int = CHARGE_BALANCE_MAX_ELEMENTS
+) -> dict[str, Any]:
     """The share of samples whose composition can be charge-balanced: pymatgen finds at
     least one assignment of common oxidation states summing to zero
     (``Composition.oxi_state_guesses``). A sample of one element counts as balanced (an
-    element, oxidation state 0); a sample with no atom does not.
+    element, oxidation state 0); a sample with no atom does not. pymatgen's search grows
+    exponentially with the elements and the sites, so a sample of more than ``max_elements``
+    elements, or whose reduced formula holds more than :data:`CHARGE_BALANCE_MAX_SITES`
+    sites, is not searched: it counts as not balanced and in ``n_not_searched``.
 
     Returns:
-        ``fraction`` (``None`` for no sample), ``n_samples``, ``n_balanced``, ``definition``.
+        ``fraction`` (``None`` for no sample), ``n_samples``, ``n_balanced``,
+        ``n_not_searched``, ``definition``.
     """
     from pymatgen.core import Composition, Element
 
     seen: dict[str, bool] = {}
-    balanced = 0
+    balanced = not_searched = 0
     for z in numbers:
         z = np.asarray(z).reshape(-1)
         z = z[z > 0]
         if not len(z):
             continue
         elements, counts = np.unique(z, return_counts=True)
+        if len(elements) > max_elements or int(counts.sum()) > 4 * CHARGE_BALANCE_MAX_SITES:
+            not_searched += 1
+            continue
         key = " ".join(f"{e}:{c}" for e, c in zip(elements, counts, strict=True))
         if key not in seen:
             comp = Composition(
@@ -225,15 +242,21 @@ def charge_balance(numbers: Sequence[np.ndarray]) -> dict[str, Any]:
                 # gases, the heaviest elements) while it orders them; the verdict is unchanged.
                 warnings.filterwarnings("ignore", "No Pauling electronegativity", UserWarning)
                 reduced = comp.reduced_composition
-                seen[key] = len(elements) == 1 or bool(reduced.oxi_state_guesses())
+                if reduced.num_atoms > CHARGE_BALANCE_MAX_SITES:
+                    seen[key] = False
+                    not_searched += 1
+                else:
+                    seen[key] = len(elements) == 1 or bool(reduced.oxi_state_guesses())
         balanced += seen[key]
     n = len(numbers)
     return {
         "fraction": balanced / n if n else None,
         "n_samples": n,
         "n_balanced": balanced,
+        "n_not_searched": not_searched,
         "definition": "pymatgen Composition.oxi_state_guesses finds a neutral assignment "
-        "(one element: balanced; no atom: not)",
+        f"(one element: balanced; no atom, or more than {max_elements} elements or "
+        f"{CHARGE_BALANCE_MAX_SITES} sites in the reduced formula: not searched, not balanced)",
     }
 
 

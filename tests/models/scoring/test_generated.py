@@ -101,6 +101,8 @@ def test_atom_counts_and_charge_balance():
         balance = charge_balance(numbers)
     assert (balance["n_samples"], balance["n_balanced"]) == (5, 3)
     assert balance["fraction"] == pytest.approx(0.6)
+    many = charge_balance([np.arange(1, 21)])  # 20 elements: not searched, and no hang
+    assert (many["n_balanced"], many["n_not_searched"]) == (0, 1)
 
 
 def test_uniqueness_and_novelty_by_structure_matcher():

@@ -16,6 +16,10 @@ import click
 from crystalgrid.cli.app import main, user_errors
 from crystalgrid.errors import CrystalgridError, NotFoundError
 
+#: The decoders that read the U-Net (``crystalgrid.models.scoring.evaluate.UNET_DECODERS``,
+#: named here so that the command line imports no torch; a test keeps the two equal).
+UNET_DECODERS = ("unet-peaks", "unet-components", "unet-amplitudes", "unet-cell")
+
 _INSTALL_HINT = "the reference models need torch: pip install 'crystalgrid[models]'"
 
 
@@ -188,7 +192,7 @@ def train_cmd(
 )
 @click.option(
     "--decoder",
-    type=click.Choice(["unet-peaks", "unet-components", "unet-amplitudes", "unet-cell", "peakfit"]),
+    type=click.Choice([*UNET_DECODERS, "peakfit"]),
     default="unet-peaks",
     show_default=True,
     help="Atoms from the reconstruction: peaks of the U-Net's atom log-odds, the paper's "
@@ -548,7 +552,7 @@ def fit_prior_cmd(
 )
 @click.option(
     "--decoder",
-    type=click.Choice(["unet-components", "unet-peaks", "unet-amplitudes", "unet-cell"]),
+    type=click.Choice(UNET_DECODERS),
     default="unet-components",
     show_default=True,
     help="How a draw becomes atoms (as in `crystalgrid evaluate`; unet-cell reads each "
@@ -889,7 +893,7 @@ def realism_cmd(
 )
 @click.option(
     "--decoder",
-    type=click.Choice(["unet-components", "unet-peaks", "unet-amplitudes", "unet-cell"]),
+    type=click.Choice(UNET_DECODERS),
     default="unet-components",
     show_default=True,
     help="How a reconstruction becomes atoms (as in `crystalgrid evaluate`).",

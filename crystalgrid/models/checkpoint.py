@@ -19,6 +19,7 @@ import hashlib
 import math
 import pickle
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +245,7 @@ class Checkpoint:
         entry = self.metadata.get(DECODER_METADATA, {}).get("amplitudes") or {}
         return float(entry.get("offset", 0.0))
 
-    @property
+    @cached_property
     def cell_species(self) -> CellSpecies:
         """The per-cell species reader of the ``unet-cell`` decoder: its settings tuned on a
         validation split with the threshold and recorded with the checkpoint, else amplitudes

@@ -106,9 +106,10 @@ def _slices(density: np.ndarray) -> list[tuple[str, np.ndarray, str, str]]:
     ]
 
 
-def _draw_slice(ax: Axes, arr: np.ndarray, side: float, vmax: float, title: str, h: str, v: str):
-    im = ax.imshow(
-        arr.T,
+def _density_image(ax: Axes, arr: np.ndarray, side: float, vmax: float) -> Any:
+    """A 2-D density array ``[horizontal, vertical]`` over the box, one colour scale."""
+    return ax.imshow(
+        np.asarray(arr).T,
         origin="lower",
         extent=(0, side, 0, side),
         cmap="magma",
@@ -116,6 +117,10 @@ def _draw_slice(ax: Axes, arr: np.ndarray, side: float, vmax: float, title: str,
         vmax=vmax,
         interpolation="nearest",
     )
+
+
+def _draw_slice(ax: Axes, arr: np.ndarray, side: float, vmax: float, title: str, h: str, v: str):
+    im = _density_image(ax, arr, side, vmax)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(f"{h} (Å)", fontsize=8)
     ax.set_ylabel(f"{v} (Å)", fontsize=8)
@@ -347,15 +352,7 @@ def interpolation_strip(
         grid = fig.add_gridspec(2, k + 2, left=0.01, right=0.99, bottom=0.02, top=0.84, wspace=0.08)
         for j, (d, s, name) in enumerate(zip(dens, spcs, names, strict=True)):
             ax = fig.add_subplot(grid[0, j])
-            ax.imshow(
-                np.asarray(d)[:, :, m].T,
-                origin="lower",
-                extent=(0, side, 0, side),
-                cmap="magma",
-                vmin=0,
-                vmax=vmax,
-                interpolation="nearest",
-            )
+            _density_image(ax, np.asarray(d)[:, :, m], side, vmax)
             ax.set_title(name, fontsize=7)
             ax.set_axis_off()
             ax = fig.add_subplot(grid[1, j])
@@ -399,15 +396,7 @@ def draws_beside_real(
             vmax = max(float(p.max()) for p in projections) or 1.0
             for j, p in enumerate(projections):
                 ax = fig.add_subplot(grid[row, j])
-                ax.imshow(
-                    p.T,
-                    origin="lower",
-                    extent=(0, side, 0, side),
-                    cmap="magma",
-                    vmin=0,
-                    vmax=vmax,
-                    interpolation="nearest",
-                )
+                _density_image(ax, p, side, vmax)
                 title = f"{name} {j + 1}"
                 if counts is not None:
                     title += f": {_atoms(int(counts[row][j]))}"

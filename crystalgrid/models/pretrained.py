@@ -27,25 +27,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from crystalgrid.errors import BadInputError, CrystalgridError, RejectedStructure
+from crystalgrid.errors import BadInputError, RejectedStructure
 from crystalgrid.grids import density_grid
 from crystalgrid.grids.placement import Crystal, Placement, place_single
 from crystalgrid.models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
 from crystalgrid.models.decoding.structure import atoms_to_structure
 from crystalgrid.models.latent.draws import decode_latents
-from crystalgrid.models.latent.prior import LatentPrior, prior_for
+from crystalgrid.models.latent.prior import PRIORS, LatentPrior, draw_latents, prior_for
 from crystalgrid.models.runtime import Runtime, resolve_runtime
-from crystalgrid.models.scoring.evaluate import DECODERS, decode_sample, evaluate
+from crystalgrid.models.scoring.evaluate import UNET_DECODERS, decode_sample, evaluate
 from crystalgrid.models.scoring.matching import to_crystal_frame
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
 __all__ = ["PRIORS", "CrystalModel", "load"]
-
-#: Where :meth:`CrystalModel.sample` draws latents from: the model's learned prior (when it
-#: has one), the paper's ``N(0, 1)``, or whichever the model has (``"auto"``).
-PRIORS = ("auto", "learned", "normal")
 
 
 def load(name_or_path: str | Path, *, device: str = "cpu", precision: str = "auto") -> CrystalModel:
@@ -92,9 +88,10 @@ class CrystalModel:
             )
         tuned = "cell_species" in checkpoint.metadata.get("decoder", {})
         self.decoder = decoder or ("unet-cell" if tuned else "unet-peaks")
-        readers = [name for name in DECODERS if name.startswith("unet")]
-        if self.decoder not in readers:
-            raise BadInputError(f"decoder must be one of {', '.join(readers)}, got {decoder!r}")
+        if self.decoder not in UNET_DECODERS:
+            raise BadInputError(
+                f"decoder must be one of {', '.join(UNET_DECODERS)}, got {decoder!r}"
+            )
         self.prior: LatentPrior | None = prior_for(checkpoint)
         self._latent_dim = int(checkpoint.config.latent_dim)
 
@@ -187,19 +184,10 @@ class CrystalModel:
         self, n: int, *, seed: int = 0, prior: str = "auto", temperature: float = 1.0
     ) -> np.ndarray:
         """``(n, latent_dim)`` float32 latents drawn as :meth:`sample` draws them."""
-        if n < 1:
-            raise BadInputError(f"the number of draws must be >= 1, got {n}")
-        if prior not in PRIORS:
-            raise BadInputError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
-        generator = torch.Generator().manual_seed(int(seed))
-        if prior == "learned" and self.prior is None:
-            raise CrystalgridError(
-                "this model has no learned prior beside its weights; fit one with "
-                "`crystalgrid fit-prior`, or draw from N(0, 1) (prior='normal')"
-            )
-        if prior != "normal" and self.prior is not None:
-            return self.prior.sample(n, generator=generator, temperature=temperature).numpy()
-        return torch.randn(n, self._latent_dim, generator=generator).numpy()
+        z, _ = draw_latents(
+            self.prior, n, self._latent_dim, seed=seed, prior=prior, temperature=temperature
+        )
+        return z.numpy()
 
     def interpolate(self, a: Any, b: Any, steps: int = 8) -> list[Structure]:
         """Atoms decoded at ``steps`` points of the straight line between two structures'

@@ -157,9 +157,9 @@ def store(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory):
-    """An untrained tiny model saved as a checkpoint: tests of the verbs' plumbing, not quality."""
+def save_tiny_checkpoint(path, **config):
+    """An untrained tiny model (classes O, Ti, Sr; ``config`` overrides the settings) saved
+    at ``path``: for tests of the verbs' plumbing, not quality."""
     torch = pytest.importorskip("torch")
     from crystalgrid.models.checkpoint import save_checkpoint
     from crystalgrid.models.config import TrainConfig
@@ -167,15 +167,29 @@ def checkpoint(tmp_path_factory):
     from crystalgrid.models.nets.model import ReferenceModel
     from crystalgrid.spec import GridSpec
 
-    tiny = TrainConfig(
-        latent_dim=8,
-        encoder_channels=(2, 2, 4, 4),
-        decoder_channels=(4, 2, 2),
-        unet_base_channels=2,
-        unet_levels=1,
-        classes=(8, 22, 38),
-        device="cpu",
-    )
+    settings = {
+        "latent_dim": 8,
+        "encoder_channels": (2, 2, 4, 4),
+        "decoder_channels": (4, 2, 2),
+        "unet_base_channels": 2,
+        "unet_levels": 1,
+        "classes": (8, 22, 38),
+        "device": "cpu",
+        **config,
+    }
+    tiny = TrainConfig(**settings)
     torch.manual_seed(0)
     model = ReferenceModel(tiny, 30, ClassMap(tiny.classes))
-    return save_checkpoint(tmp_path_factory.mktemp("tiny-ckpt") / "tiny.pt", model, spec=GridSpec())
+    return save_checkpoint(path, model, spec=GridSpec())
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_at():
+    """``tiny_checkpoint_at(path, **config)``: :func:`save_tiny_checkpoint`."""
+    return save_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """An untrained tiny model saved as a checkpoint: tests of the verbs' plumbing, not quality."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-ckpt") / "tiny.pt")

@@ -194,3 +194,10 @@ def test_train_and_evaluate_on_a_real_store(demo_store, tmp_path, tiny_config):
     # decoding the true species grids places (almost) every true atom within 0.5 Å
     assert scores["ceiling"]["true_within_radius"] > 0.95
     assert scores["ceiling"]["species_exact"] == 1.0
+
+
+def test_the_command_line_offers_the_library_s_u_net_decoders():
+    from crystalgrid.cli import model_verbs
+    from crystalgrid.models.scoring.evaluate import UNET_DECODERS
+
+    assert set(model_verbs.UNET_DECODERS) == set(UNET_DECODERS)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import combinations, pairwise
 from typing import Any
 
@@ -95,6 +96,7 @@ class CellSpecies:
                 f"got {len(self.counts)}"
             )
 
+    @cached_property
     def log_prior(self) -> np.ndarray:
         """``(118,)`` log-probabilities of the elements."""
         counts = np.asarray(self.counts or np.zeros(MAX_Z), dtype=np.float64) + self.smoothing
@@ -136,7 +138,7 @@ class CellSpecies:
         sums = np.concatenate(
             [np.zeros((1, MAX_Z)), np.cumsum(self.evidence(e, probabilities)[order], 0)]
         )
-        prior = self.log_prior()
+        prior = self.log_prior
         runs: dict[tuple[int, int], tuple[float, int]] = {}
 
         def run(start: int, stop: int) -> tuple[float, int]:

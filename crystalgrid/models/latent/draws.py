@@ -177,7 +177,7 @@ def random_draws(
     import torch
 
     from crystalgrid.models.checkpoint import as_checkpoint
-    from crystalgrid.models.latent.prior import prior_for
+    from crystalgrid.models.latent.prior import draw_latents, prior_for
     from crystalgrid.models.runtime import resolve_runtime
 
     if n < 1:
@@ -195,19 +195,10 @@ def random_draws(
         raise CrystalgridError(
             "this checkpoint is not conditional (trained without --conditional); drop --condition"
         )
-    if prior not in ("auto", "learned", "normal"):
-        raise CrystalgridError(f"prior must be auto, learned or normal, got {prior!r}")
     learned = prior_for(ckpt) if prior != "normal" else None
-    if prior == "learned" and learned is None:
-        raise CrystalgridError(
-            "this model has no learned prior beside its weights; fit one with `crystalgrid "
-            "fit-prior`, or draw from N(0, 1) (prior 'normal')"
-        )
-    gen = torch.Generator().manual_seed(int(seed))
-    if learned is not None:
-        z = learned.sample(n, generator=gen, temperature=temperature).cpu()
-    else:
-        z = torch.randn(n, ckpt.config.latent_dim, generator=gen)
+    z, source = draw_latents(
+        learned, n, ckpt.config.latent_dim, seed=seed, prior=prior, temperature=temperature
+    )
     c = cz = None
     if conditional:
         calib = calibration or ckpt.metadata.get("condition_calibration")
@@ -220,10 +211,12 @@ def random_draws(
         c = torch.from_numpy(np.repeat(values, n))
     read_atoms = None
     if decoder != "unet-components":
-        from crystalgrid.models.scoring.evaluate import DECODERS, decode_sample
+        from crystalgrid.models.scoring.evaluate import UNET_DECODERS, decode_sample
 
-        if decoder not in DECODERS or not decoder.startswith("unet"):
-            raise CrystalgridError(f"draws are read by a U-Net decoder, not {decoder!r}")
+        if decoder not in UNET_DECODERS:
+            raise CrystalgridError(
+                f"decoder must be one of {', '.join(UNET_DECODERS)}, got {decoder!r}"
+            )
 
         def read_atoms(logits: np.ndarray, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return decode_sample(decoder, logits, density, ckpt)
@@ -232,7 +225,7 @@ def random_draws(
         model, z, c, spec=ckpt.spec, runtime=runtime, batch_size=batch_size, read_atoms=read_atoms
     )
     return Samples(
-        prior="learned" if learned is not None else "normal",
+        prior=source,
         z=z.numpy().astype(np.float32),
         density=dens,
         species=spc,

@@ -40,15 +40,17 @@ import torch
 from torch import nn
 
 from crystalgrid.contracts import ViewLike, iter_view
-from crystalgrid.errors import CrystalgridError, NotFoundError
+from crystalgrid.errors import BadInputError, CrystalgridError, NotFoundError
 from crystalgrid.fileio import open_atomic
 
 if TYPE_CHECKING:
     from crystalgrid.models.checkpoint import Checkpoint
 
 __all__ = [
+    "PRIORS",
     "LatentPrior",
     "PriorFit",
+    "draw_latents",
     "encode_split",
     "fit_prior",
     "latent_nll",
@@ -416,3 +418,45 @@ def prior_for(ckpt: Checkpoint) -> LatentPrior | None:
     if not path.is_file():
         return None
     return load_prior(path, vae_sha256=vae_fingerprint(ckpt)).prior
+
+
+#: Where random draws come from: the model's learned prior, the paper's ``N(0, 1)``, or the
+#: learned one where the model has one (``"auto"``).
+PRIORS = ("auto", "learned", "normal")
+
+
+def draw_latents(
+    learned: LatentPrior | None,
+    n: int,
+    latent_dim: int,
+    *,
+    seed: int = 0,
+    prior: str = "auto",
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, str]:
+    """``n`` random latents ``(n, latent_dim)`` on the CPU and where they came from
+    (``"learned"`` or ``"normal"``), from a CPU generator seeded with ``seed`` (the same
+    draws on any device).
+
+    Args:
+        learned: the model's learned prior (:func:`prior_for`), or ``None``.
+        prior: one of :data:`PRIORS`.
+        temperature: scales the learned prior's widths.
+
+    Raises:
+        BadInputError: an unknown ``prior`` or ``n < 1``.
+        CrystalgridError: ``prior="learned"`` for a model without one.
+    """
+    if prior not in PRIORS:
+        raise BadInputError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+    if n < 1:
+        raise BadInputError(f"the number of draws must be >= 1, got {n}")
+    if prior == "learned" and learned is None:
+        raise CrystalgridError(
+            "this model has no learned prior beside its weights; fit one with `crystalgrid "
+            "fit-prior`, or draw from N(0, 1) (prior 'normal')"
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    if prior != "normal" and learned is not None:
+        return learned.sample(n, generator=generator, temperature=temperature).cpu(), "learned"
+    return torch.randn(n, latent_dim, generator=generator), "normal"

@@ -40,6 +40,7 @@ __all__ = [
     "DECODERS",
     "INTERIOR_MARGIN",
     "SOURCES",
+    "UNET_DECODERS",
     "check_spec",
     "decode_sample",
     "evaluate",
@@ -51,6 +52,10 @@ __all__ = [
 #: reconstruction's fitted amplitudes, the U-Net's peaks with species read per cell from the
 #: amplitudes and the U-Net's scores together, or the training-free peak fit.
 DECODERS = ("unet-peaks", "unet-components", "unet-amplitudes", "unet-cell", "peakfit")
+
+#: The decoders that read the U-Net's scores (all but the training-free peak fit): what a
+#: reconstruction, a random draw or a match can be read with.
+UNET_DECODERS = tuple(name for name in DECODERS if name.startswith("unet"))
 
 #: What the decoders read: the VAE's reconstruction, or the true density (no VAE).
 SOURCES = ("reconstruction", "truth")

@@ -59,9 +59,6 @@ CDVAE_MATCHER: dict[str, float] = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 
 _SIZE_BINS = ((1, 4), (5, 8), (9, 16), (17, 10**9))
 
-#: The decoders a match reads reconstructions with (those of ``evaluate`` that use the U-Net).
-_MATCH_DECODERS = ("unet-components", "unet-peaks", "unet-amplitudes", "unet-cell")
-
 #: Said in every result and by the CLI: what this score does and does not measure.
 LATTICE_NOTE = (
     "the lattice is given, not predicted: decoded atoms are mapped back with the sample's "
@@ -297,7 +294,7 @@ def match_checkpoint(
     from tqdm.auto import tqdm
 
     from crystalgrid.models.decoding.segmentation import decode_atoms
-    from crystalgrid.models.scoring.evaluate import decode_sample
+    from crystalgrid.models.scoring.evaluate import UNET_DECODERS, decode_sample
 
     dataset: Any = getattr(view, "dataset", None)
     if getattr(dataset, "representation", "single") != "single":
@@ -305,9 +302,9 @@ def match_checkpoint(
             "structure matching needs single-cell samples (a repeated crop has no cell to "
             f"map back to); this store is {dataset.representation!r}"
         )
-    if decoder not in _MATCH_DECODERS:
+    if decoder not in UNET_DECODERS:
         raise CrystalgridError(
-            f"decoder must be one of {', '.join(_MATCH_DECODERS)}, got {decoder!r}"
+            f"decoder must be one of {', '.join(UNET_DECODERS)}, got {decoder!r}"
         )
     crystals = crystal_indices(view)
     spec = view.spec

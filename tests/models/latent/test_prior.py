@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 from crystalgrid.cli import main  # noqa: E402
 from crystalgrid.errors import CrystalgridError  # noqa: E402
 from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from crystalgrid.models.config import TrainConfig  # noqa: E402
 from crystalgrid.models.latent.draws import random_draws  # noqa: E402
 from crystalgrid.models.latent.prior import (  # noqa: E402
     LatentPrior,
@@ -100,22 +99,10 @@ def test_cells_drawn_together_are_stride_cells_apart(stride):
 
 
 @pytest.fixture(scope="module")
-def grid_checkpoint(tmp_path_factory):
+def grid_checkpoint(tmp_path_factory, tiny_checkpoint_at):
     """An untrained tiny model with a latent grid (8^3 cells, one channel)."""
-    config = TrainConfig(
-        latent_dim=512,
-        latent_kind="conv",
-        encoder_channels=(2, 2, 4, 4),
-        decoder_channels=(4, 2, 2),
-        unet_base_channels=2,
-        unet_levels=1,
-        classes=(8, 22, 38),
-        device="cpu",
-    )
-    torch.manual_seed(0)
-    model = ReferenceModel(config, 30, ClassMap(config.classes))
     folder = tmp_path_factory.mktemp("grid-ckpt")
-    return save_checkpoint(folder / "grid.pt", model, spec=GridSpec())
+    return tiny_checkpoint_at(folder / "grid.pt", latent_dim=512, latent_kind="conv")
 
 
 def test_fit_save_load_and_refuse_another_model(grid_checkpoint, store, checkpoint, tmp_path):

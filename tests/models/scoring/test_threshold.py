@@ -199,6 +199,14 @@ class _LightSplit(_Split):
             yield batch
 
 
+def _recorded(checkpoint, tuning, tmp_path):
+    """A copy of the tiny checkpoint with ``tuning`` recorded in it, loaded."""
+    copy = tmp_path / "calibrated.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    threshold_module.record_tuning(copy, tuning)
+    return load_checkpoint(copy)
+
+
 def test_the_amplitudes_are_calibrated_at_the_best_threshold_and_used(
     crafted, checkpoint, tmp_path
 ):
@@ -212,10 +220,7 @@ def test_the_amplitudes_are_calibrated_at_the_best_threshold_and_used(
     # On the true densities there is nothing to calibrate.
     assert tune_threshold(crafted, split, source="truth", quiet=True)["amplitudes"] is None
 
-    copy = tmp_path / "calibrated.pt"
-    copy.write_bytes(checkpoint.read_bytes())
-    threshold_module.record_tuning(copy, tuning)
-    calibrated = load_checkpoint(copy)
+    calibrated = _recorded(checkpoint, tuning, tmp_path)
     assert calibrated.amplitude_offset == amplitudes["offset"] and crafted.amplitude_offset == 0
     read = {"ceiling": False, "decoder": "unet-amplitudes", "quiet": True}
     assert evaluate(calibrated, split, **read)["species_exact"] == 1.0
@@ -239,10 +244,7 @@ def test_the_cell_species_reader_is_tuned_with_the_training_prior_and_used(
     assert "Species read per cell" in "\n".join(threshold_module.tuning_table(tuning))
     assert tune_threshold(crafted, split, source="truth", quiet=True)["cell_species"] is None
 
-    copy = tmp_path / "calibrated.pt"
-    copy.write_bytes(checkpoint.read_bytes())
-    threshold_module.record_tuning(copy, tuning)
-    calibrated = load_checkpoint(copy)
+    calibrated = _recorded(checkpoint, tuning, tmp_path)
     assert calibrated.cell_species.to_dict() == cell
     read = {"ceiling": False, "decoder": "unet-cell", "quiet": True}
     assert evaluate(calibrated, split, **read)["species_exact"] == 1.0

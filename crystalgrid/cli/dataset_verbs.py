@@ -289,12 +289,25 @@ def info(path: str, as_json: bool) -> None:
         f"density        {meta.density_method}",
         f"seed           {meta.seed}",
         f"source         {source.get('kind')} {source.get('location', '')}",
+        *_source_details(source),
         f"licence        {meta.licence or 'not stated by the source'}",
         f"citation       {meta.citation or '-'}",
         f"built with     crystalgrid {meta.crystalgrid_version} on {meta.created}",
         f"fingerprint    {meta.fingerprint}",
     ]
     click.echo("\n".join(lines))
+
+
+def _source_details(source: dict[str, Any]) -> list[str]:
+    """Lines for what provenance records beyond kind and location (checksum, provider, query)."""
+    lines = []
+    if source.get("sha256"):
+        lines.append(f"  sha256       {source['sha256']}")
+    if source.get("provider"):
+        lines.append(f"  provider     {source['provider']} {source.get('base_url', '')}".rstrip())
+    if source.get("filter"):
+        lines.append(f"  filter       {source['filter']}")
+    return lines
 
 
 @main.command()

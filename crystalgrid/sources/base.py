@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RawRecord", "Rejected", "Source", "parse_record"]
 
-PayloadKind = Literal["cif", "dict"]
+#: What a record's payload holds: CIF text, a ``Structure.as_dict()``, arrays (``"sites"``:
+#: ``{"lattice": (3, 3) Å rows, "species": symbols or Z, "coords": (n, 3) Cartesian Å}``), or
+#: the text of one extended-XYZ frame or one POSCAR file.
+PayloadKind = Literal["cif", "dict", "sites", "extxyz", "poscar"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,9 @@ class RawRecord:
 
     Attributes:
         material_id: the id the dataset will carry (e.g. ``"mp-149"``, a CIF file's stem).
-        kind: ``"cif"`` (payload is CIF text) or ``"dict"`` (payload is ``Structure.as_dict()``).
-        payload: the CIF text or the structure dict.
+        kind: what the payload is (see ``PayloadKind``): ``"cif"`` text, a ``"dict"`` of
+            ``Structure.as_dict()``, ``"sites"`` arrays, ``"extxyz"`` or ``"poscar"`` text.
+        payload: the text or the dict.
         origin: where it came from, for messages (a path, ``file.csv:row 12``).
         properties: scalar properties that travel with the structure (formation energy, ...).
         split: the split the source puts it in (``"train"``, ``"val"``, ``"test"``), if any.
@@ -77,8 +81,9 @@ def parse_record(record: RawRecord) -> Structure:
     """Parse a record's payload into a ``Structure``.
 
     Raises:
-        RejectedStructure: ``"unparsable"`` with the parser's message as detail, or
-            ``"no_structure"`` when the payload holds none. Warnings the parser emits are
+        RejectedStructure: ``"unparsable"`` with the parser's message as detail,
+            ``"no_structure"`` when the payload holds none, or ``"no_cell"`` for a frame or
+            record without a periodic cell (a molecule, a zero cell). Warnings the parser emits are
             added to the detail, never silenced globally.
     """
     from pymatgen.core import Structure
@@ -88,6 +93,14 @@ def parse_record(record: RawRecord) -> Structure:
         try:
             if record.kind == "dict":
                 structure = Structure.from_dict(record.payload)  # type: ignore[arg-type]
+            elif record.kind == "sites":
+                structure = _from_sites(record.payload)  # type: ignore[arg-type]
+            elif record.kind == "extxyz":
+                structure = _from_extxyz(str(record.payload))
+            elif record.kind == "poscar":
+                from pymatgen.io.vasp import Poscar
+
+                structure = Poscar.from_str(str(record.payload)).structure
             else:
                 from pymatgen.io.cif import CifParser
 
@@ -109,6 +122,47 @@ def parse_record(record: RawRecord) -> Structure:
                 reason, f"{detail}{' (' + notes + ')' if notes else ''}"
             ) from exc
     return structure
+
+
+def _from_sites(payload: dict[str, Any]) -> Structure:
+    """A structure from lattice rows (Å), species and Cartesian coordinates (Å)."""
+    import numpy as np
+    from pymatgen.core import Lattice, Structure
+
+    species, coords = payload.get("species"), payload.get("coords")
+    if payload.get("lattice") is None:
+        raise RejectedStructure("no_cell", "the record has no lattice vectors")
+    lattice = np.asarray(payload["lattice"], dtype=float)
+    if lattice.shape != (3, 3):
+        raise RejectedStructure("no_cell", f"lattice vectors of shape {lattice.shape}, not (3, 3)")
+    if not np.any(lattice):
+        raise RejectedStructure("no_cell", "the lattice vectors are all zero")
+    if species is None or coords is None:
+        raise RejectedStructure("no_structure", "the record has no sites")
+    positions = np.asarray(coords, dtype=float).reshape(-1, 3)
+    if len(species) != len(positions):
+        raise RejectedStructure(
+            "unparsable", f"{len(species)} species for {len(positions)} positions"
+        )
+    return Structure(Lattice(lattice), list(species), positions, coords_are_cartesian=True)
+
+
+def _from_extxyz(text: str) -> Structure:
+    """A structure from one extended-XYZ frame (read by ASE)."""
+    import io
+
+    import numpy as np
+
+    from crystalgrid.sources.location import needs
+
+    ase_io = needs("ase.io", "ase", "extended XYZ")
+    atoms = ase_io.read(io.StringIO(text), format="extxyz")
+    cell = np.asarray(atoms.cell[:], dtype=float)
+    if not atoms.pbc.any() or not np.any(cell):
+        raise RejectedStructure("no_cell", "the frame has no periodic cell (no Lattice)")
+    return _from_sites(
+        {"lattice": cell, "species": [int(z) for z in atoms.numbers], "coords": atoms.positions}
+    )
 
 
 def _messages(exc: BaseException) -> list[str]:

@@ -21,8 +21,9 @@ from crystalgrid.collection import (
     page_items,
     read_page,
 )
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, CrystalgridError
 from crystalgrid.sources.base import RawRecord, Rejected
+from crystalgrid.sources.location import RemotePath
 
 __all__ = ["CollectionSource", "open_collection"]
 
@@ -54,6 +55,28 @@ class CollectionSource:
         name: the directory's name.
         path: the collection directory.
     """
+
+    kind = "collection"
+    describes = "a crystalgrid collection (a folder with collection.json, from crystalgrid fetch)"
+
+    @classmethod
+    def can_open(cls, path: Path | RemotePath) -> bool:
+        """A folder holding ``collection.json``."""
+        return path.is_dir() and (path / MANIFEST_NAME).is_file()
+
+    @classmethod
+    def from_location(cls, path: Path | RemotePath, **kw: Any) -> CollectionSource:
+        """:func:`open_collection` on a local folder.
+
+        Raises:
+            BadInputError: a collection by URL (copy it to a local folder first).
+        """
+        if isinstance(path, RemotePath):
+            raise BadInputError(
+                f"{path} is a crystalgrid collection: read by URL it is not supported; "
+                "copy it to a local folder first"
+            )
+        return open_collection(path, **kw)
 
     def __init__(
         self,

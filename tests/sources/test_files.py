@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
+from conformance import SourceConformance
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 from crystalgrid.errors import CrystalgridError, RejectedStructure
 from crystalgrid.filters import check_structure
-from crystalgrid.sources import open_source
+from crystalgrid.sources import (
+    CifDirectorySource,
+    CifFileSource,
+    CsvSource,
+    CsvSplitsSource,
+    JsonSource,
+    open_source,
+)
 from crystalgrid.sources.base import RawRecord, Rejected, parse_record
-from crystalgrid.sources.files import CifDirectorySource, CifFileSource, CsvSource, JsonSource
 
 
 def cif_text(structure: Structure) -> str:
@@ -268,6 +276,7 @@ def test_csv_deterministic_and_fingerprint(cdvae_csv):
     before = source.fingerprint()
     assert CsvSource(cdvae_csv).fingerprint() == before
     prov = source.provenance()
+    assert prov.pop("sha256") == hashlib.sha256(cdvae_csv.read_bytes()).hexdigest()
     assert prov == {
         "kind": "csv",
         "location": str(cdvae_csv.resolve()),
@@ -559,3 +568,65 @@ def test_shared_bad_cifs_directory(shared_data):
     # With the side limit lifted, the two parsable ones pass every other check.
     for record in list(source.records())[2:]:
         check_structure(parse_record(record), max_side=50.0)
+
+
+# --------------------------------------------------------------------------- conformance
+
+
+class TestCifDirectoryConformance(SourceConformance):
+    source_class = CifDirectorySource
+    exact_sites = False
+
+    def write(self, folder, structures):
+        for material_id, structure in structures:
+            CifWriter(structure).write_file(str(folder / f"{material_id}.cif"))
+        return folder
+
+
+class TestCifFileConformance(SourceConformance):
+    source_class = CifFileSource
+    exact_sites = False
+
+    def write(self, folder, structures):
+        ((material_id, structure),) = self.kept(structures)
+        path = folder / f"{material_id}.cif"
+        CifWriter(structure).write_file(str(path))
+        return path
+
+    def kept(self, structures):
+        return structures[:1]
+
+
+class TestCsvConformance(SourceConformance):
+    source_class = CsvSource
+    exact_sites = False
+
+    def write(self, folder, structures):
+        path = folder / "table.csv"
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["material_id", "cif"])
+            for material_id, structure in structures:
+                writer.writerow([material_id, str(CifWriter(structure))])
+        return path
+
+
+class TestCsvSplitsConformance(SourceConformance):
+    source_class = CsvSplitsSource
+    exact_sites = False
+
+    def write(self, folder, structures):
+        for name, part in (("train", structures[:2]), ("val", structures[2:3])):
+            TestCsvConformance().write(folder, part).rename(folder / f"{name}.csv")
+        TestCsvConformance().write(folder, structures[3:]).rename(folder / "test.csv")
+        return folder
+
+
+class TestJsonConformance(SourceConformance):
+    source_class = JsonSource
+
+    def write(self, folder, structures):
+        path = folder / "records.json.gz"
+        records = [{"material_id": m, "structure": s.as_dict()} for m, s in structures]
+        path.write_bytes(gzip.compress(json.dumps(records).encode()))
+        return path

@@ -9,7 +9,7 @@ import pytest
 from pymatgen.io.cif import CifWriter
 
 import crystalgrid.sources as sources
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, CrystalgridError
 from crystalgrid.sources import (
     CifDirectorySource,
     CifFileSource,
@@ -79,9 +79,15 @@ def test_unknown_extension_names_accepted_kinds(files):
     assert "\n" not in message
 
 
-def test_directory_without_cifs(tmp_path):
-    with pytest.raises(CrystalgridError, match=r"no \.cif files"):
+def test_a_folder_no_format_opens_names_every_format_tried(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(BadInputError) as info:
         open_source(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"no source format can open {tmp_path} (tried: ")
+    for source_format in sources.formats():
+        assert source_format.describes in message
+    assert "\n" not in message
 
 
 def test_collection_directory_goes_to_open_collection(tmp_path, monkeypatch):

@@ -1,14 +1,17 @@
-"""Peak memory of reading large inputs: JSON, JSON.gz, JSON Lines and CSV, 10k to 100k records.
+"""Peak memory of reading large inputs: JSON, JSON.gz, JSON Lines, CSV, extended XYZ and
+OPTIMADE Parquet, 10k to 1M records.
 
 Writes each input with N records (copies of real structures under new ids: the MP binaries in
 ../shared/data, else the demo set), then, each in a fresh process, reads every record through
 crystalgrid's source (as a build's driver does) and, in the same run, through the
-straightforward ``json.load`` of the whole file. It prints the peak resident memory (RSS) of
-each process; the source's should not grow with N.
+straightforward whole-file read (``json.load``; ``pyarrow.parquet.read_table(...).to_pylist()``;
+ASE's ``read(path, index=":")``). It prints the peak resident memory (RSS) of each process;
+the source's should not grow with N.
 
 Run::
 
     python benchmarks/bench_inputs.py --records 10000 100000
+    python benchmarks/bench_inputs.py --records 100000 1000000 --formats parquet
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FORMATS = ("json", "json.gz", "jsonl", "csv")
+FORMATS = ("json", "json.gz", "jsonl", "csv", "extxyz", "parquet")
+#: The straightforward whole-file read each format is compared with.
+WHOLE_FILE = {
+    "json": "json.load",
+    "json.gz": "json.load",
+    "extxyz": "ase.io.read",
+    "parquet": "read_table",
+}
 
 
 def templates() -> list[dict]:
@@ -47,19 +57,27 @@ def templates() -> list[dict]:
     ]
 
 
-def write_inputs(folder: Path, n: int) -> dict[str, Path]:
+def write_inputs(folder: Path, n: int, formats: tuple[str, ...]) -> dict[str, Path]:
     """The N-record inputs, one per format."""
     from pymatgen.core import Structure
     from pymatgen.io.cif import CifWriter
 
     base = templates()
-    cifs = [str(CifWriter(Structure.from_dict(r["structure"]))) for r in base]
-    paths = {f: folder / f"records-{n}.{f}" for f in FORMATS}
+    structures = [Structure.from_dict(r["structure"]) for r in base]
+    cifs = [str(CifWriter(s)) for s in structures]
+    paths = {f: folder / f"records-{n}.{f}" for f in formats}
+    if "extxyz" in formats:
+        write_extxyz(paths["extxyz"], structures, n)
+    if "parquet" in formats:
+        write_parquet(paths["parquet"], structures, n)
+    if not {"json", "json.gz", "jsonl", "csv"} & set(formats):
+        return paths
 
     def records():
         for i in range(n):
             yield {"material_id": f"x-{i}", "structure": base[i % len(base)]["structure"]}
 
+    paths["json"] = paths.get("json", folder / f"records-{n}.json")
     with open(paths["json"], "w") as fh:
         fh.write("[")
         for i, record in enumerate(records()):
@@ -71,15 +89,71 @@ def write_inputs(folder: Path, n: int) -> dict[str, Path]:
     ):
         while block := src.read(1 << 24):
             dst.write(block)
-    with open(paths["jsonl"], "w") as fh:
-        for record in records():
-            fh.write(json.dumps(record) + "\n")
-    with open(paths["csv"], "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["material_id", "cif"])
-        for i in range(n):
-            writer.writerow([f"x-{i}", cifs[i % len(cifs)]])
+    if "jsonl" in paths:
+        with open(paths["jsonl"], "w") as fh:
+            for record in records():
+                fh.write(json.dumps(record) + "\n")
+    if "csv" in paths:
+        with open(paths["csv"], "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["material_id", "cif"])
+            for i in range(n):
+                writer.writerow([f"x-{i}", cifs[i % len(cifs)]])
     return paths
+
+
+def write_extxyz(path: Path, structures: list, n: int) -> None:
+    """N frames with ids, written from text (ASE's own writer is slow at 1M frames)."""
+    frames = []
+    for s in structures:
+        lattice = " ".join(f"{x:.8f}" for x in s.lattice.matrix.ravel())
+        atoms = "".join(
+            f"{site.specie.symbol} {x:.8f} {y:.8f} {z:.8f}\n"
+            for site, (x, y, z) in zip(s, s.cart_coords, strict=True)
+        )
+        frames.append((len(s), lattice, atoms))
+    with open(path, "w") as fh:
+        for i in range(n):
+            count, lattice, atoms = frames[i % len(frames)]
+            fh.write(
+                f'{count}\nLattice="{lattice}" Properties=species:S:1:pos:R:3 '
+                f'material_id=x-{i} energy=-1.0 pbc="T T T"\n{atoms}'
+            )
+
+
+def write_parquet(path: Path, structures: list, n: int) -> None:
+    """N rows with OPTIMADE fields, written in row groups of 10,000."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for s in structures:
+        symbols = [site.specie.symbol for site in s]
+        rows.append(
+            {
+                "lattice_vectors": s.lattice.matrix.tolist(),
+                "species_at_sites": symbols,
+                "cartesian_site_positions": s.cart_coords.tolist(),
+                "species": [
+                    {"name": e, "chemical_symbols": [e], "concentration": [1.0]}
+                    for e in sorted(set(symbols))
+                ],
+                "nsites": len(s),
+                "energy": -1.0,
+            }
+        )
+    writer = None
+    for start in range(0, n, 10_000):
+        block = [
+            {"immutable_id": f"x-{i}", **rows[i % len(rows)]}
+            for i in range(start, min(n, start + 10_000))
+        ]
+        table = pa.Table.from_pylist(block)
+        if writer is None:
+            writer = pq.ParquetWriter(str(path), table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
 
 
 def read(path: str, how: str) -> dict:
@@ -89,6 +163,14 @@ def read(path: str, how: str) -> dict:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rt") as fh:
             count = len(json.load(fh))
+    elif how == "read_table":
+        import pyarrow.parquet as pq
+
+        count = len(pq.read_table(path).to_pylist())
+    elif how == "ase.io.read":
+        import ase.io
+
+        count = len(ase.io.read(path, index=":", format="extxyz"))
     else:
         from crystalgrid.sources import open_source
 
@@ -115,6 +197,7 @@ def measure(path: Path, how: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--read", help=argparse.SUPPRESS)
     parser.add_argument("--how", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,9 +209,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.records:
-            paths = write_inputs(Path(tmp), n)
-            for fmt in FORMATS:
-                ways = ["crystalgrid"] + (["json.load"] if fmt in ("json", "json.gz") else [])
+            paths = write_inputs(Path(tmp), n, tuple(args.formats))
+            for fmt in args.formats:
+                ways = ["crystalgrid"] + ([WHOLE_FILE[fmt]] if fmt in WHOLE_FILE else [])
                 for how in ways:
                     result = measure(paths[fmt], how)
                     assert result["count"] == n, result

@@ -121,7 +121,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("grids", ("crystalgrid.grids", "crystalgrid.filters", "crystalgrid.samples")),
     ("sources", ("crystalgrid.collection", "crystalgrid.sources")),
-    ("materials project client", ("crystalgrid.mp",)),
+    ("remote structure clients", ("crystalgrid.mp", "crystalgrid.optimade")),
     ("store", ("crystalgrid.store", "crystalgrid.lock")),
     (
         "builder and dataset",

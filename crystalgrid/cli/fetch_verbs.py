@@ -1,7 +1,7 @@
 """CLI verbs (registered on ``crystalgrid.cli.main``): ``crystalgrid fetch``.
 
-A thin wrapper over :func:`crystalgrid.mp.fetch`; mp-api is imported only when the
-verb runs.
+A thin wrapper over :func:`crystalgrid.mp.fetch` (mp-api is imported only when the verb runs)
+and, with ``--optimade``, over :func:`crystalgrid.optimade.fetch_optimade`.
 """
 
 from __future__ import annotations
@@ -84,6 +84,27 @@ from crystalgrid.cli.app import main, user_errors
     default=None,
     help="Retries per request (rate limits, server errors, timeouts), with backoff. [default: 5]",
 )
+@click.option(
+    "--optimade",
+    default=None,
+    metavar="NAME|URL",
+    help="Fetch from an OPTIMADE provider instead: its short name in the OPTIMADE providers "
+    "list (alexandria, oqmd, jarvis, cod, ...) or a database's base URL.",
+)
+@click.option(
+    "--filter",
+    "optimade_filter",
+    default=None,
+    metavar="FILTER",
+    help="With --optimade: an OPTIMADE filter, e.g. 'nelements=2 AND nsites<=20'.",
+)
+@click.option(
+    "--providers-url",
+    default=None,
+    metavar="URL",
+    help="With --optimade NAME: the providers list to look NAME up in. "
+    "[default: https://providers.optimade.org/v1/links]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @user_errors
 def fetch_command(
@@ -98,6 +119,9 @@ def fetch_command(
     page_size: int | None,
     timeout_s: float | None,
     retries: int | None,
+    optimade: str | None,
+    optimade_filter: str | None,
+    providers_url: str | None,
     quiet: bool,
 ) -> None:
     """Download Materials Project structures into a local collection.
@@ -109,7 +133,39 @@ def fetch_command(
 
     The data is the Materials Project's, licensed CC-BY 4.0: cite Jain et al.,
     APL Materials 1, 011002 (2013).
+
+    With --optimade, structures come from any OPTIMADE provider (no key), filtered by
+    --filter; the collection records the provider, the query and the licence it states.
     """
+    if optimade is not None:
+        mp_only = {
+            "--api-key": api_key,
+            "--max-sites": max_sites,
+            "--elements": elements,
+            "--max-ehull": max_ehull,
+            "--ids": ids_file,
+            "--include-gnome": include_gnome or None,
+        }
+        given = [flag for flag, value in mp_only.items() if value is not None]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} belong to the Materials Project fetch; with --optimade, "
+                "say it in --filter (e.g. 'nsites<=20 AND elements HAS ALL \"Fe\",\"O\"')"
+            )
+        _fetch_optimade(
+            optimade,
+            out_dir,
+            optimade_filter,
+            page_size=page_size,
+            limit=limit,
+            timeout_s=timeout_s,
+            retries=retries,
+            providers_url=providers_url,
+            quiet=quiet,
+        )
+        return
+    if optimade_filter is not None or providers_url is not None:
+        raise click.UsageError("--filter and --providers-url go with --optimade")
     from crystalgrid import mp
 
     report = mp.fetch(
@@ -155,3 +211,57 @@ def fetch_command(
             f"{report.database_version or 'unknown'}. Data CC-BY 4.0: cite Jain et al., "
             "APL Materials 1, 011002 (2013)."
         )
+
+
+def _fetch_optimade(
+    provider: str,
+    out_dir: Path | None,
+    optimade_filter: str | None,
+    *,
+    page_size: int | None,
+    limit: int | None,
+    timeout_s: float | None,
+    retries: int | None,
+    providers_url: str | None,
+    quiet: bool,
+) -> None:
+    from crystalgrid import optimade
+
+    default = Path("crystalgrid-data") / f"optimade-{_slug(provider)}"
+    report = optimade.fetch_optimade(
+        out_dir if out_dir is not None else default,
+        provider,
+        filter=optimade_filter,
+        page_size=page_size if page_size is not None else optimade.DEFAULT_PAGE_SIZE,
+        limit=limit,
+        timeout_s=timeout_s if timeout_s is not None else 30.0,
+        retries=retries if retries is not None else 5,
+        providers_url=providers_url,
+        quiet=quiet,
+    )
+    if report.stopped:
+        click.echo(
+            f"crystalgrid: error: {report.stopped}; the {report.pages} pages before it "
+            f"({report.count} entries) are saved in {report.path}; run the same command "
+            "again to go on",
+            err=True,
+        )
+        sys.exit(1)
+    if not quiet:
+        where = report.provider
+        click.echo(
+            f"{report.count} entries in {report.path} ({report.rejected} kept as rejects: "
+            f"partial occupancy, no cell, ...; {report.pages} pages, {report.pages_fetched} "
+            f"fetched now) from {where.get('title')} ({where.get('base_url')}); licence: "
+            f"{where.get('licence') or 'not stated by the provider'}"
+        )
+
+
+def _slug(text: str) -> str:
+    """A folder name from a provider's name or URL."""
+    from urllib.parse import urlsplit
+
+    if "://" in text:
+        parts = urlsplit(text)
+        text = f"{parts.hostname}{parts.path}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "provider"

@@ -33,6 +33,10 @@ def _as_raw(record: Any, origin: str) -> RawRecord | Rejected:
         return Rejected("", "unparsable", f"{origin}: not a record object")
     material_id = str(record.get("material_id") or "")
     structure = record.get("structure")
+    reject = record.get("reject")
+    if isinstance(reject, dict) and reject.get("reason"):
+        detail = str(reject.get("detail") or "")
+        return Rejected(material_id, str(reject["reason"]), f"{origin}: {detail}")
     if not isinstance(structure, dict):
         return Rejected(material_id, "no_structure", f"{origin}: the record has no structure")
     properties = record.get("properties")
@@ -126,11 +130,14 @@ class CollectionSource:
         query, database and client versions, the time and the record count.
         """
         info = {k: copy.deepcopy(v) for k, v in self._manifest.items() if k != "pages"}
-        info["licence"] = info.get("licence") or self._licence or LICENCE
-        cited = info.get("citation") or CITATION
+        materials_project = info.get("source") in (None, "materials-project")
+        info["licence"] = info.get("licence") or self._licence or (
+            LICENCE if materials_project else None
+        )
+        cited = info.get("citation") or (CITATION if materials_project else "")
         if self._citation and self._citation not in cited:
-            cited = f"{cited}; {self._citation}"
-        info["citation"] = cited
+            cited = f"{cited}; {self._citation}" if cited else self._citation
+        info["citation"] = cited or None
         info["kind"] = "collection"
         info["location"] = str(self.path.resolve())
         info["pages_present"] = len(self._manifest["pages"])

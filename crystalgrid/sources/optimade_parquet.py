@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import CrystalgridError, RejectedStructure
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import (
     FileSource,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-__all__ = ["STRUCTURE_FIELDS", "OptimadeParquetSource"]
+__all__ = ["STRUCTURE_FIELDS", "OptimadeParquetSource", "optimade_symbols"]
 
 #: The OPTIMADE fields that make a structure.
 STRUCTURE_FIELDS = ("lattice_vectors", "species_at_sites", "cartesian_site_positions")
@@ -158,18 +158,10 @@ def _record(row: dict[str, Any], origin: str, fallback_id: str) -> RawRecord | R
     names = row.get("species_at_sites")
     if not names:
         return Rejected(material_id, "no_structure", f"{origin} has no species_at_sites")
-    symbols: dict[str, str] = {}
-    for species in row.get("species") or []:
-        chemical = list(species.get("chemical_symbols") or [])
-        concentration = list(species.get("concentration") or [1.0] * len(chemical))
-        if len(chemical) != 1 or chemical[0] == "vacancy" or min(concentration, default=1) < 1:
-            return Rejected(
-                material_id,
-                "disordered",
-                f"{origin}: species {species.get('name')!r} is {chemical} at {concentration} "
-                "(partial occupancy)",
-            )
-        symbols[str(species.get("name"))] = chemical[0]
+    try:
+        symbols = optimade_symbols(row)
+    except RejectedStructure as exc:
+        return Rejected(material_id, exc.reason, f"{origin}: {exc.detail}")
     payload = {
         "lattice": row.get("lattice_vectors"),
         "species": [symbols.get(n, n) for n in names],
@@ -178,3 +170,24 @@ def _record(row: dict[str, Any], origin: str, fallback_id: str) -> RawRecord | R
     skip = {*STRUCTURE_FIELDS, *ID_FIELDS, "species"}
     properties = {k: v for k, v in row.items() if k not in skip and is_scalar(v)}
     return RawRecord(material_id, "sites", payload, origin=origin, properties=properties)
+
+
+def optimade_symbols(fields: dict[str, Any]) -> dict[str, str]:
+    """``{species name: element symbol}`` from OPTIMADE's ``species`` field (``{}`` without one).
+
+    Raises:
+        RejectedStructure: ``"disordered"`` for a species of several symbols, a vacancy, or a
+            concentration below 1 (partial occupancy).
+    """
+    symbols: dict[str, str] = {}
+    for species in fields.get("species") or []:
+        chemical = list(species.get("chemical_symbols") or [])
+        concentration = list(species.get("concentration") or [1.0] * len(chemical))
+        if len(chemical) != 1 or chemical[0] == "vacancy" or min(concentration, default=1) < 1:
+            raise RejectedStructure(
+                "disordered",
+                f"species {species.get('name')!r} is {chemical} at {concentration} "
+                "(partial occupancy)",
+            )
+        symbols[str(species.get("name"))] = chemical[0]
+    return symbols

@@ -276,6 +276,33 @@ def test_sources_by_url(s3, json_file, local_build, demo_records, tmp_path):
         open_source(f"s3://{BUCKET}/sources/missing.json")
 
 
+def test_parquet_shards_by_url(s3, demo_records, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from crystalgrid.sources import OptimadeParquetSource
+
+    folder = tmp_path / "lemat"
+    folder.mkdir()
+    for shard, part in enumerate((demo_records[:3], demo_records[3:5])):
+        rows = []
+        for m, s in part:
+            symbols = [site.specie.symbol for site in s]
+            rows.append(
+                {
+                    "immutable_id": m,
+                    "lattice_vectors": s.lattice.matrix.tolist(),
+                    "species_at_sites": symbols,
+                    "cartesian_site_positions": s.cart_coords.tolist(),
+                }
+            )
+        pq.write_table(pa.Table.from_pylist(rows), str(folder / f"part-{shard}.parquet"))
+    s3.put(str(folder), f"{BUCKET}/sources/lemat", recursive=True)
+    remote = open_source(f"s3://{BUCKET}/sources/lemat/")
+    assert type(remote) is OptimadeParquetSource
+    assert _records(remote) == _records(open_source(folder))
+    assert remote.fingerprint() == open_source(f"s3://{BUCKET}/sources/lemat").fingerprint()
+
+
 def _records(source) -> list[tuple]:
     """(id, kind, payload text, properties) of every record, or (id, reason) of a reject."""
     out = []

@@ -129,6 +129,10 @@ def test_a_dataset_builds_from_the_collection(server, tmp_path):
     assert dataset.meta.licence == "CC-BY-4.0"
     reasons = {reason for _, reason, _ in dataset.rejects()}
     assert {"disordered", "unparsable"} <= reasons
+    shown = CliRunner().invoke(main, ["info", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert f"provider     offset {server.url}/offset" in shown.output
+    assert "licence        CC-BY-4.0" in shown.output
 
 
 def test_the_command_line(server, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 
 import pytest
 from pymatgen.io.cif import CifWriter
@@ -112,3 +113,22 @@ def test_public_names():
     assert {"RawRecord", "Rejected", "Source", "parse_record", "open_source"} <= set(
         sources.__all__
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "make", "extra"),
+    [
+        ("ase", lambda p: sources.ExtxyzSource(p / "a.xyz"), "ase"),
+        ("ase", lambda p: sources.AseDbSource(p / "a.db"), "ase"),
+        ("pyarrow", lambda p: sources.OptimadeParquetSource(p / "a.parquet"), "parquet"),
+    ],
+)
+def test_a_missing_package_names_its_extra(tmp_path, monkeypatch, module, make, extra):
+    for name in list(sys.modules):
+        if name == module or name.startswith(f"{module}."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(CrystalgridError) as info:
+        make(tmp_path)
+    message = str(info.value)
+    assert f"pip install 'crystalgrid[{extra}]'" in message and "\n" not in message

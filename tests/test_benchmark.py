@@ -134,7 +134,7 @@ def test_a_used_folder_is_refused_and_stores_are_reused(smoke, tmp_path):
 
 def test_every_budget_is_offered_by_the_cli():
     from crystalgrid.benchmark import BUDGETS
-    from crystalgrid.cli.model_verbs import benchmark_cmd
+    from crystalgrid.cli.benchmark_verbs import benchmark_cmd
 
     option = next(p for p in benchmark_cmd.params if p.name == "budget")
     assert set(option.type.choices) == set(BUDGETS)

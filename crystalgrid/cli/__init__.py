@@ -1,7 +1,8 @@
 """The ``crystalgrid`` command: a click group whose verbs are thin wrappers over the library.
 
 The group and the error convention live in :mod:`crystalgrid.cli.app`; each verb module
-(``dataset_verbs``, ``fetch_verbs``, ``model_verbs``) registers its verbs on
+(``dataset_verbs``, ``fetch_verbs``, ``training_verbs``, ``scoring_verbs``, ``latent_verbs``,
+``benchmark_verbs``: one family of verbs each) registers its verbs on
 :data:`~crystalgrid.cli.app.main` when imported here. A verb turns a
 :class:`crystalgrid.errors.CrystalgridError` into one line on stderr and exit status 2;
 heavy imports (torch, mp-api) happen inside the verbs.
@@ -9,7 +10,23 @@ heavy imports (torch, mp-api) happen inside the verbs.
 
 from __future__ import annotations
 
-from crystalgrid.cli import dataset_verbs, fetch_verbs, model_verbs
+from crystalgrid.cli import (
+    benchmark_verbs,
+    dataset_verbs,
+    fetch_verbs,
+    latent_verbs,
+    scoring_verbs,
+    training_verbs,
+)
 from crystalgrid.cli.app import main, user_errors
 
-__all__ = ["dataset_verbs", "fetch_verbs", "main", "model_verbs", "user_errors"]
+__all__ = [
+    "benchmark_verbs",
+    "dataset_verbs",
+    "fetch_verbs",
+    "latent_verbs",
+    "main",
+    "scoring_verbs",
+    "training_verbs",
+    "user_errors",
+]

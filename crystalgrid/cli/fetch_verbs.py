@@ -150,7 +150,7 @@ def fetch_command(
         if given:
             raise click.UsageError(
                 f"{', '.join(given)} belong to the Materials Project fetch; with --optimade, "
-                "say it in --filter (e.g. 'nsites<=20 AND elements HAS ALL \"Fe\",\"O\"')"
+                'say it in --filter (e.g. \'nsites<=20 AND elements HAS ALL "Fe","O"\')'
             )
         _fetch_optimade(
             optimade,

@@ -11,6 +11,8 @@ __all__ = [
     "ConfigError",
     "CrystalgridError",
     "CrystalgridWarning",
+    "IntegrityError",
+    "LockedError",
     "NotFoundError",
     "PrecisionWarning",
     "RejectedStructure",
@@ -59,6 +61,14 @@ class BadInputError(CrystalgridError, ValueError):
 
 class NotFoundError(CrystalgridError, FileNotFoundError):
     """A file, store, model or split that does not exist. Also a ``FileNotFoundError``."""
+
+
+class IntegrityError(CrystalgridError, ValueError):
+    """Stored data that is damaged or inconsistent (checksum, undecodable, changed inputs)."""
+
+
+class LockedError(CrystalgridError, RuntimeError):
+    """A store or collection locked by another process, or whose lock this process lost."""
 
 
 class RemoteStorageError(CrystalgridError):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import LockedError
 
 try:  # POSIX advisory locks; elsewhere a flock is not taken
     import fcntl
@@ -137,7 +137,7 @@ def hold_flock(path: str | os.PathLike[str], busy: str) -> Iterator[IO[str]]:
     Where ``fcntl`` is missing (Windows) nothing is locked.
 
     Raises:
-        CrystalgridError: ``busy``, when another process holds the lock.
+        LockedError: ``busy``, when another process holds the lock.
     """
     handle = open(path, "a")  # noqa: SIM115 - held for the block
     try:
@@ -145,7 +145,7 @@ def hold_flock(path: str | os.PathLike[str], busy: str) -> Iterator[IO[str]]:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise CrystalgridError(busy) from None
+                raise LockedError(busy) from None
         yield handle
     finally:
         handle.close()  # closing the file releases the flock

@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from crystalgrid.errors import ConfigError, CrystalgridError
+from crystalgrid.errors import ConfigError, CrystalgridError, LockedError
 from crystalgrid.fileio import write_atomic
 from crystalgrid.remote import remote_options
 
@@ -188,12 +188,12 @@ class LockGuard:
         """Read the lock (one small read) and return if it is still this build's.
 
         Raises:
-            CrystalgridError: the lock was taken over (naming the new holder) or removed.
+            LockedError: the lock was taken over (naming the new holder) or removed.
         """
         fs, fs_path = _filesystem(self.path, self.storage_options)
         holder = _read(fs, fs_path)
         if holder is None or holder.get("token") != self.token:
-            raise CrystalgridError(_lost_message(self.location, self.path, holder))
+            raise LockedError(_lost_message(self.location, self.path, holder))
 
 
 def _lost_message(location: str, path: str, holder: dict[str, Any] | None) -> str:
@@ -232,10 +232,10 @@ class HeldLock:
         also read the lock now (before a step that must not run once it is lost).
 
         Raises:
-            CrystalgridError: one line naming the new holder, or why the lock failed.
+            LockedError: one line naming the new holder, or why the lock failed.
         """
         if self._problem is not None:
-            raise CrystalgridError(self._problem)
+            raise LockedError(self._problem)
         if read:
             self.guard.check()
 
@@ -253,8 +253,9 @@ def store_lock(
     ``heartbeat_s`` and ``stale_after_s`` (seconds): see :func:`intervals`.
 
     Raises:
-        CrystalgridError: another build holds a live lock on the store (one line naming it),
-            or the lock cannot be written.
+        LockedError: another build holds a live lock on the store (one line naming it), or
+            the lock could not be taken in two tries.
+        CrystalgridError: the lock cannot be written (the disk's error).
     """
     beat_s, stale_s = intervals(heartbeat_s, stale_after_s)
     path = lock_path(location)
@@ -286,7 +287,7 @@ def store_lock(
             continue  # removed meanwhile: try again
         why = _stale(holder, time.time(), stale_s)
         if why is None:
-            raise CrystalgridError(
+            raise LockedError(
                 f"{location} is being built by another build ({_describe(holder)}); wait for "
                 f"it to end, or stop it first (its lock: {path})"
             )
@@ -294,7 +295,7 @@ def store_lock(
         with contextlib.suppress(FileNotFoundError):
             fs.rm(fs_path)
     else:
-        raise CrystalgridError(f"could not take the build lock {path}; try again")
+        raise LockedError(f"could not take the build lock {path}; try again")
 
     # Workers may run in another working directory: they get an absolute path.
     where = os.path.abspath(path) if _is_local(fs) else path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import LockedError
 from crystalgrid.fileio import TMP_SUFFIX, hold_flock, open_atomic, write_atomic
 
 
@@ -75,7 +75,7 @@ def test_hold_flock_excludes_a_second_holder(tmp_path):
     lock = tmp_path / "lock"
     with (
         hold_flock(lock, "busy: another process holds it"),
-        pytest.raises(CrystalgridError, match="busy"),
+        pytest.raises(LockedError, match="busy"),
         hold_flock(lock, "busy: second"),
     ):
         pass

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from crystalgrid.builder import BuildConfig, build
 from crystalgrid.cli import main
-from crystalgrid.errors import ConfigError, CrystalgridError
+from crystalgrid.errors import ConfigError, LockedError
 from crystalgrid.lock import STALE_AFTER_S, intervals, lock_path, store_lock
 from crystalgrid.store import verify
 
@@ -51,7 +51,7 @@ def test_a_build_leaves_no_lock(json_source, tmp_path):
 def test_a_running_build_is_named_and_the_second_refused(json_source, tmp_path):
     out = tmp_path / "s.zarr"
     _plant(out, pid=os.getpid())  # this very process: alive
-    with pytest.raises(CrystalgridError, match=f"process {os.getpid()} on"):
+    with pytest.raises(LockedError, match=f"process {os.getpid()} on"):
         build(json_source, out, config=CONFIG, quiet=True)
     assert not out.exists()  # refused before writing anything
     result = CliRunner().invoke(main, ["build", "--source", str(json_source), "--out", str(out)])
@@ -72,7 +72,7 @@ def test_another_hosts_lock_goes_stale_without_heartbeat(tmp_path, age, refused)
     out = tmp_path / "s.zarr"
     _plant(out, host="elsewhere", pid=1, heartbeat=time.time() - age)
     if refused:
-        with pytest.raises(CrystalgridError, match="on elsewhere"), store_lock(str(out)):
+        with pytest.raises(LockedError, match="on elsewhere"), store_lock(str(out)):
             pass
     else:
         with store_lock(str(out)):
@@ -142,9 +142,9 @@ def test_a_lock_taken_over_is_never_overwritten_nor_removed(tmp_path):
     with store_lock(str(out), heartbeat_s=0.02, stale_after_s=1) as held:
         held.check(read=True)
         _plant(out, pid=4242, host="elsewhere")  # another build took it over
-        with pytest.raises(CrystalgridError, match="process 4242 on elsewhere"):
+        with pytest.raises(LockedError, match="process 4242 on elsewhere"):
             _until(lambda: held.check() is not None, "the heartbeat notices")
-        with pytest.raises(CrystalgridError, match="took this build's lock over"):
+        with pytest.raises(LockedError, match="took this build's lock over"):
             held.guard.check()
     holder = _holder(out)
     assert holder is not None and holder["pid"] == 4242 and holder["token"] == "other"
@@ -154,7 +154,7 @@ def test_a_removed_lock_stops_the_build(tmp_path):
     out = tmp_path / "s.zarr"
     with store_lock(str(out), heartbeat_s=0.02, stale_after_s=1) as held:
         os.remove(lock_path(str(out)))
-        with pytest.raises(CrystalgridError, match="was removed while it ran"):
+        with pytest.raises(LockedError, match="was removed while it ran"):
             _until(lambda: held.check() is not None, "the heartbeat notices")
     assert _holder(out) is None  # not written again
 
@@ -174,7 +174,7 @@ def test_a_heartbeat_that_cannot_be_written_is_logged_then_stops_the_build(
     monkeypatch.setattr(lock_module, "_write", disk_fails)
     with (
         store_lock(str(out), heartbeat_s=0.02, stale_after_s=1) as held,
-        pytest.raises(CrystalgridError, match="could not be refreshed 3 times in a row"),
+        pytest.raises(LockedError, match="could not be refreshed 3 times in a row"),
     ):
         _until(lambda: held.check() is not None, "three failed heartbeats")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

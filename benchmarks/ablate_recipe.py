@@ -31,7 +31,7 @@ from crystalgrid.dataset import open_dataset
 from crystalgrid.models.scoring.evaluate import evaluate
 from crystalgrid.models.training.loop import train
 
-#: The earlier CPU recipe (models/baseline-1h-cpu-earlier.json) at the ablation's length.
+#: The earlier CPU recipe (the shipped configuration baseline-1h-cpu-earlier) at the ablation's length.
 BASE = OVERFIT_CPU.with_overrides(val_max_batches=2, log_every=50)
 
 #: The ladder: (name, what changes from the previous rung).

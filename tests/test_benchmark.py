@@ -14,7 +14,7 @@ from crystalgrid.errors import CrystalgridError
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[1] / "crystalgrid" / "models" / "configs"
 
 
 @pytest.fixture(scope="module")

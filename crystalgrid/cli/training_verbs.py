@@ -29,7 +29,8 @@ from crystalgrid.cli.app import main, user_errors
     "--config",
     "config_path",
     type=click.Path(path_type=Path),
-    help="JSON training configuration (e.g. models/vae-unet-single.json).",
+    help="A JSON training configuration file, or a shipped one by name (vae-unet-single, "
+    "baseline-1h-cpu-single, tiny-cpu, ...: crystalgrid/models/configs/).",
 )
 @click.option(
     "--out",

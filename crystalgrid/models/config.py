@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from crystalgrid.config_base import Config
 from crystalgrid.errors import ConfigError, CrystalgridError, NotFoundError
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "shipped_config", "shipped_configs"]
 
 _PRECISIONS = ("auto", "fp32", "bf16")
 #: Learning-rate schedules (see ``TrainConfig.lr_schedule``).
@@ -229,22 +230,61 @@ class TrainConfig(Config):
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        """Read a JSON configuration file (keys as in :meth:`to_dict`; missing keys: defaults).
+        """Read a JSON configuration file (keys as in :meth:`to_dict`; missing keys: defaults),
+        or a shipped configuration by name (:func:`shipped_configs`: ``"vae-unet-single"``).
 
         A top-level ``"_comment"`` key is ignored, so reference files can explain themselves.
         """
         path = Path(path)
+        if not path.exists() and path.name == str(path) and path.stem in shipped_configs():
+            return shipped_config(path.stem)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise NotFoundError(f"configuration file not found: {path}") from None
+            names = ", ".join(shipped_configs())
+            raise NotFoundError(
+                f"configuration file not found: {path} (shipped configurations: {names})"
+            ) from None
         except json.JSONDecodeError as exc:
             raise CrystalgridError(f"{path} is not valid JSON: {exc}") from None
+        return cls._from_json(data, str(path))
+
+    @classmethod
+    def _from_json(cls, data: Any, where: str) -> TrainConfig:
         if not isinstance(data, dict):
-            raise CrystalgridError(f"{path} must hold a JSON object")
+            raise CrystalgridError(f"{where} must hold a JSON object")
         data.pop("_comment", None)
         return cls.from_dict(data)
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with the given fields replaced; ``None`` values are ignored."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def shipped_configs() -> list[str]:
+    """The names of the training configurations shipped with the package (the reference
+    models' recipes and the paper's), sorted."""
+    folder = resources.files("crystalgrid.models").joinpath("configs")
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
+
+
+def shipped_config(name: str) -> TrainConfig:
+    """A shipped training configuration by name (``"baseline-1h-cpu-single"``).
+
+    Raises:
+        NotFoundError: no shipped configuration has that name (the message lists them).
+    """
+    if name not in shipped_configs():
+        raise NotFoundError(
+            f"no shipped training configuration {name!r} (shipped: {', '.join(shipped_configs())})"
+        )
+    file = resources.files("crystalgrid.models").joinpath("configs", f"{name}.json")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CrystalgridError(
+            f"the shipped configuration {name} is not valid JSON: {exc}"
+        ) from None
+    return TrainConfig._from_json(data, f"the shipped configuration {name}")

@@ -9,13 +9,14 @@ import pytest
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.config import TrainConfig
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "crystalgrid" / "models" / "configs"
+CARDS = Path(__file__).resolve().parents[2] / "models"
 
 
 @pytest.mark.parametrize("name", ["vae-unet-single", "vae-unet-repeated"])
 def test_paper_configs(name):
     config = TrainConfig.from_file(MODELS / f"{name}.json")
-    assert (MODELS / f"{name}.md").is_file()
+    assert (CARDS / f"{name}.md").is_file()
     assert config.latent_dim == 300 and config.encoder_channels == (16, 32, 64, 128)
     assert config.decoder_channels == (64, 32, 16) and config.gamma == 0.1
     assert config.lr == 1e-5 and config.batch_size == 24
@@ -57,9 +58,10 @@ def test_cpu_configs_are_the_benchmark_budgets(name, budget_name):
     from crystalgrid.benchmark import BUDGETS
 
     config = TrainConfig.from_file(MODELS / f"{name}.json")
-    assert (MODELS / f"{name}.md").is_file()
+    assert (CARDS / f"{name}.md").is_file()
     budget = BUDGETS[budget_name].train
-    assert config.with_overrides(notes=budget.notes) == budget
+    assert config.with_overrides(notes=budget.notes) == budget  # the budget reads the file
+    assert budget.notes["budget"] == budget_name
     # What made the chain learn on a CPU (models/overfit-cpu.md says why).
     assert config.output_activation == "softplus" and not config.ce_into_decoder
 
@@ -70,3 +72,18 @@ def test_cpu_configs_are_the_benchmark_budgets(name, budget_name):
 def test_reference_configs_avoid_the_dead_output(name):
     config = TrainConfig.from_file(MODELS / f"{name}.json")
     assert config.output_activation == "softplus" and not config.ce_into_decoder
+
+
+def test_shipped_configs_load_by_name():
+    from crystalgrid.models.config import shipped_config, shipped_configs
+
+    names = shipped_configs()
+    assert {"vae-unet-single", "baseline-1h-cpu-single", "tiny-cpu"} <= set(names)
+    assert TrainConfig.from_file("vae-unet-single") == TrainConfig.from_file(
+        MODELS / "vae-unet-single.json"
+    )
+    assert shipped_config("tiny-cpu") == TrainConfig.from_file(MODELS / "tiny-cpu.json")
+    with pytest.raises(FileNotFoundError, match="shipped: baseline-1h-cpu-earlier"):
+        shipped_config("nope")
+    with pytest.raises(FileNotFoundError, match=r"shipped configurations: .*vae-unet-single"):
+        TrainConfig.from_file("nope.json")

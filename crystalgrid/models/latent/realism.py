@@ -1,7 +1,7 @@
 """The realism scorer of the paper's appendix G.
 
 An autoencoder with a small KL weight (any checkpoint of this package trained with a low beta;
-``models/realism-ae.json`` is the reference configuration) maps a real grid to ``z_real`` (the
+the shipped configuration ``realism-ae`` is the reference) maps a real grid to ``z_real`` (the
 posterior mean). Mixing it with a random draw,
 
     ``z = lambda * z_N(0,1) + (1 - lambda) * z_real``,  ``lambda ~ U(0, 1)``,
@@ -175,7 +175,7 @@ def train_realism(
 
     Args:
         checkpoint: the autoencoder (an unconditional checkpoint of
-            :func:`crystalgrid.models.training.loop.train`, e.g. ``models/realism-ae.json``).
+            :func:`crystalgrid.models.training.loop.train`, e.g. ``shipped_config("realism-ae")``).
         view: the split to draw real grids from (``iter_batches`` with ``density``).
         steps: optimiser steps. batch_size: real grids per step. lr: Adam's rate.
         channels: :class:`LambdaNet` channels.

@@ -172,8 +172,8 @@ def test_reference_conditional_config():
     from crystalgrid.models.config import TrainConfig
 
     models = Path(__file__).resolve().parents[3] / "models"
-    config = TrainConfig.from_file(models / "vae-unet-conditional.json")
-    paper = TrainConfig.from_file(models / "vae-unet-single.json")
+    config = TrainConfig.from_file("vae-unet-conditional")
+    paper = TrainConfig.from_file("vae-unet-single")
     assert config.conditional and (models / "vae-unet-conditional.md").is_file()
     # the paper's single-cell configuration with the flag on, nothing else changed
     assert config.with_overrides(conditional=False, notes=paper.notes) == paper

@@ -168,8 +168,8 @@ def test_reference_autoencoder_config():
     from pathlib import Path
 
     models = Path(__file__).resolve().parents[3] / "models"
-    config = TrainConfig.from_file(models / "realism-ae.json")
-    paper = TrainConfig.from_file(models / "vae-unet-single.json")
+    config = TrainConfig.from_file("realism-ae")
+    paper = TrainConfig.from_file("vae-unet-single")
     assert (models / "realism-ae.md").is_file()
     assert config.beta < paper.beta and not config.conditional
     assert config.latent_dim == paper.latent_dim == 300

@@ -21,238 +21,25 @@ numbers on any machine of that kind.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crystalgrid.benchmark.budgets import BUDGETS, Budget
+from crystalgrid.benchmark.report import benchmark_pictures, write_benchmark_results
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.jsonio import jsonable
 from crystalgrid.models.config import TrainConfig
-from crystalgrid.models.scoring.metrics import PAPER_REPEATED, PAPER_SINGLE, to_markdown
+from crystalgrid.models.scoring.metrics import PAPER_REPEATED, PAPER_SINGLE
 
-__all__ = ["BUDGETS", "Budget", "run_benchmark"]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The work of one benchmark run.
-
-    Attributes:
-        name: how the CLI calls it.
-        description: what it is for and the machine it is sized for.
-        representations: which stores to build, train and score.
-        train: the training configuration (steps, architecture, device).
-        overrides: fields of ``train`` replaced for one representation (crops hold ~20 times
-            the atoms of a cell: their own steps and prior), e.g. ``{"repeated": {...}}``.
-        crystals: use the first this many records of the source (``None``: all).
-        samples_per_crystal: samples of each representation per crystal.
-        eval_limit: score at most this many test samples (``None``: the whole split).
-        peakfit_limit: test samples decoded by the training-free peak fit on the true
-            densities (``None``: all, ``0``: skipped; the fit takes ~0.1-1 s a single cell
-            and ~6 s a repeated crop on one core).
-        peakfit_recon_limit: test samples whose *reconstructions* the peak fit decodes (the
-            VAE without the U-Net; slower on imperfect grids); ``None``: ``peakfit_limit``,
-            ``0``: skipped.
-        tune_limit: validation samples the U-Net peak decoder's threshold is tuned on
-            (:func:`~crystalgrid.models.scoring.threshold.tune_threshold`, recorded in the
-            run's ``last.pt``); ``0``: not tuned (threshold 0).
-        workers: build workers; ``None``: the cores available.
-        split_fractions: train, val, test fractions of the crystals.
-        eval_split: the split scored (``"train"`` for a proof that the model can learn).
-    """
-
-    name: str
-    description: str
-    representations: tuple[str, ...]
-    train: TrainConfig
-    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    crystals: int | None = None
-    samples_per_crystal: int = 3
-    eval_limit: int | None = None
-    peakfit_limit: int | None = 200
-    peakfit_recon_limit: int | None = None
-    tune_limit: int = 200
-    workers: int | None = None
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    eval_split: str = "test"
-
-    def config_for(self, representation: str) -> TrainConfig:
-        """The training configuration of one representation (``train`` plus its overrides)."""
-        return self.train.with_overrides(**self.overrides.get(representation, {}))
-
-
-#: The paper's networks at a width 2 CPU cores can train.
-_CPU_ARCHITECTURE: dict[str, Any] = {
-    "latent_dim": 32,
-    "encoder_channels": (4, 8, 16, 32),
-    "decoder_channels": (16, 8, 4),
-    "unet_base_channels": 8,
-    "unet_levels": 3,
-}
-
-#: The recipe that generalises (models/gpu-10m.md and models/baseline-1h-cpu-single.md): a KL weight
-#: that no longer pays the VAE to drop light atoms, no BatchNorm on the raw amplitudes, the
-#: 48 cube symmetries, and two stages (the VAE, then the U-Net on the frozen VAE's
-#: posterior-mean reconstructions and the truth, at its own full learning rate).
-RECIPE: dict[str, Any] = {
-    "beta": 1e-6,
-    "input_norm": False,
-    "augment": "cube",
-    "vae_stage": 0.5,
-    "unet_input": "both",
-    "atom_weight": 10.0,
-    "lr": 1e-3,
-    "lr_schedule": "cosine",
-}
-
-#: The recipe at the CPU width, with a latent grid of 512 numbers on the encoder's 8^3 cells
-#: instead of a dense bottleneck: on the MP binaries' single cells it lowered the validation
-#: MSE after the VAE stage from 0.0119 to 0.0028 and placed 84% of the atoms within 0.5 Å of
-#: 300 validation cells instead of 46% (dense latent of 256, same steps; the card
-#: models/baseline-1h-cpu-single.md); on crops the dense bottleneck stalled altogether.
-BASELINE_CPU = TrainConfig(
-    **{**_CPU_ARCHITECTURE, "latent_dim": 512, "latent_kind": "conv"},
-    **RECIPE,
-    warmup_steps=100,
-    batch_size=8,
-    epochs=100_000,
-    max_steps=4500,
-    device="cpu",
-    precision="auto",
-    log_every=50,
-    val_max_batches=8,
-    checkpoint_every=1000,
-)
-
-#: Trained on 24 crystals of the source and scored on the same samples: the proof that the
-#: chain learns, sized for 2 cores without bf16 instructions (``models/overfit-cpu.json``
-#: holds the same configuration; its card says what it reaches and how long it takes). The
-#: baseline's networks and stages, without augmentation (the samples scored are the samples
-#: seen) and with the U-Net on the reconstructions alone (the grids it is scored on).
-OVERFIT_CPU = BASELINE_CPU.with_overrides(
-    augment="none",
-    unet_input="reconstruction",
-    vae_stage=0.6,
-    warmup_steps=50,
-    max_steps=1200,
-    log_every=25,
-    checkpoint_every=0,
-)
-
-BUDGETS: dict[str, Budget] = {
-    "overfit-cpu": Budget(
-        name="overfit-cpu",
-        description=(
-            "proof of learning: 24 crystals (the first 25 records, 2 rotations each), "
-            "trained and scored on the same samples, <= 15 minutes on 2 CPU cores without bf16"
-        ),
-        representations=("single",),
-        train=OVERFIT_CPU,
-        crystals=25,
-        samples_per_crystal=2,
-        peakfit_limit=None,
-        peakfit_recon_limit=12,
-        workers=1,
-        split_fractions=(1.0, 0.0, 0.0),
-        eval_split="train",
-    ),
-    "smoke": Budget(
-        name="smoke",
-        description="the whole chain on a few crystals, <= 2 minutes on 2 CPU cores (CI)",
-        representations=("single",),
-        train=BASELINE_CPU.with_overrides(
-            max_steps=40, warmup_steps=5, log_every=5, val_max_batches=2, checkpoint_every=0
-        ),
-        crystals=40,
-        samples_per_crystal=1,
-        eval_limit=24,
-        peakfit_limit=8,
-        workers=1,
-    ),
-    "1h-cpu": Budget(
-        name="1h-cpu",
-        description=(
-            "the single-cell baseline: about an hour of training on 2 CPU cores with bf16 "
-            "instructions, up to about two in fp32 on 2 AVX2-only cores"
-        ),
-        representations=("single",),
-        train=BASELINE_CPU,
-        samples_per_crystal=3,
-        eval_limit=None,
-        peakfit_limit=200,
-        peakfit_recon_limit=50,
-    ),
-    "2h-cpu-repeated": Budget(
-        name="2h-cpu-repeated",
-        description=(
-            "the repeated-crop baseline: about two hours of training on 2 CPU cores with bf16 "
-            "instructions, up to about four in fp32 on 2 AVX2-only cores"
-        ),
-        representations=("repeated",),
-        # Crops hold 20-100+ atoms: the same recipe with twice the steps. The latent grid
-        # came from this budget (at step 5,000, 200 test crops: 54.1% of the atoms within
-        # 0.5 Å against 0.4% with a dense latent of 512; the card). Their grids are ~2.8% atom
-        # voxels (single cells ~0.25%): the U-Net's head starts at that share. The atom class
-        # weight stays 10: alone on true crops for 300 steps it placed 77% of the atoms
-        # within 0.5 Å against 70% with weight 1.
-        train=BASELINE_CPU.with_overrides(max_steps=9000, background_prior=0.97),
-        samples_per_crystal=3,
-        eval_limit=None,
-        peakfit_limit=100,
-        peakfit_recon_limit=50,
-    ),
-    "10m-gpu": Budget(
-        name="10m-gpu",
-        description=(
-            "one H100/H200 in <= 9 minutes wall time, stores built on the GPU machine's CPU "
-            "cores, both representations one after the other, the paper's width"
-        ),
-        representations=("single", "repeated"),
-        # The CPU recipe at the paper's width, batches of 128, with a lower peak learning
-        # rate reached by a warm-up: at lr 1e-3 the paper's 65,536-wide dense bottleneck
-        # diverged in the first steps (KL 1e12, then an all-zero decoder), on the GPU and
-        # on a CPU alike; 3e-4 after 50 warm-up steps learned on a CPU. The latent is the CPU
-        # recipe's grid of 512 on the encoder's 8^3 cells: with the paper's dense latent of
-        # 300 the H200 runs placed 53.1% of single-cell atoms and 0.1% of crop atoms
-        # (models/gpu-10m.md); on 2 CPU cores the grid lifted single cells from 46% to 84%
-        # and crops from 0.4% to 54% (the CPU baselines' cards). Not yet run on a GPU.
-        train=TrainConfig(
-            **{**RECIPE, "lr": 3e-4},
-            latent_dim=512,
-            latent_kind="conv",
-            warmup_steps=50,
-            batch_size=128,
-            epochs=1000,
-            max_steps=800,
-            device="auto",
-            log_every=50,
-            val_max_batches=4,
-            checkpoint_every=0,
-        ),
-        # Crops: twice the steps, 60% of them for the VAE, and the head's prior at their
-        # atom share.
-        overrides={
-            "repeated": {
-                "max_steps": 1600,
-                "vae_stage": 0.6,
-                "background_prior": 0.97,
-            }
-        },
-        samples_per_crystal=3,
-        eval_limit=444,  # the first 148 test crystals, 3 samples each: evaluation is on CPU
-        # The peak fit needs no GPU and takes ~6 s a crop: measured on CPU, not here.
-        peakfit_limit=0,
-    ),
-}
+__all__ = ["run_benchmark", "training_seconds"]
 
 
 class _FirstRecords:
@@ -451,8 +238,10 @@ def run_benchmark(
         results["wall_time_s"] = time.perf_counter() - started
         if len(results["representations"]) < len(budget.representations):
             # What is done so far survives an interrupted run (results.json marks a finished one).
-            _write(out / "results-partial.json", out / "results-partial.md", results)
-    _write(out / "results.json", out / "results.md", results)
+            write_benchmark_results(
+                out / "results-partial.json", out / "results-partial.md", results
+            )
+    write_benchmark_results(out / "results.json", out / "results.md", results)
     for partial in ("results-partial.json", "results-partial.md"):
         (out / partial).unlink(missing_ok=True)
     return results
@@ -534,11 +323,6 @@ def training_seconds(log: list[dict[str, Any]]) -> float:
     if opened is not None and latest is not None:
         total += latest - opened
     return total
-
-
-def _write(json_path: Path, md_path: Path, results: dict[str, Any]) -> None:
-    json_path.write_text(json.dumps(results, indent=1, default=jsonable) + "\n")
-    md_path.write_text(_markdown(results))
 
 
 def _train_and_score(
@@ -646,7 +430,7 @@ def _train_and_score(
         )
 
     prefix = out / representation
-    pictures = _pictures(prefix, log, per_sample, scores, ckpt, test_view, representation)
+    pictures = benchmark_pictures(prefix, log, per_sample, scores, ckpt, test_view, representation)
     return {
         "store": str(dataset.location),
         "samples": {"train": len(train_view), "val": len(val_view), "scored": len(test_view)},
@@ -677,94 +461,3 @@ def _train_and_score(
         "paper": PAPER_SINGLE if representation == "single" else PAPER_REPEATED,
         "pictures": [p.name for p in pictures],
     }
-
-
-def _pictures(
-    prefix: Path,
-    log: list[dict[str, Any]],
-    per_sample: list[dict[str, Any]],
-    scores: dict[str, Any],
-    ckpt: Any,
-    view: Any,
-    representation: str,
-) -> list[Path]:
-    from crystalgrid.models.inference import reconstruct_batch
-    from crystalgrid.models.plots import benchmark_figures
-
-    first = view[0 : min(len(view), 8)]  # the parity plot's samples
-    recon = reconstruct_batch(ckpt, np.asarray(first["density"]))
-    return benchmark_figures(
-        prefix,
-        log=log,
-        count_errors=[r["n_pred"] - r["n_true"] for r in per_sample],
-        scores=scores,
-        paper=PAPER_SINGLE if representation == "single" else PAPER_REPEATED,
-        true_density=np.asarray(first["density"]),
-        reconstruction=recon,
-        title=representation,
-    )
-
-
-def _machine_line(machine: dict[str, Any]) -> str:
-    """``AMD EPYC (AVX2), 2 cores`` (a GPU's name first where there is one)."""
-    cpu = machine.get("cpu") or machine["processor"]
-    if machine.get("cpu_capability"):
-        cpu += f" ({machine['cpu_capability']})"
-    line = f"{cpu}, {machine['cpu_cores']} cores"
-    return f"{machine['gpu']}; {line}" if machine.get("gpu") else line
-
-
-def _markdown(results: dict[str, Any]) -> str:
-    from crystalgrid.models.scoring.threshold import tuning_table
-
-    lines = [
-        f"# crystalgrid benchmark: {results['budget']}",
-        "",
-        f"- command: `{results['command']}`",
-        f"- seed {results['seed']}; {results['date']}; wall time {results['wall_time_s']:.0f} s"
-        f" (build {results['build']['seconds']:.0f} s with {results['build']['workers']} "
-        "workers)",
-        f"- machine: {_machine_line(results['machine'])}; versions: "
-        + ", ".join(f"{k} {v}" for k, v in results["versions"].items()),
-        f"- source: {results['source'].get('kind', '')} {results['source'].get('location', '')}"
-        f" ({results['source'].get('licence') or 'licence not stated'})",
-        "",
-    ]
-    for representation, rep in results["representations"].items():
-        train = rep["train"]
-        lines += [
-            f"## {representation}",
-            "",
-            f"{rep['samples']['train']} training samples, {train['steps']} steps in "
-            f"{train['seconds']:.0f} s ({train['samples_per_s_median'] or 0:.1f} samples/s, "
-            f"{train['runtime']}); scored on {rep['scores']['n_samples']} "
-            f"{rep['scored_split']} samples.",
-            "",
-        ]
-        tuning = rep.get("threshold_tuning")
-        if tuning:
-            lines += [
-                f"The U-Net peaks' threshold, tuned on {tuning['n_samples']} validation samples "
-                f"(best F1 of atoms within {tuning['match_radius']} Å): "
-                f"**{tuning['threshold']:g}**.",
-                "",
-                *tuning_table(tuning),
-                "",
-            ]
-        others = [
-            ("this model, threshold 0 (untuned)", rep.get("threshold_zero")),
-            ("this model, the paper's decoding (components)", rep["unet_components"]),
-            ("this model, species from fitted amplitudes", rep.get("unet_amplitudes")),
-            ("its U-Net on the true density (no VAE)", rep.get("unet_on_true_density")),
-            ("VAE + peak fit (no U-Net)", rep["peakfit_on_reconstruction"]),
-            ("peak fit on the true density (no model)", rep["peakfit_on_true_density"]),
-        ]
-        others = [(name, result) for name, result in others if result is not None]
-        table = to_markdown(
-            {**rep["scores"], "ceiling": rep["ceiling"]},
-            reference=rep["paper"],
-            others=others,
-        )
-        lines += [table, ""]
-        lines += [f"![{p}]({p})" for p in rep["pictures"]] + [""]
-    return "\n".join(lines)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from crystalgrid.errors import CrystalgridError, RemoteStorageError
+from crystalgrid.errors import BadInputError, CrystalgridError, RemoteStorageError
 from crystalgrid.read_order import epoch_order, share, span_edges
 from crystalgrid.remote import is_url
 from crystalgrid.spec import GridSpec
@@ -73,12 +73,14 @@ def open_dataset(
     """Open a dataset written by ``crystalgrid build`` (lazily: nothing big is read).
 
     Raises:
-        CrystalgridError: no dataset there, or a build that has not completed.
+        NotFoundError: no dataset there.
+        BadInputError: not a crystalgrid store, or a build that has not completed.
+        IntegrityError: the store's metadata is damaged or incomplete.
     """
     group, attrs = open_store(location, storage_options=storage_options)
     meta = StoreMeta.from_attrs(attrs)
     if not meta.complete:
-        raise CrystalgridError(
+        raise BadInputError(
             f"{location} is an unfinished build (state: {meta.state}); "
             "run the same crystalgrid build command again to complete it"
         )
@@ -142,9 +144,13 @@ class Dataset:
         return {name: len(self.split(name)) for name in SPLITS}
 
     def split(self, name: str) -> DatasetView:
-        """The samples of ``"train"``, ``"val"`` or ``"test"``."""
+        """The samples of ``"train"``, ``"val"`` or ``"test"``.
+
+        Raises:
+            BadInputError: another name.
+        """
         if name not in SPLITS:
-            raise CrystalgridError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
+            raise BadInputError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
         start, stop = self.meta.split_range(name)
         return DatasetView(self, start, stop, name)
 
@@ -166,15 +172,16 @@ class Dataset:
         too; this adds the per-sample arrays to the grids.
 
         Raises:
-            CrystalgridError: a store built before named dimensions (run ``crystalgrid
-                upgrade``), or xarray not installed.
+            BadInputError: a store built before named dimensions (run ``crystalgrid
+                upgrade``).
+            CrystalgridError: xarray not installed.
         """
         try:
             import xarray as xr
         except ImportError:
             raise CrystalgridError("to_xarray() needs xarray: pip install xarray") from None
         if not has_named_dimensions(self.group):
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{self.location} was built before stores named their dimensions; "
                 f"run crystalgrid upgrade {self.location} (rewrites metadata only)"
             )

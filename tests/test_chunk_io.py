@@ -8,7 +8,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import IntegrityError
 from crystalgrid.store import ChunkReader, compressor
 
 
@@ -59,7 +59,7 @@ def test_a_truncated_chunk_is_one_line_without_decoding_it(grids):
     chunk = location / "density" / "c" / "1" / "0" / "0" / "0"
     chunk.write_bytes(chunk.read_bytes()[:40])
     reader = ChunkReader(group["density"], str(location))
-    with pytest.raises(CrystalgridError, match="chunk 1 of density is truncated"):
+    with pytest.raises(IntegrityError, match="chunk 1 of density is truncated"):
         reader.read(0, 16)
     np.testing.assert_array_equal(reader.read(16, 24), group["density"][16:24])
 
@@ -70,7 +70,7 @@ def test_a_corrupted_chunk_is_one_line(grids):
     raw = bytearray(chunk.read_bytes())
     raw[4:8] = (10**6).to_bytes(4, "little")  # the header's decoded size: not the chunk's
     chunk.write_bytes(bytes(raw))
-    with pytest.raises(CrystalgridError, match="a chunk of species does not decode"):
+    with pytest.raises(IntegrityError, match="a chunk of species does not decode"):
         ChunkReader(group["species"], str(location)).read(16, 24)
 
 

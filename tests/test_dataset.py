@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from crystalgrid import BuildConfig, CrystalgridError, build, open_dataset
+from crystalgrid import BuildConfig, build, open_dataset
+from crystalgrid.errors import BadInputError, IntegrityError, NotFoundError
 from crystalgrid.grids.placement import Crystal, placements
 from crystalgrid.sources import DemoSource
 
@@ -52,7 +53,7 @@ def test_splits_are_contiguous_and_cover_the_store(store):
     for code, view in enumerate(views):
         assert set(split_codes[view.start : view.stop].tolist()) <= {code}
     assert ds.attrs["licence"] == "MIT"
-    with pytest.raises(CrystalgridError, match="split must be"):
+    with pytest.raises(BadInputError, match="split must be"):
         ds.split("training")
 
 
@@ -176,17 +177,17 @@ def test_rejects_and_source_structures(store):
 
 
 def test_unfinished_and_foreign_stores_are_refused(store, tmp_path):
-    with pytest.raises(CrystalgridError, match="no dataset"):
+    with pytest.raises(NotFoundError, match="no dataset"):
         open_dataset(tmp_path / "missing.zarr")
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
-    with pytest.raises(CrystalgridError, match="not a crystalgrid dataset"):
+    with pytest.raises(BadInputError, match="not a crystalgrid dataset"):
         open_dataset(tmp_path / "plain.zarr")
     import shutil
 
     shutil.copytree(store, tmp_path / "cut.zarr")
     group = zarr.open_group(str(tmp_path / "cut.zarr"), mode="r+")
     group.attrs["crystalgrid"] = {**group.attrs["crystalgrid"], "state": "gridding"}
-    with pytest.raises(CrystalgridError, match="unfinished build"):
+    with pytest.raises(BadInputError, match="unfinished build"):
         open_dataset(tmp_path / "cut.zarr")
 
 
@@ -198,7 +199,7 @@ def test_a_truncated_chunk_of_a_ragged_array_is_one_line_without_decoding_it(sma
     chunk = out.joinpath(name, "c", "0", *(["0"] if name == "atoms/position" else []))
     chunk.write_bytes(chunk.read_bytes()[:40])
     view = open_dataset(out).split("train")
-    with pytest.raises(CrystalgridError) as raised:
+    with pytest.raises(IntegrityError) as raised:
         view[0:4]
     assert str(raised.value) == (
         f"{out}: chunk 0 of {name} is truncated; run crystalgrid verify, then restore or "

@@ -88,7 +88,7 @@ def test_verify_catches_missing_and_corrupted_chunks(json_source, tmp_path):
 
 def test_the_attributes_are_typed(small_store):
     from crystalgrid.dataset import open_dataset
-    from crystalgrid.errors import CrystalgridError
+    from crystalgrid.errors import IntegrityError
     from crystalgrid.store import StoreMeta
 
     dataset = open_dataset(small_store)
@@ -100,13 +100,13 @@ def test_the_attributes_are_typed(small_store):
         dataset
     )
     assert meta.grid == dataset.spec.to_dict()
-    with pytest.raises(CrystalgridError, match="incomplete"):
+    with pytest.raises(IntegrityError, match="incomplete"):
         StoreMeta.from_attrs({"format": "crystalgrid-store/1", "state": "complete"})
 
 
 def test_damaged_metadata_is_one_line_everywhere(small_store):
     from crystalgrid.dataset import open_dataset
-    from crystalgrid.errors import CrystalgridError
+    from crystalgrid.errors import IntegrityError
 
     (small_store / "species" / "zarr.json").write_text("{cut sho")
     runner = CliRunner()
@@ -124,7 +124,7 @@ def test_damaged_metadata_is_one_line_everywhere(small_store):
         assert result.exit_code == 2
         assert len(result.output.strip().splitlines()) == 1
         assert "zarr.json is damaged" in result.output
-    with pytest.raises(CrystalgridError, match=r"zarr\.json is damaged"):
+    with pytest.raises(IntegrityError, match=r"zarr\.json is damaged"):
         open_dataset(small_store)
 
 
@@ -137,7 +137,7 @@ def test_a_truncated_chunk_is_named_by_verify_without_decoding_it(small_store):
 
 
 def test_a_chunk_that_does_not_decode_is_one_line_from_a_read():
-    from crystalgrid.errors import CrystalgridError
+    from crystalgrid.errors import IntegrityError
     from crystalgrid.store import read_rows
 
     class Undecodable:
@@ -146,7 +146,7 @@ def test_a_chunk_that_does_not_decode_is_one_line_from_a_read():
         def __getitem__(self, selection):
             raise RuntimeError("error during blosc decompression: -1")
 
-    with pytest.raises(CrystalgridError, match="a chunk of density does not decode"):
+    with pytest.raises(IntegrityError, match="a chunk of density does not decode"):
         read_rows(Undecodable(), slice(0, 2), "/data/x.zarr")
 
 
@@ -155,7 +155,7 @@ def test_stores_with_either_checksum_verify_and_catch_damage(small_store):
     hold BLAKE2b-64 digests, and verify reads each with its own."""
     import zarr as z
 
-    from crystalgrid.errors import CrystalgridError
+    from crystalgrid.errors import BadInputError
     from crystalgrid.store import verify
     from crystalgrid.store._checksums import chunk_digest, chunk_slices
     from crystalgrid.store._open import arrays_under
@@ -183,5 +183,5 @@ def test_stores_with_either_checksum_verify_and_catch_damage(small_store):
     assert not result.ok and any("checksum mismatch" in p for p in result.problems)
     meta["checksum"] = "sha3-512"
     group.attrs["crystalgrid"] = meta
-    with pytest.raises(CrystalgridError, match="unknown chunk checksum 'sha3-512'"):
+    with pytest.raises(BadInputError, match="unknown chunk checksum 'sha3-512'"):
         verify(small_store)

@@ -9,8 +9,9 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from crystalgrid import CrystalgridError, open_dataset
+from crystalgrid import open_dataset
 from crystalgrid.cli import main
+from crystalgrid.errors import BadInputError, IntegrityError
 from crystalgrid.store import SCHEMA, dimension_names, has_named_dimensions
 
 xr = pytest.importorskip("xarray")
@@ -67,7 +68,7 @@ def test_a_store_built_before_upgrades_in_place(store):
     assert not has_named_dimensions(zarr.open_group(str(store), mode="r"))
     dataset = open_dataset(store)  # crystalgrid reads it as before
     before = dataset.batch(0, 4)
-    with pytest.raises(CrystalgridError, match=r"crystalgrid upgrade .*r\.zarr"):
+    with pytest.raises(BadInputError, match=r"crystalgrid upgrade .*r\.zarr"):
         dataset.to_xarray()
     result = CliRunner().invoke(main, ["upgrade", str(store)])
     assert result.exit_code == 0 and "named the dimensions of" in result.output
@@ -83,7 +84,7 @@ def test_a_store_built_before_upgrades_in_place(store):
 def test_a_damaged_array_of_an_unconsolidated_store_is_one_line(store):
     _as_built_before(store)
     (store / "species" / "zarr.json").write_text("{cut sho")
-    with pytest.raises(CrystalgridError, match="metadata of species is missing or damaged"):
+    with pytest.raises(IntegrityError, match="metadata of species is missing or damaged"):
         open_dataset(store).batch(0, 2, fields=("species",))
     result = CliRunner().invoke(main, ["upgrade", str(store)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import zarr
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.store._open import array_at
 from crystalgrid.store._schema import dimension_names
 
@@ -40,7 +40,7 @@ def chunk_digest(data: np.ndarray, checksum: str = CHECKSUM) -> int:
     ``"blake2b-64"`` (:data:`CHECKSUMS`).
 
     Raises:
-        CrystalgridError: for another digest name (a store written by a newer crystalgrid).
+        BadInputError: for another digest name (a store written by a newer crystalgrid).
     """
     payload: bytes | memoryview
     if data.dtype.kind in "OUT":  # strings: digest their UTF-8 with separators
@@ -52,7 +52,7 @@ def chunk_digest(data: np.ndarray, checksum: str = CHECKSUM) -> int:
         return zlib.crc32(payload)
     if checksum == "blake2b-64":
         return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "little")
-    raise CrystalgridError(
+    raise BadInputError(
         f"unknown chunk checksum {checksum!r} (this crystalgrid knows {', '.join(CHECKSUMS)}); "
         "upgrade crystalgrid"
     )

@@ -27,7 +27,7 @@ from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import IntegrityError
 from crystalgrid.fileio import write_atomic
 from crystalgrid.remote import store_key
 from crystalgrid.store._checksums import chunk_key, whole_blosc_frame
@@ -89,8 +89,8 @@ class ChunkReader(_ChunkedArray):
         a chunk boundary).
 
         Raises:
-            CrystalgridError: a chunk is truncated or does not decode, or the remote store
-                fails (:class:`~crystalgrid.errors.RemoteStorageError`), in one line.
+            IntegrityError: a chunk is truncated or does not decode, in one line.
+            RemoteStorageError: the remote store fails, in one line.
         """
         stop = min(stop, self.array.shape[0])
         if not self.direct or stop <= start:
@@ -136,7 +136,7 @@ class ChunkReader(_ChunkedArray):
             dest[...] = self.array.fill_value
             return
         if not whole_blosc_frame(frame):
-            raise CrystalgridError(
+            raise IntegrityError(
                 f"{self.location}: chunk {number} of {self.array.path} is truncated; "
                 "run crystalgrid verify, then restore or rebuild the store"
             )

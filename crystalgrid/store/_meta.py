@@ -14,7 +14,7 @@ from typing import Any
 
 import zarr
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, IntegrityError
 from crystalgrid.splits import SPLITS
 from crystalgrid.store._schema import ATTR, FORMAT, LEGACY_CHECKSUM, LEGACY_DENSITY_METHOD
 
@@ -44,11 +44,11 @@ def read_meta(group: zarr.Group) -> dict[str, Any]:
     """The ``crystalgrid`` attribute of a store, as stored (JSON types).
 
     Raises:
-        CrystalgridError: when the group is not a crystalgrid store.
+        BadInputError: when the group is not a crystalgrid store.
     """
     meta = group.attrs.get(ATTR)
     if not is_store_attrs(meta):
-        raise CrystalgridError(f"{group.store_path} is not a crystalgrid dataset ({FORMAT})")
+        raise BadInputError(f"{group.store_path} is not a crystalgrid dataset ({FORMAT})")
     return dict(meta)  # type: ignore[arg-type]
 
 
@@ -115,7 +115,7 @@ class StoreMeta:
         """Type the stored attribute (unknown keys are kept in :attr:`extra`).
 
         Raises:
-            CrystalgridError: when a key every store has is missing.
+            IntegrityError: when a key every store has is missing.
         """
         names = cls.keys()
         values = {k: v for k, v in attrs.items() if k in names}
@@ -126,14 +126,15 @@ class StoreMeta:
         try:
             return cls(**values, absent=absent, extra=extra)
         except TypeError as exc:
-            raise CrystalgridError(f"the store's attributes are incomplete: {exc}") from None
+            raise IntegrityError(f"the store's attributes are incomplete: {exc}") from None
 
     @classmethod
     def read(cls, group: zarr.Group) -> StoreMeta:
         """The attribute of the store at ``group``, typed.
 
         Raises:
-            CrystalgridError: not a crystalgrid store, or its attributes are incomplete.
+            BadInputError: not a crystalgrid store.
+            IntegrityError: its attributes are incomplete.
         """
         return cls.from_attrs(read_meta(group))
 
@@ -202,7 +203,7 @@ class StoreMeta:
     def block_size(self, block: int) -> int:
         """The crystals of build block ``block``."""
         if self.block_crystals is None or self.n_crystals is None:
-            raise CrystalgridError(f"a store in state {self.state} has no blocks yet")
+            raise BadInputError(f"a store in state {self.state} has no blocks yet")
         first = block * self.block_crystals
         return max(0, min(self.block_crystals, self.n_crystals - first))
 

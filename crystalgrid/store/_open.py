@@ -12,7 +12,13 @@ import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 
-from crystalgrid.errors import CrystalgridError, RemoteStorageError, first_line
+from crystalgrid.errors import (
+    CrystalgridError,
+    IntegrityError,
+    NotFoundError,
+    RemoteStorageError,
+    first_line,
+)
 from crystalgrid.remote import is_url, remote_errors, remote_options, remote_reason
 from crystalgrid.store._meta import read_meta
 
@@ -116,16 +122,18 @@ def open_store(
     (``consolidated`` as in :func:`open_group`).
 
     Raises:
-        CrystalgridError: nothing at ``location``, or a group that is not a crystalgrid store.
+        NotFoundError: nothing at ``location``.
+        IntegrityError: the store's ``zarr.json`` is damaged.
+        BadInputError: a group that is not a crystalgrid store.
     """
     try:
         group = open_group(
             location, mode="r", storage_options=storage_options, consolidated=consolidated
         )
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-        raise CrystalgridError(f"no dataset at {location}") from exc
+        raise NotFoundError(f"no dataset at {location}") from exc
     except METADATA_ERRORS as exc:
-        raise CrystalgridError(
+        raise IntegrityError(
             f"{location}: the store's zarr.json is damaged ({first_line(exc)}); restore it or "
             "build the store again"
         ) from None
@@ -160,12 +168,12 @@ def open_array(group: zarr.Group, name: str, location: str) -> zarr.Array:
     """Array ``name`` of a store.
 
     Raises:
-        CrystalgridError: its metadata is missing or damaged (one line; ``verify`` lists all).
+        IntegrityError: its metadata is missing or damaged (one line; ``verify`` lists all).
     """
     try:
         return array_at(group, name)
     except METADATA_ERRORS as exc:
-        raise CrystalgridError(
+        raise IntegrityError(
             f"{location}: the metadata of {name} is missing or damaged ({first_line(exc)}); "
             "run crystalgrid verify, then restore or rebuild the store"
         ) from None
@@ -175,7 +183,8 @@ def read_rows(array: zarr.Array, selection: Any, location: str) -> np.ndarray:
     """``array[selection]``.
 
     Raises:
-        CrystalgridError: a chunk does not decode (truncated or corrupted), in one line.
+        IntegrityError: a chunk does not decode (truncated or corrupted), in one line.
+        RemoteStorageError: the remote store failed.
     """
     try:
         return cast(np.ndarray, array[selection])
@@ -187,15 +196,15 @@ def read_rows(array: zarr.Array, selection: Any, location: str) -> np.ndarray:
 
 def read_error(
     exc: BaseException, path: str, location: str, *, keys: Sequence[str] = ()
-) -> CrystalgridError:
+) -> RemoteStorageError | IntegrityError:
     """The one-line error for a failed read of array ``path``: a remote-storage failure
     (naming the first of the chunk ``keys`` read, or the array), or a chunk that does not
-    decode."""
+    decode (:class:`~crystalgrid.errors.IntegrityError`)."""
     reason = remote_reason(exc) if is_url(location) else None
     if reason is not None:
         what = f"{keys[0]}" + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
         return RemoteStorageError(f"{location}: {reason} (reading {what or path})")
-    return CrystalgridError(
+    return IntegrityError(
         f"{location}: a chunk of {path} does not decode ({first_line(exc)}); "
         "run crystalgrid verify, then restore or rebuild the store"
     )

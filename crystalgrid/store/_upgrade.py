@@ -10,7 +10,7 @@ import zarr
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 
-from crystalgrid.errors import CrystalgridError, first_line
+from crystalgrid.errors import BadInputError, IntegrityError, first_line
 from crystalgrid.remote import remote_errors, store_key
 from crystalgrid.store._meta import StoreMeta
 from crystalgrid.store._open import (
@@ -45,12 +45,14 @@ def upgrade(
         The paths of the arrays that got dimension names.
 
     Raises:
-        CrystalgridError: no finished crystalgrid store there.
+        NotFoundError: no dataset there.
+        BadInputError: not a crystalgrid store, or an unfinished build.
+        IntegrityError: the store's metadata is missing or damaged.
     """
     with remote_errors(location):
         _, attrs = open_store(location, storage_options=storage_options)
         if not StoreMeta.from_attrs(attrs).complete:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{location} is an unfinished build; run the same crystalgrid build command "
                 "to complete it (finished stores have named dimensions)"
             )
@@ -61,7 +63,7 @@ def upgrade(
         try:
             paths = [p.lstrip("/") for p in arrays_under(group, "")]
         except METADATA_ERRORS as exc:
-            raise CrystalgridError(
+            raise IntegrityError(
                 f"{location}: damaged metadata ({first_line(exc)}); run crystalgrid verify, "
                 "then restore or rebuild the store"
             ) from None
@@ -70,7 +72,7 @@ def upgrade(
             try:
                 document = _read_document(group, key)
             except METADATA_ERRORS as exc:
-                raise CrystalgridError(
+                raise IntegrityError(
                     f"{location}: the metadata of {path} is missing or damaged "
                     f"({first_line(exc)}); run crystalgrid verify, then restore or rebuild "
                     "the store"

@@ -14,7 +14,7 @@ to Å^-3 by dividing by it, and the loss weights keep their meaning across datas
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,11 @@ UNET_INPUTS = ("reconstruction", "truth", "both")
 HEADS = ("softmax", "factorised")
 #: Training-time augmentations (see ``TrainConfig.augment``).
 AUGMENTATIONS = ("none", "cube")
+
+
+#: Field metadata of the settings that define the networks and the loss: a resumed run must
+#: keep them (:meth:`TrainConfig.frozen_on_resume`).
+FROZEN_ON_RESUME = {"frozen_on_resume": True}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,38 +123,40 @@ class TrainConfig(Config):
     """
 
     # architecture
-    latent_dim: int = 300
-    latent_kind: str = "dense"
-    encoder_channels: tuple[int, int, int, int] = (16, 32, 64, 128)
-    decoder_channels: tuple[int, int, int] = (64, 32, 16)
-    unet_base_channels: int = 16
-    unet_levels: int = 4
-    conditional: bool = False
-    output_activation: str = "softplus"
-    input_norm: bool = True
-    density_scale: float = 1.0
+    latent_dim: int = field(default=300, metadata=FROZEN_ON_RESUME)
+    latent_kind: str = field(default="dense", metadata=FROZEN_ON_RESUME)
+    encoder_channels: tuple[int, int, int, int] = field(
+        default=(16, 32, 64, 128), metadata=FROZEN_ON_RESUME
+    )
+    decoder_channels: tuple[int, int, int] = field(default=(64, 32, 16), metadata=FROZEN_ON_RESUME)
+    unet_base_channels: int = field(default=16, metadata=FROZEN_ON_RESUME)
+    unet_levels: int = field(default=4, metadata=FROZEN_ON_RESUME)
+    conditional: bool = field(default=False, metadata=FROZEN_ON_RESUME)
+    output_activation: str = field(default="softplus", metadata=FROZEN_ON_RESUME)
+    input_norm: bool = field(default=True, metadata=FROZEN_ON_RESUME)
+    density_scale: float = field(default=1.0, metadata=FROZEN_ON_RESUME)
     classes: tuple[int, ...] | None = None
     # loss
-    beta: float = 1e-6
-    gamma: float = 0.1
-    ce_into_decoder: bool = False
-    unet_input: str = "reconstruction"
-    head: str = "softmax"
-    vae_stage: float = 0.0
-    atom_weight: float = 1.0
+    beta: float = field(default=1e-6, metadata=FROZEN_ON_RESUME)
+    gamma: float = field(default=0.1, metadata=FROZEN_ON_RESUME)
+    ce_into_decoder: bool = field(default=False, metadata=FROZEN_ON_RESUME)
+    unet_input: str = field(default="reconstruction", metadata=FROZEN_ON_RESUME)
+    head: str = field(default="softmax", metadata=FROZEN_ON_RESUME)
+    vae_stage: float = field(default=0.0, metadata=FROZEN_ON_RESUME)
+    atom_weight: float = field(default=1.0, metadata=FROZEN_ON_RESUME)
     background_prior: float = 0.99
-    augment: str = "none"
+    augment: str = field(default="none", metadata=FROZEN_ON_RESUME)
     # optimiser
     lr: float = 1e-5
     unet_lr_scale: float = 1.0
     lr_schedule: str = "constant"
     warmup_steps: int = 0
-    batch_size: int = 24
+    batch_size: int = field(default=24, metadata=FROZEN_ON_RESUME)
     weight_decay: float = 0.0
     grad_clip: float | None = None
     epochs: int = 50
     max_steps: int | None = None
-    seed: int = 0
+    seed: int = field(default=0, metadata=FROZEN_ON_RESUME)
     # run time
     device: str = "auto"
     precision: str = "auto"
@@ -255,6 +262,11 @@ class TrainConfig(Config):
             raise CrystalgridError(f"{where} must hold a JSON object")
         data.pop("_comment", None)
         return cls.from_dict(data)
+
+    @classmethod
+    def frozen_on_resume(cls) -> tuple[str, ...]:
+        """The fields a resumed run must keep (those marked ``FROZEN_ON_RESUME``)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("frozen_on_resume"))
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with the given fields replaced; ``None`` values are ignored."""

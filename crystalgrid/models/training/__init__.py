@@ -1,8 +1,13 @@
 """Training the reference model.
 
 - :mod:`~crystalgrid.models.training.loop`: ``train(config, view_train, view_val,
-  out_dir=...)``, the training loop (stages, schedules, resume, logs, validation), and
-  :func:`~crystalgrid.models.training.loop.read_log`.
+  out_dir=...)``, the training loop: set up, epochs of steps, validation and checkpoints.
+- :mod:`~crystalgrid.models.training.step`: one optimiser step (stage, augmentation,
+  forward and backward, the scheduled learning rate) and the optimiser.
+- :mod:`~crystalgrid.models.training.log`: ``log.jsonl`` (:func:`~crystalgrid.models.training.
+  log.read_log`), the running means of the loss terms, the line printed at an epoch's end.
+- :mod:`~crystalgrid.models.training.resume`: the checkpoint to continue from, checked (the
+  fields :meth:`TrainConfig.frozen_on_resume` marks), and the state restored.
 - :mod:`~crystalgrid.models.training.loader`: batches read ahead onto the device,
   :func:`~crystalgrid.models.training.loader.measure_loader`.
 - :mod:`~crystalgrid.models.training.schedule`: where a staged run's U-Net stage starts, and

@@ -35,10 +35,8 @@ the checkpoint's step and appends.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,99 +46,20 @@ import torch
 
 from crystalgrid.contracts import ViewLike, iter_view
 from crystalgrid.errors import CrystalgridError
-from crystalgrid.fileio import write_atomic
-from crystalgrid.jsonio import jsonable
-from crystalgrid.models.checkpoint import read_checkpoint, restore_rng_state, save_checkpoint
+from crystalgrid.models.checkpoint import save_checkpoint
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.nets.classes import ClassMap
 from crystalgrid.models.nets.model import ReferenceModel
 from crystalgrid.models.runtime import Runtime, resolve_runtime
-from crystalgrid.models.training.augment import apply_cube_symmetry, cube_symmetries
 from crystalgrid.models.training.loader import TRAIN_FIELDS, device_batches, scan_species
+from crystalgrid.models.training.log import RunLog, RunningMeans, epoch_line, finite, read_log
+from crystalgrid.models.training.resume import Position, checkpoint_to_resume, restore
 from crystalgrid.models.training.schedule import learning_rate, stage_boundary
+from crystalgrid.models.training.step import make_optimizer, train_step
 from crystalgrid.spec import GridSpec
 
-# learning_rate and stage_boundary live in training.schedule; the loop re-exports them.
+# learning_rate, stage_boundary and read_log live in their modules; the loop re-exports them.
 __all__ = ["learning_rate", "read_log", "stage_boundary", "train", "validation_loss"]
-
-# Fields that define the networks and the loss: a resumed run must keep them.
-_FROZEN_ON_RESUME = (
-    "latent_dim",
-    "latent_kind",
-    "encoder_channels",
-    "decoder_channels",
-    "unet_base_channels",
-    "unet_levels",
-    "conditional",
-    "output_activation",
-    "density_scale",
-    "beta",
-    "gamma",
-    "ce_into_decoder",
-    "atom_weight",
-    "unet_input",
-    "input_norm",
-    "vae_stage",
-    "augment",
-    "head",
-    "batch_size",
-    "seed",
-)
-
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's ``log.jsonl``.
-
-    A last line cut short (the process killed while writing it) is left out; any other line
-    that is not a JSON record means the log was damaged or edited, and is an error.
-
-    Raises:
-        CrystalgridError: naming the file and the line.
-    """
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines):
-                break  # a torn last line
-            raise CrystalgridError(
-                f"{path}: line {number} is not a log record ({exc.msg}); the log is damaged"
-            ) from None
-        if not isinstance(record, dict):
-            raise CrystalgridError(f"{path}: line {number} is not a log record")
-        records.append(record)
-    return records
-
-
-class _Log:
-    """Append-only JSONL log; on resume, records past the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, *, keep_until_step: int | None) -> None:
-        self.path = path
-        if keep_until_step is not None and path.exists():
-            kept = [
-                json.dumps(record, allow_nan=False, default=jsonable)
-                for record in read_log(path)
-                if record.get("step", 0) <= keep_until_step
-            ]
-            write_atomic(path, "".join(line + "\n" for line in kept).encode())
-        elif keep_until_step is None and path.exists():
-            path.unlink()
-        self._fh = open(path, "a")  # noqa: SIM115 - closed by close()
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, allow_nan=False, default=jsonable) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def validation_loss(
@@ -194,120 +113,6 @@ def _seed_all(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-@dataclass
-class _Position:
-    """Where a run stands: completed epochs, optimiser steps, batches of the current epoch."""
-
-    epoch: int = 0
-    step: int = 0
-    batch_in_epoch: int = 0
-    best_val: float = math.inf
-
-
-class _RunningMeans:
-    """Sums of the loss terms over steps (kept as tensors: no device sync per step).
-
-    Each term is averaged over the steps that reported it (a VAE-only step has no ``ce``).
-    """
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
-        self.steps = 0
-        self.t0 = time.perf_counter()
-
-    def add(self, out: dict[str, torch.Tensor]) -> None:
-        for key, value in out.items():
-            self.sums[key] = self.sums.get(key, 0) + value.detach().float()
-            self.counts[key] = self.counts.get(key, 0) + 1
-        self.steps += 1
-
-    def means(self, prefix: str = "") -> dict[str, float | None]:
-        """The mean of each term (``None`` where not finite)."""
-        return {f"{prefix}{k}": _finite(float(v) / self.counts[k]) for k, v in self.sums.items()}
-
-    def samples_per_s(self, batch_size: int) -> float | None:
-        seconds = time.perf_counter() - self.t0
-        return self.steps * batch_size / seconds if seconds > 0 else None
-
-
-def _optimizer(model: ReferenceModel, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam over two groups (VAE, U-Net); each group's lr is ``lr * lr_scale``."""
-    return torch.optim.Adam(
-        [
-            {"params": model.vae.parameters(), "lr_scale": 1.0},
-            {"params": model.unet.parameters(), "lr_scale": config.unet_lr_scale},
-        ],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
-
-
-def _checkpoint_to_resume(
-    resume: str | Path | None, out_dir: Path, config: TrainConfig, spec: GridSpec
-) -> dict[str, Any] | None:
-    """The checkpoint to resume from, checked against the new run's config and spec."""
-    if resume is None:
-        if (out_dir / "last.pt").exists():
-            raise CrystalgridError(
-                f"{out_dir} already holds a run (last.pt); resume it or choose another "
-                "output folder"
-            )
-        return None
-    ckpt = read_checkpoint(resume)
-    if not ckpt.get("rng"):
-        raise CrystalgridError(
-            f"{resume} is a weights-only export (a shipped model): it loads for evaluation "
-            "and sampling but holds no optimiser state to resume from"
-        )
-    saved = TrainConfig.from_dict(ckpt["config"])
-    changed = [k for k in _FROZEN_ON_RESUME if getattr(saved, k) != getattr(config, k)]
-    if changed:
-        raise CrystalgridError(
-            f"cannot resume {resume} with a different {', '.join(changed)}; "
-            "start a new run or keep the checkpoint's values"
-        )
-    if GridSpec.from_dict(ckpt["spec"]) != spec:
-        raise CrystalgridError(f"{resume} was trained on a different grid spec")
-    return ckpt
-
-
-def _restore(
-    ckpt: dict[str, Any],
-    model: ReferenceModel,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    resume: str | Path,
-    cuda: bool,
-) -> _Position:
-    """Load the networks, the optimiser and the RNG states; return the saved position."""
-    model.load_state_dict(ckpt["model"])
-    if ckpt.get("optimizer"):
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except ValueError:
-            raise CrystalgridError(
-                f"{resume} holds an optimiser state of an older trainer (one parameter "
-                "group); its weights load, but resuming needs a new run"
-            ) from None
-    for group in optimizer.param_groups:  # a changed lr applies from here on
-        group["lr"] = config.lr * group["lr_scale"]
-    why = restore_rng_state(ckpt["rng"], cuda=cuda)
-    if why is not None:
-        warnings.warn(
-            f"resuming {resume}: {why}; the run goes on but will not repeat an "
-            "uninterrupted one exactly",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return _Position(
-        epoch=int(ckpt["epoch"]),
-        step=int(ckpt["step"]),
-        batch_in_epoch=int(ckpt["batch_in_epoch"]),
-        best_val=float(ckpt.get("best_val", math.inf)),
-    )
-
-
 def _run_metadata(
     metadata: dict[str, Any] | None,
     ckpt: dict[str, Any] | None,
@@ -331,6 +136,44 @@ def _run_metadata(
     return meta
 
 
+@dataclass
+class _Run:
+    """What one training run holds while it goes: networks, optimiser, position, files."""
+
+    config: TrainConfig
+    spec: GridSpec
+    runtime: Runtime
+    model: ReferenceModel
+    optimizer: torch.optim.Optimizer
+    forward: Callable[..., dict[str, torch.Tensor]]
+    pos: Position
+    log: RunLog
+    out_dir: Path
+    metadata: dict[str, Any]
+    steps_per_epoch: int
+    total_steps: int
+    boundary: int
+    #: The loss terms since the last step record (it spans epochs, as the records do).
+    window: RunningMeans
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(
+            path,
+            self.model,
+            spec=self.spec,
+            optimizer=self.optimizer,
+            epoch=self.pos.epoch,
+            step=self.pos.step,
+            batch_in_epoch=self.pos.batch_in_epoch,
+            best_val=self.pos.best_val,
+            metadata=self.metadata,
+        )
+
+    @property
+    def stopped(self) -> bool:
+        return self.config.max_steps is not None and self.pos.step >= self.config.max_steps
+
+
 def train(
     config: TrainConfig,
     view_train: ViewLike,
@@ -342,12 +185,13 @@ def train(
     spec: GridSpec | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Train the VAE and the U-Net jointly; checkpoint, log, and return the last checkpoint.
+    """Train the VAE and the U-Net; checkpoint, log, and return the last checkpoint.
 
     Args:
         config: the full configuration (saved in every checkpoint). When resuming, the
-            fields that define the networks and the loss must match the checkpoint's; the
-            others (epochs, max_steps, device, precision, ...) may change.
+            fields that define the networks and the loss
+            (:meth:`~crystalgrid.models.config.TrainConfig.frozen_on_resume`) must match the
+            checkpoint's; the others (epochs, max_steps, device, precision, ...) may change.
         view_train: the training split (see :class:`~crystalgrid.contracts.ViewLike`).
         view_val: the validation split, scored at the end of each epoch; ``None``: skipped.
         out_dir: where ``log.jsonl``, ``last.pt`` and ``best.pt`` go (created).
@@ -368,7 +212,37 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
+    run = _start(config, view_train, view_val, Path(out_dir), resume, spec, metadata)
+    if (run.stopped or run.pos.epoch >= run.config.epochs) and not quiet:
+        tqdm.write(
+            f"nothing to train: at epoch {run.pos.epoch}, step {run.pos.step} "
+            f"(epochs={run.config.epochs}, max_steps={run.config.max_steps}); "
+            "raise --epochs or --max-steps to go on"
+        )
+    last = run.out_dir / "last.pt"
+    try:
+        while run.pos.epoch < run.config.epochs and not run.stopped:
+            means = _train_epoch(run, view_train, quiet=quiet)
+            record = _end_epoch(run, view_val, means)
+            if not quiet:
+                tqdm.write(epoch_line(record))
+    finally:
+        run.log.close()
+    if not last.exists():  # nothing to train (e.g. resumed after the last epoch)
+        run.save(last)
+    return last
+
+
+def _start(
+    config: TrainConfig,
+    view_train: ViewLike,
+    view_val: ViewLike | None,
+    out_dir: Path,
+    resume: str | Path | None,
+    spec: GridSpec | None,
+    metadata: dict[str, Any] | None,
+) -> _Run:
+    """Set a run up: networks (new or resumed), optimiser, schedule, log (its start record)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = _spec_of(view_train, spec)
     runtime = resolve_runtime(config.device, config.precision, config.compile)
@@ -378,7 +252,7 @@ def train(
             f"the training split has {len(view_train)} samples, fewer than one batch "
             f"of {config.batch_size}"
         )
-    ckpt = _checkpoint_to_resume(resume, out_dir, config, spec)
+    ckpt = checkpoint_to_resume(resume, out_dir, config, spec)
     if ckpt is not None:
         class_map = ClassMap(ckpt["classes"])
     elif config.classes is not None:
@@ -386,45 +260,23 @@ def train(
     else:
         class_map = scan_species(view_train)
     config = config.with_overrides(classes=class_map.species)
-
     if ckpt is None:
         _seed_all(config.seed)
     model = runtime.place(ReferenceModel(config, spec.bins, class_map))
-    optimizer = _optimizer(model, config)
-    pos = (
-        _Position()
-        if ckpt is None
-        else _restore(
-            ckpt, model, optimizer, config, str(resume), cuda=runtime.device.type == "cuda"
-        )
-    )
-    if runtime.device.type == "cuda":
+    optimizer = make_optimizer(model, config)
+    cuda = runtime.device.type == "cuda"
+    pos = Position() if ckpt is None else restore(ckpt, model, optimizer, config, str(resume), cuda)
+    if cuda:
         torch.backends.cudnn.benchmark = True
-    step_fn: Callable[..., dict[str, torch.Tensor]] = (
+    forward: Callable[..., dict[str, torch.Tensor]] = (
         torch.compile(model) if runtime.compile else model  # type: ignore[assignment]
     )
     model.train()
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    boundary = stage_boundary(config, total_steps)
     meta = _run_metadata(metadata, ckpt, config, view_train)
-    log = _Log(out_dir / "log.jsonl", keep_until_step=pos.step if ckpt is not None else None)
-    last = out_dir / "last.pt"
-
-    def save(path: Path) -> None:
-        save_checkpoint(
-            path,
-            model,
-            spec=spec,
-            optimizer=optimizer,
-            epoch=pos.epoch,
-            step=pos.step,
-            batch_in_epoch=pos.batch_in_epoch,
-            best_val=pos.best_val,
-            metadata=meta,
-        )
-
+    log = RunLog(out_dir / "log.jsonl", keep_until_step=pos.step if ckpt is not None else None)
     log.write(
         {
             "kind": "start",
@@ -444,135 +296,121 @@ def train(
             "metadata": meta,
         }
     )
-    stopped = config.max_steps is not None and pos.step >= config.max_steps
-    if (stopped or pos.epoch >= config.epochs) and not quiet:
-        tqdm.write(
-            f"nothing to train: at epoch {pos.epoch}, step {pos.step} (epochs={config.epochs}, "
-            f"max_steps={config.max_steps}); raise --epochs or --max-steps to go on"
+    return _Run(
+        config=config,
+        spec=spec,
+        runtime=runtime,
+        model=model,
+        optimizer=optimizer,
+        forward=forward,
+        pos=pos,
+        log=log,
+        out_dir=out_dir,
+        metadata=meta,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        boundary=stage_boundary(config, total_steps),
+        window=RunningMeans(),
+    )
+
+
+def _train_epoch(run: _Run, view_train: ViewLike, *, quiet: bool) -> RunningMeans:
+    """The steps of the current epoch (from where a resumed run stopped), a step record every
+    ``log_every`` steps; returns the epoch's running means."""
+    from tqdm.auto import tqdm
+
+    config, pos = run.config, run.pos
+    source = iter_view(
+        view_train,
+        config.batch_size,
+        fields=TRAIN_FIELDS,
+        shuffle=True,
+        seed=config.seed + pos.epoch,
+        drop_last=True,
+    )
+    for _ in range(pos.batch_in_epoch):  # resume mid-epoch: skip what was already used
+        next(source)
+    epoch_means = RunningMeans()
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        initial=pos.batch_in_epoch,
+        desc=f"epoch {pos.epoch + 1}/{config.epochs}",
+        disable=quiet,
+        leave=False,
+    )
+    for density, species in device_batches(source, run.runtime, config.prefetch):
+        out, lr = train_step(
+            run.model,
+            run.forward,
+            run.optimizer,
+            config,
+            run.runtime,
+            density,
+            species,
+            step=pos.step,
+            total_steps=run.total_steps,
+            boundary=run.boundary,
         )
-    window = _RunningMeans()
-    try:
-        while pos.epoch < config.epochs and not stopped:
-            source = iter_view(
-                view_train,
-                config.batch_size,
-                fields=TRAIN_FIELDS,
-                shuffle=True,
-                seed=config.seed + pos.epoch,
-                drop_last=True,
+        pos.step += 1
+        pos.batch_in_epoch += 1
+        run.window.add(out)
+        epoch_means.add(out)
+        bar.update(1)
+        if pos.step % config.log_every == 0:
+            means = run.window.means()
+            run.log.write(
+                {
+                    "kind": "step",
+                    "step": pos.step,
+                    "epoch": pos.epoch,
+                    **means,
+                    "lr": lr,
+                    "samples_per_s": run.window.samples_per_s(config.batch_size),
+                    "time": time.time(),
+                }
             )
-            for _ in range(pos.batch_in_epoch):  # resume mid-epoch: skip what was already used
-                next(source)
-            epoch_means = _RunningMeans()
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=pos.batch_in_epoch,
-                desc=f"epoch {pos.epoch + 1}/{config.epochs}",
-                disable=quiet,
-                leave=False,
-            )
-            for density, species in device_batches(source, runtime, config.prefetch):
-                stage = _enter_stage(model, pos.step, boundary)
-                if config.augment == "cube":
-                    symmetry = cube_symmetries(len(density), seed=config.seed, step=pos.step)
-                    density = apply_cube_symmetry(density, symmetry)
-                    species = apply_cube_symmetry(species, symmetry)
-                with runtime.autocast():
-                    out = step_fn(density, species, stage)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                lr = learning_rate(config, pos.step, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group["lr_scale"]
-                optimizer.step()
-                pos.step += 1
-                pos.batch_in_epoch += 1
-                window.add(out)
-                epoch_means.add(out)
-                bar.update(1)
-                if pos.step % config.log_every == 0:
-                    means = window.means()
-                    log.write(
-                        {
-                            "kind": "step",
-                            "step": pos.step,
-                            "epoch": pos.epoch,
-                            **means,
-                            "lr": lr,
-                            "samples_per_s": window.samples_per_s(config.batch_size),
-                            "time": time.time(),
-                        }
-                    )
-                    loss = means["loss"]
-                    bar.set_postfix(loss=f"{loss:.4g}" if loss is not None else "nan")
-                    window = _RunningMeans()
-                if config.checkpoint_every and pos.step % config.checkpoint_every == 0:
-                    save(last)
-                if config.max_steps is not None and pos.step >= config.max_steps:
-                    stopped = True
-                    break
-            bar.close()
-            val: dict[str, float] = {}
-            if view_val is not None and len(view_val):
-                val = validation_loss(
-                    model,
-                    view_val,
-                    runtime,
-                    batch_size=config.batch_size,
-                    max_batches=config.val_max_batches,
-                )
-            record = {
-                "kind": "stop" if stopped and pos.batch_in_epoch < steps_per_epoch else "epoch",
-                "epoch": pos.epoch,
-                "step": pos.step,
-                **epoch_means.means("train_"),
-                **{f"val_{k}": _finite(v) if isinstance(v, float) else v for k, v in val.items()},
-                "epoch_time_s": time.perf_counter() - epoch_means.t0,
-                "samples_per_s": epoch_means.samples_per_s(config.batch_size),
-                "time": time.time(),
-            }
-            if record["kind"] == "epoch":
-                pos.epoch += 1
-                pos.batch_in_epoch = 0
-            val_loss = val.get("loss", math.inf)
-            improved = math.isfinite(val_loss) and val_loss < pos.best_val
-            if improved:
-                pos.best_val = val_loss
-            log.write(record)
-            save(last)
-            if improved:
-                save(out_dir / "best.pt")
-            if not quiet:
-                tqdm.write(_epoch_line(record))
-    finally:
-        log.close()
-    if not last.exists():  # nothing to train (e.g. resumed after the last epoch)
-        save(last)
-    return last
+            loss = means["loss"]
+            bar.set_postfix(loss=f"{loss:.4g}" if loss is not None else "nan")
+            run.window = RunningMeans()
+        if config.checkpoint_every and pos.step % config.checkpoint_every == 0:
+            run.save(run.out_dir / "last.pt")
+        if run.stopped:
+            break
+    bar.close()
+    return epoch_means
 
 
-def _enter_stage(model: ReferenceModel, step: int, boundary: int) -> str:
-    """The stage of step ``step``; at the U-Net stage the VAE is frozen (eval mode, no grad)."""
-    if not boundary:
-        return "joint"
-    if step < boundary:
-        return "vae"
-    if model.vae.training:
-        model.vae.eval()
-        model.vae.requires_grad_(False)
-    return "unet"
-
-
-def _epoch_line(record: dict[str, Any]) -> str:
-    parts = [
-        f"{record['kind']} {record['epoch'] + (record['kind'] == 'epoch')}",
-        f"step {record['step']}",
-    ]
-    for key in ("train_loss", "val_loss", "val_acc_atoms"):
-        if record.get(key) is not None:
-            parts.append(f"{key} {record[key]:.4g}")
-    if record.get("samples_per_s"):
-        parts.append(f"{record['samples_per_s']:.0f} samples/s")
-    return ", ".join(parts)
+def _end_epoch(run: _Run, view_val: ViewLike | None, means: RunningMeans) -> dict[str, Any]:
+    """Validation, the epoch (or stop) record, ``last.pt`` and (if better) ``best.pt``."""
+    config, pos = run.config, run.pos
+    val: dict[str, float] = {}
+    if view_val is not None and len(view_val):
+        val = validation_loss(
+            run.model,
+            view_val,
+            run.runtime,
+            batch_size=config.batch_size,
+            max_batches=config.val_max_batches,
+        )
+    record = {
+        "kind": "stop" if run.stopped and pos.batch_in_epoch < run.steps_per_epoch else "epoch",
+        "epoch": pos.epoch,
+        "step": pos.step,
+        **means.means("train_"),
+        **{f"val_{k}": finite(v) if isinstance(v, float) else v for k, v in val.items()},
+        "epoch_time_s": time.perf_counter() - means.t0,
+        "samples_per_s": means.samples_per_s(config.batch_size),
+        "time": time.time(),
+    }
+    if record["kind"] == "epoch":
+        pos.epoch += 1
+        pos.batch_in_epoch = 0
+    val_loss = val.get("loss", math.inf)
+    improved = math.isfinite(val_loss) and val_loss < pos.best_val
+    if improved:
+        pos.best_val = val_loss
+    run.log.write(record)
+    run.save(run.out_dir / "last.pt")
+    if improved:
+        run.save(run.out_dir / "best.pt")
+    return record

@@ -1,5 +1,5 @@
 """What the model verbs share: the --precision option, torch's check, opening a store and a
-split, loading a checkpoint, and writing results."""
+split, loading a checkpoint (results are written by :func:`crystalgrid.jsonio.write_results`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ __all__ = [
     "precision_option",
     "require_torch",
     "split_of",
-    "write_json",
 ]
 
 #: The decoders that read the U-Net (``crystalgrid.models.scoring.evaluate.UNET_DECODERS``,
@@ -78,14 +77,6 @@ def load_model(checkpoint: Path) -> Any:
     from crystalgrid.models.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write a results document (its folder made if needed)."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 def pct(x: float | None) -> str:

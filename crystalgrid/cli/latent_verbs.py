@@ -15,10 +15,10 @@ from crystalgrid.cli._common import (
     pct,
     precision_option,
     split_of,
-    write_json,
 )
 from crystalgrid.cli.app import main, user_errors
 from crystalgrid.errors import CrystalgridError
+from crystalgrid.jsonio import write_results
 
 
 @main.command("fit-prior")
@@ -260,7 +260,7 @@ def sample_cmd(
         report["conditional"]["calibration"] = (
             "training split (checkpoint metadata)" if calib else "isolated-atom peak"
         )
-    write_json(out / "report.json", report)
+    write_results(out / "report.json", report)
     spacing_plot(
         report["spacing"]["samples"],
         report["spacing"]["real"],
@@ -382,8 +382,9 @@ def realism_cmd(
     )
 
     dataset = open_store(data)
-    if ckpt.spec != dataset.spec:
-        raise CrystalgridError("the store's grid spec differs from the checkpoint's")
+    from crystalgrid.models.scoring.evaluate import check_spec
+
+    check_spec(ckpt, None, dataset.spec)
     if scorer is not None:
         trained = load_scorer(scorer, device="cpu" if device == "auto" else device)
     else:
@@ -414,7 +415,7 @@ def realism_cmd(
         precision=precision,
     )
     report["data"] = {"path": str(data), "eval_split": eval_split}
-    write_json(out / "realism.json", report)
+    write_results(out / "realism.json", report)
     for key in ("real", "real_decoded", "random_draws", "noise", "shuffled"):
         s = report[key]
         click.echo(f"{key:>14}: {s['mean']:.3f} ± {s['std']:.3f} (n = {s['n']})")
@@ -447,8 +448,9 @@ def show_cmd(store: str, index: str, out: Path, checkpoint: Path | None, dpi: in
     recon = species = None
     if checkpoint is not None:
         ckpt = load_model(checkpoint)
-        if ckpt.spec != dataset.spec:
-            raise CrystalgridError("the store's grid spec differs from the checkpoint's")
+        from crystalgrid.models.scoring.evaluate import check_spec
+
+        check_spec(ckpt, None, dataset.spec)
         recon, species = reconstruct_one(ckpt, sample["density"])
     path = show_sample(
         sample, dataset.spec, out, reconstruction=recon, predicted_species=species, dpi=dpi

@@ -15,10 +15,10 @@ from crystalgrid.cli._common import (
     precision_option,
     require_torch,
     split_of,
-    write_json,
 )
 from crystalgrid.cli.app import main, user_errors
 from crystalgrid.errors import CrystalgridError, NotFoundError
+from crystalgrid.jsonio import results_json, write_results
 
 
 @main.command("evaluate")
@@ -139,7 +139,6 @@ def evaluate_cmd(
     from crystalgrid.models.scoring.metrics import (
         PAPER_REPEATED,
         PAPER_SINGLE,
-        to_json,
         to_markdown,
     )
 
@@ -149,15 +148,14 @@ def evaluate_cmd(
         "representation": getattr(dataset, "representation", None),
     }
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(to_json(result) + "\n")
+        write_results(out, result)
     if markdown:
         title = f"{title_of} on {data} ({split})"
         crops = getattr(dataset, "representation", None) == "repeated"
         paper = PAPER_REPEATED if crops else PAPER_SINGLE
         click.echo(to_markdown(result, title=title, reference=paper), nl=False)
     elif out is None:
-        click.echo(to_json(result))
+        click.echo(results_json(result))
     else:
         within = result["true_within_radius"]
         click.echo(
@@ -240,7 +238,7 @@ def tune_threshold_cmd(
     )
     tuning["data"] = {"path": str(data), "split": split}
     if out is not None:
-        write_json(out, tuning)
+        write_results(out, tuning)
     for line in tuning_table(tuning):
         click.echo(line)
     if write:
@@ -318,11 +316,9 @@ def match_cmd(
     )
     result["data"] = {"path": str(data), "split": split}
     if out is None:
-        import json
-
-        click.echo(json.dumps(result, indent=1, allow_nan=False))
+        click.echo(results_json(result))
         return
-    write_json(out, result)
+    write_results(out, result)
     rms = result["rms_mean"]
     click.echo(
         f"match rate {pct(result['match_rate'])} of {result['n_samples']} samples, "

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from crystalgrid.contracts import ViewLike, iter_view
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, CrystalgridError
 from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint
 from crystalgrid.models.decoding.peakfit import fit_amplitudes, fit_atoms, fitted_electrons
 from crystalgrid.models.decoding.segmentation import (
@@ -199,16 +199,16 @@ def evaluate(
     return result
 
 
-def check_spec(ckpt: Checkpoint, view: ViewLike, spec: GridSpec | None = None) -> None:
-    """Refuse a split whose grid spec (``spec``, else ``view.spec`` when present) is not the
-    checkpoint's.
+def check_spec(ckpt: Checkpoint, view: ViewLike | None, spec: GridSpec | None = None) -> None:
+    """Refuse a split or store whose grid spec (``spec``, else ``view.spec`` when present) is
+    not the checkpoint's: the one check of every command that runs a model on a store.
 
     Raises:
-        CrystalgridError: the specs differ.
+        BadInputError: the specs differ.
     """
     spec = spec or getattr(view, "spec", None) or ckpt.spec
     if spec != ckpt.spec:
-        raise CrystalgridError(
+        raise BadInputError(
             f"the split's grid spec {spec.to_dict()} differs from the checkpoint's "
             f"{ckpt.spec.to_dict()}"
         )

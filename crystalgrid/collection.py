@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, CrystalgridError, IntegrityError
 from crystalgrid.fileio import TMP_SUFFIX, hold_flock, write_atomic
 from crystalgrid.jsonio import utc_now
 
@@ -79,8 +79,8 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         The manifest, or ``None`` when the file does not exist.
 
     Raises:
-        CrystalgridError: the file cannot be read, is not JSON, or is not a manifest of this
-            format.
+        BadInputError: the file is not JSON, or is not a manifest of this format.
+        CrystalgridError: the file cannot be read (the system's error).
     """
     file = Path(path) / MANIFEST_NAME
     try:
@@ -92,12 +92,12 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CrystalgridError(f"{file} is not valid JSON ({exc})") from exc
+        raise BadInputError(f"{file} is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise CrystalgridError(f"{file} is not a {FORMAT} manifest (format: {found!r})")
+        raise BadInputError(f"{file} is not a {FORMAT} manifest (format: {found!r})")
     if not isinstance(manifest.get("pages"), dict):
-        raise CrystalgridError(f"{file} has no page table")
+        raise BadInputError(f"{file} has no page table")
     return manifest
 
 
@@ -105,17 +105,17 @@ def check_target(path: str | os.PathLike[str]) -> None:
     """Check that a collection can be written at ``path``: new, empty, or a collection.
 
     Raises:
-        CrystalgridError: ``path`` is a file, or a directory with other things in it.
+        BadInputError: ``path`` is a file, or a directory with other things in it.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise CrystalgridError(f"{target} exists and is not a directory")
+        raise BadInputError(f"{target} exists and is not a directory")
     if not target.is_dir() or is_collection(target):
         return
     others = sorted(p.name for p in target.iterdir() if p.name not in (PAGES_DIR, LOCK_NAME))
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        raise CrystalgridError(
+        raise BadInputError(
             f"{target} is not empty and holds no {MANIFEST_NAME} ({shown}); "
             "choose a new or empty directory for the collection"
         )
@@ -156,7 +156,8 @@ def read_page(path: str | os.PathLike[str], name: str, sha256: str | None) -> li
         The page's records.
 
     Raises:
-        CrystalgridError: the page is missing, its checksum differs, or it cannot be decoded.
+        IntegrityError: the page is missing, its checksum differs, or it cannot be decoded.
+        CrystalgridError: the page cannot be read (the system's error).
     """
     root = Path(path)
     file = root / PAGES_DIR / name
@@ -164,17 +165,17 @@ def read_page(path: str | os.PathLike[str], name: str, sha256: str | None) -> li
     try:
         data = file.read_bytes()
     except FileNotFoundError:
-        raise CrystalgridError(f"collection {root}: page {name} is missing; {hint}") from None
+        raise IntegrityError(f"collection {root}: page {name} is missing; {hint}") from None
     except OSError as exc:
         raise CrystalgridError(f"collection {root}: cannot read page {name}: {exc}") from exc
     if sha256 is not None and page_digest(data) != sha256:
-        raise CrystalgridError(f"collection {root}: page {name} is corrupted (checksum); {hint}")
+        raise IntegrityError(f"collection {root}: page {name} is corrupted (checksum); {hint}")
     try:
         records = json.loads(gzip.decompress(data))
     except (OSError, EOFError, ValueError) as exc:
-        raise CrystalgridError(f"collection {root}: page {name} cannot be decoded ({exc})") from exc
+        raise IntegrityError(f"collection {root}: page {name} cannot be decoded ({exc})") from exc
     if not isinstance(records, list):
-        raise CrystalgridError(f"collection {root}: page {name} does not hold a list of records")
+        raise IntegrityError(f"collection {root}: page {name} does not hold a list of records")
     return records
 
 

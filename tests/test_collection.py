@@ -19,7 +19,7 @@ from crystalgrid.collection import (
     load_manifest,
     page_name,
 )
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, IntegrityError, LockedError, NotFoundError
 from crystalgrid.sources.base import RawRecord, Rejected, parse_record
 from crystalgrid.sources.collection import open_collection
 
@@ -103,20 +103,20 @@ def test_corrupted_page_is_named(collection: Path) -> None:
     data = bytearray(page.read_bytes())
     data[-12] ^= 0xFF
     page.write_bytes(bytes(data))
-    with pytest.raises(CrystalgridError, match=r"page page-000001\.json\.gz is corrupted"):
+    with pytest.raises(IntegrityError, match=r"page page-000001\.json\.gz is corrupted"):
         open_collection(collection)
 
 
 def test_missing_page_is_named(collection: Path) -> None:
     (collection / "pages" / page_name(0)).unlink()
-    with pytest.raises(CrystalgridError, match=r"page page-000000\.json\.gz is missing"):
+    with pytest.raises(IntegrityError, match=r"page page-000000\.json\.gz is missing"):
         open_collection(collection)
 
 
 def test_page_changed_after_open_is_caught_while_reading(collection: Path) -> None:
     source = open_collection(collection)
     (collection / "pages" / page_name(1)).write_bytes(encode_page([]))
-    with pytest.raises(CrystalgridError, match=r"page-000001\.json\.gz is corrupted"):
+    with pytest.raises(IntegrityError, match=r"page-000001\.json\.gz is corrupted"):
         list(source.records())
 
 
@@ -124,7 +124,7 @@ def test_incomplete_needs_allow_incomplete(tmp_path: Path, nacl) -> None:
     path = tmp_path / "part"
     with CollectionWriter(path, header(expected_pages=3)) as writer:
         writer.write_page(0, [record("mp-1", nacl)])
-    with pytest.raises(CrystalgridError, match=r"incomplete \(1 of 3 pages\)"):
+    with pytest.raises(BadInputError, match=r"incomplete \(1 of 3 pages\)"):
         open_collection(path)
     assert [r.material_id for r in open_collection(path, allow_incomplete=True).records()] == [
         "mp-1"
@@ -132,13 +132,13 @@ def test_incomplete_needs_allow_incomplete(tmp_path: Path, nacl) -> None:
 
 
 def test_no_collection_or_bad_manifest(tmp_path: Path) -> None:
-    with pytest.raises(CrystalgridError, match="no collection at"):
+    with pytest.raises(NotFoundError, match="no collection at"):
         open_collection(tmp_path / "nowhere")
     (tmp_path / "collection.json").write_text("{not json")
-    with pytest.raises(CrystalgridError, match="not valid JSON"):
+    with pytest.raises(BadInputError, match="not valid JSON"):
         open_collection(tmp_path)
     (tmp_path / "collection.json").write_text(json.dumps({"format": "something-else/9"}))
-    with pytest.raises(CrystalgridError, match="not a crystalgrid-collection/1 manifest"):
+    with pytest.raises(BadInputError, match="not a crystalgrid-collection/1 manifest"):
         open_collection(tmp_path)
 
 
@@ -157,7 +157,7 @@ def test_writer_drops_bad_pages_and_stale_temp_files(collection: Path) -> None:
 def test_one_writer_at_a_time(tmp_path: Path) -> None:
     path = tmp_path / "locked"
     busy = "another crystalgrid process is writing"
-    with CollectionWriter(path, header()), pytest.raises(CrystalgridError, match=busy):
+    with CollectionWriter(path, header()), pytest.raises(LockedError, match=busy):
         CollectionWriter(path, header()).__enter__()
     with CollectionWriter(path, header()):  # released on exit
         pass
@@ -168,10 +168,10 @@ def test_target_must_be_new_empty_or_a_collection(tmp_path: Path, collection: Pa
     check_target(collection)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "data.csv").write_text("x")
-    with pytest.raises(CrystalgridError, match="not empty"):
+    with pytest.raises(BadInputError, match="not empty"):
         check_target(tmp_path / "other")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(CrystalgridError, match="not a directory"):
+    with pytest.raises(BadInputError, match="not a directory"):
         CollectionWriter(tmp_path / "file", header()).__enter__()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from crystalgrid.errors import BadInputError, CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import (
     FileSource,
@@ -59,8 +59,9 @@ class AseDbSource(FileSource):
             id_key: a key-value column that holds the ids (default: ASE's ``unique_id``).
 
         Raises:
-            CrystalgridError: ASE is not installed, the file does not exist or is not an
-                ASE database; BadInputError for a URL.
+            CrystalgridError: ASE is not installed.
+            NotFoundError: the file does not exist.
+            BadInputError: a URL, or a file that is not an ASE database.
         """
         self._ase_db = needs("ase.db", "ase", "an ASE database")
         if isinstance(path, RemotePath) or "://" in str(path):
@@ -71,7 +72,7 @@ class AseDbSource(FileSource):
         try:
             self._count = int(self._connect().count())
         except (sqlite3.DatabaseError, OSError, ValueError, KeyError) as exc:
-            raise CrystalgridError(f"{resolved}: not a readable ASE database ({exc})") from None
+            raise BadInputError(f"{resolved}: not a readable ASE database ({exc})") from None
 
     def _connect(self) -> Any:
         return self._ase_db.connect(str(self.path), type="db", create_indices=False)

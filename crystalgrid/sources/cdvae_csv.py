@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, IntegrityError
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import (
     FileSource,
@@ -68,17 +68,18 @@ class CsvSource(FileSource):
             citation: what to cite for the data, stored in :meth:`provenance`.
 
         Raises:
-            CrystalgridError: the file does not exist, is not readable CSV text, or lacks
-                the ``material_id`` or ``cif`` column.
+            NotFoundError: the file does not exist.
+            BadInputError: not a file, not readable CSV text, or without the
+                ``material_id`` or ``cif`` column.
         """
         resolved = resolve(path)
         if not resolved.is_file():
-            raise CrystalgridError(f"not a file: {path}")
+            raise BadInputError(f"not a file: {path}")
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         header = self._header()
         missing = [column for column in CSV_REQUIRED if column not in header]
         if missing:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{resolved}: CSV lacks the column(s) {', '.join(missing)} "
                 f"(needs {', '.join(CSV_REQUIRED)})"
             )
@@ -91,7 +92,7 @@ class CsvSource(FileSource):
             rows.close()
 
     def _rows(self) -> Generator[list[str]]:
-        """Rows as lists of strings, header first; bad text becomes ``CrystalgridError``."""
+        """Rows as lists of strings, header first; bad text becomes ``BadInputError``."""
         if csv.field_size_limit() < _CSV_FIELD_LIMIT:
             csv.field_size_limit(_CSV_FIELD_LIMIT)  # CIFs in one cell exceed the 128 kB default
         try:
@@ -99,16 +100,16 @@ class CsvSource(FileSource):
                 for row in csv.reader(fh):
                     yield [cell.strip() for cell in row]
         except UnicodeDecodeError as exc:
-            raise CrystalgridError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
+            raise BadInputError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
         except csv.Error as exc:
-            raise CrystalgridError(f"{self.path}: not a readable CSV ({exc})") from None
+            raise BadInputError(f"{self.path}: not a readable CSV ({exc})") from None
 
     def records(self) -> Iterator[RawRecord | Rejected]:
         """One ``"cif"`` record per row, in file order (see the class docstring)."""
         rows = self._rows()
         header = next(rows, [])
         if not all(column in header for column in CSV_REQUIRED):
-            raise CrystalgridError(f"{self.path}: CSV lacks {', '.join(CSV_REQUIRED)} (changed?)")
+            raise IntegrityError(f"{self.path}: CSV lacks {', '.join(CSV_REQUIRED)} (changed?)")
         id_col, cif_col = header.index("material_id"), header.index("cif")
         numeric = [
             (i, column)
@@ -172,15 +173,16 @@ class CsvSplitsSource(FileSource):
         """Open the folder and check that the three CSVs are there and have the columns.
 
         Raises:
-            CrystalgridError: not a folder, a CSV missing, or a CSV without the columns.
+            NotFoundError: the path does not exist.
+            BadInputError: not a folder, a CSV missing, or a CSV without the columns.
         """
         resolved = resolve(path)
         if not resolved.is_dir():
-            raise CrystalgridError(f"not a folder: {path}")
+            raise BadInputError(f"not a folder: {path}")
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         missing = [f for f in self.FILES if not (resolved / f).is_file()]
         if missing:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{resolved}: a folder of splits needs {', '.join(self.FILES)}; "
                 f"{', '.join(missing)} missing"
             )

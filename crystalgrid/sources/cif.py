@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import (
     FileSource,
@@ -56,7 +56,7 @@ class _CifSource(FileSource):
             with id_prop.open(newline="", encoding="utf-8-sig") as fh:
                 rows = list(csv.reader(fh))
         except (UnicodeDecodeError, csv.Error) as exc:
-            raise CrystalgridError(f"{id_prop}: not a readable CSV ({exc})") from None
+            raise BadInputError(f"{id_prop}: not a readable CSV ({exc})") from None
         targets: dict[str, float] = {}
         for row in rows:
             if len(row) < 2:
@@ -133,15 +133,15 @@ class CifDirectorySource(_CifSource):
             citation: what to cite for the data, stored in :meth:`provenance`.
 
         Raises:
-            CrystalgridError: the path does not exist, is not a directory, or holds no
-                ``*.cif`` file.
+            NotFoundError: the path does not exist.
+            BadInputError: not a directory, or one that holds no ``*.cif`` file.
         """
         resolved = resolve(path)
         if not resolved.is_dir():
-            raise CrystalgridError(f"not a directory: {path}")
+            raise BadInputError(f"not a directory: {path}")
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         if not self._cif_files():
-            raise CrystalgridError(f"no .cif files in {resolved}")
+            raise BadInputError(f"no .cif files in {resolved}")
 
     def _cif_files(self) -> list[Path | RemotePath]:
         files = (p for p in self.path.iterdir() if p.suffix.lower() == ".cif" and p.is_file())
@@ -173,11 +173,12 @@ class CifFileSource(_CifSource):
         """Open one CIF file.
 
         Raises:
-            CrystalgridError: the path does not exist or is not a file.
+            NotFoundError: the path does not exist.
+            BadInputError: the path is not a file.
         """
         resolved = resolve(path)
         if not resolved.is_file():
-            raise CrystalgridError(f"not a file: {path}")
+            raise BadInputError(f"not a file: {path}")
         super().__init__(resolved, name=name, licence=licence, citation=citation)
 
 

@@ -21,7 +21,7 @@ from crystalgrid.collection import (
     page_items,
     read_page,
 )
-from crystalgrid.errors import BadInputError, CrystalgridError
+from crystalgrid.errors import BadInputError, CrystalgridError, IntegrityError, NotFoundError
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import RemotePath
 
@@ -117,7 +117,7 @@ class CollectionSource:
             record's properties) or a :class:`Rejected` for a record with no structure.
 
         Raises:
-            CrystalgridError: a page went missing or changed since the collection was opened.
+            IntegrityError: a page went missing or changed since the collection was opened.
         """
         for name, info in page_items(self._manifest):
             for i, record in enumerate(read_page(self.path, name, info.get("sha256"))):
@@ -131,8 +131,8 @@ class CollectionSource:
         """
         info = {k: copy.deepcopy(v) for k, v in self._manifest.items() if k != "pages"}
         materials_project = info.get("source") in (None, "materials-project")
-        info["licence"] = info.get("licence") or self._licence or (
-            LICENCE if materials_project else None
+        info["licence"] = (
+            info.get("licence") or self._licence or (LICENCE if materials_project else None)
         )
         cited = info.get("citation") or (CITATION if materials_project else "")
         if self._citation and self._citation not in cited:
@@ -174,26 +174,29 @@ def open_collection(
         The collection as a :class:`CollectionSource`.
 
     Raises:
-        CrystalgridError: no collection there, an unreadable manifest, a missing or corrupted
-            page (named), or an incomplete collection without ``allow_incomplete``.
+        NotFoundError: no collection there.
+        BadInputError: a manifest that is not one, or an incomplete collection without
+            ``allow_incomplete``.
+        IntegrityError: a missing or corrupted page (named).
+        CrystalgridError: a manifest or page the system cannot read.
     """
     root = Path(path)
     manifest = load_manifest(root) if root.is_dir() else None
     if manifest is None:
-        raise CrystalgridError(f"no collection at {root} (no {MANIFEST_NAME})")
+        raise NotFoundError(f"no collection at {root} (no {MANIFEST_NAME})")
     for page, info in page_items(manifest):
         file = root / PAGES_DIR / page
         try:
             data = file.read_bytes()
         except FileNotFoundError:
-            raise CrystalgridError(
+            raise IntegrityError(
                 f"collection {root}: page {page} is missing; "
                 "run the same `crystalgrid fetch` again to download it again"
             ) from None
         except OSError as exc:
             raise CrystalgridError(f"collection {root}: cannot read page {page}: {exc}") from exc
         if page_digest(data) != info.get("sha256"):
-            raise CrystalgridError(
+            raise IntegrityError(
                 f"collection {root}: page {page} is corrupted (checksum differs); "
                 "run the same `crystalgrid fetch` again to download it again"
             )
@@ -201,7 +204,7 @@ def open_collection(
         expected = manifest.get("expected_pages")
         have = len(manifest["pages"])
         of = f" ({have} of {expected} pages)" if expected is not None else ""
-        raise CrystalgridError(
+        raise BadInputError(
             f"collection {root} is incomplete{of}: run the same `crystalgrid fetch` "
             "again to finish it"
         )

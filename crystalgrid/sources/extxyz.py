@@ -22,7 +22,7 @@ import itertools
 import zlib
 from typing import IO, TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import (
     FileSource,
@@ -79,14 +79,15 @@ class ExtxyzSource(FileSource):
         """Open an extended-XYZ file or folder (read when :meth:`records` is called).
 
         Raises:
-            CrystalgridError: ASE is not installed (``pip install 'crystalgrid[ase]'``), the
-                path does not exist, or a folder holds no XYZ file.
+            CrystalgridError: ASE is not installed (``pip install 'crystalgrid[ase]'``).
+            NotFoundError: the path does not exist.
+            BadInputError: a folder holds no XYZ file.
         """
         self._ase_extxyz = needs("ase.io.extxyz", "ase", "extended XYZ")
         resolved = resolve(path)
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         if resolved.is_dir() and not self._files():
-            raise CrystalgridError(f"no .xyz or .extxyz files in {resolved}")
+            raise BadInputError(f"no .xyz or .extxyz files in {resolved}")
 
     def _files(self) -> list[Path | RemotePath]:
         if not self.path.is_dir():
@@ -180,7 +181,7 @@ def _text(path: Location) -> Iterator[IO[str]]:
                 with io.TextIOWrapper(raw, encoding="utf-8") as fh:
                     yield fh
     except UnicodeDecodeError as exc:
-        raise CrystalgridError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raise BadInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError, zlib.error) as exc:
         what = "gzip file" if compressed else "file"
-        raise CrystalgridError(f"{path}: not a readable {what} ({exc})") from None
+        raise BadInputError(f"{path}: not a readable {what} ({exc})") from None

@@ -11,7 +11,7 @@ import json
 import zlib
 from typing import IO, TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.jsonstream import iter_json
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import FileSource, Location, RemotePath, is_scalar, resolve
@@ -71,11 +71,12 @@ class JsonSource(FileSource):
             citation: what to cite for the data, stored in :meth:`provenance`.
 
         Raises:
-            CrystalgridError: the file does not exist or is not a file.
+            NotFoundError: the file does not exist.
+            BadInputError: the path is not a file.
         """
         resolved = resolve(path)
         if not resolved.is_file():
-            raise CrystalgridError(f"not a file: {path}")
+            raise BadInputError(f"not a file: {path}")
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         self.lines = resolved.name.lower().removesuffix(".gz").endswith(".jsonl")
 
@@ -92,14 +93,14 @@ class JsonSource(FileSource):
                     with io.TextIOWrapper(raw, encoding="utf-8") as fh:
                         yield fh
         except json.JSONDecodeError as exc:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{self.path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
             ) from None
         except UnicodeDecodeError as exc:
-            raise CrystalgridError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
+            raise BadInputError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
         except (OSError, EOFError, zlib.error) as exc:
             what = "gzip file" if compressed else "file"
-            raise CrystalgridError(f"{self.path}: not a readable {what} ({exc})") from None
+            raise BadInputError(f"{self.path}: not a readable {what} ({exc})") from None
 
     def _entries(self, fh: IO[str]) -> Iterator[tuple[str, str, Any] | Rejected]:
         """``(id, origin, item)`` of every top-level record, read one at a time."""
@@ -123,7 +124,7 @@ class JsonSource(FileSource):
             return
         if top.kind != "object":
             kind = type(next(iter(top.items()))).__name__
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{self.path}: expected a JSON list or object of records, got {kind}"
             )
         pairs = top.items()
@@ -144,7 +145,7 @@ class JsonSource(FileSource):
         """The file's records in file order (see the class docstring), read one at a time.
 
         Raises:
-            CrystalgridError: the file is not valid JSON (raised when the reading gets
+            BadInputError: the file is not valid JSON (raised when the reading gets
                 there), or holds neither a list nor an object.
         """
         seen: dict[str, str] = {}

@@ -171,7 +171,7 @@ def resolve(path: str | os.PathLike[str] | RemotePath) -> Path | RemotePath:
     """An absolute path (or a URL's :class:`RemotePath`) that exists.
 
     Raises:
-        CrystalgridError: ``"source not found: ..."``.
+        NotFoundError: ``"source not found: ..."``.
     """
     if isinstance(path, RemotePath) or is_url_location(path):
         remote = path if isinstance(path, RemotePath) else RemotePath(str(path))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.errors import BadInputError, RejectedStructure
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import (
     FileSource,
@@ -74,24 +74,25 @@ class OptimadeParquetSource(FileSource):
         """Open a Parquet file or folder of shards (the first shard's columns are checked).
 
         Raises:
-            CrystalgridError: pyarrow is not installed (``pip install 'crystalgrid[parquet]'``),
-                the path does not exist, a folder holds no ``.parquet`` file, or the first
-                readable shard lacks a structure field.
+            CrystalgridError: pyarrow is not installed (``pip install 'crystalgrid[parquet]'``).
+            NotFoundError: the path does not exist.
+            BadInputError: a folder holds no ``.parquet`` file, or the first shard is not
+                readable Parquet or lacks a structure field.
         """
         self._pq = needs("pyarrow.parquet", "parquet", "Parquet")
         resolved = resolve(path)
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         shards = self._files()
         if not shards:
-            raise CrystalgridError(f"no .parquet files in {resolved}")
+            raise BadInputError(f"no .parquet files in {resolved}")
         try:
             with shards[0].open("rb") as fh:
                 columns = set(self._pq.ParquetFile(fh).schema_arrow.names)
         except (OSError, ValueError) as exc:
-            raise CrystalgridError(f"{shards[0]}: not a readable Parquet file ({exc})") from None
+            raise BadInputError(f"{shards[0]}: not a readable Parquet file ({exc})") from None
         missing = [f for f in STRUCTURE_FIELDS if f not in columns]
         if missing:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{shards[0]}: Parquet lacks the OPTIMADE field(s) {', '.join(missing)} "
                 f"(needs {', '.join(STRUCTURE_FIELDS)})"
             )

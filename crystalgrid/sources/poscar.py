@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import FileSource, Location, RemotePath, hash_files, resolve
 
@@ -67,12 +67,13 @@ class PoscarSource(FileSource):
         """Open a POSCAR file or a folder of them.
 
         Raises:
-            CrystalgridError: the path does not exist, or a folder holds no POSCAR file.
+            NotFoundError: the path does not exist.
+            BadInputError: a folder holds no POSCAR file.
         """
         resolved = resolve(path)
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         if resolved.is_dir() and not self._files():
-            raise CrystalgridError(f"no POSCAR, CONTCAR or .vasp files in {resolved}")
+            raise BadInputError(f"no POSCAR, CONTCAR or .vasp files in {resolved}")
 
     def _files(self) -> list[Path | RemotePath]:
         return _listing(self.path) if self.path.is_dir() else [self.path]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conformance import SourceConformance
 
-from crystalgrid.errors import BadInputError, CrystalgridError, RejectedStructure
+from crystalgrid.errors import BadInputError, RejectedStructure
 from crystalgrid.sources import AseDbSource, parse_record
 
 ase_db = pytest.importorskip("ase.db", reason="ASE databases need ASE (crystalgrid[ase])")
@@ -54,7 +54,7 @@ def test_a_molecule_row_has_no_cell(tmp_path):
 def test_not_a_database_and_a_url(tmp_path):
     path = tmp_path / "broken.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(CrystalgridError, match="not a readable ASE database"):
+    with pytest.raises(BadInputError, match="not a readable ASE database"):
         AseDbSource(path)
     with pytest.raises(BadInputError, match="read locally"):
         AseDbSource("s3://bucket/set.db")

@@ -7,7 +7,7 @@ import gzip
 import pytest
 from conformance import SourceConformance, rejects
 
-from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.errors import BadInputError, RejectedStructure
 from crystalgrid.sources import ExtxyzSource, RawRecord, parse_record
 
 ase_io = pytest.importorskip("ase.io", reason="extended XYZ needs ASE (crystalgrid[ase])")
@@ -85,7 +85,7 @@ def test_broken_counts_and_repeated_ids_are_rejects(tmp_path, demo_records):
 
 def test_a_folder_without_frames_and_a_missing_path(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(CrystalgridError, match=r"no \.xyz or \.extxyz files"):
+    with pytest.raises(BadInputError, match=r"no \.xyz or \.extxyz files"):
         ExtxyzSource(tmp_path)
     with pytest.raises(FileNotFoundError, match="source not found"):
         ExtxyzSource(tmp_path / "absent.xyz")

@@ -13,7 +13,7 @@ from conformance import SourceConformance
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
-from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.errors import BadInputError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import check_structure
 from crystalgrid.sources import (
     CifDirectorySource,
@@ -107,9 +107,9 @@ def test_cif_directory_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("x")
-    with pytest.raises(CrystalgridError, match=r"no \.cif files"):
+    with pytest.raises(BadInputError, match=r"no \.cif files"):
         CifDirectorySource(empty)
-    with pytest.raises(CrystalgridError, match="not a directory"):
+    with pytest.raises(BadInputError, match="not a directory"):
         CifDirectorySource(empty / "readme.txt")
 
 
@@ -164,7 +164,7 @@ def test_cif_file_source(tmp_path, triclinic):
     before = source.fingerprint()
     path.write_text(cif_text(triclinic).replace("Fe", "Co"))
     assert source.fingerprint() != before
-    with pytest.raises(CrystalgridError, match="not a file"):
+    with pytest.raises(BadInputError, match="not a file"):
         CifFileSource(tmp_path)
 
 
@@ -230,19 +230,19 @@ def test_csv_records_ids_order_properties(cdvae_csv, nacl, triclinic, cesium_chl
 
 def test_csv_missing_columns(tmp_path):
     path = write_csv(tmp_path / "bad.csv", [["x", "1"]], header=["id", "energy"])
-    with pytest.raises(CrystalgridError) as info:
+    with pytest.raises(BadInputError) as info:
         CsvSource(path)
     message = str(info.value)
     assert "\n" not in message
     assert "material_id" in message and "cif" in message and str(path) in message
 
     only_id = write_csv(tmp_path / "only_id.csv", [["x"]], header=["material_id"])
-    with pytest.raises(CrystalgridError, match=r"lacks the column\(s\) cif "):
+    with pytest.raises(BadInputError, match=r"lacks the column\(s\) cif "):
         CsvSource(only_id)
 
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    with pytest.raises(CrystalgridError, match="material_id, cif"):
+    with pytest.raises(BadInputError, match="material_id, cif"):
         CsvSource(empty)
 
 
@@ -251,7 +251,7 @@ def test_csv_not_found_and_not_utf8(tmp_path):
         CsvSource(tmp_path / "absent.csv")
     latin = tmp_path / "latin.csv"
     latin.write_bytes("material_id,cif\nmp-1,Müller\n".encode("latin-1"))
-    with pytest.raises(CrystalgridError, match="not UTF-8"):
+    with pytest.raises(BadInputError, match="not UTF-8"):
         list(CsvSource(latin).records())
 
 
@@ -399,18 +399,18 @@ def test_json_errors(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text('[{"material_id": "mp-1",')
     source = JsonSource(broken)  # read lazily
-    with pytest.raises(CrystalgridError, match="not valid JSON") as info:
+    with pytest.raises(BadInputError, match="not valid JSON") as info:
         list(source.records())
     assert "\n" not in str(info.value) and str(broken) in str(info.value)
 
     not_gzip = tmp_path / "plain.json.gz"
     not_gzip.write_text("[]")
-    with pytest.raises(CrystalgridError, match="gzip"):
+    with pytest.raises(BadInputError, match="gzip"):
         list(JsonSource(not_gzip).records())
 
     number = tmp_path / "number.json"
     number.write_text("3")
-    with pytest.raises(CrystalgridError, match="expected a JSON list or object"):
+    with pytest.raises(BadInputError, match="expected a JSON list or object"):
         list(JsonSource(number).records())
 
 
@@ -438,7 +438,7 @@ def test_json_is_read_one_record_at_a_time(tmp_path, nacl, monkeypatch):
     path.write_text("[\n" + json.dumps(good, indent=1) + ",\n" + '{"material_id": "mp-2", ]')
     records = JsonSource(path).records()
     assert next(records).material_id == "mp-1"  # yielded before the break is read
-    with pytest.raises(CrystalgridError, match="not valid JSON") as info:
+    with pytest.raises(BadInputError, match="not valid JSON") as info:
         next(records)
     line = 2 + json.dumps(good, indent=1).count("\n") + 1
     assert f"at line {line}, column 25" in str(info.value)  # the whole file's line and column

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conformance import SourceConformance, rejects
 
-from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.errors import BadInputError, RejectedStructure
 from crystalgrid.sources import OptimadeParquetSource, parse_record
 
 pa = pytest.importorskip("pyarrow", reason="Parquet needs pyarrow (crystalgrid[parquet])")
@@ -101,10 +101,10 @@ def test_an_unreadable_shard_is_a_reject_and_the_others_go_on(tmp_path, nacl):
 def test_missing_fields_and_empty_folders(tmp_path, nacl):
     row = optimade_row("a", nacl)
     del row["cartesian_site_positions"]
-    with pytest.raises(CrystalgridError, match="lacks the OPTIMADE field"):
+    with pytest.raises(BadInputError, match="lacks the OPTIMADE field"):
         OptimadeParquetSource(write_rows(tmp_path / "a.parquet", [row]))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "x.txt").write_text("x")
-    with pytest.raises(CrystalgridError, match=r"no \.parquet files"):
+    with pytest.raises(BadInputError, match=r"no \.parquet files"):
         OptimadeParquetSource(empty)

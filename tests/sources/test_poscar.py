@@ -6,7 +6,7 @@ import pytest
 from conformance import SourceConformance, rejects
 from pymatgen.io.vasp import Poscar
 
-from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.errors import BadInputError, RejectedStructure
 from crystalgrid.sources import PoscarSource, parse_record
 
 
@@ -60,5 +60,5 @@ def test_bad_files_are_rejects(tmp_path, nacl):
 
 def test_a_folder_without_poscars(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(CrystalgridError, match=r"no POSCAR, CONTCAR or \.vasp files"):
+    with pytest.raises(BadInputError, match=r"no POSCAR, CONTCAR or \.vasp files"):
         PoscarSource(tmp_path)

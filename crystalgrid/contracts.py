@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 
 __all__ = ["ViewLike", "check_source", "check_view", "iter_view"]
 
@@ -93,34 +93,34 @@ def check_view(view: Any, *, batch_size: int = 3) -> None:
     drops only a short last batch; the same ``seed`` gives the same shuffled batches.
 
     Raises:
-        CrystalgridError: naming what the view does differently.
+        BadInputError: naming what the view does differently.
     """
     if not isinstance(view, ViewLike):
-        raise CrystalgridError(f"{type(view).__name__} has no __len__ or iter_batches")
+        raise BadInputError(f"{type(view).__name__} has no __len__ or iter_batches")
     n = len(view)
     if n < 1:
-        raise CrystalgridError("an empty view cannot be checked")
+        raise BadInputError("an empty view cannot be checked")
     sizes = []
     for batch in view.iter_batches(batch_size, shuffle=False):
         density, species = np.asarray(batch["density"]), np.asarray(batch["species"])
         b = len(density)
         if density.dtype != np.float32 or density.ndim != 4 or len(set(density.shape[1:])) != 1:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"density must be (B, n, n, n) float32, got {density.shape} {density.dtype}"
             )
         if species.dtype != np.uint8 or species.shape != density.shape:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"species must be uint8 of the density's shape, got {species.shape} {species.dtype}"
             )
         for key in ("atom_positions", "atom_numbers"):
             if key in batch and len(batch[key]) != b:
-                raise CrystalgridError(f"{key} must hold one array per sample")
+                raise BadInputError(f"{key} must hold one array per sample")
         sizes.append(b)
     if sum(sizes) != n or any(s != batch_size for s in sizes[:-1]):
-        raise CrystalgridError(f"batches of {batch_size} cover {sizes} samples, not {n} once")
+        raise BadInputError(f"batches of {batch_size} cover {sizes} samples, not {n} once")
     kept = [len(b["density"]) for b in view.iter_batches(batch_size, drop_last=True)]
     if sum(kept) != (n // batch_size) * batch_size:
-        raise CrystalgridError("drop_last must drop only the short last batch")
+        raise BadInputError("drop_last must drop only the short last batch")
 
     def shuffled(seed: int) -> list[np.ndarray]:
         batches = view.iter_batches(batch_size, shuffle=True, seed=seed)
@@ -131,7 +131,7 @@ def check_view(view: Any, *, batch_size: int = 3) -> None:
         np.array_equal(a, b) for a, b in zip(first, again, strict=True)
     )
     if not same:
-        raise CrystalgridError("the same seed must give the same shuffled batches")
+        raise BadInputError("the same seed must give the same shuffled batches")
 
 
 def check_source(source: Any, *, limit: int = 50) -> None:
@@ -143,7 +143,7 @@ def check_source(source: Any, *, limit: int = 50) -> None:
     is a stable hex digest.
 
     Raises:
-        CrystalgridError: naming what the source does differently.
+        BadInputError: naming what the source does differently.
     """
     from crystalgrid.sources.base import RawRecord, Rejected
 
@@ -151,17 +151,17 @@ def check_source(source: Any, *, limit: int = 50) -> None:
         out = []
         for record in itertools.islice(source.records(), limit):
             if not isinstance(record, RawRecord | Rejected):
-                raise CrystalgridError(f"records() yielded a {type(record).__name__}")
+                raise BadInputError(f"records() yielded a {type(record).__name__}")
             out.append((type(record).__name__, record.material_id))
         return out
 
     if listing() != listing():
-        raise CrystalgridError("records() must give the same records in the same order")
+        raise BadInputError("records() must give the same records in the same order")
     provenance = source.provenance()
     if not isinstance(provenance, dict) or not {"kind", "location"} <= set(provenance):
-        raise CrystalgridError("provenance() must be a dict with kind and location")
+        raise BadInputError("provenance() must be a dict with kind and location")
     digest = source.fingerprint()
     if not (isinstance(digest, str) and re.fullmatch("[0-9a-f]{16,}", digest)):
-        raise CrystalgridError(f"fingerprint() must be a hex digest, got {digest!r}")
+        raise BadInputError(f"fingerprint() must be a hex digest, got {digest!r}")
     if source.fingerprint() != digest:
-        raise CrystalgridError("fingerprint() must not change between calls")
+        raise BadInputError("fingerprint() must not change between calls")

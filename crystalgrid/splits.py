@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from crystalgrid.errors import ConfigError, CrystalgridError, NotFoundError
+from crystalgrid.errors import BadInputError, ConfigError, CrystalgridError, NotFoundError
 
 __all__ = [
     "FILE_FORMAT",
@@ -121,8 +121,8 @@ def assign(
         (C,) uint8 split codes and (C,) bool: False for crystals ``table`` does not list.
 
     Raises:
-        ConfigError: an unknown method.
-        CrystalgridError: ``"source"`` asked of a source that gives no splits.
+        ConfigError: an unknown method, or ``"source"`` asked of a source that does not give
+            every crystal's split.
     """
     n = len(material_ids)
     keep = np.ones(n, dtype=bool)
@@ -139,8 +139,8 @@ def assign(
     if method == "source":
         missing = sum(g is None for g in given)
         if missing:
-            raise CrystalgridError(
-                f"--split-by source needs a split for every structure; {missing} have none "
+            raise ConfigError(
+                f"split method 'source' needs a split for every structure; {missing} have none "
                 "(a folder of train.csv, val.csv and test.csv gives them)"
             )
         return np.array([SPLITS.index(g) for g in given], dtype=np.uint8), keep
@@ -181,7 +181,8 @@ def read_split_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """``{material id: split name}`` from a split file.
 
     Raises:
-        CrystalgridError: not readable, not a split file, or an id listed twice.
+        NotFoundError: no file there.
+        BadInputError: not readable, not a split file, or an id listed twice.
     """
     try:
         with open(path, encoding="utf-8") as fh:
@@ -189,25 +190,25 @@ def read_split_file(path: str | os.PathLike[str]) -> dict[str, str]:
     except FileNotFoundError:
         raise NotFoundError(f"split file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CrystalgridError(f"{path}: not a readable split file ({exc})") from None
+        raise BadInputError(f"{path}: not a readable split file ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != FILE_FORMAT:
-        raise CrystalgridError(
+        raise BadInputError(
             f'{path}: not a split file (expected "format": "{FILE_FORMAT}"; '
-            "write one with crystalgrid splits STORE --out FILE)"
+            "write one with crystalgrid.splits.write_split_file)"
         )
     table: dict[str, str] = {}
     for name in SPLITS:
         ids = document.get(name, [])
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise CrystalgridError(f"{path}: {name!r} must be a list of material ids")
+            raise BadInputError(f"{path}: {name!r} must be a list of material ids")
         for material_id in ids:
             if material_id in table:
-                raise CrystalgridError(
+                raise BadInputError(
                     f"{path}: {material_id} is listed in {table[material_id]} and {name}"
                 )
             table[material_id] = name
     if not table:
-        raise CrystalgridError(f"{path}: the split file lists no ids")
+        raise BadInputError(f"{path}: the split file lists no ids")
     return table
 
 

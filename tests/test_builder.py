@@ -22,7 +22,7 @@ from pymatgen.io.cif import CifWriter
 from crystalgrid import open_dataset
 from crystalgrid.builder import BuildConfig, build
 from crystalgrid.cli import main
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, CrystalgridError
 from crystalgrid.samples import make_samples
 from crystalgrid.store import verify
 
@@ -136,7 +136,7 @@ def test_rerun_is_a_no_op_and_other_config_is_refused(json_source, tmp_path):
     build(json_source, out, quiet=True)
     again = build(json_source, out, quiet=True)
     assert again.resumed and again.blocks_computed == 0
-    with pytest.raises(CrystalgridError, match="another source or configuration"):
+    with pytest.raises(BadInputError, match="another source or configuration"):
         build(json_source, out, config=BuildConfig(seed=5), quiet=True)
     replaced = build(json_source, out, config=BuildConfig(seed=5), overwrite=True, quiet=True)
     assert not replaced.resumed
@@ -161,7 +161,7 @@ def test_resume_after_a_failed_block(json_source, tmp_path, monkeypatch):
     g = zarr.open_group(str(tmp_path / "cut.zarr"))
     assert g.attrs["crystalgrid"]["state"] == "gridding"
     assert g["_build/done"][2] == 0
-    with pytest.raises(CrystalgridError, match="unfinished build"):
+    with pytest.raises(BadInputError, match="unfinished build"):
         open_dataset(tmp_path / "cut.zarr")
     monkeypatch.setattr(build_module, "_grid_block", real)
     report = build(json_source, tmp_path / "cut.zarr", config=config, quiet=True)
@@ -225,7 +225,7 @@ def test_no_usable_structure_is_an_error(tmp_path):
     path = tmp_path / "bad.json"
     big = Structure(Lattice.cubic(15.0), ["Cu"], [[0, 0, 0]])
     path.write_text(json.dumps([{"material_id": "x", "structure": big.as_dict()}]))
-    with pytest.raises(CrystalgridError, match=r"no usable structure.*max_side 1"):
+    with pytest.raises(BadInputError, match=r"no usable structure.*max_side 1"):
         build(path, tmp_path / "out.zarr", quiet=True)
     assert not (tmp_path / "out.zarr").exists()
 
@@ -330,7 +330,7 @@ def test_a_build_that_dies_in_finalize_resumes_identically(json_source, tmp_path
         build(json_source, cut, config=config, quiet=True)
     assert zarr.open_group(str(cut)).attrs["crystalgrid"]["state"] == "gridding"
     assert not (tmp_path / "cut.zarr.lock").exists()  # released on the way out
-    with pytest.raises(CrystalgridError, match="unfinished build"):
+    with pytest.raises(BadInputError, match="unfinished build"):
         open_dataset(cut)
     monkeypatch.setattr(store_module, "checksum_whole_array", real)
     report = build(json_source, cut, config=config, quiet=True)
@@ -463,7 +463,7 @@ def test_a_store_gridded_by_the_earlier_density_method_is_not_resumed(json_sourc
     del meta["density_method"]
     meta["fingerprint"] = "0" * 64  # the fingerprint of then did not cover the method
     group.attrs["crystalgrid"] = meta
-    with pytest.raises(CrystalgridError, match=r"earlier crystalgrid \(density separable/1"):
+    with pytest.raises(BadInputError, match=r"earlier crystalgrid \(density separable/1"):
         build(json_source, out, quiet=True)
     result = CliRunner().invoke(main, ["build", "--source", str(json_source), "--out", str(out)])
     assert result.exit_code != 0 and "--overwrite" in result.output

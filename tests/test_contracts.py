@@ -8,7 +8,7 @@ import pytest
 import crystalgrid
 from crystalgrid.builder import BuildConfig
 from crystalgrid.contracts import check_source, check_view
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.sources import DemoSource
 
 
@@ -42,7 +42,7 @@ class _BrokenView:
 
 
 def test_a_broken_view_is_caught():
-    with pytest.raises(CrystalgridError, match="cover"):
+    with pytest.raises(BadInputError, match="cover"):
         check_view(_BrokenView(), batch_size=2)
-    with pytest.raises(CrystalgridError, match="no __len__"):
+    with pytest.raises(BadInputError, match="no __len__"):
         check_view(object())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from crystalgrid import BuildConfig, CrystalgridError, build, open_dataset
+from crystalgrid import BuildConfig, ConfigError, CrystalgridError, build, open_dataset
 from crystalgrid.cli import main
 from crystalgrid.splits import (
     assign,
@@ -94,7 +94,7 @@ def test_assign_by_table_and_by_source():
         ids, numbers, ["val", "train", "test"], method="auto", seed=0, fractions=(1, 0, 0)
     )
     assert codes.tolist() == [1, 0, 2]
-    with pytest.raises(CrystalgridError, match="needs a split for every structure"):
+    with pytest.raises(ConfigError, match="needs a split for every structure"):
         assign(ids, numbers, [None] * 3, method="source", seed=0, fractions=(1, 0, 0))
 
 

@@ -18,7 +18,7 @@ from crystalgrid.builder._block import _grid_block
 from crystalgrid.builder._cluster import dask_client, progress, resolve_workers
 from crystalgrid.builder._config import MAX_ERROR_SHARE, BuildConfig, build_fingerprint
 from crystalgrid.builder._scan import ERROR, ScanResult, scan_source, split_scan
-from crystalgrid.errors import ConfigError, CrystalgridError
+from crystalgrid.errors import BadInputError, ConfigError, CrystalgridError
 from crystalgrid.grids.numpy_backend import DENSITY_METHOD
 from crystalgrid.jsonio import utc_now
 from crystalgrid.lock import HeldLock, store_lock
@@ -129,10 +129,14 @@ def build(
             (rejects, reason ``not_in_splits``). Otherwise ``config.split_by`` decides.
 
     Raises:
-        CrystalgridError: missing source, no usable structure, an existing store from a
-            different configuration (without ``overwrite``), another build writing the
-            store (:mod:`crystalgrid.lock`), or more unexpected errors than
-            ``max_error_share`` allows (before anything is written). A remote store or source
+        NotFoundError: a source that does not exist.
+        BadInputError: no usable structure, a split file that lists none of them, or a
+            store at ``out`` that is not a crystalgrid store or was built from a different
+            configuration or source (without ``overwrite``).
+        ConfigError: an invalid argument (``workers``, ``max_error_share``, ``splits``).
+        LockedError: another build is writing the store (:mod:`crystalgrid.lock`).
+        CrystalgridError: more unexpected errors than ``max_error_share`` allows (before
+            anything is written), a full disk, or workers killed. A remote store or source
             that fails is a :class:`~crystalgrid.errors.RemoteStorageError`.
     """
     config = config or BuildConfig()
@@ -466,26 +470,26 @@ def _existing(
             and os.listdir(location)
             and not overwrite
         ):
-            raise CrystalgridError(f"{location} exists and is not a crystalgrid dataset") from None
+            raise BadInputError(f"{location} exists and is not a crystalgrid dataset") from None
         return None, None
     try:
         meta = StoreMeta.read(group)
     except CrystalgridError:  # not a crystalgrid store, or its attributes are incomplete
         if overwrite:
             return None, None
-        raise CrystalgridError(f"{location} exists and is not a crystalgrid dataset") from None
+        raise BadInputError(f"{location} exists and is not a crystalgrid dataset") from None
     if meta.fingerprint != fingerprint:
         if overwrite:
             return None, None
         if meta.density_method != DENSITY_METHOD:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{location} was gridded by an earlier crystalgrid (density "
                 f"{meta.density_method}; this one computes {DENSITY_METHOD}) and cannot be "
                 "resumed with it; choose another --out or pass --overwrite"
             )
-        raise CrystalgridError(
+        raise BadInputError(
             f"{location} holds a dataset built from another source or configuration; "
-            "choose another --out or pass --overwrite"
+            "choose another out or pass overwrite=True"
         )
     if meta.state == "creating":
         return None, None  # interrupted while writing the crystal table: cheap to redo

@@ -20,7 +20,7 @@ import numpy as np
 
 from crystalgrid.builder._cluster import n_workers, progress
 from crystalgrid.builder._config import BuildConfig
-from crystalgrid.errors import CrystalgridError, RejectedStructure
+from crystalgrid.errors import BadInputError, CrystalgridError, RejectedStructure
 from crystalgrid.filters import FilterConfig
 from crystalgrid.grids.placement import Crystal
 from crystalgrid.sources import RawRecord, Rejected, Source, parse_record
@@ -207,7 +207,13 @@ def _scan(source: Source, config: BuildConfig, client: Any, bar: Any) -> ScanRes
 
 def split_scan(scan: ScanResult, config: BuildConfig, table: dict[str, str] | None) -> np.ndarray:
     """The split code of every kept crystal; crystals a split file does not list are moved
-    to the rejects (``not_in_splits``)."""
+    to the rejects (``not_in_splits``).
+
+    Raises:
+        ConfigError: ``config.split_by`` is ``"source"`` and the source does not give every
+            crystal's split.
+        BadInputError: the split file lists none of the crystals.
+    """
     split, keep = assign(
         scan.material_ids,
         [c.numbers for c in scan.crystals],
@@ -226,7 +232,7 @@ def split_scan(scan: ScanResult, config: BuildConfig, table: dict[str, str] | No
     kept = np.flatnonzero(keep).tolist()
     scan.crystals = [scan.crystals[i] for i in kept]
     if not kept:
-        raise CrystalgridError("the split file lists none of the source's structures")
+        raise BadInputError("the split file lists none of the source's structures")
     return split[keep]
 
 
@@ -237,8 +243,8 @@ def scan_source(
     ``quiet``).
 
     Raises:
-        CrystalgridError: more unexpected errors than ``max_error_share`` allows, or no
-            usable structure at all.
+        CrystalgridError: more unexpected errors than ``max_error_share`` allows.
+        BadInputError: no usable structure at all.
     """
     with progress(None, "scan", quiet) as bar:
         scan = _scan(source, config, client, bar)
@@ -246,7 +252,7 @@ def scan_source(
     if not scan.crystals:
         reasons = Counter(r.reason for r in scan.rejects)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "it is empty"
-        raise CrystalgridError(f"no usable structure in {source.name}: {detail}")
+        raise BadInputError(f"no usable structure in {source.name}: {detail}")
     return scan
 
 

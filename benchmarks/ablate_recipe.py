@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crystalgrid.benchmark import OVERFIT_CPU
+from crystalgrid.baseline import OVERFIT_CPU
 from crystalgrid.dataset import open_dataset
 from crystalgrid.models.scoring.evaluate import evaluate
 from crystalgrid.models.training.loop import train

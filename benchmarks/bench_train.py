@@ -12,7 +12,7 @@ Run::
     python benchmarks/bench_train.py --threads 2     # CPU: batch 24, fp32/bf16, eager
     python benchmarks/bench_train.py --budgets --threads 2   # each stage of each CPU budget
 
-``--budgets`` times each stage of each CPU budget of ``crystalgrid benchmark`` (its own
+``--budgets`` times each stage of each CPU budget of ``crystalgrid baseline`` (its own
 networks, batch and head) in fp32 and in bf16 autocast in the same run, and prints the
 training time each budget's steps take at those rates: what a budget costs on this CPU. Where
 the CPU only emulates bf16 (AVX2), its bf16 rows take few steps (they are slow).
@@ -125,7 +125,7 @@ def bench_budgets(
     (markdown tables on stdout)."""
     import warnings
 
-    from crystalgrid.benchmark import BUDGETS
+    from crystalgrid.baseline import BUDGETS
     from crystalgrid.errors import PrecisionWarning
     from crystalgrid.models.runtime import cpu_capability, cpu_native_bf16
     from crystalgrid.models.training.speed import (

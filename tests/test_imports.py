@@ -144,8 +144,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("latent space", ("crystalgrid.models.latent",)),
     ("training", ("crystalgrid.models.training",)),
     # It builds stores, trains and evaluates: above the builder and the models.
-    ("benchmark", ("crystalgrid.benchmark",)),
-    # The models' lazy exports name every layer above, the benchmark's names included.
+    ("baseline", ("crystalgrid.baseline",)),
+    # The models' lazy exports name every layer above, the baseline's names included.
     ("models' public face", ("crystalgrid.models",)),
     ("api and cli", ("crystalgrid", "crystalgrid.__main__", "crystalgrid.cli")),
 )
@@ -215,7 +215,7 @@ def test_inference_does_not_import_the_trainer() -> None:
         if "crystalgrid.models.training.loop" in _imported(name, path, modules)
     }
     # Only the verbs that train import the trainer.
-    assert trainer_users <= {"crystalgrid.cli.training_verbs", "crystalgrid.benchmark.run"}
+    assert trainer_users <= {"crystalgrid.cli.training_verbs", "crystalgrid.baseline.run"}
 
 
 #: Modules that import without torch (their docstrings say so; the models' face is lazy).

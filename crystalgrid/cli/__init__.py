@@ -2,7 +2,7 @@
 
 The group and the error convention live in :mod:`crystalgrid.cli.app`; each verb module
 (``dataset_verbs``, ``fetch_verbs``, ``training_verbs``, ``scoring_verbs``, ``latent_verbs``,
-``benchmark_verbs``: one family of verbs each) registers its verbs on
+``baseline_verbs``: one family of verbs each) registers its verbs on
 :data:`~crystalgrid.cli.app.main` when imported here. A verb turns a
 :class:`crystalgrid.errors.CrystalgridError` into one line on stderr and exit status 2;
 heavy imports (torch, mp-api) happen inside the verbs.
@@ -11,7 +11,7 @@ heavy imports (torch, mp-api) happen inside the verbs.
 from __future__ import annotations
 
 from crystalgrid.cli import (
-    benchmark_verbs,
+    baseline_verbs,
     dataset_verbs,
     fetch_verbs,
     latent_verbs,
@@ -21,7 +21,7 @@ from crystalgrid.cli import (
 from crystalgrid.cli.app import main, user_errors
 
 __all__ = [
-    "benchmark_verbs",
+    "baseline_verbs",
     "dataset_verbs",
     "fetch_verbs",
     "latent_verbs",

@@ -48,8 +48,8 @@ The subpackages, each a job, from the bottom of their layers up (docs/architectu
   out_dir=...)`` (``training.loop``), :func:`measure_loader` (``training.loader``), the
   cube symmetries (``training.augment``). Nothing else in the models imports it.
 
-:func:`run_benchmark`, :data:`BUDGETS` and :class:`Budget` are re-exported from
-:mod:`crystalgrid.benchmark` (``crystalgrid benchmark``), which builds stores, trains and
+:func:`run_baseline`, :data:`BUDGETS` and :class:`Budget` are re-exported from
+:mod:`crystalgrid.baseline` (``crystalgrid baseline``), which builds stores, trains and
 scores, above the models. Fresh grids on the GPU while training:
 :mod:`crystalgrid.grids.sampler` (docs/gpu-grids.md).
 
@@ -118,9 +118,9 @@ _EXPORTS = {
     "CrystalModel": "crystalgrid.models.pretrained",
     "load": "crystalgrid.models.pretrained",
     "measure_loader": "crystalgrid.models.training.loader",
-    "BUDGETS": "crystalgrid.benchmark",
-    "Budget": "crystalgrid.benchmark",
-    "run_benchmark": "crystalgrid.benchmark",
+    "BUDGETS": "crystalgrid.baseline",
+    "Budget": "crystalgrid.baseline",
+    "run_baseline": "crystalgrid.baseline",
 }
 
 __all__ = sorted(_EXPORTS)

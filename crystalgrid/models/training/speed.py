@@ -3,7 +3,7 @@
 A few optimiser steps of the configuration's own networks on synthetic grids (a few
 Gaussians per grid, the right shapes), so the figure is the model's alone, without the loader.
 :func:`expected_training_seconds` turns the rates into a run's time before it starts
-(``crystalgrid benchmark`` prints it); ``benchmarks/bench_train.py`` tabulates them.
+(``crystalgrid baseline`` prints it); ``benchmarks/bench_train.py`` tabulates them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The benchmark budgets, read from ``budgets.json`` beside this module (package data).
+"""The baseline budgets, read from ``budgets.json`` beside this module (package data).
 
-A budget fixes the work of one ``crystalgrid benchmark`` run: a shipped training configuration
+A budget fixes the work of one ``crystalgrid baseline`` run: a shipped training configuration
 (:func:`crystalgrid.models.config.shipped_config`) with the fields it changes, per-representation
 changes, and the work around the training (crystals, samples per crystal, what is scored). What
 a budget reaches on which machine is in its card under ``models/``, not here.
@@ -23,7 +23,7 @@ __all__ = ["BUDGETS", "Budget", "load_budgets"]
 
 @dataclass(frozen=True)
 class Budget:
-    """The work of one benchmark run.
+    """The work of one baseline run.
 
     Attributes:
         name: how the CLI calls it.
@@ -104,7 +104,7 @@ def budget_from_dict(name: str, entry: Mapping[str, Any]) -> Budget:
 @cache
 def load_budgets() -> dict[str, Budget]:
     """Every shipped budget by name, in the file's order."""
-    text = resources.files("crystalgrid.benchmark").joinpath("budgets.json").read_text()
+    text = resources.files("crystalgrid.baseline").joinpath("budgets.json").read_text()
     data = json.loads(text)
     return {name: budget_from_dict(name, entry) for name, entry in data.items() if name[0] != "_"}
 

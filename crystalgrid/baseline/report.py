@@ -1,4 +1,4 @@
-"""A benchmark's results written down: ``results.json``, ``results.md`` (the run beside the
+"""A baseline run's results written down: ``results.json``, ``results.md`` (the run beside the
 paper's Table 1 and the decoding ceiling) and the pictures of each representation."""
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import numpy as np
 from crystalgrid.jsonio import write_results
 from crystalgrid.models.scoring.metrics import PAPER_REPEATED, PAPER_SINGLE, to_markdown
 
-__all__ = ["benchmark_pictures", "results_markdown", "write_benchmark_results"]
+__all__ = ["baseline_pictures", "results_markdown", "write_baseline_results"]
 
 
-def write_benchmark_results(json_path: Path, md_path: Path, results: dict[str, Any]) -> None:
+def write_baseline_results(json_path: Path, md_path: Path, results: dict[str, Any]) -> None:
     """Write ``results`` as JSON and as markdown."""
     write_results(json_path, results)
     md_path.write_text(results_markdown(results))
 
 
-def benchmark_pictures(
+def baseline_pictures(
     prefix: Path,
     log: list[dict[str, Any]],
     per_sample: list[dict[str, Any]],
@@ -59,7 +59,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     from crystalgrid.models.scoring.threshold import tuning_table
 
     lines = [
-        f"# crystalgrid benchmark: {results['budget']}",
+        f"# crystalgrid baseline: {results['budget']}",
         "",
         f"- command: `{results['command']}`",
         f"- seed {results['seed']}; {results['date']}; wall time {results['wall_time_s']:.0f} s"

@@ -1,4 +1,4 @@
-"""``crystalgrid benchmark``: the smoke budget end to end, as CI runs it (<= 2 minutes)."""
+"""``crystalgrid baseline``: the smoke budget end to end, as CI runs it (<= 2 minutes)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from crystalgrid.errors import CrystalgridError
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-MODELS = Path(__file__).resolve().parents[1] / "crystalgrid" / "models" / "configs"
+MODELS = Path(__file__).resolve().parents[2] / "crystalgrid" / "models" / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_a_used_folder_is_refused_and_stores_are_reused(smoke, tmp_path):
     out, _ = smoke
     runner = CliRunner()
     again = runner.invoke(main, ["benchmark", "--budget", "smoke", "--out", str(out), "-q"])
-    assert again.exit_code == 2 and "already holds a benchmark" in again.stderr
+    assert again.exit_code == 2 and "already holds a baseline run" in again.stderr
     reuse = runner.invoke(
         main,
         [
@@ -133,15 +133,15 @@ def test_a_used_folder_is_refused_and_stores_are_reused(smoke, tmp_path):
 
 
 def test_every_budget_is_offered_by_the_cli():
-    from crystalgrid.benchmark import BUDGETS
-    from crystalgrid.cli.benchmark_verbs import benchmark_cmd
+    from crystalgrid.baseline import BUDGETS
+    from crystalgrid.cli.baseline_verbs import baseline_cmd
 
-    option = next(p for p in benchmark_cmd.params if p.name == "budget")
+    option = next(p for p in baseline_cmd.params if p.name == "budget")
     assert set(option.type.choices) == set(BUDGETS)
 
 
 def test_training_seconds_skip_the_time_between_sessions():
-    from crystalgrid.benchmark import training_seconds
+    from crystalgrid.baseline import training_seconds
 
     log = [
         {"kind": "start", "time": 100.0},
@@ -154,10 +154,10 @@ def test_training_seconds_skip_the_time_between_sessions():
 
 
 def test_unknown_budget_and_bad_source(tmp_path):
-    from crystalgrid.benchmark import run_benchmark
+    from crystalgrid.baseline import run_baseline
 
     with pytest.raises(CrystalgridError, match="unknown budget"):
-        run_benchmark("1d-tpu", out=tmp_path / "x")
+        run_baseline("1d-tpu", out=tmp_path / "x")
     result = CliRunner().invoke(
         main, ["benchmark", "--source", str(tmp_path / "none.json"), "--out", str(tmp_path / "y")]
     )
@@ -169,7 +169,7 @@ def test_unknown_budget_and_bad_source(tmp_path):
 
 
 def test_the_gpu_budget_plans_the_paper_model():
-    from crystalgrid.benchmark import BUDGETS
+    from crystalgrid.baseline import BUDGETS
 
     gpu = BUDGETS["10m-gpu"]
     assert gpu.representations == ("single", "repeated")
@@ -185,12 +185,12 @@ def test_the_gpu_budget_plans_the_paper_model():
 
 
 def test_a_budget_runs_only_the_representations_asked_for(tmp_path):
-    from crystalgrid.benchmark import run_benchmark
+    from crystalgrid.baseline import run_baseline
 
     with pytest.raises(CrystalgridError, match="smoke budget trains single, not repeated"):
-        run_benchmark("smoke", out=tmp_path / "x", representations=("repeated",))
+        run_baseline("smoke", out=tmp_path / "x", representations=("repeated",))
     with pytest.raises(CrystalgridError, match="at least 1"):
-        run_benchmark("smoke", out=tmp_path / "y", eval_limit=0)
+        run_baseline("smoke", out=tmp_path / "y", eval_limit=0)
     result = CliRunner().invoke(
         main, ["benchmark", "--budget", "1h-cpu", "--repr", "both", "--out", str(tmp_path / "z")]
     )
@@ -216,3 +216,12 @@ def test_the_gpu_budget_runs_small_on_a_cpu(tmp_path):
     assert reps["single"]["config"]["background_prior"] == 0.99
     assert reps["repeated"]["config"]["background_prior"] == 0.97
     assert "paper (crops)" in (out / "results.md").read_text()
+
+
+def test_the_old_verb_name_still_runs_and_says_the_new_one(tmp_path):
+    result = CliRunner().invoke(main, ["benchmark", "--budget", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 2  # the same options as `baseline`
+    ok = CliRunner().invoke(main, ["benchmark", "--help"])
+    assert ok.exit_code == 0 and "--budget" in ok.output
+    listed = CliRunner().invoke(main, ["--help"])
+    assert "baseline" in listed.output and " benchmark " not in listed.output

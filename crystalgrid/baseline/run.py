@@ -1,6 +1,6 @@
 """One command from structures to a scored baseline: build, train, evaluate, report.
 
-:func:`run_benchmark` builds (or reuses) the stores of a source, trains the reference model
+:func:`run_baseline` builds (or reuses) the stores of a source, trains the reference model
 on each representation's train split, scores it with the paper's metrics on the budget's
 scored split (the test split; the train split for ``overfit-cpu``), and writes into ``out``:
 
@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from crystalgrid.benchmark.budgets import BUDGETS, Budget
-from crystalgrid.benchmark.report import benchmark_pictures, write_benchmark_results
+from crystalgrid.baseline.budgets import BUDGETS, Budget
+from crystalgrid.baseline.report import baseline_pictures, write_baseline_results
 from crystalgrid.errors import CrystalgridError
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.scoring.metrics import PAPER_REPEATED, PAPER_SINGLE
 
-__all__ = ["run_benchmark", "training_seconds"]
+__all__ = ["run_baseline", "training_seconds"]
 
 
 class _FirstRecords:
@@ -99,7 +99,7 @@ def _machine() -> dict[str, Any]:
     return info
 
 
-def run_benchmark(
+def run_baseline(
     budget: str | Budget,
     *,
     out: str | Path,
@@ -170,10 +170,10 @@ def run_benchmark(
         budget = replace(budget, eval_limit=eval_limit)
     out = Path(out)
     if (out / "results.json").exists():
-        raise CrystalgridError(f"{out} already holds a benchmark (results.json); choose another")
+        raise CrystalgridError(f"{out} already holds a baseline run (results.json); choose another")
     if not resume and any((out / r / "last.pt").exists() for r in budget.representations):
         raise CrystalgridError(
-            f"{out} holds an interrupted benchmark (a last.pt); add --resume to continue it, "
+            f"{out} holds an interrupted baseline run (a last.pt); add --resume to continue it, "
             "or choose another folder"
         )
     out.mkdir(parents=True, exist_ok=True)
@@ -238,10 +238,10 @@ def run_benchmark(
         results["wall_time_s"] = time.perf_counter() - started
         if len(results["representations"]) < len(budget.representations):
             # What is done so far survives an interrupted run (results.json marks a finished one).
-            write_benchmark_results(
+            write_baseline_results(
                 out / "results-partial.json", out / "results-partial.md", results
             )
-    write_benchmark_results(out / "results.json", out / "results.md", results)
+    write_baseline_results(out / "results.json", out / "results.md", results)
     for partial in ("results-partial.json", "results-partial.md"):
         (out / partial).unlink(missing_ok=True)
     return results
@@ -430,7 +430,7 @@ def _train_and_score(
         )
 
     prefix = out / representation
-    pictures = benchmark_pictures(prefix, log, per_sample, scores, ckpt, test_view, representation)
+    pictures = baseline_pictures(prefix, log, per_sample, scores, ckpt, test_view, representation)
     return {
         "store": str(dataset.location),
         "samples": {"train": len(train_view), "val": len(val_view), "scored": len(test_view)},

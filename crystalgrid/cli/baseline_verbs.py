@@ -1,9 +1,10 @@
-"""CLI verb ``crystalgrid benchmark``: build, train, score and report a reference model in one
-budget (a thin call of :func:`crystalgrid.benchmark.run_benchmark`)."""
+"""CLI verb ``crystalgrid baseline``: build, train, score and report a reference model in one
+budget (a thin call of :func:`crystalgrid.baseline.run_baseline`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,7 +17,7 @@ from crystalgrid.cli._common import (
 from crystalgrid.cli.app import main, user_errors
 
 
-@main.command("benchmark")
+@main.command("baseline")
 @click.option(
     "--budget",
     type=click.Choice(["smoke", "overfit-cpu", "1h-cpu", "2h-cpu-repeated", "10m-gpu"]),
@@ -71,7 +72,7 @@ from crystalgrid.cli.app import main, user_errors
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @user_errors
-def benchmark_cmd(
+def baseline_cmd(
     budget: str,
     source: str | None,
     out: Path,
@@ -94,9 +95,9 @@ def benchmark_cmd(
     atom counts, distance percentiles) beside the paper's numbers and the decoding ceiling.
     """
     require_torch()
-    from crystalgrid.benchmark import run_benchmark
+    from crystalgrid.baseline import run_baseline
 
-    results = run_benchmark(
+    results = run_baseline(
         budget,
         out=out,
         source=source,
@@ -129,3 +130,24 @@ def benchmark_cmd(
             f"species exact {pct(scores['species_exact'])}"
         )
     click.echo(f"written to {out / 'results.md'} in {results['wall_time_s']:.0f} s")
+
+
+def _renamed(**kwargs: Any) -> None:
+    click.echo(
+        "crystalgrid: warning: `crystalgrid benchmark` is now `crystalgrid baseline` "
+        "(benchmarks/ and docs/benchmarks.md time the code); running it",
+        err=True,
+    )
+    baseline_cmd.callback(**kwargs)  # type: ignore[misc]
+
+
+#: The verb's old name, kept so that the commands recorded in older results still run.
+main.add_command(
+    click.Command(
+        "benchmark",
+        callback=_renamed,
+        params=baseline_cmd.params,
+        hidden=True,
+        help="Renamed: see `crystalgrid baseline`.",
+    )
+)

@@ -55,7 +55,7 @@ def test_bad_configs_are_user_errors(tmp_path):
     ],
 )
 def test_cpu_configs_are_the_benchmark_budgets(name, budget_name):
-    from crystalgrid.benchmark import BUDGETS
+    from crystalgrid.baseline import BUDGETS
 
     config = TrainConfig.from_file(MODELS / f"{name}.json")
     assert (CARDS / f"{name}.md").is_file()

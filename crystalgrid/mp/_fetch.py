@@ -20,7 +20,7 @@ from crystalgrid.collection import (
     check_target,
     load_manifest,
 )
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, ConfigError, CrystalgridError, IntegrityError
 from crystalgrid.jsonio import utc_now
 from crystalgrid.mp._client import (
     RETRY_STATUSES,
@@ -145,10 +145,11 @@ def fetch(
         ``report.failed``; everything else is saved, and the same call fetches what is missing.
 
     Raises:
-        ConfigError: bad arguments, or a missing or malformed key.
-        CrystalgridError: a refused key; an unreachable endpoint; a directory holding another
-            query's collection or something else; a database that changed since the
-            collection was started. The message is one line and never contains the key.
+        ConfigError: bad arguments, or a key that is missing, malformed or refused.
+        BadInputError: a directory holding another query's collection or something else.
+        IntegrityError: a database that changed since the collection was started.
+        CrystalgridError: an unreachable endpoint, or an mp-api too old. The message is one
+            line and never contains the key.
     """
     started = time.monotonic()
     key = resolve_api_key(api_key)
@@ -256,16 +257,16 @@ def _fetch(
 def _check_resume(existing: dict[str, Any], query: dict[str, Any], out: Path) -> None:
     """Refuse to resume into a collection made by another query (before any request)."""
     if existing.get("source") != SOURCE:
-        raise CrystalgridError(
+        raise BadInputError(
             f"{out} holds a collection from {existing.get('source')!r}, not the Materials "
-            "Project; choose another --out directory"
+            "Project; choose another out_dir"
         )
     if existing.get("query") != query:
         old, new = existing.get("query") or {}, query
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise CrystalgridError(
+        raise BadInputError(
             f"{out} was fetched with a different query (differs in: {', '.join(diff)}); "
-            "repeat the original command to resume it, or choose another --out directory"
+            "repeat the original command to resume it, or choose another out_dir"
         )
 
 
@@ -312,7 +313,8 @@ def _count(rester: Any, plan: QueryPlan, *, shown: str, key: str, retries: int) 
     of the first slice (ids).
 
     Raises:
-        CrystalgridError: the key is refused, or the endpoint fails or stops answering.
+        ConfigError: the key is refused.
+        CrystalgridError: the endpoint fails or stops answering.
     """
     import requests
     from mp_api.client.core import MPRestError
@@ -330,9 +332,9 @@ def _count(rester: Any, plan: QueryPlan, *, shown: str, key: str, retries: int) 
     except MPRestError as exc:
         status, reason = describe(exc, key)
         if status in (401, 403):
-            raise CrystalgridError(
+            raise ConfigError(
                 f"the Materials Project refused the API key ({reason}); check MP_API_KEY "
-                f"or --api-key (keys: {KEY_URL})"
+                f"or api_key (keys: {KEY_URL})"
             ) from None
         if status is None:
             raise CrystalgridError(
@@ -349,15 +351,15 @@ def _check_unchanged(
     """Refuse to resume when the database or the query's total changed: the pages would not
     line up."""
     if existing.get("database_version") != db_version:
-        raise CrystalgridError(
+        raise IntegrityError(
             f"{out} was fetched from Materials Project database "
             f"{existing.get('database_version')}, the server now serves {db_version}: "
-            "the pages would not line up; fetch into a new --out directory"
+            "the pages would not line up; fetch into a new out_dir"
         )
     if total is not None and existing.get("server_total") != total:
-        raise CrystalgridError(
+        raise IntegrityError(
             f"{out} was started when the query matched {existing.get('server_total')} "
-            f"materials, it now matches {total}: fetch into a new --out directory"
+            f"materials, it now matches {total}: fetch into a new out_dir"
         )
 
 
@@ -471,10 +473,10 @@ def _check_no_repeats(writer: CollectionWriter, out: Path) -> None:
         seen.add(material_id)
     if dupes:
         writer.update(complete=False)
-        raise CrystalgridError(
+        raise IntegrityError(
             f"{out}: {len(dupes)} material ids appear twice across pages (e.g. "
             f"{dupes[0]}): the server's order changed between runs; "
-            "fetch into a new --out directory"
+            "fetch into a new out_dir"
         )
 
 

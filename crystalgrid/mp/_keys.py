@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from crystalgrid.errors import ConfigError, CrystalgridError
+from crystalgrid.errors import BadInputError, ConfigError, CrystalgridError, NotFoundError
 
 __all__ = ["ID_PATTERN", "KEY_URL", "read_ids", "resolve_api_key", "scrub"]
 
@@ -67,13 +67,19 @@ def read_ids(path: str | os.PathLike[str]) -> list[str]:
     ``material_id``) are skipped; repeats are dropped, keeping the first.
 
     Raises:
-        CrystalgridError: the file cannot be read, a line holds no valid id (named by line
+        NotFoundError: the file does not exist.
+        BadInputError: the file is not UTF-8 text, a line holds no valid id (named by line
             number), or it holds no id at all.
+        CrystalgridError: the file cannot be read (the system's error).
     """
     file = Path(path)
     try:
         lines = file.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"cannot read the id list {file}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"cannot read the id list {file}: {exc}") from exc
+    except OSError as exc:
         raise CrystalgridError(f"cannot read the id list {file}: {exc}") from exc
     ids: list[str] = []
     for number, line in enumerate(lines, start=1):
@@ -86,7 +92,7 @@ def read_ids(path: str | os.PathLike[str]) -> list[str]:
         elif not ids:
             continue  # a header line
         else:
-            raise CrystalgridError(f"{file}:{number}: {first!r} is not a material id")
+            raise BadInputError(f"{file}:{number}: {first!r} is not a material id")
     if not ids:
-        raise CrystalgridError(f"{file} holds no material ids (e.g. mp-149, one per line)")
+        raise BadInputError(f"{file} holds no material ids (e.g. mp-149, one per line)")
     return list(dict.fromkeys(ids))

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from crystalgrid._version import __version__
 from crystalgrid.collection import FORMAT, CollectionWriter, check_target, load_manifest
-from crystalgrid.errors import BadInputError, ConfigError, CrystalgridError
+from crystalgrid.errors import BadInputError, ConfigError
 from crystalgrid.optimade._entries import to_record
 from crystalgrid.optimade._http import HttpSettings, OptimadeRequestError, get_json
 
@@ -163,9 +163,9 @@ def fetch_optimade(
 
     Raises:
         ConfigError: a page size or limit below 1.
-        BadInputError: an unknown provider.
+        BadInputError: an unknown provider, or a directory that holds another query's
+            collection or something else.
         ProviderError: the provider refused the query (a bad filter: its error document).
-        CrystalgridError: the directory holds another query's collection or something else.
     """
     if page_size < 1 or (limit is not None and limit < 1):
         raise ConfigError("page_size and limit must be at least 1")
@@ -236,16 +236,16 @@ def _new_manifest(where: Provider, query: dict[str, Any], settings: HttpSettings
 def _check_resume(existing: dict[str, Any], query: dict[str, Any], out: Path) -> None:
     """Refuse to resume into a collection made by another source or query."""
     if existing.get("source") != SOURCE:
-        raise CrystalgridError(
+        raise BadInputError(
             f"{out} holds a collection from {existing.get('source')!r}, not OPTIMADE; "
-            "choose another --out directory"
+            "choose another out_dir"
         )
     old = existing.get("query") or {}
     if old != query:
         diff = sorted(k for k in set(old) | set(query) if old.get(k) != query.get(k))
-        raise CrystalgridError(
+        raise BadInputError(
             f"{out} was fetched with a different query (differs in: {', '.join(diff)}); "
-            "repeat the original command to resume it, or choose another --out directory"
+            "repeat the original command to resume it, or choose another out_dir"
         )
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import crystalgrid
 from crystalgrid.builder import BuildConfig
 from crystalgrid.cli import main
-from crystalgrid.errors import BadInputError, CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.optimade import ProviderError, fetch_optimade, resolve_provider
 from crystalgrid.sources import CollectionSource, Rejected, open_source
 
@@ -109,7 +109,7 @@ def test_a_limit_and_a_different_query_on_resume(server, tmp_path):
     out = tmp_path / "c"
     report = fetch_optimade(out, "offset", page_size=3, limit=5, **FAST)
     assert report.complete and report.count == 5
-    with pytest.raises(CrystalgridError, match=r"different query \(differs in: filter\)"):
+    with pytest.raises(BadInputError, match=r"different query \(differs in: filter\)"):
         fetch_optimade(out, "offset", filter="nsites<=4", page_size=3, limit=5, **FAST)
 
 

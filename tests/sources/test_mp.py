@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from crystalgrid import mp
 from crystalgrid.cli import main
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, IntegrityError
 from crystalgrid.mp import _client as mp_client
 from crystalgrid.mp import _keys as mp_keys
 from crystalgrid.sources.collection import open_collection
@@ -215,7 +215,7 @@ def test_page_that_keeps_failing(server, mp_docs, tmp_path: Path) -> None:
     assert "1 of 5 pages could not be fetched" in result.stderr
     failing = [r for r in server.summary_requests() if r["params"].get("_skip") == "40"]
     assert len(failing) == 1 + mp_client.DEFAULT_RETRIES  # retried, bounded
-    with pytest.raises(CrystalgridError, match="incomplete"):
+    with pytest.raises(BadInputError, match="incomplete"):
         open_collection(out)
     partial = ids_of(out)
     want = [d["material_id"] for d in expected(mp_docs)[:100]]
@@ -367,9 +367,9 @@ def test_server_down(monkeypatch, tmp_path: Path) -> None:
 def test_resume_refuses_another_query(server, tmp_path: Path) -> None:
     out = tmp_path / "q"
     mp.fetch(out, limit=10, quiet=True)
-    with pytest.raises(CrystalgridError, match=r"different query \(differs in: criteria"):
+    with pytest.raises(BadInputError, match=r"different query \(differs in: criteria"):
         mp.fetch(out, limit=10, max_sites=4, quiet=True)
-    with pytest.raises(CrystalgridError, match="differs in: limit"):
+    with pytest.raises(BadInputError, match="differs in: limit"):
         mp.fetch(out, limit=20, quiet=True)
 
 
@@ -380,7 +380,7 @@ def test_resume_refuses_another_database(server, mp_docs, tmp_path: Path, monkey
     newer = FakeMaterialsProject(mp_docs, api_key=KEY, db_version="2099.01.01").start()
     try:
         monkeypatch.setenv("MP_API_ENDPOINT", newer.url)
-        with pytest.raises(CrystalgridError, match=r"database 2025\.09\.25, the server now serves"):
+        with pytest.raises(IntegrityError, match=r"database 2025\.09\.25, the server now serves"):
             mp.fetch(out, limit=40, page_size=20, quiet=True)
     finally:
         newer.stop()
@@ -388,7 +388,7 @@ def test_resume_refuses_another_database(server, mp_docs, tmp_path: Path, monkey
     shrunk = FakeMaterialsProject(mp_docs[:3000], api_key=KEY).start()
     try:
         monkeypatch.setenv("MP_API_ENDPOINT", shrunk.url)
-        with pytest.raises(CrystalgridError, match="matched 3127 materials, it now matches"):
+        with pytest.raises(IntegrityError, match="matched 3127 materials, it now matches"):
             mp.fetch(out, limit=40, page_size=20, quiet=True)
     finally:
         shrunk.stop()
@@ -404,11 +404,11 @@ def test_refuses_a_directory_with_other_things(server, tmp_path: Path) -> None:
 def test_ids_file_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("mp-1\nmp-2\nnot an id\n")
-    with pytest.raises(CrystalgridError, match=r"bad.txt:3: 'not'"):
+    with pytest.raises(BadInputError, match=r"bad.txt:3: 'not'"):
         mp.read_ids(bad)
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n\n")
-    with pytest.raises(CrystalgridError, match="holds no material ids"):
+    with pytest.raises(BadInputError, match="holds no material ids"):
         mp.read_ids(empty)
     ok = tmp_path / "ok.txt"
     ok.write_text("mp-149\n\nmp-13 # iron\nmp-149\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from crystalgrid.config_base import Config
-from crystalgrid.errors import ConfigError, CrystalgridError, NotFoundError
+from crystalgrid.errors import ConfigError, NotFoundError
 
 __all__ = ["TrainConfig", "shipped_config", "shipped_configs"]
 
@@ -241,6 +241,10 @@ class TrainConfig(Config):
         or a shipped configuration by name (:func:`shipped_configs`: ``"vae-unet-single"``).
 
         A top-level ``"_comment"`` key is ignored, so reference files can explain themselves.
+
+        Raises:
+            NotFoundError: no such file (the message lists the shipped configurations).
+            ConfigError: not valid JSON, not a JSON object, or invalid settings.
         """
         path = Path(path)
         if not path.exists() and path.name == str(path) and path.stem in shipped_configs():
@@ -253,13 +257,13 @@ class TrainConfig(Config):
                 f"configuration file not found: {path} (shipped configurations: {names})"
             ) from None
         except json.JSONDecodeError as exc:
-            raise CrystalgridError(f"{path} is not valid JSON: {exc}") from None
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from None
         return cls._from_json(data, str(path))
 
     @classmethod
     def _from_json(cls, data: Any, where: str) -> TrainConfig:
         if not isinstance(data, dict):
-            raise CrystalgridError(f"{where} must hold a JSON object")
+            raise ConfigError(f"{where} must hold a JSON object")
         data.pop("_comment", None)
         return cls.from_dict(data)
 
@@ -296,7 +300,5 @@ def shipped_config(name: str) -> TrainConfig:
     try:
         data = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
-        raise CrystalgridError(
-            f"the shipped configuration {name} is not valid JSON: {exc}"
-        ) from None
+        raise ConfigError(f"the shipped configuration {name} is not valid JSON: {exc}") from None
     return TrainConfig._from_json(data, f"the shipped configuration {name}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import ConfigError, CrystalgridError
 from crystalgrid.models.config import TrainConfig
 
 MODELS = Path(__file__).resolve().parents[2] / "crystalgrid" / "models" / "configs"
@@ -41,7 +41,7 @@ def test_bad_configs_are_user_errors(tmp_path):
     with pytest.raises(CrystalgridError, match="unknown training configuration keys"):
         TrainConfig.from_file(bad)
     bad.write_text("{not json")
-    with pytest.raises(CrystalgridError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         TrainConfig.from_file(bad)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from crystalgrid._version import __version__
-from crystalgrid.errors import CrystalgridError, NotFoundError
+from crystalgrid.errors import BadInputError, NotFoundError
 from crystalgrid.fileio import open_atomic
 from crystalgrid.models.config import TrainConfig
 from crystalgrid.models.decoding.cell_species import CellSpecies
@@ -71,7 +71,8 @@ def resolve_checkpoint(ref: str | Path) -> Path:
     """The file of a checkpoint given by path or by a shipped name (:data:`SHIPPED`).
 
     Raises:
-        CrystalgridError: for a name that is neither a file nor a shipped model.
+        NotFoundError: for a name that is neither a file nor a shipped model, or a shipped
+            model whose file is missing.
     """
     path = Path(ref)
     if path.is_file():
@@ -80,7 +81,7 @@ def resolve_checkpoint(ref: str | Path) -> Path:
     if name in SHIPPED:
         shipped = _WEIGHTS / SHIPPED[name]
         if not shipped.is_file():
-            raise CrystalgridError(f"the shipped model {name!r} is missing from {_WEIGHTS}")
+            raise NotFoundError(f"the shipped model {name!r} is missing from {_WEIGHTS}")
         return shipped
     if path.suffix or len(path.parts) > 1:
         raise NotFoundError(f"checkpoint not found: {path}")
@@ -101,8 +102,9 @@ def update_metadata(path: str | Path, **entries: Any) -> Path:
     ``path``, rewritten atomically; everything else is kept as it was.
 
     Raises:
-        CrystalgridError: for a shipped model (:func:`writable_checkpoint`) or a file that is
+        BadInputError: for a shipped model (:func:`writable_checkpoint`) or a file that is
             not a checkpoint.
+        NotFoundError: for a missing file.
     """
     target = writable_checkpoint(path)
     ckpt = read_checkpoint(target)
@@ -115,11 +117,12 @@ def writable_checkpoint(ref: str | Path) -> Path:
     """The file of a checkpoint that may be rewritten: a path, not a shipped name.
 
     Raises:
-        CrystalgridError: for a shipped model (part of the installed package: copy its file
-            and change the copy) or a missing file.
+        BadInputError: for a shipped model (part of the installed package: copy its file
+            and change the copy).
+        NotFoundError: for a missing file.
     """
     if not Path(ref).is_file() and str(ref) in SHIPPED:
-        raise CrystalgridError(
+        raise BadInputError(
             f"{ref} is a shipped model, part of the installed package; copy its file "
             f"({_WEIGHTS / SHIPPED[str(ref)]}) and change the copy"
         )
@@ -131,16 +134,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     tensors).
 
     Raises:
-        CrystalgridError: if the file is missing or is not such a checkpoint.
+        NotFoundError: if the file is missing.
+        BadInputError: if it is not such a checkpoint.
     """
     path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CrystalgridError(f"{path} is not a readable checkpoint: {first}") from None
+        raise BadInputError(f"{path} is not a readable checkpoint: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CrystalgridError(f"{path} is not a crystalgrid reference-model checkpoint")
+        raise BadInputError(f"{path} is not a crystalgrid reference-model checkpoint")
     # Checkpoints written before the output activation was a setting had the paper's ReLU.
     ckpt["config"].setdefault("output_activation", "relu")
     return ckpt
@@ -261,7 +265,8 @@ def checkpoint_config(path: str | Path) -> TrainConfig:
     """The training configuration stored in a checkpoint.
 
     Raises:
-        CrystalgridError: if the file is missing or is not such a checkpoint.
+        NotFoundError: if the file is missing.
+        BadInputError: if it is not such a checkpoint.
     """
     return TrainConfig.from_dict(read_checkpoint(path)["config"])
 
@@ -272,7 +277,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     Every verb that needs a trained model loads it with this function.
 
     Raises:
-        CrystalgridError: if the file is missing or is not such a checkpoint.
+        NotFoundError: if the file is missing.
+        BadInputError: if it is not such a checkpoint.
     """
     path = resolve_checkpoint(path)
     ckpt = read_checkpoint(path)
@@ -310,7 +316,8 @@ def as_checkpoint(checkpoint: str | Path | Checkpoint) -> Checkpoint:
     :func:`load_checkpoint` (on the CPU).
 
     Raises:
-        CrystalgridError: if the file is missing or is not such a checkpoint.
+        NotFoundError: if the file is missing.
+        BadInputError: if it is not such a checkpoint.
     """
     return checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
 

@@ -50,7 +50,8 @@ def load(name_or_path: str | Path, *, device: str = "cpu", precision: str = "aut
 
     Raises:
         NotFoundError: an unknown name or a missing file.
-        CrystalgridError: a prior beside the weights that belongs to another model.
+        BadInputError: a file that is not a checkpoint.
+        IntegrityError: a prior beside the weights that belongs to another model.
     """
     path = resolve_checkpoint(name_or_path)
     return CrystalModel(load_checkpoint(path), device=device, precision=precision)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from crystalgrid.errors import ConfigError, CrystalgridError, PrecisionWarning
+from crystalgrid.errors import ConfigError, PrecisionWarning
 
 __all__ = [
     "PRECISIONS",
@@ -186,8 +186,8 @@ def resolve_runtime(
             slower than fp32).
 
     Raises:
-        CrystalgridError: for a CUDA device on a machine without one.
-        ConfigError: for an unknown precision, or bf16 on a GPU that cannot run it.
+        ConfigError: for an unknown device or precision, a CUDA device on a machine without
+            one, or bf16 on a GPU that cannot run it.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of auto, fp32, bf16; got {precision!r}")
@@ -197,9 +197,9 @@ def resolve_runtime(
         try:
             dev = torch.device(device)
         except RuntimeError as exc:
-            raise CrystalgridError(f"unknown device {device!r}: {exc}") from None
+            raise ConfigError(f"unknown device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CrystalgridError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU")
     capability = cpu_capability()
     amp = None
     if dev.type == "cuda":

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from pymatgen.core import Lattice, Structure  # noqa: E402
 
-from crystalgrid.errors import BadInputError, CrystalgridError, NotFoundError  # noqa: E402
+from crystalgrid.errors import BadInputError, CrystalgridError, IntegrityError, NotFoundError  # noqa: E402
 from crystalgrid.models import CrystalModel, load  # noqa: E402
 
 
@@ -101,7 +101,7 @@ def test_a_prior_of_another_model_is_refused(tmp_path, checkpoint):
     copy = tmp_path / "other.pt"
     copy.write_bytes(checkpoint.read_bytes())  # a different model ...
     prior_path(copy).write_bytes(prior_path(shipped).read_bytes())  # ... with this one's prior
-    with pytest.raises(CrystalgridError, match="fitted to another model"):
+    with pytest.raises(IntegrityError, match="fitted to another model"):
         load(copy)
 
 

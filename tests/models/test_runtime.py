@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from crystalgrid.errors import ConfigError, CrystalgridError, PrecisionWarning  # noqa: E402
+from crystalgrid.errors import ConfigError, PrecisionWarning  # noqa: E402
 from crystalgrid.models import runtime as rt  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def test_unknown_precision_and_missing_gpu_are_errors():
     with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16"):
         rt.resolve_runtime("cpu", "fp16")
     if not torch.cuda.is_available():
-        with pytest.raises(CrystalgridError, match="no CUDA GPU"):
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
             rt.resolve_runtime("cuda", "auto")
 
 

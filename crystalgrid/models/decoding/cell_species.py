@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import ConfigError
 
 __all__ = ["MAX_Z", "CellSpecies", "element_counts"]
 
@@ -81,17 +81,15 @@ class CellSpecies:
 
     def __post_init__(self) -> None:
         if not self.sigma > 0:
-            raise CrystalgridError(f"cell species: sigma must be positive, got {self.sigma}")
+            raise ConfigError(f"cell species: sigma must be positive, got {self.sigma}")
         if self.segmenter_weight < 0:
-            raise CrystalgridError(
+            raise ConfigError(
                 f"cell species: segmenter_weight must be >= 0, got {self.segmenter_weight}"
             )
         if self.max_elements < 1:
-            raise CrystalgridError(
-                f"cell species: max_elements must be >= 1, got {self.max_elements}"
-            )
+            raise ConfigError(f"cell species: max_elements must be >= 1, got {self.max_elements}")
         if self.counts and len(self.counts) != MAX_Z:
-            raise CrystalgridError(
+            raise ConfigError(
                 f"cell species: counts must hold {MAX_Z} entries (one per element), "
                 f"got {len(self.counts)}"
             )
@@ -180,11 +178,15 @@ class CellSpecies:
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> CellSpecies:
-        """The reader of :meth:`to_dict`'s settings; unknown keys are refused."""
+        """The reader of :meth:`to_dict`'s settings; unknown keys are refused.
+
+        Raises:
+            ConfigError: an unknown key, or a setting out of its range.
+        """
         known = {"offset", "sigma", "segmenter_weight", "counts", "smoothing", "max_elements"}
         unknown = set(entry) - known
         if unknown:
-            raise CrystalgridError(f"cell species: unknown settings {sorted(unknown)}")
+            raise ConfigError(f"cell species: unknown settings {sorted(unknown)}")
         values = dict(entry)
         values["counts"] = tuple(int(c) for c in values.get("counts", ()))
         return cls(**values)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.spec import GridSpec
 
 if TYPE_CHECKING:
@@ -62,12 +62,12 @@ def write_cif(
     """Write the atoms as a CIF in the cubic box of ``spec`` (see :func:`atoms_to_structure`).
 
     Raises:
-        CrystalgridError: if there are no atoms (a CIF needs at least one site).
+        BadInputError: if there are no atoms (a CIF needs at least one site).
     """
     from pymatgen.io.cif import CifWriter
 
     if len(numbers) == 0:
-        raise CrystalgridError(f"no atoms to write to {path}")
+        raise BadInputError(f"no atoms to write to {path}")
     path = Path(path)
     CifWriter(atoms_to_structure(positions, numbers, spec)).write_file(str(path))
     return path

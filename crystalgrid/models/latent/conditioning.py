@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from crystalgrid.contracts import iter_view
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.spec import GridSpec
 
 __all__ = ["condition_calibration", "condition_for_z"]
@@ -46,7 +46,7 @@ def condition_calibration(
         "samples", "density_scale"}`` (``c`` in scaled units).
 
     Raises:
-        CrystalgridError: if the split has no sample with an atom.
+        BadInputError: if the split has no sample with an atom.
     """
     zmax: list[np.ndarray] = []
     cmax: list[np.ndarray] = []
@@ -67,7 +67,7 @@ def condition_calibration(
     keep = z > 0
     z, c = z[keep], c[keep]
     if z.size == 0:
-        raise CrystalgridError("no sample with an atom to calibrate the condition on")
+        raise BadInputError("no sample with an atom to calibrate the condition on")
     values = np.unique(z)
     medians = [float(np.median(c[z == v])) for v in values]
     counts = [int((z == v).sum()) for v in values]
@@ -102,10 +102,13 @@ def condition_for_z(
 
     Returns:
         ``(k,)`` float32, one ``c`` per requested atomic number.
+
+    Raises:
+        BadInputError: an atomic number outside 1..118.
     """
     zs = np.atleast_1d(np.asarray(z, dtype=np.int64))
     if np.any(zs < 1) or np.any(zs > 118):
-        raise CrystalgridError(f"a condition is an atomic number in 1..118, got {zs.tolist()}")
+        raise BadInputError(f"a condition is an atomic number in 1..118, got {zs.tolist()}")
     if calibration is None:
         norm = (spec or GridSpec()).norm
         return (zs * norm * density_scale).astype(np.float32)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.models.latent.conditioning import condition_for_z
 from crystalgrid.models.scoring.distances import min_distance
 from crystalgrid.spec import GridSpec
@@ -171,8 +171,9 @@ def random_draws(
             with the checkpoint's tuned settings (``"unet-cell"`` reads species per cell).
 
     Raises:
-        CrystalgridError: a conditional checkpoint without ``condition_z``, a condition
-            for an unconditional one, or ``prior="learned"`` for a model without one.
+        BadInputError: ``n < 1``, an unknown ``decoder``, a conditional checkpoint without
+            ``condition_z``, or a condition for an unconditional one.
+        NotFoundError: ``prior="learned"`` for a model without one.
     """
     import torch
 
@@ -181,19 +182,19 @@ def random_draws(
     from crystalgrid.models.runtime import resolve_runtime
 
     if n < 1:
-        raise CrystalgridError(f"the number of samples must be >= 1, got {n}")
+        raise BadInputError(f"the number of samples must be >= 1, got {n}")
     ckpt = as_checkpoint(checkpoint)
     runtime = resolve_runtime(device, precision or "auto", compile=False)
     model = runtime.place(ckpt.model).eval()
     conditional = bool(ckpt.config.conditional)
     if conditional and not condition_z:
-        raise CrystalgridError(
+        raise BadInputError(
             "this checkpoint is a conditional model: give the largest atomic number to "
             "generate (--condition Z)"
         )
     if condition_z and not conditional:
-        raise CrystalgridError(
-            "this checkpoint is not conditional (trained without --conditional); drop --condition"
+        raise BadInputError(
+            "this checkpoint is not conditional (trained with conditional=False); drop condition_z"
         )
     learned = prior_for(ckpt) if prior != "normal" else None
     z, source = draw_latents(
@@ -214,7 +215,7 @@ def random_draws(
         from crystalgrid.models.scoring.evaluate import UNET_DECODERS, decode_sample
 
         if decoder not in UNET_DECODERS:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"decoder must be one of {', '.join(UNET_DECODERS)}, got {decoder!r}"
             )
 

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 
 __all__ = [
     "Interpolation",
@@ -41,19 +41,19 @@ def resolve_sample(dataset: Any, ident: str | int) -> int:
             anything else: a material id, resolved to the first sample of that crystal.
 
     Raises:
-        CrystalgridError: an index out of range, or an id the store does not hold.
+        BadInputError: an index out of range, or an id the store does not hold.
     """
     n = len(dataset)
     text = str(ident).strip()
     if text.lstrip("-").isdigit():
         index = int(text)
         if not 0 <= index < n:
-            raise CrystalgridError(f"sample index {index} is out of range (the store has {n})")
+            raise BadInputError(f"sample index {index} is out of range (the store has {n})")
         return index
     for i, mid in enumerate(dataset.per_sample("material_id")):
         if str(mid) == text:
             return i
-    raise CrystalgridError(f"no sample with material id {text!r} in {dataset.location}")
+    raise BadInputError(f"no sample with material id {text!r} in {dataset.location}")
 
 
 @dataclass
@@ -105,7 +105,7 @@ def interpolate(
             ``"fp32"`` or ``"bf16"``.
 
     Raises:
-        CrystalgridError: fewer than two steps, or grids of the wrong size.
+        BadInputError: fewer than two steps, or grids of the wrong size.
     """
     import torch
 
@@ -114,13 +114,13 @@ def interpolate(
     from crystalgrid.models.runtime import resolve_runtime
 
     if steps < 2:
-        raise CrystalgridError(f"--steps must be >= 2 (both ends are included), got {steps}")
+        raise BadInputError(f"steps must be >= 2 (both ends are included), got {steps}")
     ckpt = as_checkpoint(checkpoint)
     runtime = resolve_runtime(device, precision, compile=False)
     model = runtime.place(ckpt.model).eval()
     targets = np.stack([np.asarray(s["density"], dtype=np.float32) for s in (sample_a, sample_b)])
     if targets.shape[1:] != ckpt.spec.shape:
-        raise CrystalgridError(
+        raise BadInputError(
             f"grids of shape {targets.shape[1:]} do not fit a model of {ckpt.spec.shape}"
         )
     with torch.no_grad():
@@ -179,7 +179,7 @@ def interpolation_survey(
         with a learned prior; else None), "t"}``.
 
     Raises:
-        CrystalgridError: fewer than three steps, fewer than two samples, or a conditional
+        BadInputError: fewer than three steps, fewer than two samples, or a conditional
             model.
     """
     import torch
@@ -192,10 +192,10 @@ def interpolation_survey(
     from crystalgrid.models.scoring.generated import atom_counts, structural_validity
 
     if steps < 3:
-        raise CrystalgridError(f"steps must be >= 3 (ends and a point between), got {steps}")
+        raise BadInputError(f"steps must be >= 3 (ends and a point between), got {steps}")
     ckpt = as_checkpoint(checkpoint)
     if ckpt.config.conditional:
-        raise CrystalgridError("the survey walks an unconditional model's latent space")
+        raise BadInputError("the survey walks an unconditional model's latent space")
     runtime = resolve_runtime(device, precision, compile=False)
     model = runtime.place(ckpt.model).eval()
     means = []
@@ -206,7 +206,7 @@ def interpolation_survey(
             mu, _ = model.vae.encode(x)
         means.append(mu.float().cpu())
     if not means or sum(len(m) for m in means) < 2:
-        raise CrystalgridError("the survey needs at least two samples")
+        raise BadInputError("the survey needs at least two samples")
     mu = torch.cat(means)
     n_pairs = len(mu) // 2
     a, b = mu[0 : 2 * n_pairs : 2], mu[1 : 2 * n_pairs : 2]

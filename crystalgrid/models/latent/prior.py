@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from crystalgrid.contracts import ViewLike, iter_view
-from crystalgrid.errors import BadInputError, CrystalgridError, NotFoundError
+from crystalgrid.errors import BadInputError, IntegrityError, NotFoundError
 from crystalgrid.fileio import open_atomic
 
 if TYPE_CHECKING:
@@ -97,10 +97,10 @@ class LatentPrior(nn.Module):
         super().__init__()
         channels, size = shape[0], shape[1]
         if len(shape) != 4 or not shape[1] == shape[2] == shape[3] or size < 2:
-            raise CrystalgridError(f"a latent prior needs a cubic latent grid, got shape {shape}")
+            raise BadInputError(f"a latent prior needs a cubic latent grid, got shape {shape}")
         self.shape = tuple(int(s) for s in shape)
         if stride < 1:
-            raise CrystalgridError(f"a latent prior's stride must be >= 1, got {stride}")
+            raise BadInputError(f"a latent prior's stride must be >= 1, got {stride}")
         self.settings = {
             "width": width,
             "depth": depth,
@@ -205,7 +205,11 @@ def encode_split(
     ckpt: Checkpoint, view: ViewLike, *, batch_size: int = 128, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The posterior ``(mu, logvar)`` of every sample of a split, each ``(n, latent_dim)``
-    float32, on the CPU in fp32."""
+    float32, on the CPU in fp32.
+
+    Raises:
+        BadInputError: the split is empty.
+    """
     model = ckpt.model.float().eval()
     mus, logvars = [], []
     device = next(model.parameters()).device
@@ -217,7 +221,7 @@ def encode_split(
             mus.append(mu.float().cpu().numpy())
             logvars.append(logvar.float().cpu().numpy())
     if not mus:
-        raise CrystalgridError("the split to fit the prior on is empty")
+        raise BadInputError("the split to fit the prior on is empty")
     return np.concatenate(mus), np.concatenate(logvars)
 
 
@@ -248,16 +252,16 @@ def fit_prior(
         progress: called as ``progress(step, loss)`` after each step.
 
     Raises:
-        CrystalgridError: a model without a latent grid (the paper's dense latent), a
+        BadInputError: a model without a latent grid (the paper's dense latent), a
             conditional model, or an empty split.
     """
     if ckpt.config.latent_kind != "conv":
-        raise CrystalgridError(
+        raise BadInputError(
             "a learned prior needs a model with a latent grid (latent_kind 'conv'); this model's "
             f"latent is {ckpt.config.latent_kind!r}"
         )
     if ckpt.config.conditional:
-        raise CrystalgridError("a learned prior for a conditional model is not supported")
+        raise BadInputError("a learned prior for a conditional model is not supported")
     start = time.perf_counter()
     mu, logvar = (torch.from_numpy(a) for a in encode_split(ckpt, train))
     prior = LatentPrior(
@@ -383,7 +387,9 @@ def load_prior(path: str | Path, *, vae_sha256: str | None = None) -> PriorFit:
             not checked).
 
     Raises:
-        CrystalgridError: a missing or unreadable file, or a prior of another model.
+        NotFoundError: a missing file.
+        BadInputError: a file that is not a readable latent prior.
+        IntegrityError: a prior fitted to another model.
     """
     path = Path(path)
     if not path.is_file():
@@ -391,12 +397,12 @@ def load_prior(path: str | Path, *, vae_sha256: str | None = None) -> PriorFit:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        raise CrystalgridError(f"cannot read the latent prior {path}: {exc}") from exc
+        raise BadInputError(f"cannot read the latent prior {path}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise CrystalgridError(f"{path} is not a crystalgrid latent prior")
+        raise BadInputError(f"{path} is not a crystalgrid latent prior")
     owner = payload.get("vae_sha256")
     if vae_sha256 is not None and owner is not None and owner != vae_sha256:
-        raise CrystalgridError(
+        raise IntegrityError(
             f"the latent prior {path} was fitted to another model (VAE {owner[:12]}..., "
             f"this model's {vae_sha256[:12]}...)"
         )
@@ -410,7 +416,8 @@ def prior_for(ckpt: Checkpoint) -> LatentPrior | None:
     ``None`` where there is none.
 
     Raises:
-        CrystalgridError: the prior there belongs to another model, or cannot be read.
+        IntegrityError: the prior there belongs to another model.
+        BadInputError: the prior there cannot be read.
     """
     if ckpt.path is None:
         return None
@@ -445,14 +452,14 @@ def draw_latents(
 
     Raises:
         BadInputError: an unknown ``prior`` or ``n < 1``.
-        CrystalgridError: ``prior="learned"`` for a model without one.
+        NotFoundError: ``prior="learned"`` for a model without one.
     """
     if prior not in PRIORS:
         raise BadInputError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
     if n < 1:
         raise BadInputError(f"the number of draws must be >= 1, got {n}")
     if prior == "learned" and learned is None:
-        raise CrystalgridError(
+        raise NotFoundError(
             "this model has no learned prior beside its weights; fit one with `crystalgrid "
             "fit-prior`, or draw from N(0, 1) (prior 'normal')"
         )

@@ -39,7 +39,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
 from crystalgrid.contracts import iter_view
-from crystalgrid.errors import CrystalgridError, NotFoundError
+from crystalgrid.errors import BadInputError, NotFoundError
 from crystalgrid.models.checkpoint import Checkpoint, as_checkpoint, atomic_save
 from crystalgrid.models.runtime import resolve_runtime
 from crystalgrid.models.scoring.metrics import percentiles
@@ -148,7 +148,7 @@ def _cycle(view: Any, batch_size: int, seed: int) -> Iterator[np.ndarray]:
             got = True
             yield np.ascontiguousarray(batch["density"], dtype=np.float32)
         if not got:
-            raise CrystalgridError(f"the split has fewer than {batch_size} samples")
+            raise BadInputError(f"the split has fewer than {batch_size} samples")
         epoch += 1
 
 
@@ -328,7 +328,7 @@ def score_report(
         if sum(len(p) for p in parts) >= n:
             break
     if not parts:
-        raise CrystalgridError("the split has no samples to score")
+        raise BadInputError("the split has no samples to score")
     real = np.concatenate(parts)[:n]
     rng = np.random.default_rng(seed)
     flat = real.reshape(len(real), -1)
@@ -389,7 +389,7 @@ def score_report(
 
 def _unconditional(ckpt: Checkpoint) -> None:
     if ckpt.config.conditional:
-        raise CrystalgridError(
+        raise BadInputError(
             f"{ckpt.path or 'the checkpoint'} is a conditional model; the realism scorer "
             "(appendix G) mixes and decodes latents of an unconditional autoencoder"
         )
@@ -419,19 +419,20 @@ def load_scorer(path: str | Path, *, device: str = "cpu") -> RealismScorer:
     """Read a scorer written by :func:`save_scorer` (weights only: no code is unpickled).
 
     Raises:
-        CrystalgridError: a missing file or one that is not a realism scorer.
+        NotFoundError: a missing file.
+        BadInputError: a file that is not a realism scorer.
     """
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"realism scorer not found: {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise CrystalgridError(f"{path} is not a readable realism scorer")
+        raise BadInputError(f"{path} is not a readable realism scorer")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError, struct.error):
-        raise CrystalgridError(f"{path} is not a readable realism scorer") from None
+        raise BadInputError(f"{path} is not a readable realism scorer") from None
     if not isinstance(data, dict) or data.get("format") != REALISM_FORMAT:
-        raise CrystalgridError(f"{path} is not a crystalgrid realism scorer")
+        raise BadInputError(f"{path} is not a crystalgrid realism scorer")
     net = LambdaNet(tuple(data["channels"]))
     net.load_state_dict(data["state"])
     net.to(device).eval()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from crystalgrid.contracts import ViewLike, iter_view
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.models.decoding.peakfit import fit_atoms
 from crystalgrid.models.decoding.segmentation import decode_atoms
 from crystalgrid.models.scoring.metrics import Scorer
@@ -39,10 +39,13 @@ def score_species_grids(
 
     Returns:
         :meth:`Scorer.result` (the voxel MSE is not defined here and is ``None``).
+
+    Raises:
+        BadInputError: no ``spec`` given, and the view has none.
     """
     spec = spec or getattr(view, "spec", None)
     if not isinstance(spec, GridSpec):
-        raise CrystalgridError("pass spec=GridSpec(...): the view has no .spec")
+        raise BadInputError("pass spec=GridSpec(...): the view has no .spec")
     scorer = Scorer(match_radius=match_radius)
     for batch in iter_view(view, batch_size, limit=limit):
         for i, grid in enumerate(np.asarray(batch["species"])):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from crystalgrid.contracts import iter_view
-from crystalgrid.errors import CrystalgridError, NotFoundError
+from crystalgrid.errors import BadInputError, NotFoundError
 from crystalgrid.models.decoding.segmentation import decode_atoms
 from crystalgrid.models.scoring.metrics import Scorer
 
@@ -37,7 +37,8 @@ def load_predictions(path: str | Path, bins: int) -> dict[str, np.ndarray]:
     """Read and check a predictions file (module docstring).
 
     Raises:
-        CrystalgridError: for a missing or unreadable file, or arrays that do not fit.
+        NotFoundError: for a missing file.
+        BadInputError: for an unreadable file, or arrays that do not fit.
     """
     path = Path(path)
     if not path.is_file():
@@ -45,43 +46,43 @@ def load_predictions(path: str | Path, bins: int) -> dict[str, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise CrystalgridError(f"{path} is not a readable .npz file: {exc}") from None
+        raise BadInputError(f"{path} is not a readable .npz file: {exc}") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise CrystalgridError(f"{path} is a single array, not an .npz file of named arrays")
+        raise BadInputError(f"{path} is a single array, not an .npz file of named arrays")
     with loaded as npz:
         arrays = {k: npz[k] for k in npz.files}
     if "index" not in arrays:
-        raise CrystalgridError(f"{path} has no 'index' array (the store sample indices)")
+        raise BadInputError(f"{path} has no 'index' array (the store sample indices)")
     index = arrays["index"]
     if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
-        raise CrystalgridError(f"{path}: 'index' must be a 1-D integer array")
+        raise BadInputError(f"{path}: 'index' must be a 1-D integer array")
     n = len(index)
     if len(np.unique(index)) != n:
-        raise CrystalgridError(f"{path}: 'index' holds a sample more than once")
+        raise BadInputError(f"{path}: 'index' holds a sample more than once")
     grid_shape = (n, bins, bins, bins)
     for name in ("species", "density"):
         if name in arrays and arrays[name].shape != grid_shape:
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{path}: '{name}' has shape {arrays[name].shape}, expected {grid_shape}"
             )
     has_atoms = {"positions", "numbers", "counts"} <= set(arrays)
     if not has_atoms and not ({"species", "density"} & set(arrays)):
-        raise CrystalgridError(
+        raise BadInputError(
             f"{path} holds neither grids ('species' or 'density') nor atoms "
             "('positions', 'numbers', 'counts')"
         )
     if has_atoms:
         pos, num, counts = arrays["positions"], arrays["numbers"], arrays["counts"]
         if pos.ndim != 2 or pos.shape[1] != 3 or len(num) != len(pos):
-            raise CrystalgridError(f"{path}: 'positions' must be (m, 3) beside 'numbers' (m,)")
+            raise BadInputError(f"{path}: 'positions' must be (m, 3) beside 'numbers' (m,)")
         if counts.shape != (n,) or counts.min(initial=0) < 0 or counts.sum() != len(pos):
-            raise CrystalgridError(
+            raise BadInputError(
                 f"{path}: 'counts' must give each of the {n} samples' atoms, summing to {len(pos)}"
             )
         if not np.all(np.isfinite(pos)):
-            raise CrystalgridError(f"{path}: 'positions' holds NaN or infinite values")
+            raise BadInputError(f"{path}: 'positions' holds NaN or infinite values")
     if "density" in arrays and not np.all(np.isfinite(arrays["density"])):
-        raise CrystalgridError(f"{path}: 'density' holds NaN or infinite values")
+        raise BadInputError(f"{path}: 'density' holds NaN or infinite values")
     return arrays
 
 
@@ -122,7 +123,8 @@ def score_predictions(
         ``"predictions"`` (what was read and how it was decoded).
 
     Raises:
-        CrystalgridError: for a file that does not fit the split.
+        NotFoundError: for a missing file.
+        BadInputError: for a file that does not fit the split.
     """
     from tqdm.auto import tqdm
 
@@ -156,7 +158,7 @@ def score_predictions(
             for j, sample_index in enumerate(np.asarray(batch["index"])):
                 k = row_of.get(int(sample_index))
                 if k is None:
-                    raise CrystalgridError(
+                    raise BadInputError(
                         f"sample {int(sample_index)} of the split has no prediction "
                         "(predict every sample, or score the first ones with limit)"
                     )

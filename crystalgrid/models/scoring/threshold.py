@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from crystalgrid.contracts import ViewLike, iter_view
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.models.checkpoint import (
     DECODER_METADATA,
     Checkpoint,
@@ -118,15 +118,15 @@ def tune_threshold(
         ``None`` for ``source="truth"`` or where no atom matched.
 
     Raises:
-        CrystalgridError: no candidates, an unknown ``source``, an empty split or a split
-            whose grid spec is not the checkpoint's.
+        BadInputError: no candidates, an unknown ``source``, or an empty split.
+        CrystalgridError: a split whose grid spec is not the checkpoint's.
     """
     from tqdm.auto import tqdm
 
     if not thresholds:
-        raise CrystalgridError("give at least one candidate threshold")
+        raise BadInputError("give at least one candidate threshold")
     if source not in SOURCES:
-        raise CrystalgridError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise BadInputError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     ckpt = as_checkpoint(checkpoint)
     check_spec(ckpt, view)
     runtime = resolve_runtime(device, precision or "auto", compile=False)
@@ -134,7 +134,7 @@ def tune_threshold(
     lowest = min(scorers)
     total = len(view) if limit is None else min(limit, len(view))
     if total == 0:
-        raise CrystalgridError("the split to tune the threshold on is empty")
+        raise BadInputError("the split to tune the threshold on is empty")
     bar = tqdm(total=total, desc="tune threshold", disable=quiet, leave=False)
     outputs = model_outputs(ckpt, view, runtime, batch_size=batch_size, limit=limit, source=source)
     kept: list[tuple[Any, ...]] = []  # per sample, for the amplitudes' calibration

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import ConfigError
 from crystalgrid.models.decoding.cell_species import MAX_Z, CellSpecies, element_counts
 from crystalgrid.models.decoding.segmentation import species_probabilities
 from crystalgrid.models.nets.classes import ClassMap
@@ -80,13 +80,13 @@ def test_settings_round_trip_and_bad_settings_are_refused():
     counts = element_counts([np.array([8, 8, 26]), np.array([8, 0, 0])])
     reader = CellSpecies(offset=1.5, sigma=2.5, segmenter_weight=0.25, counts=tuple(counts))
     assert CellSpecies.from_dict(reader.to_dict()) == reader
-    with pytest.raises(CrystalgridError, match="sigma must be positive"):
+    with pytest.raises(ConfigError, match="sigma must be positive"):
         CellSpecies(sigma=0)
-    with pytest.raises(CrystalgridError, match="118 entries"):
+    with pytest.raises(ConfigError, match="118 entries"):
         CellSpecies(counts=(1, 2, 3))
-    with pytest.raises(CrystalgridError, match="max_elements"):
+    with pytest.raises(ConfigError, match="max_elements"):
         CellSpecies(max_elements=0)
-    with pytest.raises(CrystalgridError, match="unknown settings"):
+    with pytest.raises(ConfigError, match="unknown settings"):
         CellSpecies.from_dict({"sigma": 2.0, "width": 1.0})
 
 

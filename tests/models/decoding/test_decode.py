@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.models.decoding.segmentation import (
     class_score_peaks,
     decode_atoms,
@@ -104,7 +104,7 @@ def test_structure_molecule_and_cif(tmp_path):
 
     back = Structure.from_file(path)
     assert sorted(site.specie.Z for site in back) == sorted(NUMBERS.tolist())
-    with pytest.raises(CrystalgridError, match="no atoms"):
+    with pytest.raises(BadInputError, match="no atoms"):
         write_cif(tmp_path / "empty.cif", np.zeros((0, 3)), np.zeros(0), spec=SPEC)
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import crystalgrid
 from crystalgrid.cli import main
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.models.latent.conditioning import condition_calibration, condition_for_z
 from crystalgrid.models.scoring.generated import conditional_check
 from crystalgrid.spec import GridSpec
@@ -65,7 +65,7 @@ def test_calibration_on_known_grids(make_view):
     line = calib["slope"] * 50 + calib["intercept"]
     assert condition_for_z(50, calib)[0] == pytest.approx(line, rel=1e-6)
     assert condition_for_z(26, None, density_scale=2.0)[0] == pytest.approx(26 * peak, rel=1e-6)
-    with pytest.raises(CrystalgridError, match=r"1\.\.118"):
+    with pytest.raises(BadInputError, match=r"1\.\.118"):
         condition_for_z(0, calib)
     assert condition_calibration(view, limit=5)["samples"] == 5
 
@@ -112,7 +112,7 @@ def test_the_condition_changes_the_output(conditional_run):
     np.testing.assert_array_equal(draws.z[:3], draws.z[3:])  # same z, only c differs
     assert draws.condition[0] < draws.condition[3]
     assert not np.allclose(draws.density[:3], draws.density[3:])
-    with pytest.raises(CrystalgridError, match="conditional model"):
+    with pytest.raises(BadInputError, match="conditional model"):
         random_draws(ckpt, 2)
 
 

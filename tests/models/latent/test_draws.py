@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from crystalgrid.cli import main
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 
 torch = pytest.importorskip("torch")
 
@@ -31,9 +31,9 @@ def test_random_draws_are_seeded(checkpoint):
     np.testing.assert_array_equal(a.density, b.density)
     assert not np.array_equal(a.z, c.z)
     assert set(np.unique(a.species)) <= {0, 8, 22, 38}
-    with pytest.raises(CrystalgridError, match="not conditional"):
+    with pytest.raises(BadInputError, match="not conditional"):
         random_draws(ckpt, 2, condition_z=[8])
-    with pytest.raises(CrystalgridError, match=">= 1"):
+    with pytest.raises(BadInputError, match=">= 1"):
         random_draws(ckpt, 0)
 
 

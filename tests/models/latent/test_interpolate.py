@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import crystalgrid
 from crystalgrid.cli import main
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 
 torch = pytest.importorskip("torch")
 
@@ -26,9 +26,9 @@ def test_resolve_sample_by_index_and_material_id(store):
     first = test[0]
     assert resolve_sample(ds, first["material_id"]) == first["index"]
     assert resolve_sample(ds, str(first["index"])) == first["index"] == resolve_sample(ds, 233)
-    with pytest.raises(CrystalgridError, match="no sample with material id 'nope'"):
+    with pytest.raises(BadInputError, match="no sample with material id 'nope'"):
         resolve_sample(ds, "nope")
-    with pytest.raises(CrystalgridError, match="out of range"):
+    with pytest.raises(BadInputError, match="out of range"):
         resolve_sample(ds, len(ds))
 
 
@@ -50,7 +50,7 @@ def test_the_line_between_two_encodings(checkpoint, make_view):
     recon, _ = ckpt.model.reconstruct(torch.from_numpy(result.targets))
     np.testing.assert_allclose(result.density[[0, -1]], recon.numpy(), rtol=1e-4, atol=1e-6)
     assert result.ends[0]["material_id"] == "fake-0" and result.condition is None
-    with pytest.raises(CrystalgridError, match=">= 2"):
+    with pytest.raises(BadInputError, match=">= 2"):
         interpolate(ckpt, view[0], view[1], steps=1)
 
 
@@ -104,5 +104,5 @@ def test_the_survey_scores_the_points_between_the_ends(store, checkpoint):
     assert survey["ends"]["validity"]["n_samples"] == 6
     assert survey["atoms_per_point"]["n_samples"] == 6
     assert survey["prior_log_density"] is None  # the tiny model has no learned prior
-    with pytest.raises(CrystalgridError, match="steps must be >= 3"):
+    with pytest.raises(BadInputError, match="steps must be >= 3"):
         interpolation_survey(checkpoint, view, pairs=3, steps=2)

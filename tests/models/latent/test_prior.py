@@ -13,7 +13,7 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from crystalgrid.cli import main  # noqa: E402
-from crystalgrid.errors import CrystalgridError  # noqa: E402
+from crystalgrid.errors import BadInputError, IntegrityError  # noqa: E402
 from crystalgrid.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from crystalgrid.models.latent.draws import random_draws  # noqa: E402
 from crystalgrid.models.latent.prior import (  # noqa: E402
@@ -83,9 +83,9 @@ def test_draws_are_seeded_and_respect_the_temperature():
 
 
 def test_bad_shapes_and_strides_are_refused():
-    with pytest.raises(CrystalgridError, match="cubic latent grid"):
+    with pytest.raises(BadInputError, match="cubic latent grid"):
         LatentPrior((1, 4, 4, 2))
-    with pytest.raises(CrystalgridError, match="stride must be >= 1"):
+    with pytest.raises(BadInputError, match="stride must be >= 1"):
         LatentPrior(SHAPE, stride=0)
 
 
@@ -122,12 +122,12 @@ def test_fit_save_load_and_refuse_another_model(grid_checkpoint, store, checkpoi
 
     other = ReferenceModel(ckpt.config, 30, ClassMap(ckpt.config.classes))
     foreign = save_checkpoint(tmp_path / "other.pt", other, spec=GridSpec())
-    with pytest.raises(CrystalgridError, match="fitted to another model"):
+    with pytest.raises(IntegrityError, match="fitted to another model"):
         load_prior(path, vae_sha256=vae_fingerprint(load_checkpoint(foreign)))
     (tmp_path / "junk.prior.pt").write_bytes(b"not a prior")
-    with pytest.raises(CrystalgridError, match="cannot read the latent prior"):
+    with pytest.raises(BadInputError, match="cannot read the latent prior"):
         load_prior(tmp_path / "junk.prior.pt")
-    with pytest.raises(CrystalgridError, match="latent grid"):
+    with pytest.raises(BadInputError, match="latent grid"):
         fit_prior(load_checkpoint(checkpoint), dataset.split("train"), steps=1)
     assert prior_path(tmp_path / "run.pt") == tmp_path / "run.prior.pt"
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import crystalgrid
 from crystalgrid.cli import main
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, CrystalgridError
 
 torch = pytest.importorskip("torch")
 
@@ -115,7 +115,7 @@ def test_save_and_load_round_trip(scorer, tmp_path, make_view):
     with pytest.raises(CrystalgridError, match="not found"):
         load_scorer(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_text("junk")
-    with pytest.raises(CrystalgridError, match="not a readable"):
+    with pytest.raises(BadInputError, match="not a readable"):
         load_scorer(tmp_path / "junk.pt")
 
 
@@ -124,7 +124,7 @@ def test_conditional_autoencoder_is_refused(tmp_path, make_view):
     ckpt = save_checkpoint(
         tmp_path / "c.pt", ReferenceModel(config, 30, ClassMap([8, 26])), spec=GridSpec()
     )
-    with pytest.raises(CrystalgridError, match="conditional"):
+    with pytest.raises(BadInputError, match="conditional"):
         train_realism(load_checkpoint(ckpt), make_view(4), steps=1, batch_size=4)
 
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import crystalgrid
 from crystalgrid.cli import main
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError
 from crystalgrid.models.scoring.predictions import (
     load_predictions,
     score_predictions,
@@ -87,7 +87,7 @@ def test_the_cli_scores_a_file(store, test_view, tmp_path):
 def test_bad_files_are_one_line_errors(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
-    with pytest.raises(CrystalgridError, match=message):
+    with pytest.raises(BadInputError, match=message):
         load_predictions(path, 30)
 
 
@@ -95,7 +95,7 @@ def test_a_missing_sample_is_an_error(test_view, tmp_path):
     batch = test_view[0:2]
     path = tmp_path / "two.npz"
     np.savez(path, index=batch["index"], species=batch["species"])
-    with pytest.raises(CrystalgridError, match="has no prediction"):
+    with pytest.raises(BadInputError, match="has no prediction"):
         score_predictions(path, test_view)
     assert score_predictions(path, test_view, limit=2, matching=False)["n_samples"] == 2
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from crystalgrid.cli import main  # noqa: E402
-from crystalgrid.errors import CrystalgridError  # noqa: E402
+from crystalgrid.errors import BadInputError, CrystalgridError  # noqa: E402
 from crystalgrid.models.checkpoint import (  # noqa: E402
     DECODER_METADATA,
     load_checkpoint,
@@ -100,11 +100,11 @@ def test_the_best_f1_drops_the_bumps_and_keeps_the_atoms(crafted):
 
 def test_bad_tuning_requests_are_one_clear_error(crafted):
     split = _Split(2, crafted.spec)
-    with pytest.raises(CrystalgridError, match="at least one candidate"):
+    with pytest.raises(BadInputError, match="at least one candidate"):
         tune_threshold(crafted, split, thresholds=())
-    with pytest.raises(CrystalgridError, match="source must be one of"):
+    with pytest.raises(BadInputError, match="source must be one of"):
         tune_threshold(crafted, split, source="density")
-    with pytest.raises(CrystalgridError, match="empty"):
+    with pytest.raises(BadInputError, match="empty"):
         tune_threshold(crafted, _Split(0, crafted.spec))
     from crystalgrid.spec import GridSpec
 
@@ -136,7 +136,7 @@ def test_evaluate_uses_the_recorded_threshold(crafted, checkpoint, tmp_path):
 
 
 def test_a_shipped_model_is_never_rewritten():
-    with pytest.raises(CrystalgridError, match=r"shipped model.*copy its file"):
+    with pytest.raises(BadInputError, match=r"shipped model.*copy its file"):
         update_metadata("baseline-1h-cpu-single", decoder={"threshold": 1.0})
 
 

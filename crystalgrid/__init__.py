@@ -7,7 +7,9 @@ The public API:
 - :func:`build`, :class:`BuildConfig`: a Zarr dataset from a collection of structures.
 - :func:`open_dataset`: load a built dataset by split.
 - :func:`open_source`: structures from a collection, CIF folder, CSV, JSON or the demo set.
-- :class:`CrystalgridError` and its kinds :class:`ConfigError` (also a ``ValueError``) and
+- :class:`CrystalgridError` and its kinds :class:`ConfigError`, :class:`BadInputError`,
+  :class:`IntegrityError` (also ``ValueError``), :class:`NotFoundError` (also
+  ``FileNotFoundError``), :class:`LockedError` (also ``RuntimeError``) and
   :class:`RemoteStorageError`; :class:`RejectedStructure` for a structure that cannot be gridded.
 
 The build's module is :mod:`crystalgrid.builder` (``crystalgrid.build`` is the function); the
@@ -20,8 +22,12 @@ from crystalgrid._version import __version__
 from crystalgrid.builder import BuildConfig, build
 from crystalgrid.dataset import open_dataset
 from crystalgrid.errors import (
+    BadInputError,
     ConfigError,
     CrystalgridError,
+    IntegrityError,
+    LockedError,
+    NotFoundError,
     RejectedStructure,
     RemoteStorageError,
 )
@@ -31,10 +37,14 @@ from crystalgrid.sources import open_source
 from crystalgrid.spec import GridSpec
 
 __all__ = [
+    "BadInputError",
     "BuildConfig",
     "ConfigError",
     "CrystalgridError",
     "GridSpec",
+    "IntegrityError",
+    "LockedError",
+    "NotFoundError",
     "RejectedStructure",
     "RemoteStorageError",
     "__version__",

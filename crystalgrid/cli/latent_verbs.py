@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -17,7 +16,7 @@ from crystalgrid.cli._common import (
     split_of,
 )
 from crystalgrid.cli.app import main, user_errors
-from crystalgrid.errors import CrystalgridError
+from crystalgrid.errors import BadInputError, CrystalgridError
 from crystalgrid.jsonio import write_results
 
 
@@ -186,18 +185,11 @@ def sample_cmd(
     and, with --data, of the real crystals; CDVAE structural validity; with --condition, how
     the generated largest atomic number follows the requested one) and spacing.png.
     """
+    if novelty and data is None:
+        raise BadInputError("--novelty compares with a store's training split: give --data")
     ckpt = load_model(checkpoint)
-    from crystalgrid.models.latent.draws import random_draws, write_samples
+    from crystalgrid.models.latent.draws import draws_report, random_draws, write_samples
     from crystalgrid.models.plots import spacing_plot
-    from crystalgrid.models.scoring.generated import (
-        atom_counts,
-        charge_balance,
-        conditional_check,
-        real_atoms,
-        spacing_distribution,
-        structural_validity,
-        uniqueness_and_novelty,
-    )
 
     samples = random_draws(
         ckpt,
@@ -211,7 +203,7 @@ def sample_cmd(
         temperature=temperature,
         decoder=decoder,
     )
-    extra = {
+    about = {
         "checkpoint": str(checkpoint),
         "sha256": ckpt.sha256,
         "seed": seed,
@@ -220,47 +212,21 @@ def sample_cmd(
         "temperature": temperature if samples.prior == "learned" else None,
         "decoder": decoder,
     }
-    write_samples(samples, out, ckpt.spec, grids=grids, cifs=cifs, extra=extra)
-    validity = structural_validity(samples.positions)
-    report: dict[str, Any] = {
-        **extra,
-        "n_samples": len(samples),
-        "spacing": {"samples": spacing_distribution(samples.positions), "real": None},
-        "validity": {"samples": _summary(validity), "real": None},
-        "atoms_per_sample": {"samples": atom_counts(samples.positions), "real": None},
-        "charge_balance": {"samples": charge_balance(samples.numbers), "real": None},
-    }
-    real_validity = None
-    if data is not None:
-        dataset = open_store(data)
-        real, real_numbers = real_atoms(split_of(dataset, split), limit=real_limit)
-        real_validity = structural_validity(real)
-        report["spacing"]["real"] = spacing_distribution(real)
-        report["validity"]["real"] = _summary(real_validity)
-        report["atoms_per_sample"]["real"] = atom_counts(real)
-        report["charge_balance"]["real"] = charge_balance(real_numbers)
-        report["real"] = {"data": str(data), "split": split, "samples": len(real)}
-        if novelty:
-            training = real_atoms(split_of(dataset, "train"), limit=None)
-            report["uniqueness_novelty"] = uniqueness_and_novelty(
-                samples.positions, samples.numbers, training, side=ckpt.spec.side
-            )
-    elif novelty:
-        raise CrystalgridError("--novelty compares with a store's training split: give --data")
-    if samples.condition_z is not None:
-        max_density = samples.density.reshape(len(samples), -1).max(axis=1)
-        report["conditional"] = conditional_check(
-            samples.condition_z.tolist(),
-            samples.numbers,
-            within=within,
-            requested_c=None if samples.condition is None else samples.condition.tolist(),
-            max_density=max_density * ckpt.config.density_scale,
-        )
-        calib = ckpt.metadata.get("condition_calibration")
-        report["conditional"]["calibration"] = (
-            "training split (checkpoint metadata)" if calib else "isolated-atom peak"
-        )
+    write_samples(samples, out, ckpt.spec, grids=grids, cifs=cifs, extra=about)
+    dataset = open_store(data) if data is not None else None
+    report = draws_report(
+        samples,
+        ckpt,
+        real=split_of(dataset, split) if dataset is not None else None,
+        real_limit=real_limit,
+        training=split_of(dataset, "train") if dataset is not None and novelty else None,
+        within=within,
+        about=about,
+    )
+    if dataset is not None:
+        report["real"].update(data=str(data), split=split)
     write_results(out / "report.json", report)
+    validity, real_validity = report["validity"]["samples"], report["validity"]["real"]
     spacing_plot(
         report["spacing"]["samples"],
         report["spacing"]["real"],
@@ -456,8 +422,3 @@ def show_cmd(store: str, index: str, out: Path, checkpoint: Path | None, dpi: in
         sample, dataset.spec, out, reconstruction=recon, predicted_species=species, dpi=dpi
     )
     click.echo(f"written {path}")
-
-
-def _summary(validity: dict[str, Any]) -> dict[str, Any]:
-    """Validity without the per-sample lists (those go to atoms.json)."""
-    return {k: v for k, v in validity.items() if k not in ("valid", "min_distance")}

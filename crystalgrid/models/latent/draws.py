@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from crystalgrid.contracts import ViewLike
 from crystalgrid.errors import BadInputError
 from crystalgrid.models.latent.conditioning import condition_for_z
 from crystalgrid.models.scoring.distances import min_distance
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from crystalgrid.models.nets.model import ReferenceModel
     from crystalgrid.models.runtime import Runtime
 
-__all__ = ["Samples", "decode_latents", "random_draws", "write_samples"]
+__all__ = ["Samples", "decode_latents", "draws_report", "random_draws", "write_samples"]
 
 
 @dataclass
@@ -314,3 +315,84 @@ def write_samples(
     paths["atoms"] = out / "atoms.json"
     paths["atoms"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     return paths
+
+
+def draws_report(
+    samples: Samples,
+    ckpt: Any,
+    *,
+    real: ViewLike | None = None,
+    real_limit: int | None = 2000,
+    training: ViewLike | None = None,
+    within: int = 2,
+    about: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What ``crystalgrid sample`` writes to ``report.json``: the draws beside real crystals.
+
+    Args:
+        samples: the draws (:func:`random_draws`).
+        ckpt: their checkpoint (grid spec, density scale, condition calibration).
+        real: a split of real crystals to compare with (spacing, validity, atoms per cell,
+            charge balance); ``None``: the draws alone.
+        real_limit: samples of ``real`` read (``None``: all).
+        training: a training split for uniqueness and novelty (StructureMatcher, the box as
+            the lattice); ``None``: not measured.
+        within: tolerance (in Z) of a conditional model's check.
+        about: facts put first in the report (checkpoint, seed, prior, ...).
+
+    Returns:
+        ``spacing``, ``validity``, ``atoms_per_sample`` and ``charge_balance`` (each with
+        ``samples`` and ``real``), ``uniqueness_novelty`` with ``training``, ``conditional``
+        for a conditional model's draws; ``validity`` keeps its per-sample lists out (they go
+        to ``atoms.json``).
+    """
+    from crystalgrid.models.scoring.generated import (
+        atom_counts,
+        charge_balance,
+        conditional_check,
+        real_atoms,
+        spacing_distribution,
+        structural_validity,
+        uniqueness_and_novelty,
+    )
+
+    def summary(validity: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in validity.items() if k not in ("valid", "min_distance")}
+
+    validity = structural_validity(samples.positions)
+    report: dict[str, Any] = {
+        **(about or {}),
+        "n_samples": len(samples),
+        "spacing": {"samples": spacing_distribution(samples.positions), "real": None},
+        "validity": {"samples": summary(validity), "real": None},
+        "atoms_per_sample": {"samples": atom_counts(samples.positions), "real": None},
+        "charge_balance": {"samples": charge_balance(samples.numbers), "real": None},
+    }
+    if real is not None:
+        positions, numbers = real_atoms(real, limit=real_limit)
+        report["spacing"]["real"] = spacing_distribution(positions)
+        report["validity"]["real"] = summary(structural_validity(positions))
+        report["atoms_per_sample"]["real"] = atom_counts(positions)
+        report["charge_balance"]["real"] = charge_balance(numbers)
+        report["real"] = {"samples": len(positions)}
+    if training is not None:
+        report["uniqueness_novelty"] = uniqueness_and_novelty(
+            samples.positions,
+            samples.numbers,
+            real_atoms(training, limit=None),
+            side=ckpt.spec.side,
+        )
+    if samples.condition_z is not None:
+        max_density = samples.density.reshape(len(samples), -1).max(axis=1)
+        report["conditional"] = conditional_check(
+            samples.condition_z.tolist(),
+            samples.numbers,
+            within=within,
+            requested_c=None if samples.condition is None else samples.condition.tolist(),
+            max_density=max_density * ckpt.config.density_scale,
+        )
+        calibrated = ckpt.metadata.get("condition_calibration")
+        report["conditional"]["calibration"] = (
+            "training split (checkpoint metadata)" if calibrated else "isolated-atom peak"
+        )
+    return report

@@ -118,8 +118,8 @@ def tune_threshold(
         ``None`` for ``source="truth"`` or where no atom matched.
 
     Raises:
-        BadInputError: no candidates, an unknown ``source``, or an empty split.
-        CrystalgridError: a split whose grid spec is not the checkpoint's.
+        BadInputError: no candidates, an unknown ``source``, an empty split, or a split
+            whose grid spec is not the checkpoint's.
     """
     from tqdm.auto import tqdm
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from crystalgrid.cli import main  # noqa: E402
-from crystalgrid.errors import BadInputError, CrystalgridError  # noqa: E402
+from crystalgrid.errors import BadInputError  # noqa: E402
 from crystalgrid.models.checkpoint import (  # noqa: E402
     DECODER_METADATA,
     load_checkpoint,
@@ -108,7 +108,7 @@ def test_bad_tuning_requests_are_one_clear_error(crafted):
         tune_threshold(crafted, _Split(0, crafted.spec))
     from crystalgrid.spec import GridSpec
 
-    with pytest.raises(CrystalgridError, match="grid spec"):
+    with pytest.raises(BadInputError, match="grid spec"):
         tune_threshold(crafted, _Split(2, GridSpec(side=12.0)))
 
 

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from crystalgrid.baseline import OVERFIT_CPU
 from crystalgrid.dataset import open_dataset
+from crystalgrid.models.config import shipped_config
 from crystalgrid.models.scoring.evaluate import evaluate
 from crystalgrid.models.training.loop import train
 
-#: The earlier CPU recipe (the shipped configuration baseline-1h-cpu-earlier) at the ablation's length.
-BASE = OVERFIT_CPU.with_overrides(val_max_batches=2, log_every=50)
+#: The ladder's first rung: the earlier CPU recipe (the shipped configuration
+#: baseline-1h-cpu-earlier: beta 1e-4, a dense latent of 32, joint training), run for --steps.
+BASE = shipped_config("baseline-1h-cpu-earlier").with_overrides(val_max_batches=2, log_every=50)
 
 #: The ladder: (name, what changes from the previous rung).
 LADDER: list[tuple[str, dict[str, Any]]] = [

@@ -35,7 +35,7 @@ from crystalgrid.store import verify
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: Arrays compared byte for byte (numbers) or item for item (strings).
 ARRAYS = (
     "density",

@@ -14,7 +14,7 @@ from crystalgrid.cli import main
 from crystalgrid.store import SCHEMA, schema_table
 from crystalgrid.store._schema import BLOCK_ARRAYS, array_schema
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "store-format.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "store-format.md"
 
 
 @pytest.fixture

@@ -214,8 +214,7 @@ class CrystalModel:
     def _encode(self, density: np.ndarray) -> np.ndarray:
         """Posterior means ``(n, latent_dim)`` of grids ``(n, bins, bins, bins)`` Å^-3."""
         with torch.no_grad(), self.runtime.autocast():
-            x = self.net.scale(torch.from_numpy(density).to(self.runtime.device))
-            mu, _ = self.net.vae.encode(x, self.net.condition(x))
+            mu, _, _ = self.net.posterior(torch.from_numpy(density).to(self.runtime.device))
         return mu.float().cpu().numpy()
 
     def decode_atoms(

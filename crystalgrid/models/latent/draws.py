@@ -15,7 +15,6 @@ generated largest atomic number follows the requested one (paper Fig. S10A).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 
 from crystalgrid.contracts import ViewLike
 from crystalgrid.errors import BadInputError
+from crystalgrid.jsonio import write_results
 from crystalgrid.models.latent.conditioning import condition_for_z
 from crystalgrid.models.scoring.distances import min_distance
 from crystalgrid.spec import GridSpec
@@ -312,8 +312,7 @@ def write_samples(
         **(extra or {}),
         "samples": records,
     }
-    paths["atoms"] = out / "atoms.json"
-    paths["atoms"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    paths["atoms"] = write_results(out / "atoms.json", doc)
     return paths
 
 

@@ -14,7 +14,6 @@ Samples are named by their index in the store (``view[i]["index"]``, the number
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +21,7 @@ from typing import Any, cast
 import numpy as np
 
 from crystalgrid.errors import BadInputError
+from crystalgrid.jsonio import write_results
 
 __all__ = [
     "Interpolation",
@@ -124,9 +124,7 @@ def interpolate(
             f"grids of shape {targets.shape[1:]} do not fit a model of {ckpt.spec.shape}"
         )
     with torch.no_grad():
-        x = model.scale(torch.from_numpy(targets).to(runtime.device))
-        c_ends = model.condition(x)
-        mu, _ = model.vae.encode(x, c_ends)
+        mu, _, c_ends = model.posterior(torch.from_numpy(targets).to(runtime.device))
     t = torch.linspace(0.0, 1.0, steps, dtype=torch.float32, device=mu.device)
     z = (1 - t)[:, None] * mu[0] + t[:, None] * mu[1]
     c = None if c_ends is None else (1 - t) * c_ends[0] + t * c_ends[1]
@@ -202,8 +200,7 @@ def interpolation_survey(
     for batch in iter_view(view, batch_size, limit=2 * pairs, fields=("density",)):
         grids = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
         with torch.no_grad(), runtime.autocast():
-            x = model.scale(grids.to(runtime.device))
-            mu, _ = model.vae.encode(x)
+            mu, _, _ = model.posterior(grids.to(runtime.device))
         means.append(mu.float().cpu())
     if not means or sum(len(m) for m in means) < 2:
         raise BadInputError("the survey needs at least two samples")
@@ -284,7 +281,7 @@ def write_interpolation(
             }
         )
     doc = {"ends": result.ends, **(extra or {}), "frame": "box Å", "steps": steps}
-    (out / "atoms.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    write_results(out / "atoms.json", doc)
     strip = interpolation_strip(result, out / "strip.png", spec=spec)
     return {
         "npz": out / "interpolation.npz",

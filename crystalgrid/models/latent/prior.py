@@ -216,8 +216,7 @@ def encode_split(
     with torch.no_grad():
         for batch in iter_view(view, batch_size, limit=limit, fields=("density",)):
             density = torch.from_numpy(np.ascontiguousarray(batch["density"], dtype=np.float32))
-            x = model.scale(density.to(device))
-            mu, logvar = model.vae.encode(x, model.condition(x))
+            mu, logvar, _ = model.posterior(density.to(device))
             mus.append(mu.float().cpu().numpy())
             logvars.append(logvar.float().cpu().numpy())
     if not mus:

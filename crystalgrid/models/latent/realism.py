@@ -208,7 +208,7 @@ def train_realism(
     for step in tqdm(range(1, steps + 1), desc="realism", disable=quiet, leave=False):
         density = torch.from_numpy(next(batches)).to(runtime.device)
         with torch.no_grad(), runtime.autocast():
-            mu, _ = model.vae.encode(model.scale(density))
+            mu, _, _ = model.posterior(density)
             lam = torch.rand(len(mu), generator=gen)
             grid = model.vae.decode(mix_latents(mu.float(), lam, gen))
         lam = lam.to(runtime.device)

@@ -115,6 +115,16 @@ class ReferenceModel(nn.Module):
         """The conditional VAE's per-sample scalar: the largest scaled density, ``(B,)``."""
         return x.amax(dim=(1, 2, 3, 4)) if self.config.conditional else None
 
+    def posterior(
+        self, density: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The VAE's posterior of raw grids ``(B, n, n, n)`` Å^-3: its mean and log-variance,
+        each ``(B, latent_dim)``, and the condition ``(B,)`` (``None`` when unconditional)."""
+        x = self.scale(density)
+        condition = self.condition(x)
+        mu, logvar = self.vae.encode(x, condition)
+        return mu, logvar, condition
+
     def targets(self, species: torch.Tensor) -> torch.Tensor:
         """Species grid ``(B, n, n, n)`` of Z (uint8) -> class indices (int64)."""
         return self.class_of_z[species.long()]

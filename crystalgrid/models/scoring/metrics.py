@@ -36,7 +36,6 @@ This module does not import torch.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from functools import cache
@@ -53,7 +52,6 @@ __all__ = [
     "Scorer",
     "percentiles",
     "score_samples",
-    "to_json",
     "to_markdown",
 ]
 
@@ -295,11 +293,6 @@ def score_samples(
             pred_positions, pred_numbers, true_positions=true_positions, true_numbers=true_numbers
         )
     return scorer.result()
-
-
-def to_json(result: dict[str, Any]) -> str:
-    """The result as indented JSON (no NaN: undefined scores are ``null``)."""
-    return json.dumps(result, indent=2, allow_nan=False)
 
 
 def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:

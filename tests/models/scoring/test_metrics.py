@@ -11,7 +11,6 @@ from crystalgrid.models.scoring.metrics import (
     PERCENTILES,
     Scorer,
     score_samples,
-    to_json,
     to_markdown,
 )
 
@@ -87,7 +86,7 @@ def test_empty_predictions_and_targets_never_give_nan():
     assert r["true_within_radius"] == 0.0
     assert r["count_exact"] == pytest.approx(1 / 3)
     assert r["species_exact"] is None and r["voxel_mse"] is None
-    text = to_json(r)  # allow_nan=False would raise on NaN
+    text = json.dumps(r, allow_nan=False)  # raises on NaN
     assert json.loads(text)["pred_to_true"] is None
     assert "n/a" in to_markdown(r)
     assert Scorer().result()["count_exact"] is None  # nothing scored at all

@@ -60,10 +60,10 @@ def main() -> None:
     parser.add_argument("--naive", type=int, default=20, help="crystals for the naive pipeline")
     args = parser.parse_args()
 
+    from crystalgrid.build_timings import DRIVER, WORKER, BuildTimings
     from crystalgrid.builder import BuildConfig, build_representations
     from crystalgrid.sources import JsonSource, parse_record
     from crystalgrid.spec import GridSpec
-    from crystalgrid.stages import DRIVER, WORKER, StageTimes
 
     src_path = SHARED / "mp_binaries" / "mp_binaries.json.gz"
     tmp = Path(tempfile.mkdtemp(prefix="cg-bench-"))
@@ -98,7 +98,7 @@ def main() -> None:
         print(
             f"| {workers} | {kept} | {samples} | {seconds:.1f} | {rate:.0f} | {projected:.1f} min |"
         )
-        stages[workers] = StageTimes()
+        stages[workers] = BuildTimings()
         for report in reports:
             stages[workers].add(report.timings)
         shutil.rmtree(out)

@@ -1,4 +1,5 @@
-"""Where a build's time goes: seconds per stage, summed over the tasks that ran it.
+"""Where a build's time goes (not the training's stages): seconds per build stage, summed
+over the tasks that ran it.
 
 Stages of the workers (summed over tasks; CPU-bound, so roughly core-seconds): ``parse``
 (payload to pymatgen ``Structure``), ``filter`` (the filters and the crystal's arrays),
@@ -16,13 +17,13 @@ import contextlib
 import time
 from collections.abc import Iterator, Mapping
 
-__all__ = ["DRIVER", "WORKER", "StageTimes"]
+__all__ = ["DRIVER", "WORKER", "BuildTimings"]
 
 WORKER = ("parse", "filter", "read", "placement", "grids", "write")
 DRIVER = ("startup", "scan", "create", "gridding", "finalize")
 
 
-class StageTimes(dict[str, float]):
+class BuildTimings(dict[str, float]):
     """Seconds per stage name."""
 
     @contextlib.contextmanager

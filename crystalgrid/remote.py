@@ -39,9 +39,8 @@ def store_key(prefix: str, key: str) -> str:
 
 #: botocore's timeouts (s) and attempts for ``s3://`` stores and sources, unless the caller's
 #: ``storage_options`` or fsspec's configuration (``FSSPEC_S3_CONFIG_KWARGS``) set them. s3fs
-#: tries a request that timed out 5 times, each with these attempts: an endpoint that stops
-#: answering fails a read of a few chunks in about 2.5 minutes (159 s measured for
-#: ``iter_batches``, 74 s for ``verify``), not 7 (408 s with botocore's 60 s and 5 attempts).
+#: tries a request that timed out 5 times, each with these attempts, so an endpoint that stops
+#: answering fails a read in minutes rather than many (measured in docs/reliability.md).
 S3_CONFIG = {
     "connect_timeout": 10,
     "read_timeout": 10,

@@ -30,8 +30,8 @@ __all__ = ["TorchStream", "TorchView"]
 _FIELDS = ("density", "species", "atom_positions", "atom_numbers", "transform", "material_id")
 
 
-class DatasetView(Protocol):
-    """What these datasets read: a :class:`crystalgrid.dataset.DatasetView`."""
+class SplitSource(Protocol):
+    """What these datasets read of a split (a :class:`crystalgrid.dataset.DatasetView` is one)."""
 
     start: int
     dataset: Any  # a crystalgrid.dataset.Dataset: sample() and rows_in_order()
@@ -89,7 +89,7 @@ class TorchView(_TorchDataset):
     """
 
     def __init__(
-        self, view: DatasetView, fields: tuple[str, ...], *, species_dtype: str = "uint8"
+        self, view: SplitSource, fields: tuple[str, ...], *, species_dtype: str = "uint8"
     ) -> None:
         self.view = view
         self.fields = _check(fields)
@@ -114,15 +114,15 @@ class TorchStream(_TorchIterable):
 
     Items are those of :class:`TorchView`; their grids are not copied (each decoded chunk
     is read once). Within one rank every sample comes once per epoch (the rank's share: see
-    :meth:`DatasetView.order`); each DataLoader worker reads a contiguous part of it, cut at
-    multiples of ``batch_size`` when it is given. The order depends on ``seed`` and the
-    epoch (:meth:`set_epoch`) only, not on the number of workers; the DataLoader interleaves
-    the workers' batches.
+    :meth:`crystalgrid.dataset.DatasetView.order`); each DataLoader worker reads a contiguous
+    part of it, cut at multiples of ``batch_size`` when it is given. The order depends on
+    ``seed`` and the epoch (:meth:`set_epoch`) only, not on the number of workers; the
+    DataLoader interleaves the workers' batches.
     """
 
     def __init__(
         self,
-        view: DatasetView,
+        view: SplitSource,
         fields: tuple[str, ...],
         *,
         shuffle: bool,

@@ -114,7 +114,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "crystalgrid.jsonio",
             "crystalgrid.jsonstream",
             "crystalgrid.spec",
-            "crystalgrid.stages",
+            "crystalgrid.build_timings",
             "crystalgrid.read_order",
             "crystalgrid.splits",
         ),

@@ -27,12 +27,12 @@ from __future__ import annotations
 from crystalgrid.builder._cluster import AUTO_WORKERS_MAX, resolve_workers
 from crystalgrid.builder._config import MAX_ERROR_SHARE, BuildConfig
 from crystalgrid.builder._driver import BuildReport, build, build_representations, default_out
-from crystalgrid.builder._scan import ERROR
+from crystalgrid.builder._scan import UNEXPECTED_ERROR
 
 __all__ = [
     "AUTO_WORKERS_MAX",
-    "ERROR",
     "MAX_ERROR_SHARE",
+    "UNEXPECTED_ERROR",
     "BuildConfig",
     "BuildReport",
     "build",

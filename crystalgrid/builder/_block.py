@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import zarr
 
+from crystalgrid.build_timings import BuildTimings
 from crystalgrid.builder._config import BuildConfig
 from crystalgrid.grids.placement import Crystal, placements
 from crystalgrid.lock import LockGuard
 from crystalgrid.samples import sample_from_placement
-from crystalgrid.stages import StageTimes
 from crystalgrid.store import ChunkWriter, StoreMeta, open_group, read_crystals, write_block
 
 #: The task is named ``_grid_block``: its Dask keys (``_grid_block-<hash>``) say what runs.
@@ -26,12 +26,12 @@ def _grid_block(
     config_dict: dict[str, Any],
     *,
     guard: LockGuard | None = None,
-) -> tuple[int, StageTimes]:
+) -> tuple[int, BuildTimings]:
     """Make and write the samples of one block of crystals; return the crystals done and
     the seconds of each stage. With ``guard``, the build's lock is checked before writing."""
     from threadpoolctl import threadpool_limits
 
-    times = StageTimes()
+    times = BuildTimings()
     config = BuildConfig.from_dict(config_dict)
     S, spec = config.samples_per_crystal, config.spec
     first = block * config.block_crystals

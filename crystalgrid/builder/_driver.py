@@ -14,10 +14,11 @@ import numpy as np
 import zarr
 
 from crystalgrid._version import __version__
+from crystalgrid.build_timings import BuildTimings
 from crystalgrid.builder._block import _grid_block
 from crystalgrid.builder._cluster import dask_client, progress, resolve_workers
 from crystalgrid.builder._config import MAX_ERROR_SHARE, BuildConfig, build_fingerprint
-from crystalgrid.builder._scan import ERROR, ScanResult, scan_source, split_scan
+from crystalgrid.builder._scan import UNEXPECTED_ERROR, ScanResult, scan_source, split_scan
 from crystalgrid.errors import BadInputError, ConfigError, CrystalgridError
 from crystalgrid.grids.numpy_backend import DENSITY_METHOD
 from crystalgrid.jsonio import utc_now
@@ -25,7 +26,6 @@ from crystalgrid.lock import HeldLock, store_lock
 from crystalgrid.remote import is_url, remote_errors
 from crystalgrid.sources import Source, open_source
 from crystalgrid.splits import SPLITS, read_split_file, resolve, split_file_digest
-from crystalgrid.stages import StageTimes
 from crystalgrid.store import (
     CHECKSUM,
     StoreMeta,
@@ -54,15 +54,15 @@ class BuildReport:
     blocks_computed: int
     resumed: bool
     seconds: float
-    #: Seconds per stage (:mod:`crystalgrid.stages`); the scan and the cluster's start-up
+    #: Seconds per stage (:mod:`crystalgrid.build_timings`); the scan and the cluster's start-up
     #: are counted in the first store of a multi-representation build.
-    timings: StageTimes = field(default_factory=StageTimes)
+    timings: BuildTimings = field(default_factory=BuildTimings)
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
-        inputs = {k: v for k, v in self.rejects.items() if k != ERROR}
+        inputs = {k: v for k, v in self.rejects.items() if k != UNEXPECTED_ERROR}
         reasons = ", ".join(f"{k} {v}" for k, v in inputs.items()) or "none"
-        errors = self.rejects.get(ERROR, 0)
+        errors = self.rejects.get(UNEXPECTED_ERROR, 0)
         failed = (
             f"; {errors} left out by an unexpected error (crystalgrid info names the first)"
             if errors
@@ -286,7 +286,7 @@ def _build_locked(
         startup = time.perf_counter() - opened
         for target in targets:
             started_one = time.perf_counter()
-            times = StageTimes(startup=startup) if not reports else StageTimes()
+            times = BuildTimings(startup=startup) if not reports else BuildTimings()
             group, meta, location = target.group, target.meta, target.location
             resumed = meta is not None
             if meta is not None and meta.complete:
@@ -393,7 +393,7 @@ def _grid_blocks(
     storage_options: dict[str, Any] | None,
     client: Any,
     quiet: bool,
-    times: StageTimes,
+    times: BuildTimings,
     held: HeldLock,
 ) -> list[int]:
     """Submit every block not marked done; return the blocks computed (their stage times

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from crystalgrid.build_timings import BuildTimings
 from crystalgrid.builder._cluster import n_workers, progress
 from crystalgrid.builder._config import BuildConfig
 from crystalgrid.errors import BadInputError, CrystalgridError, RejectedStructure
@@ -25,11 +26,11 @@ from crystalgrid.filters import FilterConfig
 from crystalgrid.grids.placement import Crystal
 from crystalgrid.sources import RawRecord, Rejected, Source, parse_record
 from crystalgrid.splits import assign
-from crystalgrid.stages import StageTimes
+from crystalgrid.store import UNEXPECTED_ERROR
 
 __all__ = [
-    "ERROR",
     "SCAN_SHARD",
+    "UNEXPECTED_ERROR",
     "ScanReject",
     "ScanResult",
     "ScanRow",
@@ -39,10 +40,6 @@ __all__ = [
 ]
 
 SCAN_SHARD = 64  # records per scan task
-
-#: The reject reason of a record whose parsing or filtering raised an unexpected exception: a
-#: bug of crystalgrid or of a library it uses, not a fault of the input.
-ERROR = "error"
 
 
 class ScanRow(NamedTuple):
@@ -78,7 +75,7 @@ class ScanResult:
 
     crystals: list[ScanRow] = field(default_factory=list)
     rejects: list[Rejected] = field(default_factory=list)
-    times: StageTimes = field(default_factory=StageTimes)
+    times: BuildTimings = field(default_factory=BuildTimings)
 
     @property
     def material_ids(self) -> list[str]:
@@ -87,11 +84,11 @@ class ScanResult:
 
 def _scan_shard(
     records: list[RawRecord], filters: dict[str, Any]
-) -> tuple[list[ScanRow | ScanReject], StageTimes]:
+) -> tuple[list[ScanRow | ScanReject], BuildTimings]:
     """Parse and filter records (runs on a worker): one row per record, in order, and the
     seconds spent parsing and filtering."""
     config = FilterConfig.from_dict(filters)
-    times = StageTimes()
+    times = BuildTimings()
     out: list[ScanRow | ScanReject] = []
     for record in records:
         try:
@@ -103,10 +100,10 @@ def _scan_shard(
         except RejectedStructure as exc:
             out.append(ScanReject("reject", record.material_id, exc.reason, exc.detail))
             continue
-        except Exception as exc:  # noqa: BLE001 - counted; too many stop the build (ERROR)
+        except Exception as exc:  # noqa: BLE001 - counted; too many stop the build (UNEXPECTED_ERROR)
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
             detail = f"{record.origin}: {detail} (raised at {_raised_at(exc)})"
-            out.append(ScanReject("reject", record.material_id, ERROR, detail))
+            out.append(ScanReject("reject", record.material_id, UNEXPECTED_ERROR, detail))
             continue
         props = {
             k: float(v)
@@ -257,14 +254,14 @@ def scan_source(
 
 
 def _check_errors(scan: ScanResult, name: str, max_error_share: float) -> None:
-    """Stop a build whose records failed with unexpected errors (:data:`ERROR`) in more than
-    ``max_error_share`` of the source, before anything is written.
+    """Stop a build whose records failed with unexpected errors (:data:`UNEXPECTED_ERROR`) in
+    more than ``max_error_share`` of the source, before anything is written.
 
     Raises:
         CrystalgridError: one line with the count and the first error, its type, message and
             where it was raised.
     """
-    errors = [r for r in scan.rejects if r.reason == ERROR]
+    errors = [r for r in scan.rejects if r.reason == UNEXPECTED_ERROR]
     total = len(scan.crystals) + len(scan.rejects)
     if not errors or len(errors) <= max_error_share * total:
         return

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from typing import Any
 
 import click
 
@@ -231,83 +230,19 @@ def build(
             click.echo(report.timings.table())
 
 
-def _first_error(group: Any, path: str) -> str:
-    """``"<material id>: <detail>"`` of the store's first reject with reason ``error``."""
-    import numpy as np
-
-    from crystalgrid.builder import ERROR
-    from crystalgrid.store import open_array, read_rows
-
-    reasons = read_rows(open_array(group, "rejects/reason", path), slice(None), path)
-    first = int(np.flatnonzero(reasons == ERROR)[0])
-    material_id = read_rows(open_array(group, "rejects/material_id", path), first, path)
-    detail = read_rows(open_array(group, "rejects/detail", path), first, path)
-    return f"{material_id}: {detail}"
-
-
 @main.command()
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
 @user_errors
 def info(path: str, as_json: bool) -> None:
     """Counts, splits, rejects by reason and attributes of a dataset."""
-    from crystalgrid.builder import ERROR
-    from crystalgrid.store import StoreMeta, open_store
+    from crystalgrid.store import describe, open_store
 
-    group, attrs = open_store(path)
     if as_json:
+        _, attrs = open_store(path)
         click.echo(json.dumps(attrs, indent=2, sort_keys=True))
         return
-    meta = StoreMeta.from_attrs(attrs)
-    lines = [
-        f"dataset        {path}",
-        f"state          {meta.state}",
-        f"representation {meta.representation}",
-        f"crystals       {meta.n_crystals if meta.n_crystals is not None else '?'}",
-        f"samples        {meta.n_samples if meta.n_samples is not None else '?'} "
-        f"({meta.samples_per_crystal} per crystal)",
-    ]
-    for name in meta.splits:
-        c0, c1 = meta.split_range(name, "crystals")
-        s0, s1 = meta.split_range(name)
-        lines.append(f"  {name:5s}        {c1 - c0} crystals, {s1 - s0} samples")
-    lines.append(f"split by       {meta.split_by}")
-    inputs = {k: v for k, v in meta.rejects.items() if k != ERROR}
-    lines.append(f"rejected       {sum(inputs.values())}")
-    for reason, count in sorted(inputs.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {reason:12s} {count}")
-    if meta.rejects.get(ERROR):
-        lines.append(
-            f"errors         {meta.rejects[ERROR]} left out by an unexpected error (a bug of "
-            "crystalgrid or of a library it uses, not of the input)"
-        )
-        lines.append(f"  first        {_first_error(group, path)}")
-    grid, source = meta.grid, meta.source
-    lines += [
-        f"grid           {grid.get('bins')}^3 voxels over {grid.get('side')} Å, "
-        f"sigma {grid.get('sigma')} Å, species radius {grid.get('species_radius')} Å",
-        f"density        {meta.density_method}",
-        f"seed           {meta.seed}",
-        f"source         {source.get('kind')} {source.get('location', '')}",
-        *_source_details(source),
-        f"licence        {meta.licence or 'not stated by the source'}",
-        f"citation       {meta.citation or '-'}",
-        f"built with     crystalgrid {meta.crystalgrid_version} on {meta.created}",
-        f"fingerprint    {meta.fingerprint}",
-    ]
-    click.echo("\n".join(lines))
-
-
-def _source_details(source: dict[str, Any]) -> list[str]:
-    """Lines for what provenance records beyond kind and location (checksum, provider, query)."""
-    lines = []
-    if source.get("sha256"):
-        lines.append(f"  sha256       {source['sha256']}")
-    if source.get("provider"):
-        lines.append(f"  provider     {source['provider']} {source.get('base_url', '')}".rstrip())
-    if source.get("filter"):
-        lines.append(f"  filter       {source['filter']}")
-    return lines
+    click.echo(describe(path))
 
 
 @main.command()

@@ -124,7 +124,7 @@ def fetch_command(
     providers_url: str | None,
     quiet: bool,
 ) -> None:
-    """Download Materials Project structures into a local collection.
+    """Download structures (the Materials Project, or any OPTIMADE provider) into a collection.
 
     Needs a Materials Project API key in MP_API_KEY; the endpoint is mp-api's (set
     MP_API_ENDPOINT to change it). Running the same command again resumes an interrupted

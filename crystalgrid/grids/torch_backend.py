@@ -673,7 +673,3 @@ def random_transforms(
     t[:, :3, :3] = rotation
     t[:, :3, 3] = torch.bmm(rotation, before.transpose(1, 2))[..., 0] + after
     return t
-
-
-# --------------------------------------------------------------------------------------
-# Crystals on the device, and the sampler

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from crystalgrid.store._checksums import CHECKSUM
 from crystalgrid.store._chunks import ChunkReader, ChunkWriter
+from crystalgrid.store._describe import describe
 from crystalgrid.store._meta import StoreMeta
 from crystalgrid.store._open import create_group, open_array, open_group, open_store, read_rows
 from crystalgrid.store._schema import (
@@ -25,6 +26,7 @@ from crystalgrid.store._schema import (
     FORMAT,
     SCHEMA,
     SPLITS,
+    UNEXPECTED_ERROR,
     ArraySchema,
     compressor,
     dimension_names,
@@ -46,6 +48,7 @@ __all__ = [
     "FORMAT",
     "SCHEMA",
     "SPLITS",
+    "UNEXPECTED_ERROR",
     "ArraySchema",
     "ChunkReader",
     "ChunkWriter",
@@ -55,6 +58,7 @@ __all__ = [
     "compressor",
     "create_group",
     "create_store",
+    "describe",
     "dimension_names",
     "finalize",
     "has_named_dimensions",

@@ -18,7 +18,7 @@ from crystalgrid.errors import BadInputError, IntegrityError
 from crystalgrid.splits import SPLITS
 from crystalgrid.store._schema import ATTR, FORMAT, LEGACY_CHECKSUM, LEGACY_DENSITY_METHOD
 
-__all__ = ["StoreMeta", "is_store_attrs", "read_meta", "split_ranges", "store_checksum"]
+__all__ = ["StoreMeta", "is_store_attrs", "read_meta", "split_ranges"]
 
 #: Keys a store has once its crystals are scanned, and once it is complete.
 _GRIDDING = (
@@ -222,9 +222,3 @@ def split_ranges(
         }
         start = stop
     return ranges
-
-
-def store_checksum(meta: Mapping[str, Any]) -> str:
-    """The digest a store's ``checksums/`` hold (``blake2b-64`` for stores that predate the
-    ``checksum`` attribute), from the attribute as stored."""
-    return str(meta.get("checksum", LEGACY_CHECKSUM))

@@ -24,6 +24,7 @@ __all__ = [
     "LEGACY_DENSITY_METHOD",
     "SCHEMA",
     "SPLITS",
+    "UNEXPECTED_ERROR",
     "ArraySchema",
     "array_schema",
     "compressor",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 FORMAT = "crystalgrid-store/1"
+#: The reject reason (``rejects/reason``) of a record whose parsing or filtering raised an
+#: unexpected exception: a bug of crystalgrid or of a library it uses, not a fault of the input.
+UNEXPECTED_ERROR = "error"
 #: The group attribute that holds the store's metadata (:class:`~crystalgrid.store.StoreMeta`).
 ATTR = "crystalgrid"
 #: The density evaluation of stores without a ``density_method`` attribute (built before it

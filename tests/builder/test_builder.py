@@ -339,7 +339,7 @@ def test_workers_auto_is_the_cores_available_at_most_eight():
 
 
 def test_the_report_says_where_the_time_went(json_source, tmp_path):
-    from crystalgrid.stages import DRIVER, WORKER
+    from crystalgrid.build_timings import DRIVER, WORKER
 
     report = build(json_source, tmp_path / "t.zarr", quiet=True)
     assert set(report.timings) == set(DRIVER) | set(WORKER)

@@ -153,7 +153,7 @@ def resolve_workers(workers: int | str) -> int:
     except (TypeError, ValueError):
         count = 0
     if count < 1 or str(count) != str(workers).strip():
-        raise ConfigError(f"--workers must be 'auto' or a whole number >= 1, got {workers!r}")
+        raise ConfigError(f"workers must be 'auto' or a whole number >= 1, got {workers!r}")
     return count
 
 

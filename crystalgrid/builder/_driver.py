@@ -177,7 +177,7 @@ def build_representations(
     config = config or BuildConfig()
     workers = resolve_workers(workers)
     if not 0 <= max_error_share <= 1:
-        raise ConfigError(f"--max-error-share must be in 0..1, got {max_error_share:g}")
+        raise ConfigError(f"max_error_share must be in 0..1, got {max_error_share:g}")
     table = _split_table(splits)
     locations = {
         r: os.fspath(out) if out is not None else default_out(r) for r, out in outs.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import types
 import warnings
@@ -44,12 +45,27 @@ def user_errors(func: F) -> F:
                 warnings.showwarning = show
                 return func(*args, **kwargs)
         except CrystalgridError as exc:
-            click.echo(f"crystalgrid: error: {exc}", err=True)
+            click.echo(f"crystalgrid: error: {with_flags(str(exc))}", err=True)
             if isinstance(exc, RemoteStorageError):
                 _drop_abandoned_requests()
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+def with_flags(message: str) -> str:
+    """The library's message in the command line's terms: an argument the running verb takes
+    as an option, named where the message opens with it (``"max_sites must be at least 1"``),
+    becomes its flag (``"--max-sites must be at least 1"``)."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return message
+    for param in context.command.params:
+        flags = [o for o in param.opts if o.startswith("--")]
+        if isinstance(param, click.Option) and param.name and flags:
+            pattern = rf"(^|; |\()({re.escape(param.name)})(?= must| is empty|: )"
+            message = re.sub(pattern, rf"\g<1>{flags[0]}", message)
+    return message
 
 
 def _drop_abandoned_requests() -> None:

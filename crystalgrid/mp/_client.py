@@ -77,7 +77,7 @@ def client_settings(
         DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s),
     )
     if settings.retries < 0:
-        raise ConfigError(f"--retries must be at least 0, got {settings.retries}")
+        raise ConfigError(f"retries must be at least 0, got {settings.retries}")
     if not settings.backoff_s >= 0 or not settings.timeout_s > 0:
         raise ConfigError(
             f"the backoff must be >= 0 s and the timeout > 0 s, got {settings.backoff_s:g} "

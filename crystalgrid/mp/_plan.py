@@ -120,15 +120,15 @@ def plan_query(
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ConfigError(f"page size must be 1 to {MAX_PAGE_SIZE}, got {page_size}")
     if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be at least 1, got {limit}")
+        raise ConfigError(f"limit must be at least 1, got {limit}")
     criteria: dict[str, Any] = {"nsites_min": 1}  # always one server-side filter (docs/fetch.md)
     if max_sites is not None:
         if max_sites < 1:
-            raise ConfigError(f"--max-sites must be at least 1, got {max_sites}")
+            raise ConfigError(f"max_sites must be at least 1, got {max_sites}")
         criteria["nsites_max"] = int(max_sites)
     if max_ehull is not None:
         if not max_ehull >= 0:
-            raise ConfigError(f"--max-ehull must be >= 0 eV/atom, got {max_ehull}")
+            raise ConfigError(f"max_ehull must be >= 0 eV/atom, got {max_ehull}")
         criteria["energy_above_hull_max"] = float(max_ehull)
     if elements is not None:
         from pymatgen.core import Element
@@ -137,9 +137,9 @@ def plan_query(
         clean = sorted({s.strip().capitalize() for s in symbols if s.strip()})
         bad = [s for s in clean if not Element.is_valid_symbol(s)]
         if bad:
-            raise ConfigError(f"--elements: not element symbols: {', '.join(bad)}")
+            raise ConfigError(f"elements: not element symbols: {', '.join(bad)}")
         if not clean:
-            raise ConfigError("--elements is empty")
+            raise ConfigError("elements is empty")
         criteria["elements"] = ",".join(clean)
     if not include_gnome:
         criteria["batch_id_not_eq"] = GNOME_BATCH_ID

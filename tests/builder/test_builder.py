@@ -22,7 +22,7 @@ from pymatgen.io.cif import CifWriter
 from crystalgrid import open_dataset
 from crystalgrid.builder import BuildConfig, build
 from crystalgrid.cli import main
-from crystalgrid.errors import BadInputError, CrystalgridError
+from crystalgrid.errors import BadInputError, ConfigError, CrystalgridError
 from crystalgrid.samples import make_samples
 from crystalgrid.store import verify
 
@@ -332,10 +332,12 @@ def test_workers_auto_is_the_cores_available_at_most_eight():
     assert resolve_workers("auto") == min(cores, AUTO_WORKERS_MAX) >= 1
     assert resolve_workers(3) == resolve_workers("3") == 3
     for bad in (0, -1, "x", "1.5", None):
-        with pytest.raises(CrystalgridError, match="--workers must be 'auto' or a whole number"):
+        with pytest.raises(ConfigError, match=r"^workers must be 'auto' or a whole number"):
             resolve_workers(bad)
     result = CliRunner().invoke(main, ["build", "--workers", "none", "-q"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    # The library names the argument; the command line names its flag.
+    assert "error: --workers must be 'auto' or a whole number" in result.output
 
 
 def test_the_report_says_where_the_time_went(json_source, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import zarr
 from click.testing import CliRunner
 
@@ -71,3 +72,30 @@ def test_cli_build_both_and_info(tmp_path, json_source):
         runner.invoke(main, ["info", "--json", str(tmp_path / "d" / "repeated.zarr")]).output
     )
     assert as_json["rejects"] == {"max_side": 1, "too_close": 1} and as_json["n_crystals"] == 30
+
+
+def test_the_command_line_names_flags_where_the_library_names_arguments():
+    from crystalgrid.cli.app import with_flags
+
+    @click.command()
+    @click.option("--max-sites", type=int)
+    @click.option("--elements")
+    @click.option("--out")
+    def verb(max_sites, elements, out):
+        messages = [
+            "max_sites must be at least 1, got 0",
+            "elements: not element symbols: Xx",
+            "elements is empty",
+            "bad range (max_sites must be at least 1)",
+            "the output folder is out of space",  # a word, not the argument: unchanged
+        ]
+        click.echo("\n".join(with_flags(m) for m in messages))
+
+    result = CliRunner().invoke(verb, [])
+    assert result.output.splitlines() == [
+        "--max-sites must be at least 1, got 0",
+        "--elements: not element symbols: Xx",
+        "--elements is empty",
+        "bad range (--max-sites must be at least 1)",
+        "the output folder is out of space",
+    ]

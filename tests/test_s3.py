@@ -301,6 +301,8 @@ def test_parquet_shards_by_url(s3, demo_records, tmp_path):
     assert type(remote) is OptimadeParquetSource
     assert _records(remote) == _records(open_source(folder))
     assert remote.fingerprint() == open_source(f"s3://{BUCKET}/sources/lemat").fingerprint()
+    built = build(f"s3://{BUCKET}/sources/lemat/", tmp_path / "lemat.zarr", quiet=True)
+    assert built.n_crystals == 5  # each shard read by a worker, from the bucket
 
 
 def _records(source) -> list[tuple]:

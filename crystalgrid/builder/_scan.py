@@ -137,6 +137,19 @@ def _raised_at(exc: BaseException) -> str:
     return f"{path[len(root) :]}:{frame.lineno} in {frame.name}"
 
 
+def _scan_part(
+    part: Any, filters: dict[str, Any]
+) -> tuple[list[ScanRow | ScanReject], BuildTimings, list[Rejected]]:
+    """Read one part of a source (runs on a worker: the driver never holds its records),
+    then parse and filter it as :func:`_scan_shard` does; the part's listing rejects last."""
+    records: list[RawRecord] = []
+    early: list[Rejected] = []
+    for item in part.records():
+        (early if isinstance(item, Rejected) else records).append(item)
+    rows, times = _scan_shard(records, filters)
+    return rows, times, early
+
+
 def _shards(source: Source) -> Iterator[tuple[list[RawRecord], list[Rejected]]]:
     shard: list[RawRecord] = []
     early: list[Rejected] = []
@@ -186,13 +199,23 @@ def _scan(source: Source, config: BuildConfig, client: Any, bar: Any) -> ScanRes
 
     def collect(future: Any) -> None:
         index, early = pending.pop(future.key)
-        rows, times = future.result()
+        rows, times, *read_on_worker = future.result()
         result.times.add(times)
-        done[index] = (rows, early)
+        done[index] = (rows, early + (read_on_worker[0] if read_on_worker else []))
         merge_ready()
 
-    for index, (shard, early) in enumerate(_shards(source)):
-        future = client.submit(_scan_shard, shard, filters, pure=False)
+    partitions = getattr(source, "partitions", None)
+    tasks: Iterator[tuple[Any, list[Rejected]]]
+    if callable(partitions):  # parts read on the workers (Parquet row groups)
+        tasks = (
+            (client.submit(_scan_part, part, filters, pure=False), []) for part in partitions()
+        )
+    else:  # records listed here, in shards of SCAN_SHARD
+        tasks = (
+            (client.submit(_scan_shard, shard, filters, pure=False), early)
+            for shard, early in _shards(source)
+        )
+    for index, (future, early) in enumerate(tasks):
         pending[future.key] = (index, early)
         running.add(future)
         while running.count() >= window:

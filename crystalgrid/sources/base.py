@@ -66,6 +66,12 @@ class Source(Protocol):
     (builds are deterministic and resumable). ``provenance()`` describes where the data
     came from (``{"kind", "location", "licence", "citation", ...}``) and ``fingerprint()``
     is a hex digest that changes whenever the records would.
+
+    A source may also offer ``partitions()``: picklable parts, each with a ``records()`` of
+    its own, that together yield ``records()`` in order (ids repeated across parts are left
+    to the build, which keeps the first). A build then reads each part on a worker, so the
+    driver never lists the records (:class:`~crystalgrid.sources.OptimadeParquetSource`:
+    one part per row group of each shard).
     """
 
     name: str

@@ -17,6 +17,7 @@ missing lattice vectors, ``"duplicate_id"``; a shard that cannot be read is one
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from crystalgrid.errors import BadInputError, RejectedStructure
@@ -28,6 +29,7 @@ from crystalgrid.sources.location import (
     file_stem,
     hash_files,
     is_scalar,
+    location_of,
     needs,
     resolve,
 )
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-__all__ = ["STRUCTURE_FIELDS", "OptimadeParquetSource", "optimade_symbols"]
+__all__ = ["STRUCTURE_FIELDS", "OptimadeParquetSource", "ParquetPart", "optimade_symbols"]
 
 #: The OPTIMADE fields that make a structure.
 STRUCTURE_FIELDS = ("lattice_vectors", "species_at_sites", "cartesian_site_positions")
@@ -123,6 +125,24 @@ class OptimadeParquetSource(FileSource):
                         seen.add(item.material_id)
                 yield item
 
+    def partitions(self) -> list[ParquetPart]:
+        """One part per row group of each shard, in order (each shard's footer is read here;
+        a shard whose footer cannot be read is one part that yields its reject)."""
+        parts: list[ParquetPart] = []
+        for shard in self._files():
+            try:
+                with shard.open("rb") as fh:
+                    meta = self._pq.ParquetFile(fh).metadata
+                sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            except (OSError, ValueError) as exc:
+                parts.append(ParquetPart(str(shard), -1, 0, f"{exc}"))
+                continue
+            first = 0
+            for index, rows in enumerate(sizes):
+                parts.append(ParquetPart(str(shard), index, first))
+                first += rows
+        return parts
+
     def _rows(self, shard: Location) -> Iterator[RawRecord | Rejected]:
         stem = file_stem(shard)
         number = 0
@@ -192,3 +212,48 @@ def optimade_symbols(fields: dict[str, Any]) -> dict[str, str]:
             )
         symbols[str(species.get("name"))] = chemical[0]
     return symbols
+
+
+@dataclass(frozen=True)
+class ParquetPart:
+    """One row group of one shard, read where the build runs it (picklable: a location string).
+
+    Attributes:
+        location: the shard (a path or a URL).
+        row_group: the row group's index (``-1``: the shard's footer could not be read).
+        first_row: the shard's row number of the group's first row (for fallback ids).
+        error: why the footer could not be read.
+    """
+
+    location: str
+    row_group: int
+    first_row: int
+    error: str = ""
+
+    def records(self) -> Iterator[RawRecord | Rejected]:
+        """The group's records, as :meth:`OptimadeParquetSource.records` gives them (without
+        the check for ids repeated across groups)."""
+        shard = location_of(self.location)
+        if self.row_group < 0:
+            yield Rejected(
+                shard.name,
+                "unreadable",
+                f"{shard.name} could not be read ({self.error}); its rows are left out",
+            )
+            return
+        pq = needs("pyarrow.parquet", "parquet", "Parquet")
+        stem = file_stem(shard)
+        try:
+            with shard.open("rb") as fh:
+                rows = pq.ParquetFile(fh).read_row_group(self.row_group).to_pylist()
+        except (OSError, ValueError) as exc:
+            yield Rejected(
+                f"{shard.name}:group {self.row_group}",
+                "unreadable",
+                f"{shard.name}: row group {self.row_group} could not be read ({exc}); "
+                "its rows are left out",
+            )
+            return
+        for offset, row in enumerate(rows):
+            number = self.first_row + offset
+            yield _record(row, f"{shard.name}:row {number}", f"{stem}:{number}")

@@ -108,3 +108,48 @@ def test_missing_fields_and_empty_folders(tmp_path, nacl):
     (empty / "x.txt").write_text("x")
     with pytest.raises(BadInputError, match=r"no \.parquet files"):
         OptimadeParquetSource(empty)
+
+
+def test_a_build_reads_row_groups_on_the_workers_and_equals_the_listed_build(
+    tmp_path, demo_records, monkeypatch
+):
+    """Each row group is a part read by a worker; the store is the one the listed records
+    give, and the driver never lists the records."""
+    import numpy as np
+    import zarr
+
+    import crystalgrid
+    from crystalgrid.builder import BuildConfig
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    rows = [optimade_row(m, s) for m, s in demo_records[:12]]
+    table = pa.Table.from_pylist(rows[:8])
+    pq.write_table(table, str(folder / "part-0.parquet"), row_group_size=3)  # 3 groups
+    write_rows(folder / "part-1.parquet", [*rows[8:], rows[0]])  # a repeated id
+    (folder / "part-2.parquet").write_bytes(b"not parquet at all")
+    source = OptimadeParquetSource(folder)
+    assert [(p.row_group, p.first_row) for p in source.partitions()] == [
+        (0, 0),
+        (1, 3),
+        (2, 6),
+        (0, 0),
+        (-1, 0),
+    ]
+    config = BuildConfig(samples_per_crystal=1, chunk_samples=4)
+
+    def listed_by_the_driver(self):
+        raise AssertionError("the driver listed the records")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(OptimadeParquetSource, "records", listed_by_the_driver)
+        by_parts = crystalgrid.build(folder, tmp_path / "parts.zarr", config=config, quiet=True)
+    assert by_parts.n_crystals == 12
+    assert by_parts.rejects == {"duplicate_id": 1, "unreadable": 1}
+    monkeypatch.delattr(OptimadeParquetSource, "partitions")
+    listed = crystalgrid.build(folder, tmp_path / "listed.zarr", config=config, quiet=True)
+    assert listed.n_crystals == 12 and listed.rejects == by_parts.rejects
+    a = zarr.open_group(str(tmp_path / "parts.zarr"), mode="r")
+    b = zarr.open_group(str(tmp_path / "listed.zarr"), mode="r")
+    for name in ("density", "crystals/material_id", "crystals/frac", "atoms/position"):
+        assert np.array_equal(a[name][...], b[name][...]), name

@@ -37,6 +37,14 @@ from crystalgrid.jsonio import write_results
 @click.option("--steps", type=int, default=2000, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--spread",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="The posterior spread fitted, as a share of the encoder's: 1 fits posterior draws, "
+    "0 the posterior means.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def fit_prior_cmd(
@@ -48,6 +56,7 @@ def fit_prior_cmd(
     steps: int,
     batch_size: int,
     seed: int,
+    spread: float,
     quiet: bool,
 ) -> None:
     """Fit a learned prior to CHECKPOINT's latent grid on a store's training split.
@@ -82,6 +91,7 @@ def fit_prior_cmd(
         steps=steps,
         batch_size=batch_size,
         seed=seed,
+        spread=spread,
         progress=progress,
     )
     bar.close()

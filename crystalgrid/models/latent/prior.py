@@ -237,6 +237,7 @@ def fit_prior(
     depth: int = 5,
     components: int = 4,
     stride: int = 3,
+    spread: float = 1.0,
     progress: Callable[[int, float], None] | None = None,
 ) -> PriorFit:
     """Fit a :class:`LatentPrior` to a trained model's posteriors on a training split.
@@ -248,6 +249,9 @@ def fit_prior(
         steps, batch_size, lr: Adam steps, samples per step, learning rate (cosine decay).
         seed: seeds the posterior draws, the groups and the initial weights.
         width, depth, components, stride: the network and its order (:class:`LatentPrior`).
+        spread: the posterior spread the prior is fitted to, as a share of the encoder's
+            (1: posterior draws, the default; 0: the posterior means, which the decoder turns
+            into reconstructions; docs/latent.md compares them).
         progress: called as ``progress(step, loss)`` after each step.
 
     Raises:
@@ -261,6 +265,8 @@ def fit_prior(
         )
     if ckpt.config.conditional:
         raise BadInputError("a learned prior for a conditional model is not supported")
+    if not 0.0 <= spread <= 1.0:
+        raise BadInputError(f"spread must be in 0..1, got {spread:g}")
     start = time.perf_counter()
     mu, logvar = (torch.from_numpy(a) for a in encode_split(ckpt, train))
     prior = LatentPrior(
@@ -270,7 +276,7 @@ def fit_prior(
         components=components,
         stride=stride,
     )
-    sigma = (0.5 * logvar).exp()
+    sigma = (0.5 * logvar).exp() * spread
     train_on_latents(
         prior, mu, sigma, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress
     )
@@ -279,6 +285,7 @@ def fit_prior(
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
+        "spread": spread,
         "seconds": round(time.perf_counter() - start, 1),
         "n_train": len(mu),
         "train_nll": latent_nll(prior, mu, sigma, seed=seed),

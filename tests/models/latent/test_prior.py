@@ -132,6 +132,29 @@ def test_fit_save_load_and_refuse_another_model(grid_checkpoint, store, checkpoi
     assert prior_path(tmp_path / "run.pt") == tmp_path / "run.prior.pt"
 
 
+def test_a_prior_of_the_posterior_means(grid_checkpoint, store, monkeypatch):
+    """spread=0 fits the posterior means: the latents the prior sees are the encoder's means."""
+    import crystalgrid
+    from crystalgrid.models.latent import prior as prior_module
+
+    ckpt = load_checkpoint(grid_checkpoint)
+    dataset = crystalgrid.open_dataset(store)
+    seen = {}
+    real = prior_module.train_on_latents
+
+    def spy(prior, mu, sigma, **kw):
+        seen["sigma"] = sigma
+        return real(prior, mu, sigma, **kw)
+
+    monkeypatch.setattr(prior_module, "train_on_latents", spy)
+    fit = fit_prior(ckpt, dataset.split("train"), steps=2, batch_size=4, width=8, depth=2, spread=0)
+    assert fit.record["spread"] == 0 and not seen["sigma"].any()
+    fit_prior(ckpt, dataset.split("train"), steps=1, batch_size=4, width=8, depth=2, spread=0.5)
+    assert seen["sigma"].any()
+    with pytest.raises(BadInputError, match=r"spread must be in 0\.\.1"):
+        fit_prior(ckpt, dataset.split("train"), steps=1, spread=2)
+
+
 def test_fit_prior_verb_then_sample_draws_from_it(grid_checkpoint, store, tmp_path):
     ckpt_file = tmp_path / "model.pt"
     ckpt_file.write_bytes(grid_checkpoint.read_bytes())

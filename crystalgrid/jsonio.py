@@ -43,6 +43,8 @@ def _finite(value: Any) -> Any:
     """``value`` with every non-finite float (NaN, inf) replaced by ``None``."""
     if isinstance(value, float | np.floating):
         return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -30,7 +30,7 @@ __all__ = ["TorchStream", "TorchView"]
 _FIELDS = ("density", "species", "atom_positions", "atom_numbers", "transform", "material_id")
 
 
-class SplitSource(Protocol):
+class StoreSplit(Protocol):
     """What these datasets read of a split (a :class:`crystalgrid.dataset.DatasetView` is one)."""
 
     start: int
@@ -89,7 +89,7 @@ class TorchView(_TorchDataset):
     """
 
     def __init__(
-        self, view: SplitSource, fields: tuple[str, ...], *, species_dtype: str = "uint8"
+        self, view: StoreSplit, fields: tuple[str, ...], *, species_dtype: str = "uint8"
     ) -> None:
         self.view = view
         self.fields = _check(fields)
@@ -122,7 +122,7 @@ class TorchStream(_TorchIterable):
 
     def __init__(
         self,
-        view: SplitSource,
+        view: StoreSplit,
         fields: tuple[str, ...],
         *,
         shuffle: bool,

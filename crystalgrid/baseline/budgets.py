@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from crystalgrid.errors import ConfigError
+from crystalgrid.errors import ConfigError, NotFoundError
 from crystalgrid.models.config import TrainConfig, shipped_config
 
 __all__ = ["BUDGETS", "Budget", "load_budgets"]
@@ -36,8 +36,8 @@ class Budget:
         samples_per_crystal: samples of each representation per crystal.
         eval_limit: score at most this many test samples (``None``: the whole split).
         peakfit_limit: test samples decoded by the training-free peak fit on the true
-            densities (``None``: all, ``0``: skipped; the fit takes ~0.1-1 s a single cell
-            and ~6 s a repeated crop on one core).
+            densities (``None``: all, ``0``: skipped; a crop takes several times a cell's
+            time, docs/benchmarks.md).
         peakfit_recon_limit: test samples whose *reconstructions* the peak fit decodes (the
             VAE without the U-Net; slower on imperfect grids); ``None``: ``peakfit_limit``,
             ``0``: skipped.
@@ -73,20 +73,32 @@ def budget_from_dict(name: str, entry: Mapping[str, Any]) -> Budget:
     """A :class:`Budget` from its ``budgets.json`` entry.
 
     Raises:
-        ConfigError: an unknown key, or a configuration that is not shipped.
+        ConfigError: an entry that is not an object, an unknown or missing key, a list that
+            is not one, or a configuration that is not shipped.
     """
-    known = {f.name for f in fields(Budget)} | {"config", "config_overrides"}
-    unknown = sorted(set(entry) - known - {"name", "train"})
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"budget {name!r} must be a JSON object")
+    settable = {f.name for f in fields(Budget)} - {"name", "train"}
+    unknown = sorted(set(entry) - settable - {"config", "config_overrides"})
     if unknown:
         raise ConfigError(f"budget {name!r}: unknown keys {', '.join(unknown)}")
-    config = shipped_config(str(entry["config"]))
+    missing = [k for k in ("config", "description", "representations") if k not in entry]
+    if missing:
+        raise ConfigError(f"budget {name!r} lacks {', '.join(missing)}")
+    for key in ("representations", "split_fractions"):
+        if key in entry and not isinstance(entry[key], list):
+            raise ConfigError(f"budget {name!r}: {key} must be a list")
+    try:
+        config = shipped_config(str(entry["config"]))
+    except NotFoundError as exc:
+        raise ConfigError(f"budget {name!r}: {exc}") from None
     train = config.with_overrides(**dict(entry.get("config_overrides") or {}))
     train = train.with_overrides(notes={**train.notes, "budget": name})
     plain = {
         k: v
         for k, v in entry.items()
-        if k not in ("config", "config_overrides", "overrides", "representations")
-        and k != "split_fractions"
+        if k
+        not in ("config", "config_overrides", "overrides", "representations", "split_fractions")
     }
     extra: dict[str, Any] = {}
     if "split_fractions" in entry:

@@ -30,11 +30,11 @@ def baseline_pictures(
     representation: str,
 ) -> list[Path]:
     from crystalgrid.models.inference import reconstruct_batch
-    from crystalgrid.models.plots import benchmark_figures
+    from crystalgrid.models.plots import baseline_figures
 
     first = view[0 : min(len(view), 8)]  # the parity plot's samples
     recon = reconstruct_batch(ckpt, np.asarray(first["density"]))
-    return benchmark_figures(
+    return baseline_figures(
         prefix,
         log=log,
         count_errors=[r["n_pred"] - r["n_true"] for r in per_sample],

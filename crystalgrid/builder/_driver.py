@@ -301,6 +301,7 @@ def _build_locked(
                             client,
                             quiet=quiet,
                             max_error_share=max_error_share,
+                            workers_see_source=scheduler is None,
                         )
                         scanned = _Scanned(scan, split_scan(scan, target.config, table))
                     times.add(scan.times)
@@ -489,7 +490,7 @@ def _existing(
             )
         raise BadInputError(
             f"{location} holds a dataset built from another source or configuration; "
-            "choose another out or pass overwrite=True"
+            "choose another --out or pass --overwrite"
         )
     if meta.state == "creating":
         return None, None  # interrupted while writing the crystal table: cheap to redo

@@ -141,7 +141,8 @@ def _scan_part(
     part: Any, filters: dict[str, Any]
 ) -> tuple[list[ScanRow | ScanReject], BuildTimings, list[Rejected]]:
     """Read one part of a source (runs on a worker: the driver never holds its records),
-    then parse and filter it as :func:`_scan_shard` does; the part's listing rejects last."""
+    then parse and filter it as :func:`_scan_shard` does; the part's listing rejects are
+    returned apart (the merge puts them before the part's rows, as for a listed shard)."""
     records: list[RawRecord] = []
     early: list[Rejected] = []
     for item in part.records():
@@ -165,7 +166,9 @@ def _shards(source: Source) -> Iterator[tuple[list[RawRecord], list[Rejected]]]:
         yield shard, early
 
 
-def _scan(source: Source, config: BuildConfig, client: Any, bar: Any) -> ScanResult:
+def _scan(
+    source: Source, config: BuildConfig, client: Any, bar: Any, *, parts: bool = False
+) -> ScanResult:
     """Parse and filter every record on the cluster, keeping the source's order (``bar``:
     the progress bar, in records)."""
     from distributed import as_completed
@@ -204,7 +207,7 @@ def _scan(source: Source, config: BuildConfig, client: Any, bar: Any) -> ScanRes
         done[index] = (rows, early + (read_on_worker[0] if read_on_worker else []))
         merge_ready()
 
-    partitions = getattr(source, "partitions", None)
+    partitions = getattr(source, "partitions", None) if parts else None
     tasks: Iterator[tuple[Any, list[Rejected]]]
     if callable(partitions):  # parts read on the workers (Parquet row groups)
         tasks = (
@@ -257,17 +260,25 @@ def split_scan(scan: ScanResult, config: BuildConfig, table: dict[str, str] | No
 
 
 def scan_source(
-    source: Source, config: BuildConfig, client: Any, *, quiet: bool, max_error_share: float
+    source: Source,
+    config: BuildConfig,
+    client: Any,
+    *,
+    quiet: bool,
+    max_error_share: float,
+    workers_see_source: bool = False,
 ) -> ScanResult:
     """Scan every record of ``source`` on ``client``'s cluster (a progress bar unless
-    ``quiet``).
+    ``quiet``). With ``workers_see_source`` (the build's own local workers) a source that
+    offers ``partitions()`` is read part by part on the workers; otherwise the driver lists
+    the records and the workers only parse them (a remote cluster never reads the source).
 
     Raises:
         CrystalgridError: more unexpected errors than ``max_error_share`` allows.
         BadInputError: no usable structure at all.
     """
     with progress(None, "scan", quiet) as bar:
-        scan = _scan(source, config, client, bar)
+        scan = _scan(source, config, client, bar, parts=workers_see_source)
     _check_errors(scan, source.name, max_error_share)
     if not scan.crystals:
         reasons = Counter(r.reason for r in scan.rejects)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from crystalgrid.baseline.budgets import BUDGETS
 from crystalgrid.cli._common import (
     PRECISION_HELP,
     pct,
@@ -20,7 +21,7 @@ from crystalgrid.cli.app import main, user_errors
 @main.command("baseline")
 @click.option(
     "--budget",
-    type=click.Choice(["smoke", "overfit-cpu", "1h-cpu", "2h-cpu-repeated", "10m-gpu"]),
+    type=click.Choice(list(BUDGETS)),
     default="smoke",
     show_default=True,
     help="How much work: smoke (<= 2 min on 2 cores), overfit-cpu (proof of learning, "
@@ -68,7 +69,7 @@ from crystalgrid.cli.app import main, user_errors
 @click.option(
     "--resume",
     is_flag=True,
-    help="Continue an interrupted benchmark in OUT from each training run's last.pt.",
+    help="Continue an interrupted baseline run in OUT from each training run's last.pt.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @user_errors

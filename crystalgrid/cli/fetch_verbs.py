@@ -76,7 +76,8 @@ from crystalgrid.cli.app import main, user_errors
     type=click.FloatRange(min=0.1),
     default=None,
     metavar="SECONDS",
-    help="Wait at most this long for a connection and for each answer. [default: 20]",
+    help="Wait at most this long for a connection and for each answer. "
+    "[default: 20; 30 with --optimade]",
 )
 @click.option(
     "--retries",

@@ -461,11 +461,11 @@ def spacing_plot(
         return _save(fig, out, dpi)
 
 
-#: Pixel size of each of :func:`benchmark_figures`' pictures (dpi 100).
-BENCHMARK_SIZE = (640, 440)
+#: Pixel size of each of :func:`baseline_figures`' pictures (dpi 100).
+BASELINE_FIGURE_SIZE = (640, 440)
 
 
-def benchmark_figures(
+def baseline_figures(
     prefix: str | Path,
     *,
     log: Sequence[dict[str, Any]],
@@ -493,7 +493,7 @@ def benchmark_figures(
     paths = []
     steps = [r for r in log if r.get("kind") == "step"]
     epochs = [r for r in log if r.get("kind") in ("epoch", "stop") and r.get("val_loss")]
-    with _figure(BENCHMARK_SIZE, dpi) as fig:
+    with _figure(BASELINE_FIGURE_SIZE, dpi) as fig:
         ax = fig.add_subplot(1, 1, 1)
         x = [r["step"] for r in steps]
         for key, colour in (("loss", "black"), ("mse", "tab:blue"), ("ce", "tab:orange")):
@@ -514,10 +514,10 @@ def benchmark_figures(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         paths.append(_save(fig, prefix.with_name(prefix.name + "-loss.png"), dpi))
-    with _figure(BENCHMARK_SIZE, dpi) as fig:
+    with _figure(BASELINE_FIGURE_SIZE, dpi) as fig:
         _parity(fig.add_subplot(1, 1, 1), np.asarray(true_density), np.asarray(reconstruction))
         paths.append(_save(fig, prefix.with_name(prefix.name + "-parity.png"), dpi))
-    with _figure(BENCHMARK_SIZE, dpi) as fig:
+    with _figure(BASELINE_FIGURE_SIZE, dpi) as fig:
         ax = fig.add_subplot(1, 1, 1)
         errors = np.asarray(count_errors, dtype=int)
         if len(errors):
@@ -530,7 +530,7 @@ def benchmark_figures(
         note = "" if exact is None else f" (exact: {100 * exact:.1f}%)"
         ax.set_title(f"{title}: atom counts{note}")
         paths.append(_save(fig, prefix.with_name(prefix.name + "-counts.png"), dpi))
-    with _figure(BENCHMARK_SIZE, dpi) as fig:
+    with _figure(BASELINE_FIGURE_SIZE, dpi) as fig:
         ax = fig.add_subplot(1, 1, 1)
         for key, label, style in (
             ("pred_to_true", "prediction → nearest true atom", "-o"),

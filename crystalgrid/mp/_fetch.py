@@ -259,14 +259,14 @@ def _check_resume(existing: dict[str, Any], query: dict[str, Any], out: Path) ->
     if existing.get("source") != SOURCE:
         raise BadInputError(
             f"{out} holds a collection from {existing.get('source')!r}, not the Materials "
-            "Project; choose another out_dir"
+            "Project; choose another --out directory"
         )
     if existing.get("query") != query:
         old, new = existing.get("query") or {}, query
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise BadInputError(
             f"{out} was fetched with a different query (differs in: {', '.join(diff)}); "
-            "repeat the original command to resume it, or choose another out_dir"
+            "repeat the original command to resume it, or choose another --out directory"
         )
 
 
@@ -334,7 +334,7 @@ def _count(rester: Any, plan: QueryPlan, *, shown: str, key: str, retries: int) 
         if status in (401, 403):
             raise ConfigError(
                 f"the Materials Project refused the API key ({reason}); check MP_API_KEY "
-                f"or api_key (keys: {KEY_URL})"
+                f"or --api-key (keys: {KEY_URL})"
             ) from None
         if status is None:
             raise CrystalgridError(
@@ -354,12 +354,12 @@ def _check_unchanged(
         raise IntegrityError(
             f"{out} was fetched from Materials Project database "
             f"{existing.get('database_version')}, the server now serves {db_version}: "
-            "the pages would not line up; fetch into a new out_dir"
+            "the pages would not line up; fetch into a new --out directory"
         )
     if total is not None and existing.get("server_total") != total:
         raise IntegrityError(
             f"{out} was started when the query matched {existing.get('server_total')} "
-            f"materials, it now matches {total}: fetch into a new out_dir"
+            f"materials, it now matches {total}: fetch into a new --out directory"
         )
 
 
@@ -476,7 +476,7 @@ def _check_no_repeats(writer: CollectionWriter, out: Path) -> None:
         raise IntegrityError(
             f"{out}: {len(dupes)} material ids appear twice across pages (e.g. "
             f"{dupes[0]}): the server's order changed between runs; "
-            "fetch into a new out_dir"
+            "fetch into a new --out directory"
         )
 
 

@@ -17,7 +17,12 @@ from crystalgrid._version import __version__
 from crystalgrid.collection import FORMAT, CollectionWriter, check_target, load_manifest
 from crystalgrid.errors import BadInputError, ConfigError
 from crystalgrid.optimade._entries import to_record
-from crystalgrid.optimade._http import HttpSettings, OptimadeRequestError, get_json
+from crystalgrid.optimade._http import (
+    HttpSettings,
+    OptimadeRequestError,
+    ProviderError,
+    get_json,
+)
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -207,8 +212,8 @@ def _new_manifest(where: Provider, query: dict[str, Any], settings: HttpSettings
     """A new manifest: the provider's provenance and licence from its ``/v1/info``."""
     try:
         info = get_json(f"{where.base_url}/v1/info", settings).get("data") or {}
-    except OptimadeRequestError:
-        info = {}
+    except (OptimadeRequestError, ProviderError):
+        info = {}  # /info is optional to us: without it, no licence is recorded
     attributes = info.get("attributes") or {}
     licences = attributes.get("available_licenses") or []
     licence = licences[0] if licences else None
@@ -238,14 +243,14 @@ def _check_resume(existing: dict[str, Any], query: dict[str, Any], out: Path) ->
     if existing.get("source") != SOURCE:
         raise BadInputError(
             f"{out} holds a collection from {existing.get('source')!r}, not OPTIMADE; "
-            "choose another out_dir"
+            "choose another --out directory"
         )
     old = existing.get("query") or {}
     if old != query:
         diff = sorted(k for k in set(old) | set(query) if old.get(k) != query.get(k))
         raise BadInputError(
             f"{out} was fetched with a different query (differs in: {', '.join(diff)}); "
-            "repeat the original command to resume it, or choose another out_dir"
+            "repeat the original command to resume it, or choose another --out directory"
         )
 
 

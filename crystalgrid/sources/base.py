@@ -138,6 +138,8 @@ def _from_sites(payload: dict[str, Any]) -> Structure:
     species, coords = payload.get("species"), payload.get("coords")
     if payload.get("lattice") is None:
         raise RejectedStructure("no_cell", "the record has no lattice vectors")
+    if any(v is None for row in payload["lattice"] for v in row):
+        raise RejectedStructure("no_cell", "lattice vectors with null components")
     lattice = np.asarray(payload["lattice"], dtype=float)
     if lattice.shape != (3, 3):
         raise RejectedStructure("no_cell", f"lattice vectors of shape {lattice.shape}, not (3, 3)")
@@ -162,7 +164,10 @@ def _from_extxyz(text: str) -> Structure:
     from crystalgrid.sources.location import needs
 
     ase_io = needs("ase.io", "ase", "extended XYZ")
-    atoms = ase_io.read(io.StringIO(text), format="extxyz")
+    try:
+        atoms = ase_io.read(io.StringIO(text), format="extxyz")
+    except OSError as exc:  # ASE's XYZError: a frame it cannot read
+        raise RejectedStructure("unparsable", f"{type(exc).__name__}: {exc}") from None
     cell = np.asarray(atoms.cell[:], dtype=float)
     if not atoms.pbc.any() or not np.any(cell):
         raise RejectedStructure("no_cell", "the frame has no periodic cell (no Lattice)")

@@ -126,10 +126,15 @@ class CollectionSource:
     def provenance(self) -> dict[str, Any]:
         """The manifest without its page table, plus ``kind`` and ``location``.
 
-        Carries ``licence`` and ``citation`` (the Materials Project's CC-BY 4.0 terms), the
+        Carries ``licence`` and ``citation`` (for a Materials Project fetch its CC-BY 4.0 terms; an
+        OPTIMADE fetch's are the provider's, none assumed), the
         query, database and client versions, the time and the record count.
         """
-        info = {k: copy.deepcopy(v) for k, v in self._manifest.items() if k != "pages"}
+        info = {
+            k: copy.deepcopy(v)
+            for k, v in self._manifest.items()
+            if k not in ("pages", "page_urls")  # per-page bookkeeping, not provenance
+        }
         materials_project = info.get("source") in (None, "materials-project")
         info["licence"] = (
             info.get("licence") or self._licence or (LICENCE if materials_project else None)
@@ -168,7 +173,7 @@ def open_collection(
         name: the source's name (default: the directory's name).
         licence: used only when the manifest records none (the data's licence is the data's).
         citation: appended to the manifest's citation (e.g. the paper an id list comes from);
-            the Materials Project citation is never dropped.
+            the Materials Project's citation is never dropped from its collections.
 
     Returns:
         The collection as a :class:`CollectionSource`.

@@ -15,12 +15,8 @@ frames cannot be found again after a broken count), ``"duplicate_id"``.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import io
 import itertools
-import zlib
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from crystalgrid.errors import BadInputError
 from crystalgrid.sources.base import RawRecord, Rejected
@@ -32,6 +28,7 @@ from crystalgrid.sources.location import (
     hash_files,
     is_scalar,
     needs,
+    open_text,
     plain_scalar,
     resolve,
     suffix_of,
@@ -118,7 +115,7 @@ class ExtxyzSource(FileSource):
 
     def _frames(self, path: Location) -> Iterator[RawRecord | Rejected]:
         stem = file_stem(path)
-        with _text(path) as fh:
+        with open_text(path) as fh:
             lines = iter(fh)
             number = 0  # lines read so far
             for index in itertools.count():
@@ -166,22 +163,3 @@ class ExtxyzSource(FileSource):
             return dict(self._ase_extxyz.key_val_str_to_dict(comment.strip()))
         except (ValueError, KeyError, IndexError, SyntaxError):
             return {}
-
-
-@contextlib.contextmanager
-def _text(path: Location) -> Iterator[IO[str]]:
-    """The file as text (gunzipped for ``.gz``); read errors become one line."""
-    compressed = path.name.lower().endswith(".gz")
-    try:
-        with path.open("rb") as raw:
-            if compressed:
-                with gzip.open(raw, "rt", encoding="utf-8") as fh:
-                    yield fh
-            else:
-                with io.TextIOWrapper(raw, encoding="utf-8") as fh:
-                    yield fh
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except (OSError, EOFError, zlib.error) as exc:
-        what = "gzip file" if compressed else "file"
-        raise BadInputError(f"{path}: not a readable {what} ({exc})") from None

@@ -4,17 +4,21 @@ Project's shape), or JSON Lines (``.jsonl[.gz]``), read one record at a time."""
 from __future__ import annotations
 
 import contextlib
-import gzip
-import io
 import itertools
 import json
-import zlib
 from typing import IO, TYPE_CHECKING, Any
 
 from crystalgrid.errors import BadInputError
 from crystalgrid.jsonstream import iter_json
 from crystalgrid.sources.base import RawRecord, Rejected
-from crystalgrid.sources.location import FileSource, Location, RemotePath, is_scalar, resolve
+from crystalgrid.sources.location import (
+    FileSource,
+    Location,
+    RemotePath,
+    is_scalar,
+    open_text,
+    resolve,
+)
 
 if TYPE_CHECKING:
     import os
@@ -83,24 +87,13 @@ class JsonSource(FileSource):
     @contextlib.contextmanager
     def _text(self) -> Iterator[IO[str]]:
         """The file as text (gunzipped for ``.gz``); read errors become one line."""
-        compressed = self.path.name.lower().endswith(".gz")
         try:
-            with self.path.open("rb") as raw:
-                if compressed:
-                    with gzip.open(raw, "rt", encoding="utf-8") as fh:
-                        yield fh
-                else:
-                    with io.TextIOWrapper(raw, encoding="utf-8") as fh:
-                        yield fh
+            with open_text(self.path) as fh:
+                yield fh
         except json.JSONDecodeError as exc:
             raise BadInputError(
                 f"{self.path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
             ) from None
-        except UnicodeDecodeError as exc:
-            raise BadInputError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
-        except (OSError, EOFError, zlib.error) as exc:
-            what = "gzip file" if compressed else "file"
-            raise BadInputError(f"{self.path}: not a readable {what} ({exc})") from None
 
     def _entries(self, fh: IO[str]) -> Iterator[tuple[str, str, Any] | Rejected]:
         """``(id, origin, item)`` of every top-level record, read one at a time."""

@@ -9,14 +9,17 @@ format, the location and (for one file) the file's SHA-256, and a fingerprint ov
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import io
 import math
+import zlib
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from crystalgrid.errors import CrystalgridError, NotFoundError
+from crystalgrid.errors import BadInputError, CrystalgridError, NotFoundError
 from crystalgrid.remote import is_url, remote_options
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ __all__ = [
     "is_url_location",
     "location_of",
     "needs",
+    "open_text",
     "plain_scalar",
     "resolve",
     "suffix_of",
@@ -251,7 +255,8 @@ def location_of(location: str | os.PathLike[str] | RemotePath) -> Location:
 
 
 def file_sha256(path: Location) -> str:
-    """The SHA-256 (hex) of a local file's bytes; for a URL, its size and checksum token."""
+    """The SHA-256 (hex) of a local file's bytes; for a URL, its size and the store's checksum
+    (``"remote:<size>:<etag>"``: the bytes are not downloaded to hash them)."""
     if isinstance(path, RemotePath):
         return f"remote:{path.version_token()}"
     digest = hashlib.sha256()
@@ -264,6 +269,30 @@ def file_sha256(path: Location) -> str:
 def suffix_of(path: Location) -> str:
     """The lower-case name of ``path`` without a trailing ``.gz`` (``a.XYZ.gz``: ``a.xyz``)."""
     return path.name.lower().removesuffix(".gz")
+
+
+@contextlib.contextmanager
+def open_text(path: Location) -> Iterator[IO[str]]:
+    """A file as UTF-8 text, gunzipped when its name ends in ``.gz``, read as a stream; a
+    file that is not text or not readable is one line.
+
+    Raises:
+        BadInputError: not UTF-8, not a readable (gzip) file.
+    """
+    compressed = path.name.lower().endswith(".gz")
+    try:
+        with path.open("rb") as raw:
+            if compressed:
+                with gzip.open(raw, "rt", encoding="utf-8") as fh:
+                    yield fh
+            else:
+                with io.TextIOWrapper(raw, encoding="utf-8") as fh:
+                    yield fh
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        what = "gzip file" if compressed else "file"
+        raise BadInputError(f"{path}: not a readable {what} ({exc})") from None
 
 
 def needs(module: str, extra: str, what: str) -> Any:
@@ -299,16 +328,18 @@ class FileSource:
 
     def __init__(
         self,
-        path: Path | RemotePath,
+        path: str | os.PathLike[str] | Path | RemotePath,
         *,
-        name: str | None,
-        licence: str | None,
-        citation: str | None,
+        name: str | None = None,
+        licence: str | None = None,
+        citation: str | None = None,
     ) -> None:
+        path = resolve(path)  # type: ignore[arg-type]
         self.path = path
         self.name = name if name is not None else file_stem(path)
         self.licence = licence
         self.citation = citation
+        self._file_digest: str | None = None
 
     @classmethod
     def can_open(cls, path: Location) -> bool:
@@ -335,7 +366,10 @@ class FileSource:
             "citation": self.citation,
         }
         if len(files) == 1 and files[0] == self.path:
-            info["sha256"] = file_sha256(self.path)
+            if self._file_digest is None:
+                self._file_digest = file_sha256(self.path)
+            key = "checksum" if isinstance(self.path, RemotePath) else "sha256"
+            info[key] = self._file_digest
         return info
 
     def fingerprint(self) -> str:

@@ -149,14 +149,9 @@ class OptimadeParquetSource(FileSource):
         try:
             with shard.open("rb") as fh:
                 reader = self._pq.ParquetFile(fh)
-                names = set(reader.schema_arrow.names)
-                missing = [f for f in STRUCTURE_FIELDS if f not in names]
+                missing = _missing_fields(reader)
                 if missing:
-                    yield Rejected(
-                        shard.name,
-                        "unreadable",
-                        f"{shard.name} lacks {', '.join(missing)}; its rows are left out",
-                    )
+                    yield _lacks(shard, missing)
                     return
                 for batch in reader.iter_batches(batch_size=BATCH_ROWS):
                     for row in batch.to_pylist():
@@ -169,6 +164,19 @@ class OptimadeParquetSource(FileSource):
                 f"{shard.name} could not be read after row {number} ({exc}); "
                 "its remaining rows are left out",
             )
+
+
+def _missing_fields(reader: Any) -> list[str]:
+    """The structure fields a shard's schema lacks."""
+    names = set(reader.schema_arrow.names)
+    return [f for f in STRUCTURE_FIELDS if f not in names]
+
+
+def _lacks(shard: Location, missing: list[str]) -> Rejected:
+    """The one reject of a shard without the structure fields (its rows are left out)."""
+    return Rejected(
+        shard.name, "unreadable", f"{shard.name} lacks {', '.join(missing)}; its rows are left out"
+    )
 
 
 def _record(row: dict[str, Any], origin: str, fallback_id: str) -> RawRecord | Rejected:
@@ -245,7 +253,12 @@ class ParquetPart:
         stem = file_stem(shard)
         try:
             with shard.open("rb") as fh:
-                rows = pq.ParquetFile(fh).read_row_group(self.row_group).to_pylist()
+                reader = pq.ParquetFile(fh)
+                missing = _missing_fields(reader)
+                if missing:
+                    yield _lacks(shard, missing)
+                    return
+                rows = reader.read_row_group(self.row_group).to_pylist()
         except (OSError, ValueError) as exc:
             yield Rejected(
                 f"{shard.name}:group {self.row_group}",

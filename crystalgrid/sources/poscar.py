@@ -2,8 +2,9 @@
 them, read with pymatgen (no extra package).
 
 In a folder, the files right under it (names starting with ``POSCAR`` or ``CONTCAR``, or ending
-in ``.vasp`` / ``.poscar``, case-insensitive) are read in name order, and so is a file named
-exactly ``POSCAR`` or ``CONTCAR`` one folder down (a calculation per folder). A record's id is
+in ``.vasp`` / ``.poscar``, case-insensitive) are read in name order, and then one file per
+folder one level down (a calculation per folder): its ``CONTCAR`` (the relaxed structure) where
+there is one, else its ``POSCAR``. A record's id is
 the file's name without ``.vasp`` / ``.poscar``, or the folder's name for a file named exactly
 ``POSCAR`` / ``CONTCAR``. Text that is not a POSCAR is a reject (``"unparsable"``) when parsed.
 """
@@ -36,8 +37,10 @@ def _poscar_id(path: Location) -> str:
     """The record id of a POSCAR file (see the module docstring)."""
     name = path.name
     if name.upper() in ("POSCAR", "CONTCAR"):
-        parent = str(path).rstrip("/").rsplit("/", 2)
-        return parent[-2] if len(parent) > 1 else name
+        if isinstance(path, RemotePath):
+            parent = path.fspath.rstrip("/").rsplit("/", 2)
+            return parent[-2] if len(parent) > 1 else name
+        return path.parent.name or name
     for suffix in _SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -117,7 +120,7 @@ def _listing(folder: Location) -> list[Path | RemotePath]:
         if entry.is_file() and _is_poscar(entry):
             own.append(entry)
         elif entry.is_dir():
-            for name in ("POSCAR", "CONTCAR"):
+            for name in ("CONTCAR", "POSCAR"):  # the relaxed structure first
                 candidate = entry / name
                 if candidate.is_file():
                     nested.append(candidate)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from crystalgrid.errors import BadInputError, NotFoundError
+from crystalgrid.errors import BadInputError, CrystalgridError, NotFoundError
 from crystalgrid.remote import remote_errors
 from crystalgrid.sources.ase_db import AseDbSource
 from crystalgrid.sources.cdvae_csv import CsvSource, CsvSplitsSource
@@ -71,11 +71,27 @@ def register_format(format_class: type, *, first: bool = False) -> None:
     FORMATS.insert(0, format_class) if first else FORMATS.append(format_class)
 
 
+_LOADED: set[str] = set()
+
+
 def formats() -> list[type]:
     """Every format asked by :func:`open_source`, in order: shipped, registered, then the
-    entry points' (loaded once)."""
+    entry points' (each loaded once).
+
+    Raises:
+        CrystalgridError: an entry point that cannot be loaded (named, in one line).
+    """
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        register_format(point.load())
+        if point.name in _LOADED:
+            continue
+        try:
+            format_class = point.load()
+        except (ImportError, AttributeError) as exc:
+            raise CrystalgridError(
+                f"the source format {point.name!r} ({point.value}) does not load: {exc}"
+            ) from None
+        register_format(format_class)
+        _LOADED.add(point.name)
     return list(FORMATS)
 
 

@@ -80,12 +80,12 @@ def test_smoke_writes_results_beside_the_paper(smoke):
 def test_smoke_draws_the_four_pictures(smoke):
     from matplotlib.image import imread
 
-    from crystalgrid.models.plots import BENCHMARK_SIZE
+    from crystalgrid.models.plots import BASELINE_FIGURE_SIZE
 
     out, _ = smoke
     for name in ("loss", "parity", "counts", "distances"):
         image = imread(out / f"single-{name}.png")
-        assert image.shape[:2] == (BENCHMARK_SIZE[1], BENCHMARK_SIZE[0]), name
+        assert image.shape[:2] == (BASELINE_FIGURE_SIZE[1], BASELINE_FIGURE_SIZE[0]), name
         assert image[..., :3].std() > 0.01, name  # not a blank canvas
 
 

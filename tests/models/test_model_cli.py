@@ -197,7 +197,7 @@ def test_train_and_evaluate_on_a_real_store(demo_store, tmp_path, tiny_config):
 
 
 def test_the_command_line_offers_the_library_s_u_net_decoders():
-    from crystalgrid.cli import _common as model_verbs
+    from crystalgrid.cli import _common as common
     from crystalgrid.models.scoring.evaluate import UNET_DECODERS
 
-    assert set(model_verbs.UNET_DECODERS) == set(UNET_DECODERS)
+    assert set(common.UNET_DECODERS) == set(UNET_DECODERS)

@@ -132,3 +132,30 @@ def test_a_missing_package_names_its_extra(tmp_path, monkeypatch, module, make, 
         make(tmp_path)
     message = str(info.value)
     assert f"pip install 'crystalgrid[{extra}]'" in message and "\n" not in message
+
+
+def test_a_format_of_ones_own_is_one_class(tmp_path, nacl, monkeypatch):
+    """A FileSource subclass with kind, describes, can_open and records(), registered, is
+    picked by open_source; it needs no constructor of its own."""
+    from crystalgrid.sources import FileSource, RawRecord, parse_record, register_format
+
+    class StructureJson(FileSource):
+        kind = "structure_json"
+        describes = "a .sjson file holding one Structure dict"
+
+        @classmethod
+        def can_open(cls, path):
+            return path.name.endswith(".sjson")
+
+        def records(self):
+            yield RawRecord(self.name, "dict", json.loads(self.path.read_text()))
+
+    monkeypatch.setattr(sources.registry, "FORMATS", list(sources.registry.FORMATS))
+    register_format(StructureJson)
+    path = tmp_path / "nacl.sjson"
+    path.write_text(json.dumps(nacl.as_dict()))
+    source = open_source(path, licence="CC0")
+    assert type(source) is StructureJson and source.provenance()["licence"] == "CC0"
+    (record,) = source.records()
+    assert parse_record(record).composition.reduced_formula == "NaCl"
+    assert "a .sjson file holding one Structure dict" in sources.registry.accepted()

@@ -153,3 +153,14 @@ def test_a_build_reads_row_groups_on_the_workers_and_equals_the_listed_build(
     b = zarr.open_group(str(tmp_path / "listed.zarr"), mode="r")
     for name in ("density", "crystals/material_id", "crystals/frac", "atoms/position"):
         assert np.array_equal(a[name][...], b[name][...]), name
+
+
+def test_a_shard_without_the_fields_is_one_reject_in_parts_too(tmp_path, nacl):
+    write_rows(tmp_path / "part-0.parquet", [optimade_row("a", nacl)])
+    row = optimade_row("b", nacl)
+    del row["lattice_vectors"]
+    write_rows(tmp_path / "part-1.parquet", [row, row])
+    source = OptimadeParquetSource(tmp_path)
+    listed = [(r.material_id, type(r).__name__) for r in source.records()]
+    parts = [(r.material_id, type(r).__name__) for p in source.partitions() for r in p.records()]
+    assert listed == parts == [("a", "RawRecord"), ("part-1.parquet", "Rejected")]

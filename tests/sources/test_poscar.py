@@ -62,3 +62,12 @@ def test_a_folder_without_poscars(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(BadInputError, match=r"no POSCAR, CONTCAR or \.vasp files"):
         PoscarSource(tmp_path)
+
+
+def test_a_calculation_folder_gives_its_relaxed_structure(tmp_path, nacl, triclinic):
+    (tmp_path / "calc").mkdir()
+    Poscar(triclinic).write_file(str(tmp_path / "calc" / "POSCAR"))  # the input
+    Poscar(nacl).write_file(str(tmp_path / "calc" / "CONTCAR"))  # the relaxed result
+    (record,) = PoscarSource(tmp_path).records()
+    assert record.material_id == "calc"
+    assert parse_record(record).composition.reduced_formula == "NaCl"

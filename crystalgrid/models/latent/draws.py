@@ -195,7 +195,7 @@ def random_draws(
         )
     if condition_z and not conditional:
         raise BadInputError(
-            "this checkpoint is not conditional (trained with conditional=False); drop condition_z"
+            "this checkpoint is not conditional (trained with conditional=False); drop --condition"
         )
     learned = prior_for(ckpt) if prior != "normal" else None
     z, source = draw_latents(

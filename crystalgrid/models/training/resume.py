@@ -92,7 +92,7 @@ def restore(
             f"resuming {resume}: {why}; the run goes on but will not repeat an "
             "uninterrupted one exactly",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # restore <- _start <- train <- the caller
         )
     return Position(
         epoch=int(ckpt["epoch"]),

@@ -63,7 +63,7 @@ class AseDbSource(FileSource):
             NotFoundError: the file does not exist.
             BadInputError: a URL, or a file that is not an ASE database.
         """
-        self._ase_db = needs("ase.db", "ase", "an ASE database")
+        needs("ase.db", "ase", "an ASE database")  # the extra, checked before any work
         if isinstance(path, RemotePath) or "://" in str(path):
             raise BadInputError(f"{path}: an ASE database is read locally; copy it here first")
         resolved = resolve(path)
@@ -75,7 +75,9 @@ class AseDbSource(FileSource):
             raise BadInputError(f"{resolved}: not a readable ASE database ({exc})") from None
 
     def _connect(self) -> Any:
-        return self._ase_db.connect(str(self.path), type="db", create_indices=False)
+        return needs("ase.db", "ase", "an ASE database").connect(
+            str(self.path), type="db", create_indices=False
+        )
 
     def __len__(self) -> int:
         """The number of rows."""

@@ -80,7 +80,7 @@ class ExtxyzSource(FileSource):
             NotFoundError: the path does not exist.
             BadInputError: a folder holds no XYZ file.
         """
-        self._ase_extxyz = needs("ase.io.extxyz", "ase", "extended XYZ")
+        needs("ase.io.extxyz", "ase", "extended XYZ")  # the extra, checked before any work
         resolved = resolve(path)
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         if resolved.is_dir() and not self._files():
@@ -160,6 +160,8 @@ class ExtxyzSource(FileSource):
     def _info(self, comment: str) -> dict[str, Any]:
         """The comment line's ``key=value`` pairs (``{}`` when it has none readable)."""
         try:
-            return dict(self._ase_extxyz.key_val_str_to_dict(comment.strip()))
+            return dict(
+                needs("ase.io.extxyz", "ase", "extended XYZ").key_val_str_to_dict(comment.strip())
+            )
         except (ValueError, KeyError, IndexError, SyntaxError):
             return {}

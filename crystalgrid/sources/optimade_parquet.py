@@ -81,7 +81,7 @@ class OptimadeParquetSource(FileSource):
             BadInputError: a folder holds no ``.parquet`` file, or the first shard is not
                 readable Parquet or lacks a structure field.
         """
-        self._pq = needs("pyarrow.parquet", "parquet", "Parquet")
+        needs("pyarrow.parquet", "parquet", "Parquet")  # the extra, checked before any work
         resolved = resolve(path)
         super().__init__(resolved, name=name, licence=licence, citation=citation)
         shards = self._files()
@@ -89,7 +89,11 @@ class OptimadeParquetSource(FileSource):
             raise BadInputError(f"no .parquet files in {resolved}")
         try:
             with shards[0].open("rb") as fh:
-                columns = set(self._pq.ParquetFile(fh).schema_arrow.names)
+                columns = set(
+                    needs("pyarrow.parquet", "parquet", "Parquet")
+                    .ParquetFile(fh)
+                    .schema_arrow.names
+                )
         except (OSError, ValueError) as exc:
             raise BadInputError(f"{shards[0]}: not a readable Parquet file ({exc})") from None
         missing = [f for f in STRUCTURE_FIELDS if f not in columns]
@@ -132,7 +136,7 @@ class OptimadeParquetSource(FileSource):
         for shard in self._files():
             try:
                 with shard.open("rb") as fh:
-                    meta = self._pq.ParquetFile(fh).metadata
+                    meta = needs("pyarrow.parquet", "parquet", "Parquet").ParquetFile(fh).metadata
                 sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             except (OSError, ValueError) as exc:
                 parts.append(ParquetPart(str(shard), -1, 0, f"{exc}"))
@@ -148,7 +152,7 @@ class OptimadeParquetSource(FileSource):
         number = 0
         try:
             with shard.open("rb") as fh:
-                reader = self._pq.ParquetFile(fh)
+                reader = needs("pyarrow.parquet", "parquet", "Parquet").ParquetFile(fh)
                 missing = _missing_fields(reader)
                 if missing:
                     yield _lacks(shard, missing)

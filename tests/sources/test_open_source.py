@@ -159,3 +159,37 @@ def test_a_format_of_ones_own_is_one_class(tmp_path, nacl, monkeypatch):
     (record,) = source.records()
     assert parse_record(record).composition.reduced_formula == "NaCl"
     assert "a .sjson file holding one Structure dict" in sources.registry.accepted()
+
+
+def test_the_new_sources_pickle(tmp_path, nacl):
+    """Sources hold no module or handle, so they can travel to a worker."""
+    import pickle
+
+    pytest.importorskip("ase")
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from ase.db import connect
+
+    from crystalgrid.sources import AseDbSource, ExtxyzSource, OptimadeParquetSource
+
+    row = {
+        "immutable_id": "a",
+        "lattice_vectors": nacl.lattice.matrix.tolist(),
+        "species_at_sites": [s.specie.symbol for s in nacl],
+        "cartesian_site_positions": nacl.cart_coords.tolist(),
+    }
+    pq.write_table(pa.Table.from_pylist([row]), str(tmp_path / "a.parquet"))
+    (tmp_path / "a.xyz").write_text(
+        '1\nLattice="4 0 0 0 4 0 0 0 4" Properties=species:S:1:pos:R:3 pbc="T T T"\nNa 0 0 0\n'
+    )
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    with connect(str(tmp_path / "a.db")) as db:
+        db.write(AseAtomsAdaptor.get_atoms(nacl))
+    for source in (
+        OptimadeParquetSource(tmp_path / "a.parquet"),
+        ExtxyzSource(tmp_path / "a.xyz"),
+        AseDbSource(tmp_path / "a.db"),
+    ):
+        again = pickle.loads(pickle.dumps(source))
+        assert [r.material_id for r in again.records()] == [r.material_id for r in source.records()]

@@ -20,7 +20,6 @@ from crystalgrid.sources.location import (
     is_scalar,
     needs,
     plain_scalar,
-    resolve,
 )
 
 if TYPE_CHECKING:
@@ -43,41 +42,37 @@ class AseDbSource(FileSource):
     def can_open(cls, path: Location) -> bool:
         return path.is_file() and path.name.lower().endswith(".db")
 
+    requires = ("ase.db", "ase", "an ASE database")
+
     def __init__(
         self,
         path: str | os.PathLike[str] | RemotePath,
         *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
         id_key: str | None = None,
+        **kw: Any,
     ) -> None:
-        """Open an ASE database.
+        """Open an ASE database (local: SQLite cannot read a URL).
 
         Args:
-            path: the ``.db`` file (local: SQLite cannot read a URL).
             id_key: a key-value column that holds the ids (default: ASE's ``unique_id``).
+            **kw: ``name``, ``licence``, ``citation`` (:class:`FileSource`).
 
         Raises:
-            CrystalgridError: ASE is not installed.
-            NotFoundError: the file does not exist.
             BadInputError: a URL, or a file that is not an ASE database.
         """
-        needs("ase.db", "ase", "an ASE database")  # the extra, checked before any work
         if isinstance(path, RemotePath) or "://" in str(path):
             raise BadInputError(f"{path}: an ASE database is read locally; copy it here first")
-        resolved = resolve(path)
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
         self.id_key = id_key
+        super().__init__(path, **kw)
+
+    def _check(self) -> None:
         try:
             self._count = int(self._connect().count())
         except (sqlite3.DatabaseError, OSError, ValueError, KeyError) as exc:
-            raise BadInputError(f"{resolved}: not a readable ASE database ({exc})") from None
+            raise BadInputError(f"{self.path}: not a readable ASE database ({exc})") from None
 
     def _connect(self) -> Any:
-        return needs("ase.db", "ase", "an ASE database").connect(
-            str(self.path), type="db", create_indices=False
-        )
+        return needs(*self.requires).connect(str(self.path), type="db", create_indices=False)
 
     def __len__(self) -> int:
         """The number of rows."""

@@ -8,6 +8,7 @@ Rows are yielded in file order; problems of one row are rejects (``"no_id"``, ``
 from __future__ import annotations
 
 import csv
+import functools
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,11 +22,9 @@ from crystalgrid.sources.location import (
     RemotePath,
     as_number,
     hash_files,
-    resolve,
 )
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Generator, Iterator
 
 __all__ = ["CSV_REQUIRED", "CsvSource", "CsvSplitsSource"]
@@ -51,36 +50,14 @@ class CsvSource(FileSource):
     def can_open(cls, path: Location) -> bool:
         return path.is_file() and path.name.lower().endswith(".csv")
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | RemotePath,
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        """Open a CSV and check its header.
+    expects = "file"
 
-        Args:
-            path: the ``.csv`` file (a path or an fsspec URL).
-            name: the source's name (default: the file's stem).
-            licence: the data's licence, stored in :meth:`provenance`.
-            citation: what to cite for the data, stored in :meth:`provenance`.
-
-        Raises:
-            NotFoundError: the file does not exist.
-            BadInputError: not a file, not readable CSV text, or without the
-                ``material_id`` or ``cif`` column.
-        """
-        resolved = resolve(path)
-        if not resolved.is_file():
-            raise BadInputError(f"not a file: {path}")
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
+    def _check(self) -> None:
         header = self._header()
         missing = [column for column in CSV_REQUIRED if column not in header]
         if missing:
             raise BadInputError(
-                f"{resolved}: CSV lacks the column(s) {', '.join(missing)} "
+                f"{self.path}: CSV lacks the column(s) {', '.join(missing)} "
                 f"(needs {', '.join(CSV_REQUIRED)})"
             )
 
@@ -162,31 +139,21 @@ class CsvSplitsSource(FileSource):
     def can_open(cls, path: Location) -> bool:
         return path.is_dir() and (path / "train.csv").is_file()
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | RemotePath,
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        """Open the folder and check that the three CSVs are there and have the columns.
+    expects = "directory"
 
-        Raises:
-            NotFoundError: the path does not exist.
-            BadInputError: not a folder, a CSV missing, or a CSV without the columns.
-        """
-        resolved = resolve(path)
-        if not resolved.is_dir():
-            raise BadInputError(f"not a folder: {path}")
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
-        missing = [f for f in self.FILES if not (resolved / f).is_file()]
+    def _check(self) -> None:
+        missing = [f for f in self.FILES if not (self.path / f).is_file()]
         if missing:
             raise BadInputError(
-                f"{resolved}: a folder of splits needs {', '.join(self.FILES)}; "
+                f"{self.path}: a folder of splits needs {', '.join(self.FILES)}; "
                 f"{', '.join(missing)} missing"
             )
-        self.parts = {f.removesuffix(".csv"): CsvSource(resolved / f) for f in self.FILES}
+        self.parts  # noqa: B018 - each CSV's columns checked now, not at the first read
+
+    @functools.cached_property
+    def parts(self) -> dict[str, CsvSource]:
+        """``{split: its CsvSource}``, in the order train, val, test."""
+        return {f.removesuffix(".csv"): CsvSource(self.path / f) for f in self.FILES}
 
     def _files(self) -> list[Path | RemotePath]:
         return [part.path for part in self.parts.values()]

@@ -19,11 +19,9 @@ from crystalgrid.sources.location import (
     RemotePath,
     as_number,
     hash_files,
-    resolve,
 )
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Iterator
 
 __all__ = ["CifDirectorySource", "CifFileSource"]
@@ -116,32 +114,11 @@ class CifDirectorySource(_CifSource):
             p.suffix.lower() == ".cif" and p.is_file() for p in path.iterdir()
         )
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | RemotePath,
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        """Open a directory of CIFs.
+    expects = "directory"
 
-        Args:
-            path: the directory, or an fsspec URL of a folder (a key prefix: ``s3://b/cifs/``).
-            name: the source's name (default: the directory's name).
-            licence: the data's licence, stored in :meth:`provenance`.
-            citation: what to cite for the data, stored in :meth:`provenance`.
-
-        Raises:
-            NotFoundError: the path does not exist.
-            BadInputError: not a directory, or one that holds no ``*.cif`` file.
-        """
-        resolved = resolve(path)
-        if not resolved.is_dir():
-            raise BadInputError(f"not a directory: {path}")
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
+    def _check(self) -> None:
         if not self._cif_files():
-            raise BadInputError(f"no .cif files in {resolved}")
+            raise BadInputError(f"no .cif files in {self.path}")
 
     def _cif_files(self) -> list[Path | RemotePath]:
         files = (p for p in self.path.iterdir() if p.suffix.lower() == ".cif" and p.is_file())
@@ -162,24 +139,7 @@ class CifFileSource(_CifSource):
     def can_open(cls, path: Location) -> bool:
         return path.is_file() and path.name.lower().endswith(".cif")
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | RemotePath,
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        """Open one CIF file.
-
-        Raises:
-            NotFoundError: the path does not exist.
-            BadInputError: the path is not a file.
-        """
-        resolved = resolve(path)
-        if not resolved.is_file():
-            raise BadInputError(f"not a file: {path}")
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
+    expects = "file"
 
 
 def _read_cif(

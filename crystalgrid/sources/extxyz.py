@@ -30,12 +30,10 @@ from crystalgrid.sources.location import (
     needs,
     open_text,
     plain_scalar,
-    resolve,
     suffix_of,
 )
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -65,26 +63,11 @@ class ExtxyzSource(FileSource):
             return any(_is_xyz(p) and p.is_file() for p in path.iterdir())
         return _is_xyz(path)
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | RemotePath,
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        """Open an extended-XYZ file or folder (read when :meth:`records` is called).
+    requires = ("ase.io.extxyz", "ase", "extended XYZ")
 
-        Raises:
-            CrystalgridError: ASE is not installed (``pip install 'crystalgrid[ase]'``).
-            NotFoundError: the path does not exist.
-            BadInputError: a folder holds no XYZ file.
-        """
-        needs("ase.io.extxyz", "ase", "extended XYZ")  # the extra, checked before any work
-        resolved = resolve(path)
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
-        if resolved.is_dir() and not self._files():
-            raise BadInputError(f"no .xyz or .extxyz files in {resolved}")
+    def _check(self) -> None:
+        if self.path.is_dir() and not self._files():
+            raise BadInputError(f"no .xyz or .extxyz files in {self.path}")
 
     def _files(self) -> list[Path | RemotePath]:
         if not self.path.is_dir():
@@ -160,8 +143,6 @@ class ExtxyzSource(FileSource):
     def _info(self, comment: str) -> dict[str, Any]:
         """The comment line's ``key=value`` pairs (``{}`` when it has none readable)."""
         try:
-            return dict(
-                needs("ase.io.extxyz", "ase", "extended XYZ").key_val_str_to_dict(comment.strip())
-            )
+            return dict(needs(*self.requires).key_val_str_to_dict(comment.strip()))
         except (ValueError, KeyError, IndexError, SyntaxError):
             return {}

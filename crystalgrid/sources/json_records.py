@@ -14,14 +14,11 @@ from crystalgrid.sources.base import RawRecord, Rejected
 from crystalgrid.sources.location import (
     FileSource,
     Location,
-    RemotePath,
     is_scalar,
     open_text,
-    resolve,
 )
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Iterator
 
 __all__ = ["JsonSource"]
@@ -58,31 +55,12 @@ class JsonSource(FileSource):
             (".json", ".json.gz", ".jsonl", ".jsonl.gz")
         )
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | RemotePath,
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        """Open a JSON file (read lazily).
+    expects = "file"
 
-        Args:
-            path: the ``.json`` or ``.json.gz`` file (a path or an fsspec URL).
-            name: the source's name (default: the file name without ``.json[.gz]``).
-            licence: the data's licence, stored in :meth:`provenance`.
-            citation: what to cite for the data, stored in :meth:`provenance`.
-
-        Raises:
-            NotFoundError: the file does not exist.
-            BadInputError: the path is not a file.
-        """
-        resolved = resolve(path)
-        if not resolved.is_file():
-            raise BadInputError(f"not a file: {path}")
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
-        self.lines = resolved.name.lower().removesuffix(".gz").endswith(".jsonl")
+    @property
+    def lines(self) -> bool:
+        """Whether the file is JSON Lines (``.jsonl[.gz]``)."""
+        return self.path.name.lower().removesuffix(".gz").endswith(".jsonl")
 
     @contextlib.contextmanager
     def _text(self) -> Iterator[IO[str]]:

@@ -326,6 +326,11 @@ class FileSource:
     #: What the format looks like on disk, for messages (``"a .cif file"``).
     describes: ClassVar[str] = ""
 
+    #: ``"file"`` or ``"directory"`` where the format is only one of them (checked on opening).
+    expects: ClassVar[str | None] = None
+    #: ``(module, extra, what)`` of the optional package the format needs, checked first.
+    requires: ClassVar[tuple[str, str, str] | None] = None
+
     def __init__(
         self,
         path: str | os.PathLike[str] | Path | RemotePath,
@@ -334,12 +339,41 @@ class FileSource:
         licence: str | None = None,
         citation: str | None = None,
     ) -> None:
-        path = resolve(path)  # type: ignore[arg-type]
-        self.path = path
-        self.name = name if name is not None else file_stem(path)
+        """Open ``path`` (a local path or an fsspec URL) as this format.
+
+        Args:
+            path: the file or folder.
+            name: the source's name (default: the file's name without its extensions).
+            licence: the data's licence, stored in :meth:`provenance`.
+            citation: what to cite for the data, stored in :meth:`provenance`.
+
+        Raises:
+            CrystalgridError: the package the format needs is missing (names its extra).
+            NotFoundError: the path does not exist.
+            BadInputError: a file where the format needs a directory or the reverse, or what
+                :meth:`_check` refuses.
+        """
+        if self.requires is not None:
+            needs(*self.requires)
+        resolved = resolve(path)
+        if self.expects == "file" and not resolved.is_file():
+            raise BadInputError(f"not a file: {path}")
+        if self.expects == "directory" and not resolved.is_dir():
+            raise BadInputError(f"not a directory: {path}")
+        self.path = resolved
+        self.name = name if name is not None else file_stem(resolved)
         self.licence = licence
         self.citation = citation
         self._file_digest: str | None = None
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse, once the path is set, a location the format cannot read (a folder without
+        its files, a table without its columns); nothing by default.
+
+        Raises:
+            BadInputError: naming what is missing.
+        """
 
     @classmethod
     def can_open(cls, path: Location) -> bool:
@@ -349,7 +383,7 @@ class FileSource:
     @classmethod
     def from_location(cls, path: Location, **kw: Any) -> Any:
         """Open ``path`` as this format (``kw``: ``name``, ``licence``, ``citation``)."""
-        return cls(path, **kw)  # type: ignore[call-arg]
+        return cls(path, **kw)
 
     def _files(self) -> list[Path | RemotePath]:
         return [self.path]

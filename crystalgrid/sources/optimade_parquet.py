@@ -31,11 +31,9 @@ from crystalgrid.sources.location import (
     is_scalar,
     location_of,
     needs,
-    resolve,
 )
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -65,38 +63,17 @@ class OptimadeParquetSource(FileSource):
             return any(_is_parquet(p) and p.is_file() for p in path.iterdir())
         return _is_parquet(path)
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | RemotePath,
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        """Open a Parquet file or folder of shards (the first shard's columns are checked).
+    requires = ("pyarrow.parquet", "parquet", "Parquet")
 
-        Raises:
-            CrystalgridError: pyarrow is not installed (``pip install 'crystalgrid[parquet]'``).
-            NotFoundError: the path does not exist.
-            BadInputError: a folder holds no ``.parquet`` file, or the first shard is not
-                readable Parquet or lacks a structure field.
-        """
-        needs("pyarrow.parquet", "parquet", "Parquet")  # the extra, checked before any work
-        resolved = resolve(path)
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
+    def _check(self) -> None:
         shards = self._files()
         if not shards:
-            raise BadInputError(f"no .parquet files in {resolved}")
+            raise BadInputError(f"no .parquet files in {self.path}")
         try:
             with shards[0].open("rb") as fh:
-                columns = set(
-                    needs("pyarrow.parquet", "parquet", "Parquet")
-                    .ParquetFile(fh)
-                    .schema_arrow.names
-                )
+                missing = _missing_fields(_parquet().ParquetFile(fh))
         except (OSError, ValueError) as exc:
             raise BadInputError(f"{shards[0]}: not a readable Parquet file ({exc})") from None
-        missing = [f for f in STRUCTURE_FIELDS if f not in columns]
         if missing:
             raise BadInputError(
                 f"{shards[0]}: Parquet lacks the OPTIMADE field(s) {', '.join(missing)} "
@@ -136,7 +113,7 @@ class OptimadeParquetSource(FileSource):
         for shard in self._files():
             try:
                 with shard.open("rb") as fh:
-                    meta = needs("pyarrow.parquet", "parquet", "Parquet").ParquetFile(fh).metadata
+                    meta = _parquet().ParquetFile(fh).metadata
                 sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             except (OSError, ValueError) as exc:
                 parts.append(ParquetPart(str(shard), -1, 0, f"{exc}"))
@@ -152,7 +129,7 @@ class OptimadeParquetSource(FileSource):
         number = 0
         try:
             with shard.open("rb") as fh:
-                reader = needs("pyarrow.parquet", "parquet", "Parquet").ParquetFile(fh)
+                reader = _parquet().ParquetFile(fh)
                 missing = _missing_fields(reader)
                 if missing:
                     yield _lacks(shard, missing)
@@ -168,6 +145,11 @@ class OptimadeParquetSource(FileSource):
                 f"{shard.name} could not be read after row {number} ({exc}); "
                 "its remaining rows are left out",
             )
+
+
+def _parquet() -> Any:
+    """``pyarrow.parquet`` (the extra is checked when a source is opened)."""
+    return needs("pyarrow.parquet", "parquet", "Parquet")
 
 
 def _missing_fields(reader: Any) -> list[str]:
@@ -253,7 +235,7 @@ class ParquetPart:
                 f"{shard.name} could not be read ({self.error}); its rows are left out",
             )
             return
-        pq = needs("pyarrow.parquet", "parquet", "Parquet")
+        pq = _parquet()
         stem = file_stem(shard)
         try:
             with shard.open("rb") as fh:

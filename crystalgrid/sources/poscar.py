@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 
 from crystalgrid.errors import BadInputError
 from crystalgrid.sources.base import RawRecord, Rejected
-from crystalgrid.sources.location import FileSource, Location, RemotePath, hash_files, resolve
+from crystalgrid.sources.location import FileSource, Location, RemotePath, hash_files
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -59,24 +58,9 @@ class PoscarSource(FileSource):
             return bool(_listing(path))
         return _is_poscar(path)
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | RemotePath,
-        *,
-        name: str | None = None,
-        licence: str | None = None,
-        citation: str | None = None,
-    ) -> None:
-        """Open a POSCAR file or a folder of them.
-
-        Raises:
-            NotFoundError: the path does not exist.
-            BadInputError: a folder holds no POSCAR file.
-        """
-        resolved = resolve(path)
-        super().__init__(resolved, name=name, licence=licence, citation=citation)
-        if resolved.is_dir() and not self._files():
-            raise BadInputError(f"no POSCAR, CONTCAR or .vasp files in {resolved}")
+    def _check(self) -> None:
+        if self.path.is_dir() and not self._files():
+            raise BadInputError(f"no POSCAR, CONTCAR or .vasp files in {self.path}")
 
     def _files(self) -> list[Path | RemotePath]:
         return _listing(self.path) if self.path.is_dir() else [self.path]

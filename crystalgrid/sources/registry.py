@@ -123,5 +123,5 @@ def open_source(location: str | os.PathLike[str] | None, **kw: Any) -> Source:
             raise NotFoundError(f"source not found: {location}")
         for format_class in formats():
             if format_class.can_open(path):  # type: ignore[attr-defined]
-                return format_class.from_location(path, **kw)  # type: ignore[attr-defined,no-any-return]
+                return format_class.from_location(path, **kw)  # type: ignore[attr-defined]
         raise BadInputError(f"no source format can open {location} (tried: {accepted()})")
